@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make test`: the suite on the normal build (gcc), then on an
+# AddressSanitizer + UndefinedBehaviorSanitizer build (clang when present).
+# Last line: "N passed, N failed".
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+jobs=$(nproc 2>/dev/null || echo 2)
+pass=0 fail=0 log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+suite() {
+    local build=$1; shift
+    if ! make --no-print-directory -j"$jobs" BUILD="$build" "$@" tests >"$log" 2>&1; then
+        cat "$log"; echo "build of $build failed"
+        fail=$((fail + 1)); return
+    fi
+    local out
+    out=$(bash tests/run-suite.sh "$build" | tee /dev/stderr | tail -n 1)
+    set -- $out
+    pass=$((pass + $4)); fail=$((fail + $6))
+}
+
+suite build
+sancc=cc
+command -v clang >/dev/null 2>&1 && sancc=clang
+suite build/asan SAN=1 CC=$sancc
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
