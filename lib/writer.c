@@ -549,7 +549,8 @@ static int prepare(st_writer *w, st_error *err)
     sbuf b = {0};
     sb_put(&b, "{", 1);
     int first = 1;
-    if (w->meta_present) {
+    /* Pairs are never dropped: present = 0 only omits an empty object. */
+    if (w->meta_present || w->meta_count) {
         sb_puts(&b, "\"__metadata__\":{");
         for (size_t i = 0; i < w->meta_count; i++) {
             if (i)
