@@ -220,6 +220,38 @@ for line in open(os.path.join(conf, "expected.tsv")).read().splitlines()[1:]:
 sys.exit(1 if bad else 0)
 PYEOF
 
+# ---------------------------------------------------------------- info RSS
+# info reads only the header: on a sparse 8 GiB file its peak RSS must stay
+# under 16 MB + the header size (not for the sanitizer build, whose runtime
+# alone is bigger).
+if [ "${ST_SAN:-0}" != 1 ] && [ -x /usr/bin/time ]; then
+    "$PY" - "$tmp/big.safetensors" <<'PYEOF'
+import json, struct, sys
+hdr, off = {"__metadata__": {"ss_note": "x" * 100000}}, 0
+per = (8 << 30) // 2000
+for i in range(2000):
+    n = per // 2
+    hdr["model.layers.%d.weight" % i] = {"dtype": "F16", "shape": [n], "data_offsets": [off, off + 2 * n]}
+    off += 2 * n
+raw = json.dumps(hdr).encode()
+raw += b" " * (-len(raw) % 8)
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(raw)) + raw)
+    f.truncate(8 + len(raw) + off)
+
+PYEOF
+    hsize=$("$PY" -c 'import struct,sys; print(struct.unpack("<Q", open(sys.argv[1],"rb").read(8))[0])' "$tmp/big.safetensors")
+    for args in "info" "info --json" "ls"; do
+        /usr/bin/time -f '%M' -o "$tmp/rss" "$BIN" $args "$tmp/big.safetensors" >/dev/null 2>"$tmp/err"
+        rc=$?
+        kb=$(tail -n 1 "$tmp/rss")
+        check "$args on a sparse 8 GiB file exits 0" [ "$rc" -eq 0 ]
+        check "$args peak RSS ${kb} KiB < 16 MiB + header ($hsize bytes)" \
+            [ "$((kb * 1024))" -lt "$((16 * 1024 * 1024 + hsize))" ]
+        echo "    $args: peak RSS ${kb} KiB on a $(stat -c %s "$tmp/big.safetensors")-byte file, header $hsize bytes"
+    done
+fi
+
 # ---------------------------------------------------------------- ls
 expect 0 "ls sample" "$BIN" ls "$SAMPLE"
 check "ls: header row" grep -qE '^NAME +DTYPE +SHAPE +SIZE$' "$tmp/out"
