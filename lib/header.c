@@ -196,7 +196,9 @@ static int schema_error(parser *p, size_t pos, const char *name, size_t name_len
 
 static int push_key(parser *p, const token *t, size_t key_pos)
 {
-    if (!grow((void **)&p->scratch, &p->scratch_cap, p->scratch_len + t->len, 1) ||
+    /* + 1: an empty first key would otherwise leave scratch NULL, and
+     * NULL + 0 below is undefined behaviour. */
+    if (!grow((void **)&p->scratch, &p->scratch_cap, p->scratch_len + t->len + 1, 1) ||
         !grow((void **)&p->keys, &p->keys_cap, p->nkeys + 1, sizeof *p->keys))
         return nomem(p);
     size_t n = t->escaped ? st_json_decode_string(p->s + t->pos, t->len, p->scratch + p->scratch_len)
