@@ -1,0 +1,115 @@
+/* Replays every input kept in tests/regress/ (listed in tests/regress/MANIFEST)
+ * through the fuzz target that once failed on it, in a child process so a
+ * crash or a failed property (abort) counts as one failure and the others
+ * still run. For the header target the manifest also gives the verdict
+ * st_open_memory must return. Under the ASan+UBSan build this catches the
+ * original bugs (most were memory errors or undefined behaviour).
+ *
+ * Adding a case: copy the crashing input to tests/regress/NAME (small files
+ * only) and add a line "target NAME verdict" to MANIFEST. */
+#include "safetensors.h"
+#include "test.h"
+
+#include <errno.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The fuzz targets, built in here with their entry points renamed. */
+#define LLVMFuzzerTestOneInput fuzz_header_one
+#include "../fuzz/fuzz_header.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_roundtrip_one
+#include "../fuzz/fuzz_roundtrip.c"
+#undef LLVMFuzzerTestOneInput
+
+typedef int (*target_fn)(const uint8_t *, size_t);
+
+static target_fn target_of(const char *name)
+{
+    if (!strcmp(name, "header"))
+        return fuzz_header_one;
+    if (!strcmp(name, "roundtrip"))
+        return fuzz_roundtrip_one;
+    return NULL;
+}
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return NULL;
+    unsigned char *buf = NULL;
+    size_t cap = 0, n = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 4096;
+            unsigned char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(fp);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, fp);
+        n += r;
+        if (r == 0)
+            break;
+    }
+    fclose(fp);
+    *len = n;
+    return buf;
+}
+
+int main(void)
+{
+    const char *root = getenv("ST_ROOT");
+    char dir[4096], path[8192];
+    snprintf(dir, sizeof dir, "%s/tests/regress", root && *root ? root : ".");
+    snprintf(path, sizeof path, "%s/MANIFEST", dir);
+    FILE *m = fopen(path, "r");
+    CHECK(m != NULL, "cannot open %s: %s", path, strerror(errno));
+    if (!m)
+        TEST_END();
+    char line[1024];
+    int cases = 0;
+    while (fgets(line, sizeof line, m)) {
+        char target[64], file[512], verdict[64];
+        if (line[0] == '#' || sscanf(line, "%63s %511s %63s", target, file, verdict) != 3)
+            continue;
+        cases++;
+        target_fn fn = target_of(target);
+        CHECK(fn != NULL, "unknown target %s for %s", target, file);
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        size_t len = 0;
+        unsigned char *data = slurp(path, &len);
+        CHECK(data != NULL, "cannot read %s", path);
+        if (!fn || !data) {
+            free(data);
+            continue;
+        }
+        if (strcmp(verdict, "-") != 0) {
+            st_file *f = NULL;
+            int rc = st_open_memory(data, len, 0, &f, NULL);
+            CHECK(!strcmp(st_code_name(rc), verdict), "%s: verdict %s, want %s", file,
+                  st_code_name(rc), verdict);
+            st_close(f);
+        }
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            fn(data, len);
+            _exit(0);
+        }
+        int status = 0;
+        CHECK(pid > 0 && waitpid(pid, &status, 0) == pid, "fork/wait");
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "%s (target %s): child ended with status 0x%x", file, target, status);
+        free(data);
+    }
+    fclose(m);
+    CHECK(cases > 0, "no cases in the manifest");
+    printf("%d regression inputs replayed\n", cases);
+    TEST_END();
+}
