@@ -4,6 +4,7 @@
 #   make demo       install missing dependencies (as root), build, run on the sample
 #   make bench      benchmarks (inputs are generated under build/bench)
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS
+#   make valgrind   every C test binary under valgrind (minutes)
 #   make install    PREFIX=/usr/local DESTDIR=
 
 CC      ?= cc
@@ -33,7 +34,7 @@ PROG_OBJ := $(PROG_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS     := $(LIB_OBJ:.o=.d) $(PROG_OBJ:.o=.d) $(TEST_BIN:%=%.d)
 
-.PHONY: all lib cli tests test test-fast demo bench fuzz install uninstall clean deps
+.PHONY: all lib cli tests test test-fast demo bench fuzz valgrind install uninstall clean deps
 all: lib cli
 
 lib: $(BUILD)/libsafetensors.a $(BUILD)/libsafetensors.so
@@ -79,6 +80,9 @@ bench: all
 FUZZ_SECONDS ?= 20
 fuzz:
 	@bash fuzz/run.sh $(FUZZ_SECONDS)
+
+valgrind:
+	@bash tests/valgrind.sh $(BUILD)
 
 deps:
 	@bash scripts/deps.sh
