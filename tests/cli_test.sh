@@ -149,8 +149,9 @@ check "info: file size" grep -qF "($size bytes)" "$tmp/out"
 check "info: dtypes" grep -qE '^  F16 +10 ' "$tmp/out"
 check "info: F32" grep -qE '^  F32 +5 ' "$tmp/out"
 check "info: metadata" grep -q '^  ss_network_dim: 4$' "$tmp/out"
-check "info: long value shortened" grep -qE '^  ss_tag_frequency: .{150,}\.\.\. \([0-9,]+ bytes\)$' "$tmp/out"
-check "info: fits 80 columns" awk 'length($0) > 240 {exit 1}' "$tmp/out"
+check "info: long value starts on its key's line" grep -qE '^  ss_tag_frequency: \{"10_sample' "$tmp/out"
+check "info: long value shortened" grep -qE '^      .*\.\.\. \(241 bytes\)$' "$tmp/out"
+check "info: fits 80 columns" awk 'length($0) >= 80 {exit 1}' "$tmp/out"
 expect 0 "info --json sample" "$BIN" info --json "$SAMPLE"
 check "info --json agrees with the header" "$PY" - "$SAMPLE" "$tmp/out" <<'PYEOF'
 import json, os, struct, sys
@@ -301,7 +302,8 @@ fi
 "$PY" - "$tmp/names.safetensors" <<'PYEOF'
 import json, struct, sys
 names = ["a\u0000b", "tab\there", "\u00e9t\u00e9", "plain"]
-hdr, off = {}, 0
+hdr, off = {"__metadata__": {"note": "line1\nline2\u001b[31m", "big": "\u00e9" * 3000,
+                              "k" * 150: "v"}}, 0
 for n in names:
     hdr[n] = {"dtype": "U8", "shape": [1], "data_offsets": [off, off + 1]}; off += 1
 raw = json.dumps(hdr).encode()
@@ -320,6 +322,20 @@ expect 0 "ls text control-byte names" "$BIN" ls "$tmp/names.safetensors"
 check "ls text escapes control bytes" grep -q '^a\\x00b ' "$tmp/out"
 check "ls text: no raw control bytes" "$PY" -c '
 import sys; d=open(sys.argv[1],"rb").read(); assert not any(c<32 and c!=10 for c in d)' "$tmp/out"
+expect 0 "info with odd metadata" "$BIN" info "$tmp/names.safetensors"
+check "info: no raw control bytes" "$PY" -c '
+import sys; d=open(sys.argv[1],"rb").read(); assert not any(c<32 and c!=10 for c in d)' "$tmp/out"
+check "info: newline in a value escaped" grep -qF '  note: line1\x0aline2\x1b[31m' "$tmp/out"
+check "info: long UTF-8 value cut" grep -qF '... (6,000 bytes)' "$tmp/out"
+check "info: UTF-8 lines under 80 columns" "$PY" -c '
+import sys
+for l in open(sys.argv[1], encoding="utf-8"):
+    assert len(l.rstrip("\n")) < 80 or l.startswith("  kkkk"), l' "$tmp/out"
+expect 0 "info --json with odd metadata" "$BIN" info --json "$tmp/names.safetensors"
+check "info --json: metadata exact" "$PY" -c '
+import json,sys
+m=json.load(open(sys.argv[1]))["metadata"]
+assert m=={"note":"line1\nline2\x1b[31m","big":"\u00e9"*3000,"k"*150:"v"}, m' "$tmp/out"
 
 # ---------------------------------------------------------------- convert
 expect 0 "convert sample" "$BIN" convert "$SAMPLE" "$tmp/conv.safetensors"
