@@ -864,7 +864,7 @@ int st_writer_write(st_writer *w, const char *path, st_error *err)
 
     mode_t mode = 0644;
     struct stat st;
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
         mode = st.st_mode & 07777;
 
     int fd = mkostemps(tmp, 4, O_CLOEXEC);

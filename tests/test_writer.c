@@ -7,6 +7,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -560,6 +562,44 @@ static void test_atomic(const char *dir)
     CHECK_EQ_INT(count_entries(dir), 2);
     CHECK_EQ_INT(count_entries(sub), 0);
     rmdir(sub);
+
+    /* A write error mid-stream (the file size limit stands in for a full
+     * disk: write() fails with EFBIG once 1 MiB is written). */
+    struct rlimit old_lim, lim;
+    if (getrlimit(RLIMIT_FSIZE, &old_lim) == 0) {
+        void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+        lim = old_lim;
+        lim.rlim_cur = 1024 * 1024;
+        CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0, "setrlimit");
+        g.next = 0;
+        CHECK_EQ_INT(st_writer_write(w, path, &err), ST_E_IO);
+        CHECK(strstr(err.message, "target.safetensors") && strstr(err.message, "too large"),
+              "%s", err.message);
+        CHECK(setrlimit(RLIMIT_FSIZE, &old_lim) == 0, "restore rlimit");
+        signal(SIGXFSZ, old_handler);
+        CHECK(read_file(path, &data, &len) == 0, "read back");
+        CHECK(len == sizeof original && memcmp(data, original, len) == 0, "target changed");
+        free(data);
+        CHECK_EQ_INT(count_entries(dir), 1);
+    }
+
+    /* A symbolic link is replaced by the file, its target left alone. */
+    char link[4200], other[4200];
+    snprintf(link, sizeof link, "%s/link.safetensors", dir);
+    snprintf(other, sizeof other, "%s/other", dir);
+    f = fopen(other, "wb");
+    fwrite(original, 1, sizeof original, f);
+    fclose(f);
+    CHECK(symlink("other", link) == 0, "symlink");
+    st_writer *e0 = st_writer_new();
+    CHECK_EQ_INT(st_writer_write(e0, link, &err), ST_OK);
+    struct stat lst;
+    CHECK(lstat(link, &lst) == 0 && S_ISREG(lst.st_mode) && lst.st_size == 16, "link replaced");
+    CHECK(read_file(other, &data, &len) == 0 && len == sizeof original, "link target kept");
+    free(data);
+    st_writer_free(e0);
+    unlink(link);
+    unlink(other);
 
     /* Bad arguments. */
     CHECK_EQ_INT(st_writer_write(w, "", &err), ST_E_ARG);
