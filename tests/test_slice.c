@@ -408,8 +408,40 @@ static void test_big(void)
     free_one(&o);
 }
 
+/* Small runs spread over more than one gathering window (pread mode). */
+static void test_windows(void)
+{
+    /* rows of 4000 bytes; runs of 3000 bytes straddle window ends */
+    uint64_t shape[2] = {2048, 1000};
+    size_t n = 2048 * 1000;
+    uint32_t *v = malloc(n * 4);
+    for (size_t i = 0; i < n; i++)
+        v[i] = (uint32_t)(i * 2654435761u);
+    one o;
+    CHECK(make_one(&o, ST_U32, shape, 2, (const unsigned char *)v, n * 4) == 0, "build");
+    st_slice_dim d[2] = {{ST_SLICE_RANGE, 1, 2047}, {ST_SLICE_RANGE, 3, 753}};
+    uint32_t *r = malloc(2046 * 750 * 4);
+    CHECK_EQ_INT(st_slice_read(o.file, o.t, d, 2, r, 2046 * 750 * 4, NULL), ST_OK);
+    int bad = 0;
+    for (size_t a = 0; a < 2046; a++)
+        for (size_t c = 0; c < 750; c++)
+            bad += r[a * 750 + c] != v[(a + 1) * 1000 + 3 + c];
+    CHECK_EQ_INT(bad, 0);
+    /* A single column, the last one: runs of 4 bytes up to the very end. */
+    st_slice_dim col[2] = {{ST_SLICE_ALL, 0, 0}, {ST_SLICE_INDEX, 999, 0}};
+    CHECK_EQ_INT(st_slice_read(o.file, o.t, col, 2, r, 2048 * 4, NULL), ST_OK);
+    bad = 0;
+    for (size_t a = 0; a < 2048; a++)
+        bad += r[a] != v[a * 1000 + 999];
+    CHECK_EQ_INT(bad, 0);
+    free(r);
+    free(v);
+    free_one(&o);
+}
+
 int main(void)
 {
+    test_windows();
     test_fixed();
     test_big();
     random_trials(20000);
