@@ -549,7 +549,8 @@ static int prepare(st_writer *w, st_error *err)
     sbuf b = {0};
     sb_put(&b, "{", 1);
     int first = 1;
-    if (w->meta_present) {
+    /* Pairs are never dropped: present = 0 only omits an empty object. */
+    if (w->meta_present || w->meta_count) {
         sb_puts(&b, "\"__metadata__\":{");
         for (size_t i = 0; i < w->meta_count; i++) {
             if (i)
@@ -863,7 +864,7 @@ int st_writer_write(st_writer *w, const char *path, st_error *err)
 
     mode_t mode = 0644;
     struct stat st;
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
         mode = st.st_mode & 07777;
 
     int fd = mkostemps(tmp, 4, O_CLOEXEC);
