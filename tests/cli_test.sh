@@ -387,6 +387,11 @@ printf 'old contents' >"$tmp/old.safetensors"
 expect 0 "convert over an existing OUT" "$BIN" convert "$SAMPLE" "$tmp/old.safetensors"
 check "existing OUT replaced" cmp -s "$SAMPLE" "$tmp/old.safetensors"
 
+# ---------------------------------------------------------------- demo
+expect 0 "scripts/demo.sh" bash "$ROOT/scripts/demo.sh" "$BIN"
+check "demo: every step as expected" grep -q "^Demo done: every command behaved as expected" "$tmp/out"
+check "demo: shows the convert" grep -q "^wrote \$TMP/canonical.safetensors: 15 tensors" "$tmp/out"
+
 # ---------------------------------------------------------------- install
 # Into a DESTDIR, then the README's example built against the installed
 # pkg-config file (the sanitizer build's library needs its runtime: skipped).
