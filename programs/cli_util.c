@@ -72,6 +72,20 @@ void cli_print_error(const char *path, const st_error *err)
     free(p);
 }
 
+int cli_open_file(const char *path, unsigned flags, st_file **out)
+{
+    st_error err;
+    memset(&err, 0, sizeof err);
+    *out = NULL;
+    int rc = st_open(path, flags, out, &err);
+    if (rc == ST_OK)
+        return CLI_EXIT_OK;
+    if (err.code == ST_OK)
+        err.code = rc;
+    cli_print_error(path, &err);
+    return cli_exit_code(err.code);
+}
+
 bool cli_is_validation_code(int code)
 {
     return code >= ST_E_HEADER_TOO_SMALL && code <= ST_E_INCOMPLETE;

@@ -250,16 +250,10 @@ int cmd_info(int argc, char **argv)
         return cli_usage_error(usage, "info: expected one FILE");
     const char *path = argv[optind];
     st_file *f = NULL;
-    st_error err;
-    memset(&err, 0, sizeof err);
     /* pread: only the header is read, whatever the file's size. */
-    int rc = st_open(path, ST_OPEN_PREAD, &f, &err);
-    if (rc != ST_OK) {
-        if (err.code == ST_OK)
-            err.code = rc;
-        cli_print_error(path, &err);
-        return cli_exit_code(err.code);
-    }
+    int rc = cli_open_file(path, ST_OPEN_PREAD, &f);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     if (json)
         print_json(path, f);
     else
