@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Staging buffer for the output stream: small pieces (header, tiny tensors)
@@ -63,6 +65,9 @@ struct st_writer {
     size_t meta_count, meta_cap;
     hset meta_set;
     int meta_present;
+    uint64_t seed;       /* per-writer hash seed: names may come from a
+                          * hostile file, so collisions must not be
+                          * predictable */
     uint64_t data_size;  /* sum of nbytes (checked at add)              */
 
     /* Prepared output, rebuilt after any change. */
@@ -178,7 +183,16 @@ static void invalidate(st_writer *w)
 
 st_writer *st_writer_new(void)
 {
-    return calloc(1, sizeof(st_writer));
+    st_writer *w = calloc(1, sizeof(st_writer));
+    if (!w)
+        return NULL;
+    if (getrandom(&w->seed, sizeof w->seed, GRND_NONBLOCK) != (ssize_t)sizeof w->seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        w->seed = ((uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 32) * 0x9e3779b97f4a7c15ull ^
+                  (uint64_t)(uintptr_t)w;
+    }
+    return w;
 }
 
 void st_writer_free(st_writer *w)
@@ -278,7 +292,7 @@ static int add_common(st_writer *w, const char *name, size_t name_len,
                        (unsigned long long)nbytes);
 
     name_probe probe = {w, name, name_len};
-    uint64_t h = st_hash_bytes(name, name_len);
+    uint64_t h = st_hash_bytes_seeded(w->seed, name, name_len);
     if (hset_find(&w->tensor_set, h, &probe, tensor_eq) != SIZE_MAX)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_add: tensor %s already added", q);
 
@@ -378,7 +392,7 @@ int st_writer_set_metadata(st_writer *w, const char *key, size_t key_len, const 
     if (!v)
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "st_writer_set_metadata: out of memory");
     name_probe probe = {w, key, key_len};
-    uint64_t h = st_hash_bytes(key, key_len);
+    uint64_t h = st_hash_bytes_seeded(w->seed, key, key_len);
     size_t at = hset_find(&w->meta_set, h, &probe, meta_eq);
     if (at != SIZE_MAX) {
         invalidate(w);
