@@ -412,11 +412,15 @@ static void test_rejections(void)
     free(out);
     st_writer_free(w);
 
-    /* A header over 100,000,000 bytes. */
-    st_writer *h = st_writer_new();
-    size_t big_len = ST_MAX_HEADER_SIZE;
+    /* The header limit, exactly: {"__metadata__":{"k":"V"}} is 25 bytes
+     * plus V, so V = 100,000,000 - 25 gives N = 100,000,000 (allowed, no
+     * padding) and one byte more is refused. */
+    size_t big_len = ST_MAX_HEADER_SIZE - 24;
     char *v = malloc(big_len);
     memset(v, 'v', big_len);
+    st_writer *h = st_writer_new();
+    CHECK_EQ_INT(st_writer_set_metadata(h, "k", 1, v, big_len - 1, &err), ST_OK);
+    CHECK_EQ_INT(st_writer_output_size(h), 8 + ST_MAX_HEADER_SIZE);
     CHECK_EQ_INT(st_writer_set_metadata(h, "k", 1, v, big_len, &err), ST_OK);
     free(v);
     void *p = NULL;
@@ -424,6 +428,7 @@ static void test_rejections(void)
     CHECK_EQ_INT(st_writer_serialize(h, &p, &pl, &err), ST_E_HEADER_TOO_LARGE);
     CHECK(p == NULL, "no output");
     CHECK_EQ_INT(st_writer_output_size(h), 0);
+    CHECK_EQ_INT(st_writer_write(h, "/nonexistent-folder/x", &err), ST_E_HEADER_TOO_LARGE);
     st_writer_free(h);
 }
 
