@@ -181,6 +181,17 @@ static void print_pair(const char *k, size_t kl, const char *v, size_t vl, size_
     free(text);
 }
 
+/* "5.4 KiB (5,508 bytes)", or "10 bytes" when that says it all. */
+static void print_size(const char *label, uint64_t bytes)
+{
+    char a[48], b[48];
+    if (bytes < 1024)
+        printf("%s%s byte%s\n", label, cli_grouped(bytes, b, sizeof b), bytes == 1 ? "" : "s");
+    else
+        printf("%s%s (%s bytes)\n", label, cli_human_size(bytes, a, sizeof a),
+               cli_grouped(bytes, b, sizeof b));
+}
+
 static void print_text(const char *path, const st_file *f)
 {
     dtype_stat stats[ST_DTYPE_COUNT];
@@ -191,10 +202,8 @@ static void print_text(const char *path, const st_file *f)
     char *p = cli_printable(path, strlen(path));
     printf("File:         %s\n", p ? p : path);
     free(p);
-    printf("File size:    %s (%s bytes)\n", cli_human_size(st_file_size(f), a, sizeof a),
-           cli_grouped(st_file_size(f), b, sizeof b));
-    printf("Header size:  %s (%s bytes)\n", cli_human_size(st_header_size(f), a, sizeof a),
-           cli_grouped(st_header_size(f), b, sizeof b));
+    print_size("File size:    ", st_file_size(f));
+    print_size("Header size:  ", st_header_size(f));
     printf("Tensors:      %s\n", cli_grouped(st_tensor_count(f), a, sizeof a));
     if (params < 1000)
         printf("Parameters:   %s\n", cli_grouped(params, a, sizeof a));
