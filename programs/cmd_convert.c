@@ -109,8 +109,10 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
     memset(&err, 0, sizeof err);
     /* Checked after opening IN so that a missing IN is reported as such. */
     if (same_file(in_path, out_path)) {
-        cli_errorf("invalid_argument: OUT '%s' is the input file; inputs are never overwritten",
-                   out_path);
+        char *p = cli_printable(out_path, strlen(out_path));
+        cli_errorf("%s: invalid_argument: OUT is the input file (IN is never overwritten)",
+                   p ? p : "?");
+        free(p);
         st_close(job.in);
         return CLI_EXIT_ERROR;
     }
@@ -177,7 +179,7 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
     }
     char a[32], b[32];
     char *p = cli_printable(out_path, strlen(out_path));
-    printf("wrote %s: %zu tensor%s, %zu metadata key%s, %s (%s bytes)\n", p ? p : out_path,
+    printf("wrote %s: %zu tensor%s, %zu metadata key%s, %s (%s bytes)\n", p ? p : "?",
            written, written == 1 ? "" : "s", nmeta, nmeta == 1 ? "" : "s",
            cli_human_size(size, a, sizeof a), cli_grouped(size, b, sizeof b));
     free(p);
