@@ -57,6 +57,8 @@ for c in $cmds; do
     check "$c --help fits 80 columns" awk 'length($0) > 80 {exit 1}' "$tmp/out"
     expect 0 "help $c" "$BIN" help "$c"
     check "help $c = $c --help" grep -q "^Usage: safetensors $c" "$tmp/out"
+    check "man page documents $c" grep -q "^\.SS \"$c\b" "$ROOT/doc/safetensors.1"
+    check "README lists $c" grep -q "^| \`$c\b" "$ROOT/README.md"
     expect 2 "$c with a bad option" "$BIN" "$c" --no-such-option
     check "$c bad option: usage on stderr" has "Usage: safetensors $c" "$tmp/err"
 done
