@@ -336,6 +336,23 @@ static void test_fixed(void)
     CHECK_EQ_INT(st_slice_info(o.t, z1, 2, &nb, os, &orank, &err), ST_E_SLICE);
     free_one(&o);
 
+    /* Huge dimensions next to a zero one: no overflow anywhere. */
+    uint64_t hs[3] = {3, 1ull << 61, 0};
+    CHECK(make_one(&o, ST_F64, hs, 3, NULL, 0) == 0, "build");
+    st_slice_dim h1[2] = {{ST_SLICE_INDEX, 2, 0}, {ST_SLICE_RANGE, 5, 1ull << 61}};
+    CHECK_EQ_INT(st_slice_info(o.t, h1, 2, &nb, os, &orank, &err), ST_OK);
+    CHECK(nb == 0 && orank == 2 && os[0] == (1ull << 61) - 5 && os[1] == 0, "huge shape");
+    CHECK_EQ_INT(st_slice_read(o.file, o.t, h1, 2, NULL, 0, &err), ST_OK);
+    h1[1] = (st_slice_dim){ST_SLICE_RANGE, 5, (1ull << 61) + 1};
+    CHECK_EQ_INT(st_slice_info(o.t, h1, 2, &nb, os, &orank, &err), ST_E_SLICE);
+    free_one(&o);
+    uint64_t hs4[3] = {3, (1ull << 61) + 1, 0};
+    CHECK(make_one(&o, ST_F4, hs4, 3, NULL, 0) == 0, "build");
+    st_slice_dim h2[2] = {{ST_SLICE_RANGE, 1, 3}, {ST_SLICE_RANGE, 1, 1ull << 61}};
+    CHECK_EQ_INT(st_slice_info(o.t, h2, 2, &nb, os, &orank, &err), ST_OK);
+    CHECK(nb == 0 && orank == 3 && os[0] == 2 && os[1] == (1ull << 61) - 1, "huge F4");
+    free_one(&o);
+
     /* Sub-byte rules, the reference's own tests: F4 [1,2,2] [:, 0:1] is one
      * byte; F4 [1,2] [:, 0:1] is half a byte: misaligned. */
     unsigned char f4[2] = {0x10, 0x32};
