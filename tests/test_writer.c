@@ -264,7 +264,6 @@ static void test_order(void)
         "\"d\":{\"dtype\":\"F6_E2M3\",\"shape\":[8],\"data_offsets\":[326,332]},"
         "\"f\":{\"dtype\":\"F4\",\"shape\":[8],\"data_offsets\":[332,336]},"
         "\"z\":{\"dtype\":\"BOOL\",\"shape\":[8],\"data_offsets\":[336,344]}}";
-    (void)0;
     CHECK_EQ_INT(rc, ST_OK);
     check_header(out, len, json, strlen(json));
     free(out);
