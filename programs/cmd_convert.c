@@ -39,6 +39,7 @@ typedef struct source {
 } source;
 
 struct convert_job {
+    const char *in_path;
     st_file *in;
     source *sources; /* one per input tensor */
     st_error read_err; /* first read failure, reported instead of "callback" */
@@ -100,6 +101,7 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
 {
     convert_job job;
     memset(&job, 0, sizeof job);
+    job.in_path = in_path;
     int rc = cli_open_file(in_path, ST_OPEN_PREAD, &job.in);
     if (rc != CLI_EXIT_OK)
         return rc;
