@@ -792,6 +792,100 @@ static void test_error_order(void)
            ST_E_INCOMPLETE);
 }
 
+/* The error's offset must fall on the part of the header at fault:
+ * [lo, hi] are positions in the header text (the file offset is 8 more). */
+static void expect_at(const char *label, const char *hdr, size_t dlen, int want, size_t lo,
+                      size_t hi)
+{
+    blob b = mkfile(hdr, dlen);
+    st_error err;
+    memset(&err, 0, sizeof err);
+    int rc = open3(label, &b, &err);
+    CHECK(rc == want, "%s: got %s, want %s (%s)", label, st_code_name(rc), st_code_name(want),
+          rc ? err.message : "ok");
+    if (rc == want)
+        CHECK(err.offset != ST_NO_OFFSET && err.offset >= 8 + lo && err.offset <= 8 + hi,
+              "%s: error offset %llu, want within [%zu, %zu] (%s)", label,
+              (unsigned long long)err.offset, 8 + lo, 8 + hi, err.message);
+    free(b.bytes);
+}
+
+/* Position of the n-th (0-based) occurrence of needle in hay. */
+static size_t pos_of(const char *hay, const char *needle, int n)
+{
+    const char *p = hay;
+    for (;;) {
+        p = strstr(p, needle);
+        if (!p || n-- == 0)
+            break;
+        p++;
+    }
+    return p ? (size_t)(p - hay) : (size_t)-1;
+}
+
+static void test_error_offsets(void)
+{
+    const char *h = "{\"a\":1 \xff}";
+    expect_at("offset of a bad UTF-8 byte", h, 0, ST_E_HEADER_UTF8, 7, 7);
+    h = "{\"__metadata__\":{\"k\":\"ab\xe2\x82\"}}";
+    expect_at("offset of a truncated UTF-8 sequence", h, 0, ST_E_HEADER_UTF8, pos_of(h, "\xe2", 0),
+              pos_of(h, "\xe2", 0) + 2);
+    h = "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":tru}}";
+    expect_at("offset of a bad literal", h, 4, ST_E_HEADER_JSON, pos_of(h, "tru", 0),
+              pos_of(h, "tru", 0) + 4);
+    h = "{\"w\":{\"dtype\":\"F32\",\"shape\":[1 2],\"data_offsets\":[0,4]}}";
+    expect_at("offset of a missing comma", h, 4, ST_E_HEADER_JSON, pos_of(h, "1 2", 0) + 1,
+              pos_of(h, "1 2", 0) + 2);
+    h = "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}";
+    expect_at("offset of a repeated metadata key", h, 0, ST_E_DUPLICATE_KEY,
+              pos_of(h, "\"k\"", 1), pos_of(h, "\"k\"", 1) + 3);
+    h = "{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+        "\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}";
+    expect_at("offset of a repeated tensor name", h, 2, ST_E_DUPLICATE_KEY,
+              pos_of(h, "\"w\"", 1), pos_of(h, "\"w\"", 1) + 3);
+    h = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+        "\"b\":{\"dtype\":\"XX\",\"shape\":[1],\"data_offsets\":[1,2]}}";
+    expect_at("offset of an unknown dtype", h, 2, ST_E_HEADER_SCHEMA, pos_of(h, "\"b\"", 0),
+              pos_of(h, "\"XX\"", 0) + 4);
+    h = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+        "\"bb\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[1,2]}}";
+    expect_at("offset of a size mismatch (at the tensor's name)", h, 2, ST_E_SIZE_MISMATCH,
+              pos_of(h, "\"bb\"", 0), pos_of(h, "\"bb\"", 0) + 1);
+    h = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+        "\"bb\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[2,3]}}";
+    expect_at("offset of a hole (at the tensor's name)", h, 3, ST_E_OFFSETS,
+              pos_of(h, "\"bb\"", 0), pos_of(h, "\"bb\"", 0) + 1);
+}
+
+/* pread mode reads at call time: a file that got shorter is an I/O error,
+ * not a crash and not stale bytes. */
+static void test_pread_truncated(void)
+{
+    blob b = mkfile("{\"a\":{\"dtype\":\"U8\",\"shape\":[64],\"data_offsets\":[0,64]}}", 64);
+    CHECK(write_tmp(&b) == 0, "%s", "write");
+    st_file *f = NULL;
+    st_error err;
+    int rc = st_open(tmpfile_path, ST_OPEN_PREAD, &f, &err);
+    CHECK(rc == ST_OK, "pread open: %s", rc ? err.message : "");
+    if (f) {
+        const st_tensor *t = st_find(f, "a", 1);
+        unsigned char buf[64];
+        CHECK(t && st_tensor_read(f, t, 0, buf, 64, &err) == ST_OK &&
+                  memcmp(buf, b.bytes + b.len - 64, 64) == 0,
+              "%s", "pread read before truncation");
+        CHECK(truncate(tmpfile_path, (off_t)(b.len - 10)) == 0, "%s", "truncate");
+        memset(&err, 0, sizeof err);
+        rc = t ? st_tensor_read(f, t, 0, buf, 64, &err) : -1;
+        CHECK(rc == ST_E_IO && err.code == ST_E_IO && err.message[0],
+              "read after truncation: %s", st_code_name(rc));
+        rc = t ? st_tensor_read(f, t, 0, buf, 10, &err) : -1;
+        CHECK(rc == ST_OK && memcmp(buf, b.bytes + b.len - 64, 10) == 0,
+              "read of the part still there: %s", st_code_name(rc));
+        st_close(f);
+    }
+    free(b.bytes);
+}
+
 static void test_rank_and_misc(void)
 {
     /* ST_MAX_RANK dimensions of 1 are fine; more is rejected (a project
@@ -1066,7 +1160,9 @@ int main(void)
     test_offset_overflow();
     test_error_order();
     test_rank_and_misc();
+    test_error_offsets();
     test_reads();
+    test_pread_truncated();
     test_threads();
 
     unlink(tmpfile_path);

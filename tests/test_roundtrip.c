@@ -392,6 +392,24 @@ static str model_file(const gfile *g, size_t *order)
 
 /* ---- writing and reading ------------------------------------------------------ */
 
+/* st_writer_add_stream source: a generated tensor's bytes. */
+static int gt_read(void *ctx, uint64_t offset, void *buf, size_t len)
+{
+    const gtensor *t = ctx;
+    if (offset > t->nbytes || len > t->nbytes - offset)
+        return 1;
+    memcpy(buf, t->data + offset, len);
+    return 0;
+}
+
+static int failing_read(void *ctx, uint64_t offset, void *buf, size_t len)
+{
+    (void)ctx;
+    (void)offset;
+    memset(buf, 0, len);
+    return 1;
+}
+
 static st_writer *make_writer(const gfile *g, const char *label)
 {
     st_writer *w = st_writer_new();
@@ -410,8 +428,14 @@ static st_writer *make_writer(const gfile *g, const char *label)
     for (size_t k = 0; k < g->nt; k++) {
         const gtensor *t = &g->t[perm[k]];
         st_error err;
-        int rc = st_writer_add(w, t->name.p, t->name.len, t->dtype, t->shape, t->rank, t->data,
+        int rc;
+        /* half of the tensors streamed through a callback */
+        if (below(2))
+            rc = st_writer_add(w, t->name.p, t->name.len, t->dtype, t->shape, t->rank, t->data,
                                t->nbytes, &err);
+        else
+            rc = st_writer_add_stream(w, t->name.p, t->name.len, t->dtype, t->shape, t->rank,
+                                      t->nbytes, gt_read, (void *)(uintptr_t)t, &err);
         CHECK(rc == ST_OK, "%s: st_writer_add #%zu: %s", label, perm[k], rc ? err.message : "");
     }
     for (size_t i = 0; i < g->nm; i++) {
@@ -606,6 +630,35 @@ static size_t round_trip(const gfile *g, const char *dir, const char *label)
           "%s: written file differs from serialized bytes", label);
     free(fbytes);
     st_writer_free(w);
+
+    /* A write whose data callback fails leaves the previous file as it
+     * was and no temporary file behind. */
+    if (below(8) == 0) {
+        st_writer *wf = make_writer(g, label);
+        uint64_t shape1[1] = {16};
+        rc = st_writer_add_stream(wf, "\xff-not-utf8", 12, ST_U8, shape1, 1, 16, failing_read,
+                                  NULL, &err);
+        CHECK(rc == ST_E_ARG, "%s: a name that is not UTF-8 was accepted", label);
+        rc = st_writer_add_stream(wf, "zz_failing_stream", 17, ST_U8, shape1, 1, 16,
+                                  failing_read, NULL, &err);
+        CHECK(rc == ST_OK, "%s: add_stream: %s", label, rc ? err.message : "");
+        rc = st_writer_write(wf, path, &err);
+        CHECK(rc == ST_E_CALLBACK, "%s: failing callback: %s", label, st_code_name(rc));
+        st_writer_free(wf);
+        fbytes = slurp(path, &flen);
+        CHECK(fbytes && bytes_eq((char *)fbytes, flen, out, out_len),
+              "%s: failed write changed the existing file", label);
+        free(fbytes);
+        size_t entries = 0;
+        DIR *dd = opendir(dir);
+        struct dirent *de;
+        while (dd && (de = readdir(dd)) != NULL)
+            entries += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+        if (dd)
+            closedir(dd);
+        CHECK(entries == 1, "%s: %zu files in the output folder after a failed write", label,
+              entries);
+    }
 
     /* read back three ways; re-serialize from each */
     for (int mode = 0; mode < MODE_COUNT; mode++) {
