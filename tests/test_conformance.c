@@ -358,6 +358,9 @@ static void check_tensors(const char *label, st_file *f, int mode, const exp_ten
             continue;
         CHECK(tensor_matches_name(t, e), "%s [%s]: st_find returned another tensor", label, m);
         CHECK(t->name[t->name_len] == 0, "%s [%s]: name not NUL-terminated", label, m);
+        CHECK(t->header_offset >= 8 && t->header_offset < st_data_offset(f),
+              "%s [%s]: header_offset %llu outside the header", label, m,
+              (unsigned long long)t->header_offset);
         const char *dn = st_dtype_name(t->dtype);
         CHECK(dn && strcmp(dn, e->dtype) == 0, "%s [%s]: tensor #%zu dtype %s, want %s", label,
               m, i, dn ? dn : "(invalid)", e->dtype);
@@ -541,11 +544,13 @@ static void run_case(const char *label, const char *path, int want, const expect
     if (!bytes)
         return;
     int codes[MODE_COUNT];
+    uint64_t offsets[MODE_COUNT];
     for (int mode = 0; mode < MODE_COUNT; mode++) {
         st_file *f;
         st_error err;
         int rc = open_mode(mode, path, bytes, len, &f, &err);
         codes[mode] = rc;
+        offsets[mode] = rc ? err.offset : 0;
         CHECK(rc == want, "%s [%s]: got %s (%d), want %s (%d): %s", label, mode_name[mode],
               st_code_name(rc), rc, st_code_name(want), want, rc ? err.message : "");
         if (rc != ST_OK) {
@@ -574,6 +579,10 @@ static void run_case(const char *label, const char *path, int want, const expect
     }
     CHECK(codes[0] == codes[1] && codes[1] == codes[2], "%s: modes disagree: %s/%s/%s", label,
           st_code_name(codes[0]), st_code_name(codes[1]), st_code_name(codes[2]));
+    CHECK(offsets[0] == offsets[1] && offsets[1] == offsets[2],
+          "%s: error offsets differ between modes: %llu/%llu/%llu", label,
+          (unsigned long long)offsets[0], (unsigned long long)offsets[1],
+          (unsigned long long)offsets[2]);
     free(bytes);
 }
 
