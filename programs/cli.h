@@ -52,6 +52,11 @@ void cli_print_error(const char *path, const st_error *err);
  * has an offset the message does not already give. Writes to buf. */
 const char *cli_error_message(const st_error *err, char *buf, size_t cap);
 
+/* Opens and validates a file (st_open). On failure prints the error as
+ * cli_print_error does and returns its exit code (1 invalid, 2 I/O);
+ * returns 0 with *out set on success. */
+int cli_open_file(const char *path, unsigned flags, st_file **out);
+
 /* Exit code for an st_code: 1 for the validation verdicts (1..12), else 2. */
 int cli_exit_code(int code);
 

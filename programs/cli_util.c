@@ -72,6 +72,20 @@ void cli_print_error(const char *path, const st_error *err)
     free(p);
 }
 
+int cli_open_file(const char *path, unsigned flags, st_file **out)
+{
+    st_error err;
+    memset(&err, 0, sizeof err);
+    *out = NULL;
+    int rc = st_open(path, flags, out, &err);
+    if (rc == ST_OK)
+        return CLI_EXIT_OK;
+    if (err.code == ST_OK)
+        err.code = rc;
+    cli_print_error(path, &err);
+    return cli_exit_code(err.code);
+}
+
 bool cli_is_validation_code(int code)
 {
     return code >= ST_E_HEADER_TOO_SMALL && code <= ST_E_INCOMPLETE;
@@ -286,31 +300,43 @@ char *cli_shape_text(const uint64_t *shape, uint32_t rank)
 /* names and text                                                            */
 /* ------------------------------------------------------------------------ */
 
+/* Length of the valid, printable UTF-8 sequence at p (1..4), or 0 when the
+ * byte there must be shown as \xNN. */
+static size_t printable_len(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    if (c < 0x80)
+        return c < 0x20 || c == 0x7f || c == '\\' ? 0 : 1;
+    size_t k = utf8_len(p, n);
+    /* C1 controls (U+0080..U+009F) would move a terminal too. */
+    if (k == 2 && c == 0xc2 && p[1] < 0xa0)
+        return 0;
+    return k;
+}
+
 char *cli_printable(const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    if (len > (SIZE_MAX - 1) / 4)
-        return NULL;
-    char *out = malloc(len * 4 + 1);
+    const unsigned char *p = (const unsigned char *)s;
+    /* Two passes, so the result takes what it needs and no more (ls keeps
+     * one per tensor, and a file may have many). */
+    size_t need = 1;
+    for (size_t i = 0; i < len;) {
+        size_t n = printable_len(p + i, len - i);
+        need += n ? n : 4;
+        i += n ? n : 1;
+    }
+    char *out = malloc(need);
     if (!out)
         return NULL;
-    const unsigned char *p = (const unsigned char *)s;
     size_t o = 0, i = 0;
     while (i < len) {
-        unsigned char c = p[i];
-        size_t n = c < 0x80 ? 1 : utf8_len(p + i, len - i);
-        if (n == 1 && (c < 0x20 || c == 0x7f || c == '\\')) {
-            n = 0;
-        } else if (n > 1) {
-            /* C1 controls (U+0080..U+009F) would move a terminal too. */
-            if (c == 0xc2 && p[i + 1] < 0xa0)
-                n = 0;
-        }
+        size_t n = printable_len(p + i, len - i);
         if (n == 0) {
             out[o++] = '\\';
             out[o++] = 'x';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
+            out[o++] = hex[p[i] >> 4];
+            out[o++] = hex[p[i] & 15];
             i++;
         } else {
             memcpy(out + o, p + i, n);

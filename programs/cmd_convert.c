@@ -102,15 +102,11 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
     convert_job job;
     memset(&job, 0, sizeof job);
     job.in_path = in_path;
+    int rc = cli_open_file(in_path, ST_OPEN_PREAD, &job.in);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     st_error err;
     memset(&err, 0, sizeof err);
-    int rc = st_open(in_path, ST_OPEN_PREAD, &job.in, &err);
-    if (rc != ST_OK) {
-        if (err.code == ST_OK)
-            err.code = rc;
-        cli_print_error(in_path, &err);
-        return cli_exit_code(err.code);
-    }
     /* Checked after opening IN so that a missing IN is reported as such. */
     if (same_file(in_path, out_path)) {
         cli_errorf("invalid_argument: OUT '%s' is the input file; inputs are never overwritten",
