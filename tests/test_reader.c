@@ -363,6 +363,19 @@ static void test_nesting(void)
             free(n);
         }
     }
+    /* Nesting inside shape: 127 levels is a schema error (a dimension is
+     * not an array), 128 a JSON error (nesting is judged first). */
+    for (size_t total = 127; total <= 128; total++) {
+        char *n = nest(total - 2, 0, 1);
+        size_t len = strlen(n) + 96;
+        char *h = malloc(len);
+        snprintf(h, len, "{\"w\":{\"dtype\":\"F32\",\"shape\":%s,\"data_offsets\":[0,4]}}", n);
+        char label[64];
+        snprintf(label, sizeof label, "nesting %zu inside shape", total);
+        expect(label, h, 4, total == 127 ? ST_E_HEADER_SCHEMA : ST_E_HEADER_JSON);
+        free(h);
+        free(n);
+    }
     /* Nesting inside metadata: too deep is a JSON error even though any
      * nesting there is also a schema error - syntax and nesting come first. */
     {
