@@ -50,6 +50,9 @@ static blob mkfile(const char *hdr, size_t dlen)
 
 static int write_tmp(const blob *b)
 {
+    /* A new file each time: rewriting one in place (O_TRUNC) makes ext4
+     * flush it on close, which is slow. */
+    unlink(tmpfile_path);
     FILE *f = fopen(tmpfile_path, "wb");
     if (!f)
         return -1;
@@ -1154,6 +1157,124 @@ static void test_threads(void)
     free(b.bytes);
 }
 
+/* ---- mutations ------------------------------------------------------------- */
+
+static uint64_t mut_state = 0x6d757461746531ull;
+
+static uint64_t mut_rnd(void)
+{
+    uint64_t z = (mut_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* A file that opened must be self-consistent: tensors tile the data in
+ * file order, st_find finds each, and reads through the handle match the
+ * bytes at the right place of the file. */
+static void check_consistent(const char *label, st_file *f, const blob *b)
+{
+    size_t n = st_tensor_count(f);
+    uint64_t at = 0, data = st_data_offset(f);
+    CHECK(data + 0 <= b->len && st_file_size(f) == b->len, "%s: sizes", label);
+    for (size_t i = 0; i < n; i++) {
+        const st_tensor *t = st_tensor_at(f, i);
+        if (!t) {
+            CHECK(0, "%s: st_tensor_at(%zu) NULL", label, i);
+            continue;
+        }
+        CHECK(t->begin == at && t->end >= t->begin, "%s: tensor %zu not tiling", label, i);
+        at = t->end;
+        CHECK(st_find(f, t->name, t->name_len) == t, "%s: st_find of tensor %zu", label, i);
+        uint64_t nb = st_tensor_nbytes(t);
+        if (nb <= 4096 && data + t->end <= b->len) {
+            unsigned char buf[4096];
+            int rc = st_tensor_read(f, t, 0, buf, (size_t)nb, NULL);
+            CHECK(rc == ST_OK && (nb == 0 || memcmp(buf, b->bytes + data + t->begin, nb) == 0),
+                  "%s: tensor %zu bytes", label, i);
+        }
+    }
+    CHECK(data + at == b->len, "%s: data does not end at EOF", label);
+}
+
+static void test_mutations(void)
+{
+    static const char *const seeds[] = {
+        "{\"a\":{\"dtype\":\"U8\",\"shape\":[16],\"data_offsets\":[0,16]},"
+        "\"b\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[16,40]},"
+        "\"c\":{\"dtype\":\"I16\",\"shape\":[5],\"data_offsets\":[40,50]}}",
+        "{\"__metadata__\":{\"format\":\"pt\",\"k\\u00e9\":\"v\\n\"},"
+        "\"w\":{\"dtype\":\"F4\",\"shape\":[2,2],\"data_offsets\":[0,2]},"
+        "\"x\\\"y\":{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[2,4],\"u\":[1,{\"z\":null}]}}  ",
+        "{\"e\":{\"dtype\":\"F6_E2M3\",\"shape\":[0,4],\"data_offsets\":[0,0]},"
+        "\"f\":{\"dtype\":\"C64\",\"shape\":[1,1],\"data_offsets\":[0,8]}}",
+    };
+    static const size_t seed_data[] = {50, 4, 8};
+    static const char interesting[] = "\"\\{}[],:0123456789-+.eE \t\nu\x80\xff\xc3\x00";
+    const int rounds = 1500;
+    int opened = 0;
+    for (int r = 0; r < rounds; r++) {
+        size_t si = (size_t)(mut_rnd() % 3);
+        blob b = mkfile(seeds[si], seed_data[si]);
+        size_t hlen = strlen(seeds[si]);
+        int muts = 1 + (int)(mut_rnd() % 3);
+        for (int m = 0; m < muts && b.len > 0; m++) {
+            size_t pos = (size_t)(mut_rnd() % b.len);
+            switch (mut_rnd() % 6) {
+            case 0: /* flip a bit, mostly in the header */
+                if (pos >= 8 + hlen && mut_rnd() % 4)
+                    pos = 8 + (size_t)(mut_rnd() % hlen);
+                b.bytes[pos] ^= (unsigned char)(1u << (mut_rnd() % 8));
+                break;
+            case 1: /* an interesting byte in the header */
+                pos = 8 + (size_t)(mut_rnd() % hlen);
+                if (pos < b.len)
+                    b.bytes[pos] = (unsigned char)interesting[mut_rnd() % (sizeof interesting - 1)];
+                break;
+            case 2: /* truncate */
+                b.len = pos;
+                break;
+            case 3: /* length prefix off by a little */
+                b.bytes[0] = (unsigned char)(b.bytes[0] + (mut_rnd() % 2 ? 1 : 255));
+                break;
+            case 4: /* a digit in the header replaced by a large one */
+                for (size_t k = 8; k < 8 + hlen && k < b.len; k++)
+                    if (b.bytes[k] >= '0' && b.bytes[k] <= '9' && mut_rnd() % 8 == 0)
+                        b.bytes[k] = '9';
+                break;
+            default: /* grow the file by a few bytes */
+            {
+                size_t extra = 1 + (size_t)(mut_rnd() % 8);
+                unsigned char *nb = realloc(b.bytes, b.len + extra);
+                if (nb) {
+                    b.bytes = nb;
+                    memset(b.bytes + b.len, (int)(mut_rnd() & 0xff), extra);
+                    b.len += extra;
+                }
+                break;
+            }
+            }
+        }
+        char label[64];
+        snprintf(label, sizeof label, "mutant %d", r);
+        st_error err;
+        int rc = open3(label, &b, &err);
+        if (rc == ST_OK) {
+            opened++;
+            st_file *f = open_mem(label, &b);
+            if (f) {
+                check_consistent(label, f, &b);
+                st_close(f);
+            }
+        } else {
+            CHECK((rc >= ST_E_HEADER_TOO_SMALL && rc <= ST_E_INCOMPLETE), "%s: code %s",
+                  label, st_code_name(rc));
+        }
+        free(b.bytes);
+    }
+    printf("mutants: %d of %d still valid\n", opened, rounds);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir)) {
@@ -1177,6 +1298,7 @@ int main(void)
     test_reads();
     test_pread_truncated();
     test_threads();
+    test_mutations();
 
     unlink(tmpfile_path);
     rmdir(tmpdir);
