@@ -1200,19 +1200,24 @@ static void check_consistent(const char *label, st_file *f, const blob *b)
 static void test_mutations(void)
 {
     static const char *const seeds[] = {
-        "{\"a\":{\"dtype\":\"U8\",\"shape\":[16],\"data_offsets\":[0,16]},"
+        ("{\"a\":{\"dtype\":\"U8\",\"shape\":[16],\"data_offsets\":[0,16]},"
         "\"b\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[16,40]},"
-        "\"c\":{\"dtype\":\"I16\",\"shape\":[5],\"data_offsets\":[40,50]}}",
-        "{\"__metadata__\":{\"format\":\"pt\",\"k\\u00e9\":\"v\\n\"},"
+        "\"c\":{\"dtype\":\"I16\",\"shape\":[5],\"data_offsets\":[40,50]}}"),
+        ("{\"__metadata__\":{\"format\":\"pt\",\"k\\u00e9\":\"v\\n\"},"
         "\"w\":{\"dtype\":\"F4\",\"shape\":[2,2],\"data_offsets\":[0,2]},"
-        "\"x\\\"y\":{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[2,4],\"u\":[1,{\"z\":null}]}}  ",
-        "{\"e\":{\"dtype\":\"F6_E2M3\",\"shape\":[0,4],\"data_offsets\":[0,0]},"
-        "\"f\":{\"dtype\":\"C64\",\"shape\":[1,1],\"data_offsets\":[0,8]}}",
+        "\"x\\\"y\":{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[2,4],\"u\":[1,{\"z\":null}]}}  "),
+        ("{\"e\":{\"dtype\":\"F6_E2M3\",\"shape\":[0,4],\"data_offsets\":[0,0]},"
+        "\"f\":{\"dtype\":\"C64\",\"shape\":[1,1],\"data_offsets\":[0,8]}}"),
     };
     static const size_t seed_data[] = {50, 4, 8};
     static const char interesting[] = "\"\\{}[],:0123456789-+.eE \t\nu\x80\xff\xc3\x00";
     const int rounds = 1500;
     int opened = 0;
+    for (size_t i = 0; i < 3; i++) {
+        blob b = mkfile(seeds[i], seed_data[i]);
+        CHECK(open3("mutation seed", &b, NULL) == ST_OK, "mutation seed %zu is not valid", i);
+        free(b.bytes);
+    }
     for (int r = 0; r < rounds; r++) {
         size_t si = (size_t)(mut_rnd() % 3);
         blob b = mkfile(seeds[si], seed_data[si]);
