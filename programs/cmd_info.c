@@ -154,6 +154,15 @@ static void print_pair(const char *k, size_t kl, const char *v, size_t vl, size_
         while (p[n] && cols < room) {
             if (p + n == tail_at && n > 0)
                 brk = n;
+            if (p[n] == '\\' && p + n < tail_at) {
+                /* An escape (\xNN or \uXXXX) is not split across lines. */
+                size_t esc = p[n + 1] == 'x' ? 4 : 6;
+                if (cols + esc > room && n > 0)
+                    break;
+                n += esc;
+                cols += esc;
+                continue;
+            }
             n++;
             while (((unsigned char)p[n] & 0xc0) == 0x80)
                 n++;
@@ -200,7 +209,7 @@ static void print_text(const char *path, const st_file *f)
     gather(f, stats, &params);
     char a[48], b[48];
     char *p = cli_printable(path, strlen(path));
-    printf("File:         %s\n", p ? p : path);
+    printf("File:         %s\n", p ? p : "?");
     free(p);
     print_size("File size:    ", st_file_size(f));
     print_size("Header size:  ", st_header_size(f));

@@ -473,12 +473,10 @@ static void test_file_modes(void)
     uint16_t *v = malloc(n * 2);
     for (size_t i = 0; i < n; i++)
         v[i] = (uint16_t)(i * 40503u);
-    unsigned char pad[40] = {0};
     uint64_t s40 = 40;
     st_writer *w = st_writer_new();
     CHECK_EQ_INT(st_writer_add(w, "t", 1, ST_F16, shape, 3, v, n * 2, NULL), ST_OK);
     /* F32 sorts first, so "t" starts at byte 160 of the data. */
-    CHECK_EQ_INT(st_writer_add(w, "first", 5, ST_F32, &s40, 1, pad, 0, NULL), ST_E_SIZE_MISMATCH);
     float f40[40] = {0};
     CHECK_EQ_INT(st_writer_add(w, "first", 5, ST_F32, &s40, 1, f40, sizeof f40, NULL), ST_OK);
     CHECK_EQ_INT(st_writer_write(w, path, NULL), ST_OK);
