@@ -916,7 +916,9 @@ static void test_rank_and_misc(void)
         blob b = mkfile(h, 1);
         st_error err;
         int rc = open3("high rank", &b, &err);
-        if (rank == ST_MAX_RANK) {
+        /* ST_MAX_RANK limits the writer only: the reader accepts any rank,
+         * as the reference does. */
+        {
             CHECK(rc == ST_OK, "rank %d: %s", rank, st_code_name(rc));
             st_file *f = rc == ST_OK ? open_mem("rank", &b) : NULL;
             if (f) {
@@ -924,9 +926,6 @@ static void test_rank_and_misc(void)
                 CHECK(t && t->rank == (uint32_t)rank && t->nelements == 1, "%s", "failed");
                 st_close(f);
             }
-        } else {
-            CHECK(rc != ST_OK, "rank %d accepted", rank);
-            printf("note: rank %d -> %s\n", rank, st_code_name(rc));
         }
         free(b.bytes);
     }
