@@ -158,10 +158,12 @@ typedef struct st_file st_file;
 #define ST_OPEN_PREAD 1u       /* never map: read the header with pread and  */
                                /* tensor data only through st_tensor_read     */
 
-/* Limits the reader enforces (the first is the reference's). */
+/* Limits the reader enforces (the first two are the reference's). */
 #define ST_MAX_HEADER_SIZE 100000000ull
 #define ST_MAX_NESTING 127    /* arrays and objects, the outer object counted */
-#define ST_MAX_RANK 4096      /* dimensions of one tensor                     */
+/* Dimensions of one tensor the writer accepts. The reader, like the
+ * reference, takes any rank: a header under the size cap bounds it. */
+#define ST_MAX_RANK 4096
 
 /**
  * Opens and validates a file. On success *out is a handle to close with
