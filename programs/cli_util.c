@@ -283,8 +283,18 @@ const char *cli_grouped(uint64_t n, char *buf, size_t cap)
 
 char *cli_shape_text(const uint64_t *shape, uint32_t rank)
 {
-    /* 20 digits and ", " per dimension, brackets and NUL. */
-    size_t cap = (size_t)rank * 22 + 3;
+    /* Exact size first: the reader accepts any rank, so a hostile header
+     * can hold millions of dimensions; the text stays proportional to it. */
+    size_t cap = 3;
+    for (uint32_t i = 0; i < rank; i++) {
+        uint64_t v = shape[i];
+        size_t digits = 1;
+        while (v >= 10) {
+            v /= 10;
+            digits++;
+        }
+        cap += digits + (i ? 2 : 0);
+    }
     char *s = malloc(cap);
     if (!s)
         return NULL;
