@@ -23,6 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Gathering from windows (pread mode): runs shorter than SLICE_WINDOW_RUN
+ * bytes whose starts are at most that far apart. */
+#define SLICE_WINDOW_RUN 4096u
+#define SLICE_WINDOW (1u << 20)
+
 typedef struct plan {
     uint64_t nbytes;
     uint32_t out_rank;
@@ -255,11 +260,36 @@ int st_slice_read(const st_file *file, const st_tensor *tensor, const st_slice_d
         free(cnt);
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     }
+    /* Without a mapping every st_tensor_read is a pread: when runs are
+     * small and close together (starts at most a page apart), read windows
+     * covering many runs at once and gather from them instead. The runs
+     * come in increasing offset order. */
+    unsigned char *win = NULL;
+    uint64_t wbeg = 0, wend = 0, last_end = off / 8 + run_bytes;
+    for (uint32_t d = 0; d < m; d++)
+        last_end += (cnt[d] - 1) * str[d] / 8;
+    if (m && run_bytes < SLICE_WINDOW_RUN && str[0] / 8 <= SLICE_WINDOW_RUN &&
+        st_tensor_data(file, tensor) == NULL) {
+        win = malloc(SLICE_WINDOW);
+        /* without memory the plain path still works */
+    }
     unsigned char *dst = buf;
     for (;;) {
-        rc = st_tensor_read(file, tensor, off / 8, dst, (size_t)run_bytes, err);
-        if (rc)
-            break;
+        uint64_t boff = off / 8;
+        if (win) {
+            if (boff < wbeg || boff + run_bytes > wend) {
+                wbeg = boff;
+                wend = last_end - boff > SLICE_WINDOW ? boff + SLICE_WINDOW : last_end;
+                rc = st_tensor_read(file, tensor, wbeg, win, (size_t)(wend - wbeg), err);
+                if (rc)
+                    break;
+            }
+            memcpy(dst, win + (boff - wbeg), (size_t)run_bytes);
+        } else {
+            rc = st_tensor_read(file, tensor, boff, dst, (size_t)run_bytes, err);
+            if (rc)
+                break;
+        }
         dst += run_bytes;
         uint32_t d = 0;
         for (; d < m; d++) {
@@ -272,6 +302,7 @@ int st_slice_read(const st_file *file, const st_tensor *tensor, const st_slice_d
         if (d == m)
             break;
     }
+    free(win);
     free(idx);
     free(cnt);
     return rc;

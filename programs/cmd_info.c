@@ -109,9 +109,12 @@ static void print_json(const char *path, const st_file *f)
     fputs(n ? "\n ]}\n" : "]}\n", o);
 }
 
-/* Prints a metadata value on one line: made printable, and cut after
- * VALUE_MAX bytes (at a character boundary) with the full length given. */
-static void print_value(const char *v, size_t vl)
+/* Prints "  key: value": the value made printable and cut after VALUE_MAX
+ * bytes (at a character boundary) with its full length given, wrapped to
+ * the terminal's width (80 columns into a pipe) with indented continuation
+ * lines. Newlines in values (training comments, JSON dumps) show as \x0a,
+ * so each line of output belongs to one key. */
+static void print_pair(const char *k, size_t kl, const char *v, size_t vl, size_t width)
 {
     size_t shown = vl;
     if (vl > VALUE_MAX) {
@@ -119,16 +122,83 @@ static void print_value(const char *v, size_t vl)
         while (shown > 0 && ((unsigned char)v[shown] & 0xc0) == 0x80)
             shown--;
     }
-    char *p = cli_printable(v, shown);
-    /* Newlines in values (training comments, JSON dumps) would break the
-     * one-line-per-key layout; cli_printable shows them as \x0a. */
-    fputs(p ? p : "?", stdout);
-    free(p);
+    char *pk = cli_printable(k, kl);
+    char *pv = cli_printable(v, shown);
+    char tail[64] = "";
     if (shown < vl) {
         char num[32];
-        printf("... (%s bytes)", cli_grouped(vl, num, sizeof num));
+        snprintf(tail, sizeof tail, "... (%s bytes)", cli_grouped(vl, num, sizeof num));
     }
-    putchar('\n');
+    size_t tl = strlen(pv ? pv : "?") + strlen(tail);
+    char *text = malloc(tl + 1);
+    if (!pk || !pv || !text) {
+        printf("  %s: (out of memory)\n", pk ? pk : "?");
+        free(pk);
+        free(pv);
+        free(text);
+        return;
+    }
+    snprintf(text, tl + 1, "%s%s", pv, tail);
+    /* Lines may break after a space of the value, or before the tail
+     * (kept whole); elsewhere only when a word is longer than a line. */
+    const char *tail_at = text + strlen(pv);
+    printf("  %s: ", pk);
+    size_t col = 4 + cli_text_columns(pk);
+    const char *p = text;
+    while (*p) {
+        /* Columns left on this line (the last column is left free so
+         * terminals do not wrap on their own); at least 20 so a long key
+         * still gets its value on the same line. */
+        size_t room = width > col + 21 ? width - col - 1 : 20;
+        size_t n = 0, cols = 0, brk = 0;
+        while (p[n] && cols < room) {
+            if (p + n == tail_at && n > 0)
+                brk = n;
+            if (p[n] == '\\' && p + n < tail_at) {
+                /* An escape (\xNN or \uXXXX) is not split across lines. */
+                size_t esc = p[n + 1] == 'x' ? 4 : 6;
+                if (cols + esc > room && n > 0)
+                    break;
+                n += esc;
+                cols += esc;
+                continue;
+            }
+            n++;
+            while (((unsigned char)p[n] & 0xc0) == 0x80)
+                n++;
+            cols++;
+            if (p[n - 1] == ' ' && p + n <= tail_at)
+                brk = n;
+        }
+        if (p[n] && p + n != tail_at && brk > room / 2)
+            n = brk;
+        size_t out = n;
+        if (p[n] && out > 1 && p[out - 1] == ' ')
+            out--; /* no trailing blank where the line breaks */
+        fwrite(p, 1, out, stdout);
+        putchar('\n');
+        p += n;
+        if (*p) {
+            fputs("      ", stdout);
+            col = 6;
+        }
+    }
+    if (!*text)
+        putchar('\n');
+    free(pk);
+    free(pv);
+    free(text);
+}
+
+/* "5.4 KiB (5,508 bytes)", or "10 bytes" when that says it all. */
+static void print_size(const char *label, uint64_t bytes)
+{
+    char a[48], b[48];
+    if (bytes < 1024)
+        printf("%s%s byte%s\n", label, cli_grouped(bytes, b, sizeof b), bytes == 1 ? "" : "s");
+    else
+        printf("%s%s (%s bytes)\n", label, cli_human_size(bytes, a, sizeof a),
+               cli_grouped(bytes, b, sizeof b));
 }
 
 static void print_text(const char *path, const st_file *f)
@@ -139,15 +209,16 @@ static void print_text(const char *path, const st_file *f)
     gather(f, stats, &params);
     char a[48], b[48];
     char *p = cli_printable(path, strlen(path));
-    printf("File:         %s\n", p ? p : path);
+    printf("File:         %s\n", p ? p : "?");
     free(p);
-    printf("File size:    %s (%s bytes)\n", cli_human_size(st_file_size(f), a, sizeof a),
-           cli_grouped(st_file_size(f), b, sizeof b));
-    printf("Header size:  %s (%s bytes)\n", cli_human_size(st_header_size(f), a, sizeof a),
-           cli_grouped(st_header_size(f), b, sizeof b));
+    print_size("File size:    ", st_file_size(f));
+    print_size("Header size:  ", st_header_size(f));
     printf("Tensors:      %s\n", cli_grouped(st_tensor_count(f), a, sizeof a));
-    printf("Parameters:   %s (%s)\n", cli_human_count(params, a, sizeof a),
-           cli_grouped(params, b, sizeof b));
+    if (params < 1000)
+        printf("Parameters:   %s\n", cli_grouped(params, a, sizeof a));
+    else
+        printf("Parameters:   %s (%s)\n", cli_human_count(params, a, sizeof a),
+               cli_grouped(params, b, sizeof b));
     bool any = false;
     for (int d = 0; d < ST_DTYPE_COUNT; d++) {
         if (!stats[d].tensors)
@@ -167,15 +238,13 @@ static void print_text(const char *path, const st_file *f)
     }
     size_t n = st_metadata_count(f);
     printf("Metadata:     %zu key%s\n", n, n == 1 ? "" : "s");
+    size_t width = cli_stdout_is_tty() ? (size_t)cli_terminal_width() : 80;
     for (size_t i = 0; i < n; i++) {
         const char *k, *v;
         size_t kl, vl;
         if (st_metadata_at(f, i, &k, &kl, &v, &vl) != ST_OK)
             break;
-        char *pk = cli_printable(k, kl);
-        printf("  %s: ", pk ? pk : "?");
-        free(pk);
-        print_value(v, vl);
+        print_pair(k, kl, v, vl, width);
     }
 }
 
@@ -199,16 +268,10 @@ int cmd_info(int argc, char **argv)
         return cli_usage_error(usage, "info: expected one FILE");
     const char *path = argv[optind];
     st_file *f = NULL;
-    st_error err;
-    memset(&err, 0, sizeof err);
     /* pread: only the header is read, whatever the file's size. */
-    int rc = st_open(path, ST_OPEN_PREAD, &f, &err);
-    if (rc != ST_OK) {
-        if (err.code == ST_OK)
-            err.code = rc;
-        cli_print_error(path, &err);
-        return cli_exit_code(err.code);
-    }
+    int rc = cli_open_file(path, ST_OPEN_PREAD, &f);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     if (json)
         print_json(path, f);
     else
