@@ -152,55 +152,75 @@ AVX2_T static size_t bf16_to_f32_avx2(void *dst, const void *src, size_t n)
 
 #define AVX512_T __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c")))
 
+#define NT_MIN_BYTES ((size_t)8 << 20)
+
+/* 16 F32 -> 16 F16 */
+AVX512_T static inline __m256i f16_512(__m512i x, int sat)
+{
+    const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000);
+    __m512i a = _mm512_and_si512(x, absm);
+    __m512i sign = _mm512_andnot_si512(absm, x);
+    __mmask16 nan = _mm512_cmpgt_epi32_mask(a, inf);
+    x = _mm512_mask_mov_epi32(x, nan, _mm512_or_si512(sign, _mm512_set1_epi32(0x7FC00000)));
+    if (sat) {
+        __mmask16 ov = _mm512_cmpge_epi32_mask(a, _mm512_set1_epi32(0x477FF000)) &
+                       _mm512_cmplt_epi32_mask(a, inf);
+        x = _mm512_mask_mov_epi32(x, ov, _mm512_or_si512(sign, _mm512_set1_epi32(0x477FE000)));
+    }
+    return _mm512_cvtps_ph(_mm512_castsi512_ps(x), _MM_FROUND_TO_NEAREST_INT);
+}
+
+/* 16 F32 -> 16 BF16 */
+AVX512_T static inline __m256i bf16_512(__m512i x, int sat)
+{
+    const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000);
+    __m512i a = _mm512_and_si512(x, absm);
+    __m512i hi = _mm512_srli_epi32(x, 16);
+    __m512i r = _mm512_add_epi32(
+        x, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), _mm512_and_si512(hi, _mm512_set1_epi32(1))));
+    r = _mm512_srli_epi32(r, 16);
+    __m512i sign16 = _mm512_and_si512(hi, _mm512_set1_epi32(0x8000));
+    __mmask16 nan = _mm512_cmpgt_epi32_mask(a, inf);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(sign16, _mm512_set1_epi32(0x7FC0)));
+    if (sat) {
+        __mmask16 ov = _mm512_cmpge_epi32_mask(a, _mm512_set1_epi32(0x7F7F8000)) &
+                       _mm512_cmplt_epi32_mask(a, inf);
+        r = _mm512_mask_mov_epi32(r, ov, _mm512_or_si512(sign16, _mm512_set1_epi32(0x7F7F)));
+    }
+    return _mm512_cvtepi32_epi16(r);
+}
+
+/* The loop around one of the two above. A large output (NT_MIN_BYTES and
+ * up, far past the caches) is written with non-temporal stores: no
+ * read-for-ownership of the destination, no eviction of useful lines. They
+ * need 32-byte alignment, so the first vector is stored unaligned and the
+ * aligned loop starts inside it (recomputing a few identical values). */
+#define NARROW_LOOP_512(KERNEL)                                                  \
+    const unsigned char *s = src;                                                \
+    unsigned char *d = dst;                                                      \
+    size_t i = 0;                                                                \
+    if (n >= 32 && n * 2 >= NT_MIN_BYTES && ((uintptr_t)d & 1) == 0) {          \
+        _mm256_storeu_si256((__m256i *)d, KERNEL(_mm512_loadu_si512(s), sat));   \
+        i = ((32 - ((uintptr_t)d & 31)) & 31) / 2;                               \
+        for (; i + 16 <= n; i += 16)                                             \
+            _mm256_stream_si256((__m256i *)(void *)(d + 2 * i),                  \
+                                KERNEL(_mm512_loadu_si512(s + 4 * i), sat));     \
+        _mm_sfence();                                                            \
+        return i;                                                                \
+    }                                                                            \
+    for (; i + 16 <= n; i += 16)                                                 \
+        _mm256_storeu_si256((__m256i *)(d + 2 * i),                              \
+                            KERNEL(_mm512_loadu_si512(s + 4 * i), sat));         \
+    return i
+
 AVX512_T static size_t f32_to_f16_avx512(void *dst, const void *src, size_t n, int sat)
 {
-    const unsigned char *s = src;
-    unsigned char *d = dst;
-    const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000);
-    const __m512i qnan = _mm512_set1_epi32(0x7FC00000), maxh = _mm512_set1_epi32(0x477FE000);
-    const __m512i thr = _mm512_set1_epi32(0x477FF000);
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512i x = _mm512_loadu_si512((const void *)(s + 4 * i));
-        __m512i a = _mm512_and_si512(x, absm);
-        __m512i sign = _mm512_andnot_si512(absm, x);
-        __mmask16 nan = _mm512_cmpgt_epi32_mask(a, inf);
-        x = _mm512_mask_mov_epi32(x, nan, _mm512_or_si512(sign, qnan));
-        if (sat) {
-            __mmask16 ov = _mm512_cmpge_epi32_mask(a, thr) & _mm512_cmplt_epi32_mask(a, inf);
-            x = _mm512_mask_mov_epi32(x, ov, _mm512_or_si512(sign, maxh));
-        }
-        __m256i h = _mm512_cvtps_ph(_mm512_castsi512_ps(x), _MM_FROUND_TO_NEAREST_INT);
-        _mm256_storeu_si256((__m256i *)(d + 2 * i), h);
-    }
-    return i;
+    NARROW_LOOP_512(f16_512);
 }
 
 AVX512_T static size_t f32_to_bf16_avx512(void *dst, const void *src, size_t n, int sat)
 {
-    const unsigned char *s = src;
-    unsigned char *d = dst;
-    const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000);
-    const __m512i bias = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1);
-    const __m512i sm = _mm512_set1_epi32(0x8000), qnan = _mm512_set1_epi32(0x7FC0);
-    const __m512i maxb = _mm512_set1_epi32(0x7F7F), thr = _mm512_set1_epi32(0x7F7F8000);
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512i x = _mm512_loadu_si512((const void *)(s + 4 * i));
-        __m512i a = _mm512_and_si512(x, absm);
-        __m512i hi = _mm512_srli_epi32(x, 16);
-        __m512i r = _mm512_add_epi32(x, _mm512_add_epi32(bias, _mm512_and_si512(hi, one)));
-        r = _mm512_srli_epi32(r, 16);
-        __m512i sign16 = _mm512_and_si512(hi, sm);
-        __mmask16 nan = _mm512_cmpgt_epi32_mask(a, inf);
-        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(sign16, qnan));
-        if (sat) {
-            __mmask16 ov = _mm512_cmpge_epi32_mask(a, thr) & _mm512_cmplt_epi32_mask(a, inf);
-            r = _mm512_mask_mov_epi32(r, ov, _mm512_or_si512(sign16, maxb));
-        }
-        _mm256_storeu_si256((__m256i *)(d + 2 * i), _mm512_cvtepi32_epi16(r));
-    }
-    return i;
+    NARROW_LOOP_512(bf16_512);
 }
 
 AVX512_T static size_t f16_to_f32_avx512(void *dst, const void *src, size_t n)

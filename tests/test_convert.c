@@ -774,6 +774,27 @@ static void test_simd_vs_scalar(void)
         _mm_setcsr(saved);
 #endif
     }
+    /* large outputs (>= 8 MiB) take the non-temporal store path; check it
+     * at odd offsets too */
+    {
+        size_t bn = (size_t)5 << 20;
+        uint32_t *bin = malloc(bn * 4 + 16);
+        uint16_t *bo = malloc(bn * 2 + 16), *bs = malloc(bn * 2 + 16);
+        for (size_t i = 0; i < bn + 4; i++)
+            bin[i] = random_f32_bits();
+        for (int h = 0; h < 2; h++)
+            for (int off = 0; off < 3; off++) {
+                st_dtype d = halves[h];
+                size_t m = bn - (size_t)off * 5;
+                CHECK_EQ_INT(st_convert(d, (char *)bo + 2 * off, ST_F32, bin + off, m, 0, NULL), ST_OK);
+                CHECK_EQ_INT(st_convert(d, bs, ST_F32, bin + off, m, ST_CONVERT_SCALAR, NULL), ST_OK);
+                CHECK(memcmp((char *)bo + 2 * off, bs, m * 2) == 0, "large %s offset %d",
+                      st_dtype_name(d), off);
+            }
+        free(bin);
+        free(bo);
+        free(bs);
+    }
     /* threads: same bits as one thread */
     size_t n = N - 5;
     CHECK_EQ_INT(st_convert(ST_BF16, a, ST_F32, in, n, 0, NULL), ST_OK);
