@@ -521,6 +521,8 @@ static void run_bf16_to_f32(unsigned char *d, const unsigned char *s, size_t n)
  * the stack or heap for this call only: exact by construction. */
 static int run_table(const pair *p, unsigned char *d, const unsigned char *s, size_t n)
 {
+    if (p->fbits != 8 && p->fbits != 16)
+        return 0;
     size_t codes = (size_t)1 << p->fbits;
     uint64_t small[256];
     uint64_t *tab = small;
@@ -531,7 +533,7 @@ static int run_table(const pair *p, unsigned char *d, const unsigned char *s, si
         tab = malloc(codes * sizeof *tab);
         if (!tab)
             return 0;
-    } else if (p->fbits != 8 || n < 1024) {
+    } else if (n < 1024) {
         return 0;
     }
     for (size_t c = 0; c < codes; c++)

@@ -15,8 +15,9 @@
 #include <unistd.h>
 
 static const char usage[] =
-    "Usage: " CLI_NAME " convert IN OUT [--dtype TYPE [--only GLOB]... [--exclude GLOB]...\n"
-    "                   [--saturate]]\n"
+    "Usage: " CLI_NAME " convert IN OUT\n"
+    "       " CLI_NAME " convert IN OUT --dtype TYPE [--saturate]\n"
+    "                   [--only GLOB]... [--exclude GLOB]...\n"
     "\n"
     "Rewrite IN as OUT in the canonical layout: tensors sorted by dtype (widest\n"
     "first) then name, compact header JSON with the metadata first, padded to a\n"
