@@ -460,8 +460,9 @@ static void test_encode_target(st_dtype d)
         in[n++] = (uint32_t)rnd();
     unsigned width = (unsigned)t.bits / 8;
     unsigned char *out = malloc(n * width), *outg = malloc(n * width);
-    for (int sat = 0; sat < 2; sat++) {
-        unsigned fl = sat ? ST_CONVERT_SATURATE : 0;
+    for (int mode = 0; mode < 4; mode++) {
+        int sat = mode & 1;
+        unsigned fl = (sat ? ST_CONVERT_SATURATE : 0) | (mode & 2 ? ST_CONVERT_SCALAR : 0);
         CHECK_EQ_INT(st_convert(d, out, ST_F32, in, n, fl, NULL), ST_OK);
         st_convert_generic(d, outg, ST_F32, in, n, fl);
         int bad = 0, diff = 0;
@@ -471,12 +472,13 @@ static void test_encode_target(st_dtype d)
             unsigned want = ref_encode(&t, cls, (int)(in[i] >> 31), x, sat);
             unsigned got = width == 2 ? (unsigned)(out[2 * i] | out[2 * i + 1] << 8) : out[i];
             if (got != want && bad++ < 5)
-                fprintf(stderr, "F32 0x%08x -> %s%s: got 0x%x want 0x%x\n", in[i],
-                        st_dtype_name(d), sat ? " (saturate)" : "", got, want);
+                fprintf(stderr, "F32 0x%08x -> %s%s%s: got 0x%x want 0x%x\n", in[i],
+                        st_dtype_name(d), sat ? " (saturate)" : "",
+                        mode & 2 ? " (scalar)" : "", got, want);
             if (memcmp(out + i * width, outg + i * width, width))
                 diff++;
         }
-        CHECK(bad == 0, "F32 -> %s sat=%d: %d of %zu wrong", st_dtype_name(d), sat, bad, n);
+        CHECK(bad == 0, "F32 -> %s mode=%d: %d of %zu wrong", st_dtype_name(d), mode, bad, n);
         CHECK(diff == 0, "F32 -> %s sat=%d: fast path != general path (%d)", st_dtype_name(d),
               sat, diff);
     }
