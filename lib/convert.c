@@ -448,25 +448,25 @@ void st_convert_generic(st_dtype to, void *dst, st_dtype from, const void *src, 
 static inline uint16_t f32_to_f16(uint32_t x, int sat)
 {
     uint32_t sign = (x >> 16) & 0x8000u, a = x & 0x7FFFFFFFu;
-    if (a >= 0x477FF000u) { /* rounds to 65536 or more; Inf; NaN */
+    if (__builtin_expect(a >= 0x477FF000u, 0)) { /* rounds to 65536 or more; Inf; NaN */
         if (a > 0x7F800000u)
             return (uint16_t)(sign | 0x7E00u);
         if (a == 0x7F800000u || !sat)
             return (uint16_t)(sign | 0x7C00u);
         return (uint16_t)(sign | 0x7BFFu);
     }
-    if (a >= 0x38800000u) { /* 2^-14 and up: normal in F16 */
-        a += 0xFFFu + ((a >> 13) & 1u);
-        return (uint16_t)(sign | ((a - 0x38000000u) >> 13));
-    }
-    if (a <= 0x33000000u) /* at most 2^-25: rounds to zero (a tie at 2^-25) */
-        return (uint16_t)sign;
-    /* F16 subnormal: units of 2^-24 */
-    uint32_t e = a >> 23, m = (a & 0x7FFFFFu) | 0x800000u;
-    uint32_t shift = 126 - e; /* 14..24 */
-    uint32_t kept = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    kept += (rem > half) | ((rem == half) & (kept & 1u));
-    return (uint16_t)(sign | kept);
+    /* Both roundings, then a select (no branch on the data, which is often
+     * spread across the normal/subnormal boundary of F16). Normal from
+     * 2^-14 up: round at bit 13 and rebias. Below: units of 2^-24, at a
+     * shift of 14..24 (25 and up give 0; F32 subnormals end up there). */
+    uint32_t nrm = (a + 0xFFFu + ((a >> 13) & 1u) - 0x38000000u) >> 13;
+    uint32_t sh = 126 - (a >> 23);
+    sh = sh > 25 ? 25 : sh;
+    uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
+    uint32_t kept = m >> sh, rem = m & ((1u << sh) - 1), half = 1u << (sh - 1);
+    uint32_t sub = kept + ((rem > half) | ((rem == half) & (kept & 1u)));
+    uint32_t use_nrm = 0u - (uint32_t)(a >= 0x38800000u); /* all ones or zero */
+    return (uint16_t)(sign | (nrm & use_nrm) | (sub & ~use_nrm));
 }
 
 static inline uint16_t f32_to_bf16(uint32_t x, int sat)
