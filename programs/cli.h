@@ -106,9 +106,16 @@ char *cli_shape_text(const uint64_t *shape, uint32_t rank);
 /* ---- names and text ---- */
 
 /* A tensor name or metadata string made printable for a terminal: control
- * bytes, DEL, backslash and invalid UTF-8 bytes become \xNN; valid UTF-8 is
- * kept. Returns a malloc'ed NUL-terminated string (NULL when out of memory). */
+ * bytes (C0, DEL, C1), backslash and invalid UTF-8 bytes become \xNN;
+ * zero-width and bidirectional-control characters and the BOM become
+ * \uXXXX (so a name cannot pass for another); other UTF-8 is kept. Every
+ * backslash in the result starts an escape. Returns a malloc'ed
+ * NUL-terminated string (NULL when out of memory). */
 char *cli_printable(const char *s, size_t len);
+
+/* The same for a message that already escapes (the library's messages
+ * quote names with \xNN): backslashes are kept, the rest is made safe. */
+char *cli_printable_message(const char *s);
 
 /* Display columns of a printable string (UTF-8 characters count as one). */
 size_t cli_text_columns(const char *s);
