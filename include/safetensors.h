@@ -384,6 +384,101 @@ ST_API int st_writer_write_to(st_writer *writer, st_write_fn sink, void *ctx,
 /** Size in bytes the serialized file will have. */
 ST_API uint64_t st_writer_output_size(st_writer *writer);
 
+/* ------------------------------------------------------------------------ */
+/* Hashing (lib/hash.c, lib/blake3.c)                                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The digests model sites and UIs use to name a file, all computed in one
+ * read pass over any file (not only safetensors files):
+ *   sha256  SHA-256 of the whole file.
+ *   autov1  A1111's old "model hash" (modules/sd_models.py model_hash,
+ *           kohya's addnet_hash_legacy): SHA-256 of the bytes at
+ *           [0x100000, 0x110000), fewer (or none) when the file is
+ *           shorter; shown as the first 8 hex digits.
+ *   autov2  the first 10 hex digits of the SHA-256 (A1111's "shorthash").
+ *   autov3  kohya / A1111 "addnet" hash (A1111 modules/hashes.py
+ *           addnet_hash_safetensors, kohya train_util.py): SHA-256 of the
+ *           bytes after the 8 + N byte header. kohya stores it in a LoRA's
+ *           metadata as "sshs_model_hash"; A1111 shows its first 12 digits.
+ *   crc32   CRC-32 (zlib's; as `python3 -c zlib.crc32`).
+ *   blake3  BLAKE3, 32 bytes.
+ */
+#define ST_HASH_SHA256 0x01u
+#define ST_HASH_AUTOV1 0x02u
+#define ST_HASH_AUTOV2 0x04u
+#define ST_HASH_AUTOV3 0x08u
+#define ST_HASH_CRC32 0x10u
+#define ST_HASH_BLAKE3 0x20u
+#define ST_HASH_ALL 0x3fu
+
+typedef struct st_hashes {
+    unsigned computed;       /* ST_HASH_* bits whose fields below are valid  */
+    uint64_t size;           /* bytes read: the file's size                  */
+    uint8_t sha256[32];      /* set for ST_HASH_SHA256 and ST_HASH_AUTOV2    */
+    uint8_t autov1[32];      /* the whole SHA-256 of autov1's window         */
+    uint8_t autov3[32];      /* SHA-256 of bytes [autov3_offset, size)       */
+    uint64_t autov3_offset;  /* 8 + N                                        */
+    uint32_t crc32;
+    uint8_t blake3[32];
+} st_hashes;
+
+typedef struct st_hash_options {
+    unsigned threads;        /* hashing threads besides the reading one;     */
+                             /* 0 = as many as help (CPU count), 1 = read    */
+                             /* and hash in the calling thread only          */
+    size_t chunk_size;       /* bytes per read, 0 = 8 MiB (64 KiB..1 GiB)    */
+} st_hash_options;
+
+/**
+ * Computes the digests in `algos` (ST_HASH_* bits) of everything read from
+ * fd, from offset 0 to end of file (pread; a pipe or other unseekable fd is
+ * read from its current position instead). opt may be NULL. The file is
+ * read once, in large chunks by one thread while others hash the previous
+ * chunks. autov3 is computed only when the first 8 bytes give a header
+ * length N <= ST_MAX_HEADER_SIZE with 8 + N <= size; whether the file is
+ * otherwise a valid safetensors file is st_open's business. Returns ST_OK,
+ * ST_E_IO (read error), ST_E_NOMEM, ST_E_ARG (no algorithm, bad options).
+ */
+ST_API int st_hash_fd(int fd, unsigned algos, const st_hash_options *opt,
+                      st_hashes *out, st_error *err);
+
+/** st_hash_fd on a file opened read-only by path. */
+ST_API int st_hash_path(const char *path, unsigned algos,
+                        const st_hash_options *opt, st_hashes *out,
+                        st_error *err);
+
+/** The same digests of a buffer (no copy). */
+ST_API int st_hash_memory(const void *data, size_t len, unsigned algos,
+                          const st_hash_options *opt, st_hashes *out,
+                          st_error *err);
+
+/* st_hash_text styles */
+#define ST_HASH_STYLE_PLAIN 0u   /* lower-case hex as sha256sum / A1111 show: */
+                                 /* autov1 8 digits, autov2 10, crc32 the    */
+                                 /* value's 8 digits, others 64              */
+#define ST_HASH_STYLE_CIVITAI 1u /* as Civitai lists them (civitai/model-    */
+                                 /* scanner HashTask.cs): upper-case, CRC-32 */
+                                 /* bytes in little-endian order, autov1     */
+                                 /* absent for files under 2 MiB             */
+#define ST_HASH_TEXT_MAX 65
+
+/**
+ * Writes one digest (a single ST_HASH_* bit) as NUL-terminated text into
+ * out. Returns ST_OK, ST_E_NOT_FOUND when the digest was not computed or
+ * has no value in that style (Civitai's null AutoV1), ST_E_ARG otherwise.
+ */
+ST_API int st_hash_text(const st_hashes *hashes, unsigned algo, unsigned style,
+                        char out[ST_HASH_TEXT_MAX]);
+
+/** Name of one digest ("sha256", "autov1", ...); NULL for anything else. */
+ST_API const char *st_hash_name(unsigned algo);
+
+/** The ST_HASH_* bit for a name (case-insensitive); ST_E_NOT_FOUND if none. */
+ST_API int st_hash_from_name(const char *name, size_t len, unsigned *algo);
+
+/* ---- end of Hashing ---- */
+
 #ifdef __cplusplus
 }
 #endif

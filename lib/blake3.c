@@ -324,7 +324,8 @@ B3_AVX512 static void hash16_avx512(const uint8_t *in, size_t stride, int blocks
 int st_blake3_simd_level(void)
 {
 #ifdef ST_B3_X86
-    __builtin_cpu_init();
+    /* libgcc / compiler-rt fill in the CPU model before main(); the
+     * answer includes whether the OS saves the wide registers. */
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2"))
         return 2;
     if (__builtin_cpu_supports("avx2"))
