@@ -511,6 +511,111 @@ ST_API int st_hash_from_name(const char *name, size_t len, unsigned *algo);
 
 /* ---- end of Hashing ---- */
 
+/* ------------------------------------------------------------------------ */
+/* Identifying Stable Diffusion files (lib/identify.c)                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * What a model file is, from tensor names, shapes, dtypes and metadata (and
+ * at most one small tensor's values: ComfyUI's SD2 v-prediction test). The
+ * ordered rules are the UIs' (ComfyUI comfy/model_detection.py and
+ * supported_models.py, A1111 modules/sd_models_config.py, kohya sd-scripts);
+ * metadata hints (modelspec.architecture, ss_base_model_version) come last
+ * and decide only what the tensors leave open.
+ */
+typedef enum st_model_kind {
+    ST_KIND_UNKNOWN = 0,
+    ST_KIND_CHECKPOINT,      /* diffusion model + text encoder(s) + VAE       */
+    ST_KIND_DIFFUSION_MODEL, /* UNet or DiT alone                             */
+    ST_KIND_VAE,
+    ST_KIND_TEXT_ENCODER,
+    ST_KIND_LORA,            /* LoRA and LyCORIS adapters                     */
+    ST_KIND_EMBEDDING,       /* textual inversion                             */
+    ST_KIND_CONTROLNET
+} st_model_kind;
+
+typedef enum st_model_family {
+    ST_FAMILY_UNKNOWN = 0,
+    ST_FAMILY_SD1,
+    ST_FAMILY_SD2,
+    ST_FAMILY_SDXL,
+    ST_FAMILY_SDXL_REFINER,
+    ST_FAMILY_SD3,
+    ST_FAMILY_FLUX,
+    ST_FAMILY_STABLE_CASCADE,
+    ST_FAMILY_CLIP_L,        /* text encoders                                 */
+    ST_FAMILY_CLIP_G,
+    ST_FAMILY_T5XXL
+} st_model_family;
+
+/* st_identity.variants bits */
+#define ST_VARIANT_INPAINTING 0x01u       /* UNet with 9 input channels      */
+#define ST_VARIANT_INSTRUCT_PIX2PIX 0x02u /* 8 input channels                */
+#define ST_VARIANT_DEPTH 0x04u            /* 5 input channels (SD2 depth)    */
+#define ST_VARIANT_DEV 0x08u              /* Flux with guidance_in           */
+#define ST_VARIANT_SCHNELL 0x10u          /* Flux without guidance_in        */
+#define ST_VARIANT_FILL 0x20u             /* Flux with 384 img_in features   */
+#define ST_VARIANT_V_PREDICTION 0x40u     /* a v-prediction marker           */
+
+typedef enum st_lora_format {
+    ST_LORA_NONE = 0,
+    ST_LORA_KOHYA,           /* lora_unet_* / lora_te*_ with lora_down/up     */
+    ST_LORA_LYCORIS_LOHA,    /* hada_w1_a ...                                 */
+    ST_LORA_LYCORIS_LOKR,    /* lokr_w1 ...                                   */
+    ST_LORA_PEFT,            /* lora_A / lora_B                               */
+    ST_LORA_DIFFUSERS        /* diffusers' older .lora.down / .lora.up        */
+} st_lora_format;
+
+typedef enum st_confidence {
+    ST_CONFIDENCE_NONE = 0,  /* unknown                                       */
+    ST_CONFIDENCE_LOW,       /* from metadata or naming alone                 */
+    ST_CONFIDENCE_MEDIUM,    /* shapes, but the family is ambiguous/contested */
+    ST_CONFIDENCE_HIGH       /* the keys and shapes the UIs decide by         */
+} st_confidence;
+
+#define ST_IDENTIFY_MAX_REASONS 16
+#define ST_IDENTIFY_REASON_MAX 200
+
+typedef struct st_identity {
+    st_model_kind kind;
+    st_model_family family;  /* for adapters: the base model they fit         */
+    unsigned variants;       /* ST_VARIANT_* bits                             */
+    st_lora_format format;   /* ST_LORA_NONE unless kind is ST_KIND_LORA      */
+    int ema;                 /* 1 if EMA weights (model_ema.*) are present    */
+    int precision;           /* dominant floating st_dtype by parameters, -1  */
+    st_confidence confidence;
+    /* Parameters (elements) per component; they add up to `total`. */
+    struct {
+        uint64_t total;
+        uint64_t diffusion_model; /* UNet / DiT, or an adapter's part of it   */
+        uint64_t text_encoder;
+        uint64_t vae;
+        uint64_t ema;
+        uint64_t controlnet;
+        uint64_t other;           /* embeddings, alphas, anything else        */
+    } params;
+    /* Why: the keys, shapes and metadata the verdict rests on, in order. */
+    size_t reason_count;
+    char reasons[ST_IDENTIFY_MAX_REASONS][ST_IDENTIFY_REASON_MAX];
+} st_identity;
+
+/**
+ * Identifies an open file. Always fills *out (kind ST_KIND_UNKNOWN when no
+ * rule matches); returns ST_OK, or an error only for bad arguments.
+ */
+ST_API int st_identify(const st_file *file, st_identity *out, st_error *err);
+
+/** Stable lower-case names ("checkpoint", "sdxl_refiner", "inpainting",
+ * "lycoris_loha", "high", ...) for printing and JSON; "unknown" / NULL for
+ * values out of range. st_variant_name takes one ST_VARIANT_* bit. */
+ST_API const char *st_kind_name(st_model_kind kind);
+ST_API const char *st_family_name(st_model_family family);
+ST_API const char *st_variant_name(unsigned variant_bit);
+ST_API const char *st_lora_format_name(st_lora_format format);
+ST_API const char *st_confidence_name(st_confidence confidence);
+
+/* ---- end of Identifying ---- */
+
 #ifdef __cplusplus
 }
 #endif
