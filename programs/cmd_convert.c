@@ -102,19 +102,17 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
     convert_job job;
     memset(&job, 0, sizeof job);
     job.in_path = in_path;
+    int rc = cli_open_file(in_path, ST_OPEN_PREAD, &job.in);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     st_error err;
     memset(&err, 0, sizeof err);
-    int rc = st_open(in_path, ST_OPEN_PREAD, &job.in, &err);
-    if (rc != ST_OK) {
-        if (err.code == ST_OK)
-            err.code = rc;
-        cli_print_error(in_path, &err);
-        return cli_exit_code(err.code);
-    }
     /* Checked after opening IN so that a missing IN is reported as such. */
     if (same_file(in_path, out_path)) {
-        cli_errorf("invalid_argument: OUT '%s' is the input file; inputs are never overwritten",
-                   out_path);
+        char *p = cli_printable(out_path, strlen(out_path));
+        cli_errorf("%s: invalid_argument: OUT is the input file (IN is never overwritten)",
+                   p ? p : "?");
+        free(p);
         st_close(job.in);
         return CLI_EXIT_ERROR;
     }
@@ -173,15 +171,13 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
                 err.code = rc;
             cli_print_error(out_path, &err);
         }
-        /* A read failure means IN changed or is unreadable: an I/O error. */
-        ret = job.read_failed ? CLI_EXIT_ERROR : cli_exit_code(err.code);
-        if (ret == CLI_EXIT_OK || ret == CLI_EXIT_INVALID)
-            ret = CLI_EXIT_ERROR;
+        /* IN was valid, so whatever failed here (a read of IN that
+         * changed underneath, the write of OUT) is an I/O error: exit 2. */
         goto done;
     }
     char a[32], b[32];
     char *p = cli_printable(out_path, strlen(out_path));
-    printf("wrote %s: %zu tensor%s, %zu metadata key%s, %s (%s bytes)\n", p ? p : out_path,
+    printf("wrote %s: %zu tensor%s, %zu metadata key%s, %s (%s bytes)\n", p ? p : "?",
            written, written == 1 ? "" : "s", nmeta, nmeta == 1 ? "" : "s",
            cli_human_size(size, a, sizeof a), cli_grouped(size, b, sizeof b));
     free(p);
