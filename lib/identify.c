@@ -523,8 +523,14 @@ static bool identify_vae(ctx *c)
             } else {
                 id->confidence = ST_CONFIDENCE_LOW;
             }
-        } else {
+        } else if (e) {
             reason(c, "%s: a VAE encoder only", name_str(e, nb, sizeof nb));
+            id->confidence = ST_CONFIDENCE_LOW;
+        } else {
+            /* A decoder conv_in that is not rank 4 and no encoder: d is the
+             * only tensor there is to name (e is NULL). */
+            reason(c, "%s %s: a VAE decoder input of unexpected rank", name_str(d, nb, sizeof nb),
+                   shape_str(d, sb, sizeof sb));
             id->confidence = ST_CONFIDENCE_LOW;
         }
         return true;
