@@ -22,6 +22,12 @@
 #define LLVMFuzzerTestOneInput fuzz_roundtrip_one
 #include "../fuzz/fuzz_roundtrip.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_slice_one
+#include "../fuzz/fuzz_slice.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_identify_one
+#include "../fuzz/fuzz_identify.c"
+#undef LLVMFuzzerTestOneInput
 
 typedef int (*target_fn)(const uint8_t *, size_t);
 
@@ -31,6 +37,10 @@ static target_fn target_of(const char *name)
         return fuzz_header_one;
     if (!strcmp(name, "roundtrip"))
         return fuzz_roundtrip_one;
+    if (!strcmp(name, "slice"))
+        return fuzz_slice_one;
+    if (!strcmp(name, "identify"))
+        return fuzz_identify_one;
     return NULL;
 }
 
