@@ -1,0 +1,109 @@
+/* Fuzz target: PyTorch checkpoint import (zip container, legacy stream,
+ * raw pickles) through the public st_ckpt_* API.
+ *
+ * fuzz-requires: lib/checkpoint.c lib/zip.c lib/pickle.c
+ *
+ * The first byte picks the mode (scan only or full import, default or
+ * tight limits); the rest is written to an anonymous memory file and
+ * opened by path. Every open must succeed or fail cleanly (known code,
+ * message, NULL handle). On success every tensor, global and metadata pair
+ * is read back and checked: names NUL-terminated, dtype valid, byte count =
+ * elements x dtype size, st_ckpt_tensor_read of the whole tensor (bounded)
+ * and of the bytes just past its end (must fail), globals classified the
+ * same way st_ckpt_classify does, the dangerous count matching. */
+#include "fuzz_util.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    uint8_t mode = data[0];
+    st_ckpt_limits lim;
+    st_ckpt_default_limits(&lim);
+    if (mode & 2) {
+        lim.max_memory = 1 << 20;
+        lim.max_objects = 8192;
+        lim.max_memo = 256;
+        lim.max_string = 4096;
+        lim.max_int_bytes = 16;
+        lim.max_depth = 32;
+        lim.max_visits = 8192;
+        lim.max_tensors = 256;
+    }
+    unsigned flags = (mode & 1) ? ST_CKPT_SCAN : 0;
+    int fd = fz_memfd(data + 1, size - 1);
+    if (fd < 0)
+        return 0;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    st_format fmt = ST_FORMAT_UNKNOWN;
+    st_error err;
+    int rc = st_ckpt_detect(path, &fmt, &err);
+    FUZZ_ASSERT(rc == ST_OK, "detect: %s", err.message);
+    FUZZ_ASSERT((unsigned)fmt <= ST_FORMAT_RAW_PICKLE && st_format_name(fmt), "format %d", fmt);
+
+    st_ckpt *c = NULL;
+    memset(&err, 0, sizeof err);
+    rc = st_ckpt_open(path, flags, (mode & 2) ? &lim : NULL, &c, &err);
+    if (rc) {
+        FUZZ_ASSERT(c == NULL, "handle on failure");
+        fz_check_error(rc, &err);
+        close(fd);
+        return 0;
+    }
+    FUZZ_ASSERT(c != NULL, "no handle");
+    (void)st_ckpt_format(c);
+    const st_error *se = st_ckpt_scan_error(c);
+    if (se)
+        FUZZ_ASSERT(memchr(se->message, 0, sizeof se->message), "scan error message");
+
+    size_t nt = st_ckpt_tensor_count(c);
+    uint64_t budget = 8u << 20; /* bytes read back per input */
+    for (size_t i = 0; i < nt; i++) {
+        const st_ckpt_tensor *t = st_ckpt_tensor_at(c, i);
+        FUZZ_ASSERT(t && t->name && t->name[t->name_len] == 0, "tensor name");
+        FUZZ_ASSERT((unsigned)t->dtype < ST_DTYPE_COUNT, "dtype");
+        FUZZ_ASSERT(t->storage_key != NULL, "storage key");
+        unsigned __int128 ne = 1;
+        for (uint32_t k = 0; k < t->rank; k++)
+            ne *= t->shape[k];
+        FUZZ_ASSERT(ne == t->nelements, "nelements");
+        FUZZ_ASSERT(ne * st_dtype_bits(t->dtype) / 8 == t->nbytes, "nbytes");
+        if (t->nbytes <= budget) {
+            budget -= t->nbytes;
+            uint8_t *b = malloc(t->nbytes ? t->nbytes : 1);
+            FUZZ_ASSERT(b, "oom");
+            rc = st_ckpt_tensor_read(c, t, 0, b, t->nbytes, &err);
+            if (rc)
+                fz_check_error(rc, &err);
+            free(b);
+        }
+        uint8_t one;
+        rc = st_ckpt_tensor_read(c, t, t->nbytes, &one, 1, &err);
+        FUZZ_ASSERT(rc != ST_OK, "read past the end of a tensor succeeded");
+    }
+    FUZZ_ASSERT(st_ckpt_tensor_at(c, nt) == NULL, "tensor past the end");
+
+    size_t ng = st_ckpt_global_count(c), dangerous = 0;
+    for (size_t i = 0; i < ng; i++) {
+        const st_ckpt_global *g = st_ckpt_global_at(c, i);
+        FUZZ_ASSERT(g && g->module && g->name && g->pickle, "global");
+        FUZZ_ASSERT(g->module[g->module_len] == 0 && g->name[g->name_len] == 0, "global strings");
+        FUZZ_ASSERT(g->count >= 1, "global count");
+        FUZZ_ASSERT(g->safety == st_ckpt_classify(g->module, g->module_len, g->name, g->name_len),
+                    "global safety differs from st_ckpt_classify");
+        dangerous += g->safety == ST_SAFETY_DANGEROUS;
+    }
+    FUZZ_ASSERT(dangerous == st_ckpt_dangerous_count(c), "dangerous count");
+    for (size_t i = 0; i < st_ckpt_metadata_count(c); i++) {
+        const char *k, *v;
+        size_t kl, vl;
+        FUZZ_ASSERT(st_ckpt_metadata_at(c, i, &k, &kl, &v, &vl) == ST_OK, "metadata_at");
+        FUZZ_ASSERT(k[kl] == 0 && v[vl] == 0, "metadata strings");
+    }
+    st_ckpt_close(c);
+    close(fd);
+    return 0;
+}

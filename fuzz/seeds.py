@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Seed inputs for the checkpoint fuzz targets, generated at run time
+(never committed): python3 fuzz/seeds.py TARGET DIR.
+
+fuzz_pickle: pickle streams (protocols 0-5) of the shapes checkpoints hold,
+  plus torch's own pickles, each behind a mode byte (see fuzz_pickle.c).
+fuzz_ckpt: small torch.save checkpoints, zip and legacy, and raw pickles,
+  behind a mode byte (see fuzz_ckpt.c).
+Uses Debian's python3-torch when importable; plain pickles otherwise."""
+import collections
+import io
+import os
+import pickle
+import sys
+
+target, out = sys.argv[1], sys.argv[2]
+if target not in ("fuzz_pickle", "fuzz_ckpt"):
+    sys.exit(0)
+os.makedirs(out, exist_ok=True)
+n = 0
+
+
+def emit(data, modes):
+    global n
+    for m in modes:
+        with open(os.path.join(out, "seed-%s-%03d-%d" % (target, n, m)), "wb") as f:
+            f.write(bytes([m]) + data)
+    n += 1
+
+
+plain = [
+    {"a": [1, -2, 3.5, "x", b"y", (None, True, False)], "big": 2 ** 70, "neg": -(2 ** 70)},
+    collections.OrderedDict([("k", 1), ("u", "\u00e9\u20ac")]),
+    [list(range(20)), {"nested": {"deeper": [[[]]]}}, set([1, 2]), frozenset([3])],
+    {"epoch": 3, "global_step": 1000, "lr": 1e-4, "name": "model"},
+]
+for obj in plain:
+    for proto in range(0, 6):
+        emit(pickle.dumps(obj, protocol=proto), (0, 1, 3) if target == "fuzz_pickle" else (1,))
+
+try:
+    import torch
+except Exception:
+    torch = None
+
+if torch is not None:
+    g = torch.Generator().manual_seed(0)
+    sd = collections.OrderedDict()
+    sd["w"] = torch.randn(3, 4, generator=g)
+    sd["b"] = torch.randn(4, generator=g).half()
+    sd["t"] = torch.randn(4, 3, generator=g).t()  # a non-contiguous view
+    sd["i"] = torch.arange(6, dtype=torch.int64).reshape(2, 3)
+    sd["s"] = torch.tensor(1.5, dtype=torch.bfloat16)
+    sd["shared"] = sd["w"][1]  # shares the storage of w
+    variants = [sd, {"state_dict": sd, "epoch": 1}, {"model": {"a": sd["w"]}, "step": 2}]
+    for obj in variants:
+        for zipped in (True, False):
+            buf = io.BytesIO()
+            torch.save(obj, buf, _use_new_zipfile_serialization=zipped)
+            data = buf.getvalue()
+            if target == "fuzz_ckpt":
+                emit(data, (0, 1, 2))
+            elif not zipped:
+                emit(data[:4096], (1, 5))  # the legacy stream starts with pickles
+        for proto in (2, 4):
+            if target == "fuzz_pickle":
+                # a state dict's pickle, as the zip's data.pkl holds it
+                buf = io.BytesIO()
+                torch.save(obj, buf, pickle_protocol=proto)
+                import zipfile
+                with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
+                    for name in z.namelist():
+                        if name.endswith("data.pkl"):
+                            emit(z.read(name), (1, 5, 7))
