@@ -355,6 +355,22 @@ static unsigned char *make_tiny_keys_duplicate(size_t *len)
     return frame(&h, 1, len);
 }
 
+static size_t huge_rank_n(void)
+{
+    return 12000000 / g_scale;
+}
+
+/* One tensor of rank 12 M ("1," per dimension): the reader, like the
+ * reference, accepts any rank. */
+static unsigned char *make_huge_rank(size_t *len)
+{
+    buf h = {0};
+    puts_(&h, "{\"r\":{\"dtype\":\"U8\",\"data_offsets\":[0,1],\"shape\":[1");
+    put_rep(&h, ",1", huge_rank_n() - 1);
+    puts_(&h, "]}}");
+    return frame(&h, 1, len);
+}
+
 static size_t zero(void)
 {
     return 0;
@@ -406,6 +422,7 @@ static const hcase cases[] = {
      make_tiny_metadata},
     {"tiny ignored keys (10 B each), last repeated", "many keys", ST_E_DUPLICATE_KEY, NULL, NULL,
      NULL, 0, 10.0, make_tiny_keys_duplicate},
+    {"one tensor of rank 12,000,000", "max rank", ST_OK, one, zero, NULL, 0, 5.0, make_huge_rank},
     {"3,000 tensors of rank 4096", "max rank", ST_OK, n_rank_tensors, zero, NULL, 0, 5.0,
      make_max_rank},
 };
