@@ -230,53 +230,8 @@ static unsigned char *make_long_plain(size_t *len)
     return frame(&h, 1, len);
 }
 
-/* 1.1 M metadata pairs. */
-static unsigned char *make_many_metadata(size_t *len)
-{
-    buf h = {0};
-    char e[64];
-    puts_(&h, "{\"__metadata__\":{");
-    for (size_t i = 0; i < n_tensors(); i++) {
-        int k = snprintf(e, sizeof e, "%s\"k%07zu\":\"v\"", i ? "," : "", i);
-        put(&h, e, (size_t)k);
-    }
-    puts_(&h, "}}");
-    return frame(&h, 0, len);
-}
 
-/* An ignored object of 1.1 M keys whose last key repeats the first. */
-static unsigned char *make_many_keys_duplicate(size_t *len)
-{
-    buf h = {0};
-    char e[64];
-    puts_(&h, "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":{");
-    for (size_t i = 0; i < n_tensors(); i++) {
-        int k = snprintf(e, sizeof e, "\"k%07zu\":0,", i);
-        put(&h, e, (size_t)k);
-    }
-    puts_(&h, "\"k0000000\":1}}}");
-    return frame(&h, 1, len);
-}
 
-/* 3,000 tensors of rank 4096 (ST_MAX_RANK): 12 M dimensions stored
- * (98 MB as u64) from a 24 MB header, the worst ratio of stored numbers
- * to header bytes ("1," per dimension). */
-static unsigned char *make_max_rank(size_t *len)
-{
-    buf h = {0};
-    char e[96];
-    size_t n = 3000 / g_scale;
-    puts_(&h, "{");
-    for (size_t i = 0; i < n; i++) {
-        int k = snprintf(e, sizeof e, "%s\"r%06zu\":{\"dtype\":\"U8\",\"data_offsets\":[0,0],\"shape\":[0",
-                         i ? "," : "", i);
-        put(&h, e, (size_t)k);
-        put_rep(&h, ",1", ST_MAX_RANK - 1);
-        puts_(&h, "]}");
-    }
-    puts_(&h, "}");
-    return frame(&h, 0, len);
-}
 
 /* The same classes with the smallest possible items (the worst ratio of
  * memory to header bytes), about 24 MB of header each. */
@@ -379,10 +334,6 @@ static size_t one(void)
 {
     return 1;
 }
-static size_t n_rank_tensors(void)
-{
-    return 3000 / g_scale;
-}
 static size_t escaped_name_len(void)
 {
     return 10000000 / 6 / g_scale * 2; /* U+00E9 is two bytes */
@@ -413,9 +364,6 @@ static const hcase cases[] = {
      make_long_escaped_name},
     {"10 MB name + 10 MB metadata value", "long strings", ST_OK, one, one, plain_name_len, 1, 2.0,
      make_long_plain},
-    {"1.1M metadata pairs", "many keys", ST_OK, zero, n_tensors, NULL, 0, 5.0, make_many_metadata},
-    {"1.1M keys, last repeats the first", "many keys", ST_E_DUPLICATE_KEY, NULL, NULL, NULL, 0,
-     5.0, make_many_keys_duplicate},
     {"tiny tensors (55 B each)", "many tensors", ST_OK, tiny_tensors_n, zero, NULL, 1, 5.0,
      make_tiny_tensors},
     {"tiny metadata pairs (11 B each)", "many keys", ST_OK, zero, tiny_meta_n, NULL, 0, 10.0,
@@ -423,8 +371,6 @@ static const hcase cases[] = {
     {"tiny ignored keys (10 B each), last repeated", "many keys", ST_E_DUPLICATE_KEY, NULL, NULL,
      NULL, 0, 10.0, make_tiny_keys_duplicate},
     {"one tensor of rank 12,000,000", "max rank", ST_OK, one, zero, NULL, 0, 5.0, make_huge_rank},
-    {"3,000 tensors of rank 4096", "max rank", ST_OK, n_rank_tensors, zero, NULL, 0, 5.0,
-     make_max_rank},
 };
 
 static double now(void)
