@@ -412,6 +412,16 @@ static int hash_one(const char *path, unsigned algos, bool civitai, bool json,
     int rc = st_hash_fd(fd, want, opt, &h, &err);
     if (!is_stdin)
         close(fd);
+    /* A regular file that shrank or grew while it was read would get the
+     * digest of bytes that were never the file: report it instead. */
+    if (rc == ST_OK && !is_stdin && S_ISREG(st.st_mode) && h.size != (uint64_t)st.st_size) {
+        rc = ST_E_IO;
+        err.code = ST_E_IO;
+        err.offset = ST_NO_OFFSET;
+        snprintf(err.message, sizeof err.message,
+                 "the file changed size while being hashed (%llu bytes when opened, %llu read)",
+                 (unsigned long long)st.st_size, (unsigned long long)h.size);
+    }
     if (rc != ST_OK) {
         if (err.code == ST_OK)
             err.code = rc;
