@@ -403,6 +403,67 @@ static void test_cli_convert_fsize(void)
     remove_all_but(NULL);
 }
 
+/* The CLI's hash on a file truncated while it is read: an error (exit 2,
+ * "changed size"), not the digest of bytes that were never the file. */
+static int has_open(pid_t pid, const char *path)
+{
+    char dir[64], link[600], target[600];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int found = 0;
+    while (d && (e = readdir(d)) && !found) {
+        snprintf(link, sizeof link, "%s/%s", dir, e->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n > 0) {
+            target[n] = 0;
+            found = strcmp(target, path) == 0;
+        }
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+static void test_cli_hash_truncated(void)
+{
+    const char *bin = getenv("ST_BIN");
+    if (!bin || access(bin, X_OK) != 0)
+        return;
+    char path[256], errp[256], real[4096];
+    path_in(path, sizeof path, "big.bin");
+    path_in(errp, sizeof errp, "hash.err");
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0 && ftruncate(fd, (off_t)4 << 30) == 0, "sparse 4 GiB file");
+    close(fd);
+    CHECK(realpath(path, real) != NULL, "realpath");
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        int ef = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(devnull, 1);
+        dup2(ef, 2);
+        execl(bin, bin, "hash", "--threads", "1", path, (char *)NULL);
+        _exit(127);
+    }
+    /* Truncate once the child has the file open (and has taken its size). */
+    for (int i = 0; i < 2000 && !has_open(pid, real); i++)
+        usleep(1000);
+    usleep(50000);
+    CHECK(truncate(path, 1 << 20) == 0, "truncate");
+    int status = 0;
+    waitpid(pid, &status, 0);
+    size_t elen = 0;
+    unsigned char *e = read_all(errp, &elen);
+    int said = e && memmem(e, elen, "changed size", 12) != NULL;
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2 && said,
+          "hash of a file truncated while read: status 0x%x, stderr: %.*s", status, (int)elen,
+          e ? (const char *)e : "");
+    free(e);
+    remove_all_but(NULL);
+}
+
 /* ---- reading ----------------------------------------------------------- */
 
 static void test_truncated_pread(void)
@@ -518,6 +579,7 @@ int main(void)
     test_sigkill_mid_write();
     test_sigkill_random();
     test_cli_convert_fsize();
+    test_cli_hash_truncated();
     test_truncated_pread();
     test_truncated_mmap_sigbus();
     test_replaced_after_open();
