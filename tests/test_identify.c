@@ -170,8 +170,39 @@ static void test_names(void)
     CHECK_EQ_INT(err.code, ST_E_ARG);
 }
 
+/* The list API: unsorted names, a caller's metadata, no read callback,
+ * shapes whose products overflow (saturated, never wrapped). */
+static void test_list_api(void)
+{
+    static const uint64_t k_shape[] = {640, 2048}, d_shape[] = {8, 2048}, u_shape[] = {640, 8};
+    static const uint64_t huge[] = {UINT64_MAX / 2, 4};
+    st_tensor_desc t[] = {
+        {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight", 73, ST_F16, 2, u_shape},
+        {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight", 75, ST_F16, 2, d_shape},
+        {"zz_big", 6, ST_F32, 2, huge},
+        {"aa_other", 8, ST_F32, 2, k_shape},
+    };
+    const char *meta[] = {"ss_base_model_version", "sdxl_base_v1-0"};
+    st_identity id;
+    CHECK_EQ_INT(st_identify_tensors(t, 4, meta, 1, NULL, NULL, &id, NULL), ST_OK);
+    CHECK_EQ_INT(id.kind, ST_KIND_LORA);
+    CHECK_EQ_INT(id.family, ST_FAMILY_SDXL);
+    CHECK_EQ_INT(id.confidence, ST_CONFIDENCE_HIGH);
+    CHECK(id.params.total == UINT64_MAX, "saturated total %llu", (unsigned long long)id.params.total);
+    CHECK(has_reason(&id, "agrees"), "-");
+    /* The caller's list is left as it was. */
+    CHECK(t[0].name_len == 73 && t[2].shape == huge, "-");
+    CHECK_EQ_INT(st_identify_tensors(NULL, 1, NULL, 0, NULL, NULL, &id, NULL), ST_E_ARG);
+    CHECK_EQ_INT(st_identify_tensors(t, 4, NULL, 1, NULL, NULL, &id, NULL), ST_E_ARG);
+    st_tensor_desc bad = {"x", 1, ST_F32, 2, NULL};
+    CHECK_EQ_INT(st_identify_tensors(&bad, 1, NULL, 0, NULL, NULL, &id, NULL), ST_E_ARG);
+    CHECK_EQ_INT(st_identify_tensors(NULL, 0, NULL, 0, NULL, NULL, &id, NULL), ST_OK);
+    CHECK_EQ_INT(id.kind, ST_KIND_UNKNOWN);
+}
+
 int main(void)
 {
+    test_list_api();
     test_sd2_vpred();
     test_adapters();
     test_embeddings_and_unknown();
