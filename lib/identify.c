@@ -349,6 +349,17 @@ static bool probe_ldm_unet(ctx *c, const char *prefix, st_model_family *fam, boo
         reason(c, "%s %s", name_str(k, nb, sizeof nb), shape_str(k, sb, sizeof sb));
     *fam = unet_family(c, &u);
     report_unet(c, &u, *fam);
+    const vt *v = find_in(c, prefix, ".time_stack.");
+    if (!v)
+        v = find_in(c, prefix, ".time_mix_blocks.");
+    if (v) {
+        /* comfy/model_detection.py calculate_transformer_depth: temporal
+         * layers make it a video model (Stable Video Diffusion), which
+         * none of the families here is. */
+        reason(c, "%s: temporal layers, a video model (SVD)", name_str(v, nb, sizeof nb));
+        *fam = ST_FAMILY_UNKNOWN;
+        return true; /* its input channels mean something else */
+    }
     unet_variants(c, u.in_ch);
     if (vtest && *fam == ST_FAMILY_SD2 && u.in_ch == 4)
         sd2_vpred_test(c, prefix);
@@ -630,13 +641,21 @@ static bool identify_text_encoder(ctx *c)
 
 /* ---- adapters ---- */
 
+/* XLabs' Flux LoRAs: "double_blocks.0.processor.proj_lora1.down.weight". */
+static bool xlabs_lora(const vt *t)
+{
+    return (ends(t, ".down.weight") || ends(t, ".up.weight")) && contains(t, "_lora") &&
+           contains(t, ".processor.");
+}
+
 /* Input width of the layer an adapter tensor belongs to, from a "down"
  * side: [rank, in] for LoRA/PEFT/LoHa, kron factors for LoKr. */
 static uint64_t adapter_in_width(const ctx *c, const vt *t)
 {
     if (ends(t, ".lora_down.weight") || ends(t, ".lora_A.weight") ||
         ends(t, ".lora.down.weight") || ends(t, "_lora.down.weight") ||
-        ends(t, ".lora_linear_layer.down.weight") || ends(t, ".hada_w1_b"))
+        ends(t, ".lora_linear_layer.down.weight") || ends(t, ".hada_w1_b") ||
+        (xlabs_lora(t) && ends(t, ".down.weight")))
         return dim(t, 1);
     if (ends(t, ".lokr_w1") || ends(t, ".lokr_w1_b")) {
         /* W = kron(w1, w2): in = w1.cols * w2.cols */
@@ -1014,7 +1033,7 @@ static void scan(ctx *c)
         else if (ends(t, ".lora.down.weight") || ends(t, ".lora.up.weight") ||
                  ends(t, "_lora.down.weight") || ends(t, "_lora.up.weight") ||
                  ends(t, ".lora_linear_layer.down.weight") ||
-                 ends(t, ".lora_linear_layer.up.weight"))
+                 ends(t, ".lora_linear_layer.up.weight") || xlabs_lora(t))
             c->diffusers++;
         else if (contains(t, ".hada_w"))
             c->loha++;
