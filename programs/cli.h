@@ -31,6 +31,8 @@ int cmd_check(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_hash(int argc, char **argv);
+int cmd_identify(int argc, char **argv);
 
 /* ---- usage and errors ---- */
 
