@@ -552,6 +552,7 @@ ST_API int st_convert_mt(st_dtype to, void *dst, st_dtype from, const void *src,
  */
 ST_API const char *st_convert_simd_name(void);
 
+/* ------------------------------------------------------------------------ */
 /* Hashing (lib/hash.c, lib/blake3.c)                                        */
 /* ------------------------------------------------------------------------ */
 
