@@ -158,10 +158,12 @@ typedef struct st_file st_file;
 #define ST_OPEN_PREAD 1u       /* never map: read the header with pread and  */
                                /* tensor data only through st_tensor_read     */
 
-/* Limits the reader enforces (the first is the reference's). */
+/* Limits the reader enforces (the first two are the reference's). */
 #define ST_MAX_HEADER_SIZE 100000000ull
 #define ST_MAX_NESTING 127    /* arrays and objects, the outer object counted */
-#define ST_MAX_RANK 4096      /* dimensions of one tensor                     */
+/* Dimensions of one tensor the writer accepts. The reader, like the
+ * reference, takes any rank: a header under the size cap bounds it. */
+#define ST_MAX_RANK 4096
 
 /**
  * Opens and validates a file. On success *out is a handle to close with
@@ -384,6 +386,8 @@ ST_API void st_writer_set_metadata_present(st_writer *writer, int present);
  * the folder fsync'ed). If anything fails (ST_E_CALLBACK when a read
  * callback returns non-zero, ST_E_IO naming the path and the system's
  * reason otherwise), `path` is untouched and the temporary file removed.
+ * The space is reserved up front (fallocate, where the file system has
+ * it), so a full disk fails before any data is written.
  * The new file gets mode 0644, or the mode of the regular file it
  * replaces. A symbolic link at `path` is replaced, not followed. An error
  * from fsync'ing the folder after the rename is reported but the new file

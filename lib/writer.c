@@ -814,6 +814,7 @@ int st_writer_serialize(st_writer *w, void **outp, size_t *out_len, st_error *er
 typedef struct fd_sink {
     int fd;
     const char *tmp_path;
+    const char *path;
 } fd_sink;
 
 static const char *errtext(int e, char *buf, size_t cap)
@@ -834,12 +835,12 @@ static int emit_fd(void *ctx, const void *p, size_t n, st_error *err)
                 continue;
             int e = errno;
             char eb[128];
-            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s': %s", s->tmp_path,
-                           errtext(e, eb, sizeof eb));
+            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s' (for '%s'): %s",
+                           s->tmp_path, s->path, errtext(e, eb, sizeof eb));
         }
         if (k == 0)
-            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s': no progress",
-                           s->tmp_path);
+            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s' (for '%s'): no progress",
+                           s->tmp_path, s->path);
         c += k;
         n -= (size_t)k;
     }
@@ -896,8 +897,9 @@ int st_writer_write(st_writer *w, const char *path, st_error *err)
     int fd = mkostemps(tmp, 4, O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot create a temporary file in '%s': %s",
-                     dir, errtext(e, eb, sizeof eb));
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET,
+                     "cannot create a temporary file in '%s' for '%s': %s", dir, path,
+                     errtext(e, eb, sizeof eb));
         free(dir);
         free(tmp);
         return rc;
@@ -909,7 +911,19 @@ int st_writer_write(st_writer *w, const char *path, st_error *err)
         goto fail;
     }
 
-    fd_sink fs = {fd, tmp};
+    /* Reserve the space first so a full disk fails now rather than after
+     * gigabytes were written. File systems without fallocate are fine. */
+    uint64_t total = st_writer_output_size(w);
+    if (total && total <= INT64_MAX && fallocate(fd, 0, 0, (off_t)total) != 0 &&
+        (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)) {
+        int e = errno;
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET,
+                     "cannot reserve %llu bytes for '%s' in '%s': %s",
+                     (unsigned long long)total, path, dir, errtext(e, eb, sizeof eb));
+        goto fail;
+    }
+
+    fd_sink fs = {fd, tmp, path};
     out ob = {emit_fd, &fs, malloc(OUT_BUFFER_SIZE), OUT_BUFFER_SIZE, 0};
     if (!ob.buf) {
         rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
@@ -921,16 +935,16 @@ int st_writer_write(st_writer *w, const char *path, st_error *err)
         goto fail;
     if (fsync(fd) != 0) {
         int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot fsync '%s': %s", tmp,
-                     errtext(e, eb, sizeof eb));
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot fsync '%s' (for '%s'): %s", tmp,
+                     path, errtext(e, eb, sizeof eb));
         goto fail;
     }
     int cfd = fd;
     fd = -1;
     if (close(cfd) != 0 && errno != EINTR) {
         int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot close '%s': %s", tmp,
-                     errtext(e, eb, sizeof eb));
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot close '%s' (for '%s'): %s", tmp,
+                     path, errtext(e, eb, sizeof eb));
         goto fail;
     }
     if (rename(tmp, path) != 0) {

@@ -498,10 +498,8 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
                 err.code = rc;
             cli_print_error(out_path, &err);
         }
-        /* A read failure means IN changed or is unreadable: an I/O error. */
-        ret = job.read_failed ? CLI_EXIT_ERROR : cli_exit_code(err.code);
-        if (ret == CLI_EXIT_OK || ret == CLI_EXIT_INVALID)
-            ret = CLI_EXIT_ERROR;
+        /* IN was valid, so whatever failed here (a read of IN that
+         * changed underneath, the write of OUT) is an I/O error: exit 2. */
         goto done;
     }
     char a[32], b[32];
