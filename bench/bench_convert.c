@@ -1,7 +1,8 @@
 /* Conversion throughput over a large in-memory array (default 1 GiB of F32):
  * memcpy of the same bytes as the yardstick, then F32 -> BF16 and F32 -> F16
  * with st_convert (SIMD as dispatched), with the portable scalar path, and
- * with st_convert_mt on every online CPU. Best of REPS runs each; the
+ * with st_convert_mt on every online CPU (and F32 -> F8_E4M3 for
+ * reference). Best of REPS runs each; the
  * destination is allocated and touched once up front, so page faults are
  * not timed (the same holds for memcpy).
  *   bench_convert [MiB] [reps]
@@ -77,6 +78,8 @@ int main(int argc, char **argv)
         {"F32->F16 1 thread", ST_F16, 0, 1},
         {"F32->F16 scalar 1 thread", ST_F16, ST_CONVERT_SCALAR, 1},
         {"F32->F16 all threads", ST_F16, 0, 0},
+        {"F32->F8_E4M3 1 thread", ST_F8_E4M3, 0, 1},
+        {"F32->F8_E4M3 all threads", ST_F8_E4M3, 0, 0},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         best = 1e9;

@@ -448,25 +448,25 @@ void st_convert_generic(st_dtype to, void *dst, st_dtype from, const void *src, 
 static inline uint16_t f32_to_f16(uint32_t x, int sat)
 {
     uint32_t sign = (x >> 16) & 0x8000u, a = x & 0x7FFFFFFFu;
-    if (a >= 0x477FF000u) { /* rounds to 65536 or more; Inf; NaN */
+    if (__builtin_expect(a >= 0x477FF000u, 0)) { /* rounds to 65536 or more; Inf; NaN */
         if (a > 0x7F800000u)
             return (uint16_t)(sign | 0x7E00u);
         if (a == 0x7F800000u || !sat)
             return (uint16_t)(sign | 0x7C00u);
         return (uint16_t)(sign | 0x7BFFu);
     }
-    if (a >= 0x38800000u) { /* 2^-14 and up: normal in F16 */
-        a += 0xFFFu + ((a >> 13) & 1u);
-        return (uint16_t)(sign | ((a - 0x38000000u) >> 13));
-    }
-    if (a <= 0x33000000u) /* at most 2^-25: rounds to zero (a tie at 2^-25) */
-        return (uint16_t)sign;
-    /* F16 subnormal: units of 2^-24 */
-    uint32_t e = a >> 23, m = (a & 0x7FFFFFu) | 0x800000u;
-    uint32_t shift = 126 - e; /* 14..24 */
-    uint32_t kept = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    kept += (rem > half) | ((rem == half) & (kept & 1u));
-    return (uint16_t)(sign | kept);
+    /* Both roundings, then a select (no branch on the data, which is often
+     * spread across the normal/subnormal boundary of F16). Normal from
+     * 2^-14 up: round at bit 13 and rebias. Below: units of 2^-24, at a
+     * shift of 14..24 (25 and up give 0; F32 subnormals end up there). */
+    uint32_t nrm = (a + 0xFFFu + ((a >> 13) & 1u) - 0x38000000u) >> 13;
+    uint32_t sh = 126 - (a >> 23);
+    sh = sh > 25 ? 25 : sh;
+    uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
+    uint32_t kept = m >> sh, rem = m & ((1u << sh) - 1), half = 1u << (sh - 1);
+    uint32_t sub = kept + ((rem > half) | ((rem == half) & (kept & 1u)));
+    uint32_t use_nrm = 0u - (uint32_t)(a >= 0x38800000u); /* all ones or zero */
+    return (uint16_t)(sign | (nrm & use_nrm) | (sub & ~use_nrm));
 }
 
 static inline uint16_t f32_to_bf16(uint32_t x, int sat)
@@ -515,6 +515,114 @@ static void run_bf16_to_f32(unsigned char *d, const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         st32(d + 4 * i, (uint32_t)ld16(s + 2 * i) << 16);
+}
+
+static const st_f8_fmt f8_e4m3 = {3, 7, 0x7E, 0, 0x7F, 0};
+static const st_f8_fmt f8_e5m2 = {2, 15, 0x7B, 0x7C, 0x7F, 0};
+static const st_f8_fmt f8_e4m3fnuz = {3, 8, 0x7F, 0, 0x80, 1};
+static const st_f8_fmt f8_e5m2fnuz = {2, 16, 0x7F, 0, 0x80, 1};
+
+static const st_f8_fmt *f8_fmt_of(st_dtype d)
+{
+    switch (d) {
+    case ST_F8_E4M3: return &f8_e4m3;
+    case ST_F8_E5M2: return &f8_e5m2;
+    case ST_F8_E4M3FNUZ: return &f8_e4m3fnuz;
+    case ST_F8_E5M2FNUZ: return &f8_e5m2fnuz;
+    default: return NULL;
+    }
+}
+
+/* F32 -> an 8-bit kind, integer only (same bits as encode_float). */
+static inline uint8_t f32_to_f8(uint32_t x, const st_f8_fmt *f, int sat)
+{
+    uint32_t a = x & 0x7FFFFFFFu, sign = (x >> 24) & 0x80u;
+    uint32_t nan = f->fnuz ? 0x80u : sign | f->nancode;
+    if (a >= 0x7F800000u) {
+        if (a > 0x7F800000u)
+            return (uint8_t)nan;
+        if (f->infcode)
+            return (uint8_t)(sign | f->infcode);
+        return (uint8_t)(sat ? sign | f->maxcode : nan);
+    }
+    uint32_t e = a >> 23, c;
+    if (e >= 128 - f->bias) { /* normal in the target */
+        uint32_t shift = 23 - f->mbits;
+        uint32_t r = (a + (1u << (shift - 1)) - 1 + ((a >> shift) & 1u)) >> shift;
+        c = r - ((127 - f->bias) << f->mbits);
+        if (c > f->maxcode)
+            return (uint8_t)(sat ? sign | f->maxcode : f->infcode ? sign | f->infcode : nan);
+    } else { /* subnormal in the target (or zero); F32 subnormals end up 0 */
+        uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
+        uint32_t sh = 151 - f->bias - f->mbits - e;
+        if (sh > 26)
+            sh = 26;
+        uint32_t kept = m >> sh, rem = m & ((1u << sh) - 1), half = 1u << (sh - 1);
+        c = kept + ((rem > half) | ((rem == half) & (kept & 1u)));
+    }
+    if (c == 0)
+        return (uint8_t)(f->fnuz ? 0 : sign);
+    return (uint8_t)(sign | c);
+}
+
+static void run_f32_to_f8(unsigned char *d, const unsigned char *s, size_t n, const st_f8_fmt *f,
+                          int sat)
+{
+    for (size_t i = 0; i < n; i++)
+        d[i] = f32_to_f8(ld32(s + 4 * i), f, sat);
+}
+
+/* F32 -> F64: exact; NaN keeps sign and payload, quiet bit set. */
+static inline uint64_t f32_to_f64(uint32_t x)
+{
+    uint64_t sign = (uint64_t)(x >> 31) << 63;
+    uint32_t e = (x >> 23) & 0xFFu, m = x & 0x7FFFFFu;
+    if (e == 0xFF)
+        return sign | 0x7FF0000000000000ull | ((uint64_t)m << 29) | (m ? 1ull << 51 : 0);
+    if (e)
+        return sign | ((uint64_t)(e + 896) << 52) | ((uint64_t)m << 29);
+    if (!m)
+        return sign;
+    int p = 31 - __builtin_clz(m); /* leading one, 0..22 */
+    uint64_t shift = 23 - (uint64_t)p;
+    return sign | ((uint64_t)(897 - shift) << 52) | (((uint64_t)m << shift & 0x7FFFFFu) << 29);
+}
+
+/* F64 -> F32: RNE; NaN -> 0x7FC00000 | sign. */
+static inline uint32_t f64_to_f32(uint64_t x, int sat)
+{
+    uint32_t sign = (uint32_t)(x >> 32) & 0x80000000u;
+    uint64_t a = x & 0x7FFFFFFFFFFFFFFFull;
+    if (a >= 0x47EFFFFFF0000000ull) { /* rounds past FLT_MAX; Inf; NaN */
+        if (a > 0x7FF0000000000000ull)
+            return sign | 0x7FC00000u;
+        if (a == 0x7FF0000000000000ull || !sat)
+            return sign | 0x7F800000u;
+        return sign | 0x7F7FFFFFu;
+    }
+    if (a >= 0x3810000000000000ull) { /* 2^-126 and up: normal in F32 */
+        a += 0xFFFFFFFull + ((a >> 29) & 1u);
+        return sign | (uint32_t)((a - 0x3800000000000000ull) >> 29);
+    }
+    if (a <= 0x3690000000000000ull) /* at most 2^-150: rounds to zero */
+        return sign;
+    uint64_t e = a >> 52, m = (a & 0xFFFFFFFFFFFFFull) | 0x10000000000000ull;
+    uint64_t sh = 926 - e; /* value m * 2^(e-1075), unit 2^-149: 30..53 */
+    uint64_t kept = m >> sh, rem = m & ((1ull << sh) - 1), half = 1ull << (sh - 1);
+    kept += (rem > half) | ((rem == half) & (kept & 1u));
+    return sign | (uint32_t)kept;
+}
+
+static void run_f32_to_f64(unsigned char *d, const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        st64(d + 8 * i, f32_to_f64(ld32(s + 4 * i)));
+}
+
+static void run_f64_to_f32(unsigned char *d, const unsigned char *s, size_t n, int sat)
+{
+    for (size_t i = 0; i < n; i++)
+        st32(d + 4 * i, f64_to_f32(ld64(s + 8 * i), sat));
 }
 
 /* Lookup table over every source code (8- and 16-bit sources), built on
@@ -590,6 +698,21 @@ static void convert_range(st_dtype to, unsigned char *d, st_dtype from, const un
         if (level)
             done = st_simd_bf16_to_f32(d, s, n, level);
         run_bf16_to_f32(d + 4 * done, s + 2 * done, n - done);
+        return;
+    }
+    if (from == ST_F32 && f8_fmt_of(to)) {
+        const st_f8_fmt *f = f8_fmt_of(to);
+        if (level)
+            done = st_simd_f32_to_f8(d, s, n, f, sat, level);
+        run_f32_to_f8(d + done, s + 4 * done, n - done, f, sat);
+        return;
+    }
+    if (from == ST_F32 && to == ST_F64) {
+        run_f32_to_f64(d, s, n);
+        return;
+    }
+    if (from == ST_F64 && to == ST_F32) {
+        run_f64_to_f32(d, s, n, sat);
         return;
     }
     if (from == to) {

@@ -22,6 +22,20 @@ ST_INTERNAL size_t st_simd_f32_to_bf16(void *dst, const void *src, size_t n, int
 ST_INTERNAL size_t st_simd_f16_to_f32(void *dst, const void *src, size_t n, int level);
 ST_INTERNAL size_t st_simd_bf16_to_f32(void *dst, const void *src, size_t n, int level);
 
+/* An 8-bit float target of the F32 fast paths (F8_E4M3, F8_E5M2 and the
+ * FNUZ kinds; not F8_E8M0). */
+typedef struct st_f8_fmt {
+    unsigned mbits;   /* 2 or 3 */
+    unsigned bias;    /* 7, 8, 15 or 16 */
+    unsigned maxcode; /* largest finite magnitude */
+    unsigned infcode; /* 0 when the kind has no Inf */
+    unsigned nancode; /* canonical NaN, without the sign */
+    int fnuz;         /* no -0, one unsigned NaN 0x80 */
+} st_f8_fmt;
+
+ST_INTERNAL size_t st_simd_f32_to_f8(void *dst, const void *src, size_t n, const st_f8_fmt *f,
+                                     int sat, int level);
+
 /* The general element-by-element path (every supported pair), without the
  * fast paths, lookup tables, SIMD or threads: the reference the others are
  * tested against. Arguments as st_convert's (already validated). */

@@ -248,6 +248,73 @@ AVX512_T static size_t bf16_to_f32_avx512(void *dst, const void *src, size_t n)
     return i;
 }
 
+/* F32 -> an 8-bit kind (F8_E4M3, F8_E5M2, FNUZ), integer only, the same
+ * steps as the scalar f32_to_f8: rounding at a fixed shift for results
+ * that are normal in the target, at a per-lane shift for subnormals. */
+AVX512_T static size_t f32_to_f8_avx512(void *dst, const void *src, size_t n,
+                                        const st_f8_fmt *f, int sat)
+{
+    const unsigned char *s = src;
+    unsigned char *d = dst;
+    const unsigned shift = 23 - f->mbits;
+    const __m128i cnt = _mm_cvtsi32_si128((int)shift);
+    const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000);
+    const __m512i one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
+    const __m512i rbias = _mm512_set1_epi32((int)((1u << (shift - 1)) - 1));
+    const __m512i rebias = _mm512_set1_epi32((int)((127 - f->bias) << f->mbits));
+    const __m512i enorm = _mm512_set1_epi32((int)(128 - f->bias));
+    const __m512i shbase = _mm512_set1_epi32((int)(151 - f->bias - f->mbits));
+    const __m512i shmax = _mm512_set1_epi32(26), implicit = _mm512_set1_epi32(0x800000);
+    const __m512i mmask = _mm512_set1_epi32(0x7FFFFF), smask = _mm512_set1_epi32(0x80);
+    const __m512i maxc = _mm512_set1_epi32((int)f->maxcode);
+    const __m512i nanc = _mm512_set1_epi32((int)f->nancode);
+    const __m512i infc = _mm512_set1_epi32((int)f->infcode);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i x = _mm512_loadu_si512((const void *)(s + 4 * i));
+        __m512i a = _mm512_and_si512(x, absm);
+        __m512i sign = _mm512_and_si512(_mm512_srli_epi32(x, 24), smask);
+        __m512i e = _mm512_srli_epi32(a, 23);
+        /* normal in the target */
+        __m512i lsb = _mm512_and_si512(_mm512_srl_epi32(a, cnt), one);
+        __m512i r = _mm512_srl_epi32(_mm512_add_epi32(_mm512_add_epi32(a, rbias), lsb), cnt);
+        __m512i cn = _mm512_sub_epi32(r, rebias);
+        /* subnormal in the target */
+        __m512i m = _mm512_or_si512(_mm512_and_si512(a, mmask), implicit);
+        __m512i sh = _mm512_min_epu32(_mm512_sub_epi32(shbase, e), shmax);
+        __m512i kept = _mm512_srlv_epi32(m, sh);
+        __m512i bit = _mm512_sllv_epi32(one, sh);
+        __m512i rem = _mm512_and_si512(m, _mm512_sub_epi32(bit, one));
+        __m512i half = _mm512_srli_epi32(bit, 1);
+        __mmask16 up = _mm512_cmpgt_epu32_mask(rem, half) |
+                       (_mm512_cmpeq_epi32_mask(rem, half) & _mm512_test_epi32_mask(kept, one));
+        __m512i cs = _mm512_mask_add_epi32(kept, up, kept, one);
+        __m512i c = _mm512_mask_mov_epi32(cs, _mm512_cmpge_epu32_mask(e, enorm), cn);
+        /* results */
+        __m512i nanr = f->fnuz ? nanc : _mm512_or_si512(sign, nanc);
+        __m512i res = _mm512_or_si512(c, sign);
+        if (f->fnuz)
+            res = _mm512_mask_mov_epi32(res, _mm512_cmpeq_epi32_mask(c, zero), zero);
+        __m512i ovr = sat ? _mm512_or_si512(sign, maxc)
+                          : f->infcode ? _mm512_or_si512(sign, infc) : nanr;
+        res = _mm512_mask_mov_epi32(res, _mm512_cmpgt_epu32_mask(c, maxc), ovr);
+        __m512i infr = f->infcode ? _mm512_or_si512(sign, infc)
+                                  : sat ? _mm512_or_si512(sign, maxc) : nanr;
+        res = _mm512_mask_mov_epi32(res, _mm512_cmpeq_epi32_mask(a, inf), infr);
+        res = _mm512_mask_mov_epi32(res, _mm512_cmpgt_epi32_mask(a, inf), nanr);
+        _mm_storeu_si128((__m128i *)(d + i), _mm512_cvtepi32_epi8(res));
+    }
+    return i;
+}
+
+size_t st_simd_f32_to_f8(void *dst, const void *src, size_t n, const st_f8_fmt *f, int sat,
+                         int level)
+{
+    if (level >= ST_SIMD_AVX512)
+        return f32_to_f8_avx512(dst, src, n, f, sat);
+    return 0; /* AVX2 machines use the scalar code */
+}
+
 size_t st_simd_f32_to_f16(void *dst, const void *src, size_t n, int sat, int level)
 {
     if (level >= ST_SIMD_AVX512)
@@ -312,6 +379,13 @@ size_t st_simd_f16_to_f32(void *dst, const void *src, size_t n, int level)
 size_t st_simd_bf16_to_f32(void *dst, const void *src, size_t n, int level)
 {
     (void)dst, (void)src, (void)n, (void)level;
+    return 0;
+}
+
+size_t st_simd_f32_to_f8(void *dst, const void *src, size_t n, const st_f8_fmt *f, int sat,
+                         int level)
+{
+    (void)dst, (void)src, (void)n, (void)f, (void)sat, (void)level;
     return 0;
 }
 

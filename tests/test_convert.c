@@ -460,8 +460,9 @@ static void test_encode_target(st_dtype d)
         in[n++] = (uint32_t)rnd();
     unsigned width = (unsigned)t.bits / 8;
     unsigned char *out = malloc(n * width), *outg = malloc(n * width);
-    for (int sat = 0; sat < 2; sat++) {
-        unsigned fl = sat ? ST_CONVERT_SATURATE : 0;
+    for (int mode = 0; mode < 4; mode++) {
+        int sat = mode & 1;
+        unsigned fl = (sat ? ST_CONVERT_SATURATE : 0) | (mode & 2 ? ST_CONVERT_SCALAR : 0);
         CHECK_EQ_INT(st_convert(d, out, ST_F32, in, n, fl, NULL), ST_OK);
         st_convert_generic(d, outg, ST_F32, in, n, fl);
         int bad = 0, diff = 0;
@@ -471,12 +472,13 @@ static void test_encode_target(st_dtype d)
             unsigned want = ref_encode(&t, cls, (int)(in[i] >> 31), x, sat);
             unsigned got = width == 2 ? (unsigned)(out[2 * i] | out[2 * i + 1] << 8) : out[i];
             if (got != want && bad++ < 5)
-                fprintf(stderr, "F32 0x%08x -> %s%s: got 0x%x want 0x%x\n", in[i],
-                        st_dtype_name(d), sat ? " (saturate)" : "", got, want);
+                fprintf(stderr, "F32 0x%08x -> %s%s%s: got 0x%x want 0x%x\n", in[i],
+                        st_dtype_name(d), sat ? " (saturate)" : "",
+                        mode & 2 ? " (scalar)" : "", got, want);
             if (memcmp(out + i * width, outg + i * width, width))
                 diff++;
         }
-        CHECK(bad == 0, "F32 -> %s sat=%d: %d of %zu wrong", st_dtype_name(d), sat, bad, n);
+        CHECK(bad == 0, "F32 -> %s mode=%d: %d of %zu wrong", st_dtype_name(d), mode, bad, n);
         CHECK(diff == 0, "F32 -> %s sat=%d: fast path != general path (%d)", st_dtype_name(d),
               sat, diff);
     }
@@ -820,6 +822,58 @@ static void test_simd_vs_scalar(void)
     free(fb);
 }
 
+/* Every fast path (SIMD and scalar) against the general path, on random
+ * bit patterns of every class, both overflow modes, odd lengths. */
+static void test_fast_vs_general(void)
+{
+    enum { N = 200003 };
+    uint64_t *in = malloc(N * 8);
+    unsigned char *a = malloc(N * 8), *b = malloc(N * 8), *g = malloc(N * 8);
+    for (size_t i = 0; i < N; i++) {
+        uint64_t r = rnd();
+        in[i] = i & 1 ? r : (uint64_t)random_f32_bits() | (uint64_t)random_f32_bits() << 32;
+    }
+    static const struct {
+        st_dtype from, to;
+    } pairs[] = {
+        {ST_F32, ST_F8_E4M3}, {ST_F32, ST_F8_E5M2}, {ST_F32, ST_F8_E4M3FNUZ},
+        {ST_F32, ST_F8_E5M2FNUZ}, {ST_F32, ST_F64}, {ST_F64, ST_F32}, {ST_F32, ST_F16},
+        {ST_F32, ST_BF16}, {ST_F16, ST_F32}, {ST_BF16, ST_F32}, {ST_F16, ST_F8_E5M2},
+        {ST_BF16, ST_F8_E4M3FNUZ}, {ST_F8_E4M3, ST_F32}, {ST_U8, ST_F16}, {ST_I8, ST_BF16},
+        {ST_F16, ST_I16}, {ST_F16, ST_BF16}, {ST_BF16, ST_F16},
+    };
+    for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++)
+        for (int sat = 0; sat < 2; sat++) {
+            unsigned fl = sat ? ST_CONVERT_SATURATE : 0;
+            size_t n = N - k;
+            size_t ob = st_dtype_bits(pairs[k].to) / 8;
+            st_convert_generic(pairs[k].to, g, pairs[k].from, in, n, fl);
+            CHECK_EQ_INT(st_convert(pairs[k].to, a, pairs[k].from, in, n, fl, NULL), ST_OK);
+            CHECK_EQ_INT(st_convert(pairs[k].to, b, pairs[k].from, in, n, fl | ST_CONVERT_SCALAR,
+                                    NULL), ST_OK);
+            CHECK(memcmp(a, g, n * ob) == 0, "%s -> %s sat=%d: fast != general",
+                  st_dtype_name(pairs[k].from), st_dtype_name(pairs[k].to), sat);
+            CHECK(memcmp(b, g, n * ob) == 0, "%s -> %s sat=%d: scalar != general",
+                  st_dtype_name(pairs[k].from), st_dtype_name(pairs[k].to), sat);
+        }
+    /* F32 -> F64 is exact: the C conversion agrees on every non-NaN */
+    CHECK_EQ_INT(st_convert(ST_F64, a, ST_F32, in, N, 0, NULL), ST_OK);
+    int bad = 0;
+    for (size_t i = 0; i < N; i++) {
+        uint32_t x;
+        memcpy(&x, (const char *)in + 4 * i, 4);
+        double want = (double)u2f(x), got;
+        memcpy(&got, a + 8 * i, 8);
+        if (!isnan(want) && d2u(want) != d2u(got))
+            bad++;
+    }
+    CHECK(bad == 0, "F32 -> F64 vs C: %d", bad);
+    free(in);
+    free(a);
+    free(b);
+    free(g);
+}
+
 static void test_args(void)
 {
     st_error err;
@@ -856,6 +910,7 @@ int main(void)
     test_against_c_casts();
     test_integers();
     test_simd_vs_scalar();
+    test_fast_vs_general();
     test_args();
     TEST_END();
 }
