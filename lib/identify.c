@@ -52,6 +52,8 @@
 #include <string.h>
 
 #define NAME_MAX_LEN 512
+/* A tensor by literal name. */
+#define FIND(c, lit) st_find((c)->f, lit, sizeof(lit) - 1)
 
 typedef struct ctx {
     const st_file *f;
@@ -241,9 +243,11 @@ static void unet_variants(ctx *c, uint64_t in_ch)
 
 static void report_unet(ctx *c, const unet_facts *u, st_model_family fam)
 {
-    reason(c, "cross-attention context width %llu, label_emb width %llu, %llu model channels: %s",
-           (unsigned long long)u->context, (unsigned long long)u->adm,
-           (unsigned long long)u->model_ch,
+    char adm[48] = "";
+    if (u->adm)
+        snprintf(adm, sizeof adm, ", label_emb width %llu", (unsigned long long)u->adm);
+    reason(c, "cross-attention context width %llu%s, %llu model channels: %s",
+           (unsigned long long)u->context, adm, (unsigned long long)u->model_ch,
            fam == ST_FAMILY_UNKNOWN ? "no known family" : st_family_name(fam));
 }
 
@@ -525,7 +529,7 @@ static bool identify_vae(ctx *c)
         }
         return true;
     }
-    const st_tensor *q = st_find(c->f, "vquantizer.codebook.weight", 26);
+    const st_tensor *q = FIND(c, "vquantizer.codebook.weight");
     if (q) {
         c->id->kind = ST_KIND_VAE;
         c->id->family = ST_FAMILY_STABLE_CASCADE;
@@ -742,7 +746,7 @@ static bool identify_embedding(ctx *c)
     st_identity *id = c->id;
     if (c->n > 8)
         return false;
-    const st_tensor *l = st_find(c->f, "clip_l", 6), *g = st_find(c->f, "clip_g", 6);
+    const st_tensor *l = FIND(c, "clip_l"), *g = FIND(c, "clip_g");
     if (l && g) {
         id->kind = ST_KIND_EMBEDDING;
         id->family = ST_FAMILY_SDXL;
@@ -753,7 +757,7 @@ static bool identify_embedding(ctx *c)
                shape_str(l, sb, sizeof sb), shape_str(g, nb, sizeof nb));
         return true;
     }
-    const st_tensor *e = st_find(c->f, "emb_params", 10);
+    const st_tensor *e = FIND(c, "emb_params");
     if (!e)
         e = find_in(c, "string_to_param.", "");
     if (!e || e->rank < 1)
@@ -773,9 +777,9 @@ static bool identify_controlnet(ctx *c)
     st_identity *id = c->id;
     const char *prefix = NULL;
     const st_tensor *t;
-    if ((t = st_find(c->f, "control_model.input_hint_block.0.weight", 38)))
+    if ((t = FIND(c, "control_model.input_hint_block.0.weight")))
         prefix = "control_model.";
-    else if ((t = st_find(c->f, "input_hint_block.0.weight", 25)))
+    else if ((t = FIND(c, "input_hint_block.0.weight")))
         prefix = "";
     if (prefix) {
         id->kind = ST_KIND_CONTROLNET;
@@ -790,29 +794,29 @@ static bool identify_controlnet(ctx *c)
         id->confidence = id->family ? ST_CONFIDENCE_HIGH : ST_CONFIDENCE_LOW;
         return true;
     }
-    if ((t = st_find(c->f, "controlnet_cond_embedding.conv_in.weight", 40))) {
+    if ((t = FIND(c, "controlnet_cond_embedding.conv_in.weight"))) {
         id->kind = ST_KIND_CONTROLNET;
         reason(c, "%s: diffusers ControlNet", name_str(t, nb, sizeof nb));
-        const st_tensor *in = st_find(c->f, "conv_in.weight", 14);
+        const st_tensor *in = FIND(c, "conv_in.weight");
         unet_facts u = {dim(in, 1), dim(in, 0), 0, 0};
         u.context = dim(find_in(c, "", "attn2.to_k.weight"), 1);
-        u.adm = dim(st_find(c->f, "add_embedding.linear_1.weight", 29), 1);
+        u.adm = dim(FIND(c, "add_embedding.linear_1.weight"), 1);
         id->family = unet_family(c, &u);
         report_unet(c, &u, id->family);
         id->confidence = id->family ? ST_CONFIDENCE_HIGH : ST_CONFIDENCE_LOW;
         return true;
     }
-    t = st_find(c->f, "controlnet_x_embedder.weight", 28);
+    t = FIND(c, "controlnet_x_embedder.weight");
     if (!t)
         t = find_in(c, "controlnet_blocks.", "");
     if (t) {
         id->kind = ST_KIND_CONTROLNET;
         reason(c, "%s: a DiT ControlNet", name_str(t, nb, sizeof nb));
         if (find_in(c, "", "double_blocks") || find_in(c, "", "single_transformer_blocks") ||
-            st_find(c->f, "controlnet_x_embedder.weight", 28)) {
+            FIND(c, "controlnet_x_embedder.weight")) {
             id->family = ST_FAMILY_FLUX;
             reason(c, "Flux blocks / controlnet_x_embedder: Flux");
-        } else if (st_find(c->f, "pos_embed.proj.weight", 21)) {
+        } else if (FIND(c, "pos_embed.proj.weight")) {
             id->family = ST_FAMILY_SD3;
             reason(c, "pos_embed.proj.weight: SD3");
         }
@@ -929,10 +933,10 @@ static void apply_metadata(ctx *c)
 static void v_prediction_markers(ctx *c)
 {
     st_identity *id = c->id;
-    if (st_find(c->f, "v_pred", 6)) {
+    if (FIND(c, "v_pred")) {
         id->variants |= ST_VARIANT_V_PREDICTION;
         reason(c, "a \"v_pred\" key marks v-prediction (ComfyUI, Forge)%s",
-               st_find(c->f, "ztsnr", 5) ? ", \"ztsnr\" zero terminal SNR" : "");
+               FIND(c, "ztsnr") ? ", \"ztsnr\" zero terminal SNR" : "");
     }
     const char *p = meta(c, "modelspec.prediction_type");
     if (p && (ieq(p, "v") || ieq(p, "v_prediction") || ieq(p, "v-prediction") || ieq(p, "v_pred"))) {
