@@ -460,8 +460,8 @@ static inline uint16_t f32_to_f16(uint32_t x, int sat)
      * 2^-14 up: round at bit 13 and rebias. Below: units of 2^-24, at a
      * shift of 14..24 (25 and up give 0; F32 subnormals end up there). */
     uint32_t nrm = (a + 0xFFFu + ((a >> 13) & 1u) - 0x38000000u) >> 13;
-    uint32_t sh = 126 - (a >> 23);
-    sh = sh > 25 ? 25 : sh;
+    uint32_t sh = 126 - (a >> 23); /* wraps for large a: clamped, unused */
+    sh = sh > 25 ? 25 : sh < 14 ? 14 : sh;
     uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
     uint32_t kept = m >> sh, rem = m & ((1u << sh) - 1), half = 1u << (sh - 1);
     uint32_t sub = kept + ((rem > half) | ((rem == half) & (kept & 1u)));
