@@ -40,6 +40,7 @@ typedef struct diff_job {
     bool first_json_item;
     unsigned char *ra, *rb; /* raw bytes */
     double *da, *db;        /* decoded values */
+    float *fa, *fb;         /* decoded as F32 */
     size_t same, changed, only_a, only_b;
     size_t meta_diffs;
 } diff_job;
@@ -75,6 +76,33 @@ static bool decodable(st_dtype d)
     return d != ST_C64 && st_convert_supported(d, ST_F64);
 }
 
+/* Kinds whose every value a float32 holds exactly: decoded to F32 (the
+ * conversion engine's fast paths) and widened here, rather than converted
+ * to F64 directly. */
+static bool fits_f32(st_dtype d)
+{
+    switch (d) {
+    case ST_F64: case ST_I32: case ST_U32: case ST_I64: case ST_U64: case ST_C64:
+        return false;
+    default:
+        return true;
+    }
+}
+
+/* Decodes k elements of dtype d at raw into out (as doubles); tmp holds k
+ * floats. */
+static int decode(st_dtype d, const void *raw, size_t k, double *out, float *tmp, st_error *err)
+{
+    if (!fits_f32(d))
+        return st_convert(ST_F64, out, d, raw, k, 0, err);
+    int rc = st_convert(ST_F32, tmp, d, raw, k, 0, err);
+    if (rc != ST_OK)
+        return rc;
+    for (size_t i = 0; i < k; i++)
+        out[i] = tmp[i];
+    return ST_OK;
+}
+
 static int read_failed(const char *path, int rc, st_error *err)
 {
     if (err->code == ST_OK)
@@ -83,14 +111,42 @@ static int read_failed(const char *path, int rc, st_error *err)
     return CLI_EXIT_ERROR;
 }
 
+/* Running sums of a comparison, in LANES interleaved parts so that the
+ * additions do not wait on each other. */
+#define LANES 4
+typedef struct stats {
+    double max[LANES], dot[LANES], na[LANES], nb[LANES];
+    bool nan;
+} stats;
+
+#define ACCUMULATE(T, NAME)                                                                  \
+    static void NAME(stats *s, const T *x, const T *y, size_t k)                             \
+    {                                                                                        \
+        size_t i = 0;                                                                        \
+        int nan = 0;                                                                         \
+        for (; i < k; i++) {                                                                 \
+            size_t l = i % LANES;                                                            \
+            double a = x[i], b = y[i];                                                       \
+            double d = fabs(a - b);                                                          \
+            s->max[l] = d > s->max[l] ? d : s->max[l];                                       \
+            nan |= d != d;                                                                   \
+            s->dot[l] += a * b;                                                              \
+            s->na[l] += a * a;                                                               \
+            s->nb[l] += b * b;                                                               \
+        }                                                                                    \
+        s->nan = s->nan || nan;                                                              \
+    }
+ACCUMULATE(float, accumulate_f32)
+ACCUMULATE(double, accumulate_f64)
+
 /* Compares two tensors of the same shape. Returns an exit code (0 or 2). */
 static int compare_values(diff_job *job, const st_tensor *ta, const st_tensor *tb, tensor_cmp *out)
 {
     bool same_dtype = ta->dtype == tb->dtype;
     out->bytes_equal = same_dtype;
     out->numeric = decodable(ta->dtype) && decodable(tb->dtype);
-    double max_abs = 0, dot = 0, na = 0, nb = 0;
-    bool nan_seen = false;
+    stats acc;
+    memset(&acc, 0, sizeof acc);
     unsigned ba = st_dtype_bits(ta->dtype), bb = st_dtype_bits(tb->dtype);
     uint64_t n = ta->nelements;
     st_error err;
@@ -107,24 +163,29 @@ static int compare_values(diff_job *job, const st_tensor *ta, const st_tensor *t
         if (out->bytes_equal && memcmp(job->ra, job->rb, la) != 0)
             out->bytes_equal = false;
         if (out->numeric) {
-            if (st_convert(ST_F64, job->da, ta->dtype, job->ra, k, 0, &err) != ST_OK ||
-                st_convert(ST_F64, job->db, tb->dtype, job->rb, k, 0, &err) != ST_OK) {
+            if (fits_f32(ta->dtype) && fits_f32(tb->dtype)) {
+                /* the common case (F16, BF16, F32): no widening pass */
+                if (st_convert(ST_F32, job->fa, ta->dtype, job->ra, k, 0, &err) != ST_OK ||
+                    st_convert(ST_F32, job->fb, tb->dtype, job->rb, k, 0, &err) != ST_OK)
+                    out->numeric = false;
+                else
+                    accumulate_f32(&acc, job->fa, job->fb, k);
+            } else if (decode(ta->dtype, job->ra, k, job->da, job->fa, &err) != ST_OK ||
+                       decode(tb->dtype, job->rb, k, job->db, job->fa, &err) != ST_OK) {
                 out->numeric = false;
             } else {
-                const double *x = job->da, *y = job->db;
-                for (size_t i = 0; i < k; i++) {
-                    double d = fabs(x[i] - y[i]);
-                    if (d > max_abs)
-                        max_abs = d;
-                    else if (d != d)
-                        nan_seen = true;
-                    dot += x[i] * y[i];
-                    na += x[i] * x[i];
-                    nb += y[i] * y[i];
-                }
+                accumulate_f64(&acc, job->da, job->db, k);
             }
         }
         e += k;
+    }
+    double max_abs = 0, dot = 0, na = 0, nb = 0;
+    bool nan_seen = acc.nan;
+    for (int l = 0; l < LANES; l++) {
+        max_abs = acc.max[l] > max_abs ? acc.max[l] : max_abs;
+        dot += acc.dot[l];
+        na += acc.na[l];
+        nb += acc.nb[l];
     }
     out->max_abs = nan_seen ? NAN : max_abs;
     /* NaN (printed as null / n/a) when a norm is zero, as numpy's
@@ -343,8 +404,10 @@ static int run(diff_job *job)
     job->rb = malloc(CHUNK * 8);
     job->da = malloc(CHUNK * sizeof(double));
     job->db = malloc(CHUNK * sizeof(double));
+    job->fa = malloc(CHUNK * sizeof(float));
+    job->fb = malloc(CHUNK * sizeof(float));
     int ret = CLI_EXIT_ERROR;
-    if (!job->ra || !job->rb || !job->da || !job->db) {
+    if (!job->ra || !job->rb || !job->da || !job->db || !job->fa || !job->fb) {
         cli_errorf("nomem: out of memory");
         goto done;
     }
@@ -386,6 +449,8 @@ done:
     free(job->rb);
     free(job->da);
     free(job->db);
+    free(job->fa);
+    free(job->fb);
     st_close(job->a);
     st_close(job->b);
     return ret;
