@@ -298,6 +298,8 @@ static int plan_all(merge_job *job, plan *plans, bool has_dtype, st_dtype dtype,
             continue;
         if (!mergeable(p->a->dtype) || !mergeable(p->b->dtype))
             continue; /* integer tensors and the like: A's */
+        if (p->a->nelements == 0)
+            continue; /* nothing to compute (and no rows to divide by) */
         if (C) {
             p->c = st_find(C, p->a->name, p->a->name_len);
             if (p->c && (!same_shape(p->b, p->c) || !mergeable(p->c->dtype))) {

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -602,10 +603,51 @@ def test_install(tmp):
           "no temporary files left")
 
 
+# ------------------------------------------------------------ memory use
+
+def max_rss_kib(args):
+    """Peak RSS of one CLI run, measured in a fresh Python process (whose
+    RUSAGE_CHILDREN then covers that run only)."""
+    code = ("import resource, subprocess, sys\n"
+            "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
+    p = subprocess.run([sys.executable, "-c", code, BIN] + [str(a) for a in args],
+                       stdout=subprocess.PIPE)
+    kib, rc = p.stdout.split()
+    return int(kib), int(rc)
+
+
+def test_memory(tmp):
+    """merge, diff, meta and convert --drop stream: their peak memory stays
+    far below the size of the files (2 x 64 MiB here)."""
+    if os.environ.get("ST_SAN") == "1":
+        print("# ST_SAN=1: memory bounds not measured under the sanitizers")
+        return
+    n = 32 << 20  # F16 elements: 64 MiB per file
+    a = (np.arange(n, dtype=np.uint32) % 4096).astype(np.float16).reshape(8, -1)
+    pa, pb = os.path.join(tmp, "ma.safetensors"), os.path.join(tmp, "mb.safetensors")
+    save(pa, {"model.diffusion_model.big.weight": a})
+    save(pb, {"model.diffusion_model.big.weight": a + np.float16(1)})
+    del a
+    limit = 48 * 1024
+    for name, args, want in (
+            ("merge", ["merge", pa, pb, "-o", os.path.join(tmp, "mo.safetensors"),
+                       "--alpha", "0.5"], 0),
+            ("diff", ["diff", pa, pb], 1),
+            ("meta", ["meta", pa, "--set", "a=b", "-o", os.path.join(tmp, "mm.safetensors")], 0),
+            ("convert --drop", ["convert", pa, os.path.join(tmp, "mc.safetensors"),
+                                "--drop", "nothing"], 0)):
+        t0 = time.time()
+        kib, rc = max_rss_kib(args)
+        print("# %s: %.2f s, peak RSS %d KiB" % (name, time.time() - t0, kib))
+        check(rc == want and kib < limit,
+              "%s of 2 x 64 MiB: exit %d, peak RSS %d KiB (limit %d)" % (name, rc, kib, limit))
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="sdops_")
     try:
-        for t in (test_merge, test_diff, test_meta, test_ema, test_install):
+        for t in (test_merge, test_diff, test_meta, test_ema, test_install, test_memory):
             sub = os.path.join(tmp, t.__name__)
             os.mkdir(sub)
             try:
