@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -721,7 +722,7 @@ int cmd_merge(int argc, char **argv)
             char *end;
             errno = 0;
             job.alpha = strtod(optarg, &end);
-            if (end == optarg || *end || errno || job.alpha != job.alpha)
+            if (end == optarg || *end || errno || !isfinite(job.alpha))
                 return cli_usage_error(usage, "merge: --alpha wants a number, got '%s'", optarg);
             has_alpha = true;
             break;

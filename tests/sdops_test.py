@@ -278,6 +278,8 @@ def test_merge(tmp):
     rc, so, se = run("merge", pa, pb, "-o", pa, "--alpha", "0.5")
     check(rc == 2 and sha(pa) == before, "OUT may not be an input")
     check(run("merge", pa, pb, "-o", outx)[0] == 2, "--alpha required")
+    check(run("merge", pa, pb, "-o", outx, "--alpha", "inf")[0] == 2, "--alpha finite")
+    check(run("merge", pa, pb, "-o", outx, "--alpha", "0.5x")[0] == 2, "--alpha a number")
     check(run("merge", pa, pb, pc, "-o", outx, "--alpha", "1")[0] == 2, "C needs add-diff")
     check(run("merge", pa, pb, "-o", outx, "--alpha", "1", "--mode", "add-diff")[0] == 2,
           "add-diff needs C")
