@@ -485,7 +485,8 @@ ST_API uint64_t st_writer_output_size(st_writer *writer);
  *  - Overflow (the value rounds to a magnitude above the target's largest
  *    finite value), by default as PyTorch's Tensor.to() / c10:
  *      F64, F32, F16, BF16, F8_E5M2: +-Inf.
- *      F8_E4M3: NaN with the sign (c10: |x| >= 480 gives 0x7F | sign).
+ *      F8_E4M3: NaN with the sign (c10: |x| >= 480 gives 0x7F | sign;
+ *      with rounding, everything above 464).
  *      F8_E4M3FNUZ, F8_E5M2FNUZ: NaN 0x80 (c10: |x| >= 256 / 65536; with
  *      rounding, >= 248 / 61440).
  *      F8_E8M0: NaN 0xFF.
