@@ -742,9 +742,34 @@ typedef struct st_identity {
 
 /**
  * Identifies an open file. Always fills *out (kind ST_KIND_UNKNOWN when no
- * rule matches); returns ST_OK, or an error only for bad arguments.
+ * rule matches); returns ST_OK, or ST_E_ARG / ST_E_NOMEM.
  */
 ST_API int st_identify(const st_file *file, st_identity *out, st_error *err);
+
+/* A tensor described to st_identify_tensors (from any container: a
+ * PyTorch checkpoint, a diffusers folder's index, ...). */
+typedef struct st_tensor_desc {
+    const char *name;
+    size_t name_len;
+    st_dtype dtype;
+    uint32_t rank;
+    const uint64_t *shape;
+} st_tensor_desc;
+
+/* Reads the first len bytes of the data of tensors[index] into buf; returns
+ * 0, or non-zero when it cannot. */
+typedef int (*st_tensor_read_fn)(void *ctx, size_t index, void *buf, size_t len);
+
+/**
+ * st_identify on a list of tensors and metadata pairs (metadata[2i] the
+ * key, metadata[2i+1] the value, NUL-terminated; metadata_count pairs).
+ * read may be NULL: the one rule that looks at values (SD2 v-prediction)
+ * is then skipped. The list is not modified and need not be sorted.
+ */
+ST_API int st_identify_tensors(const st_tensor_desc *tensors, size_t count,
+                               const char *const *metadata, size_t metadata_count,
+                               st_tensor_read_fn read, void *read_ctx,
+                               st_identity *out, st_error *err);
 
 /** Stable lower-case names ("checkpoint", "sdxl_refiner", "inpainting",
  * "lycoris_loha", "high", ...) for printing and JSON; "unknown" / NULL for
