@@ -21,13 +21,14 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 static const char usage[] =
     "Usage: " CLI_NAME " merge A B [C] -o OUT --alpha M [--mode weighted|add-diff]\n"
-    "                   [--dtype TYPE]\n"
+    "                   [--dtype TYPE] [--vae VAE] [--discard REGEX]\n"
     "\n"
     "Merge Stable Diffusion checkpoints as A1111's Checkpoint Merger does:\n"
     "  weighted   (1 - M) * A + M * B                  (A and B)\n"
@@ -46,6 +47,9 @@ static const char usage[] =
     "  --alpha M         the multiplier M (required), e.g. 0.3\n"
     "  --mode MODE       weighted (default) or add-diff\n"
     "  --dtype TYPE      write floating tensors as f16, bf16, f32 or f64\n"
+    "  --vae VAE         bake in a VAE: its tensor K replaces first_stage_model.K\n"
+    "  --discard REGEX   leave out tensors whose name matches REGEX (POSIX ERE,\n"
+    "                    searched anywhere in the name)\n"
     "  -h, --help        show this help\n"
     "\n"
     "Exit status: 0 success, 1 invalid input file, 2 usage or I/O error,\n"
@@ -59,8 +63,8 @@ static const char *const skip_on_merge[] = {
 };
 
 typedef enum plan_kind {
-    PLAN_COPY,     /* A's bytes unchanged */
-    PLAN_CONVERT,  /* A's values in another dtype (--dtype) */
+    PLAN_COPY,     /* a source tensor's bytes unchanged (A's, or the VAE's) */
+    PLAN_CONVERT,  /* a source tensor's values in another dtype (--dtype) */
     PLAN_MERGE,    /* same shapes */
     PLAN_CHANNELS  /* A has more channels in dimension 1 than B */
 } plan_kind;
@@ -73,12 +77,16 @@ typedef struct plan {
     const st_tensor *a, *b, *c; /* c NULL: weighted, or a zero difference */
     st_dtype out;
     uint64_t row_a, row_b;      /* PLAN_CHANNELS: elements per dimension-0 row */
-    cli_copy_src copy;
+    cli_copy_src copy;          /* PLAN_COPY / PLAN_CONVERT: where from */
+    bool discard;               /* --discard matched: not written */
 } plan;
 
 struct merge_job {
     cli_input in[3];
     size_t ninputs;
+    cli_input vae;   /* --vae (path NULL: none) */
+    const char *discard; /* --discard REGEX, or NULL */
+    regex_t discard_re;
     bool add_diff;
     double alpha;
     float wa, wb, m; /* the multipliers in float32, as torch applies them */
@@ -226,12 +234,13 @@ static int merge_read(void *ctx, uint64_t offset, void *buf, size_t len)
             k = (size_t)need;
         int rc;
         if (p->kind == PLAN_CONVERT) {
-            size_t ib = st_dtype_bits(p->a->dtype) / 8;
-            rc = st_tensor_read(job->in[0].file, p->a, e * ib, job->raw, k * ib, &err);
+            const st_tensor *t = p->copy.t;
+            size_t ib = st_dtype_bits(t->dtype) / 8;
+            rc = st_tensor_read(p->copy.in->file, t, e * ib, job->raw, k * ib, &err);
             if (rc == ST_OK)
-                rc = st_convert(p->out, job->obuf, p->a->dtype, job->raw, k, 0, &err);
+                rc = st_convert(p->out, job->obuf, t->dtype, job->raw, k, 0, &err);
             if (rc != ST_OK)
-                return cli_input_fail(&job->in[0], rc, &err);
+                return cli_input_fail(p->copy.in, rc, &err);
         } else {
             rc = compute(p, e, k, job->fo);
             if (rc != ST_OK)
@@ -356,6 +365,67 @@ static int plan_all(merge_job *job, plan *plans, bool has_dtype, st_dtype dtype,
         (*merged)++;
     }
     return CLI_EXIT_OK;
+}
+
+/* --vae: A1111's "bake in VAE": every tensor K of the VAE file (but
+ * loss.* and the EMA counters, sd_vae.load_vae_dict) replaces A's
+ * first_stage_model.K when A has it, merged or not, in the VAE's dtype
+ * unless --dtype. Unlike A1111, a shape that differs is an error. */
+static int bake_vae(merge_job *job, plan *plans, size_t n, bool has_dtype, st_dtype dtype,
+                    size_t *baked)
+{
+    static const char prefix[] = "first_stage_model.";
+    st_file *V = job->vae.file;
+    size_t nv = st_tensor_count(V);
+    *baked = 0;
+    for (size_t i = 0; i < nv; i++) {
+        const st_tensor *v = st_tensor_at(V, i);
+        if ((v->name_len >= 4 && memcmp(v->name, "loss", 4) == 0) ||
+            strcmp(v->name, "model_ema.decay") == 0 || strcmp(v->name, "model_ema.num_updates") == 0)
+            continue;
+        size_t len = sizeof prefix - 1 + v->name_len;
+        char *key = malloc(len + 1);
+        if (!key) {
+            cli_errorf("nomem: out of memory");
+            return CLI_EXIT_ERROR;
+        }
+        memcpy(key, prefix, sizeof prefix - 1);
+        memcpy(key + sizeof prefix - 1, v->name, v->name_len);
+        key[len] = 0;
+        const st_tensor *a = st_find(job->in[0].file, key, len);
+        free(key);
+        if (!a)
+            continue;
+        if (!same_shape(a, v)) {
+            print_tensor_error("the VAE's tensor has another shape", a);
+            return CLI_EXIT_ERROR;
+        }
+        for (size_t j = 0; j < n; j++) {
+            plan *p = &plans[j];
+            if (p->a != a)
+                continue;
+            p->copy.in = &job->vae;
+            p->copy.t = v;
+            p->out = has_dtype && mergeable(v->dtype) ? dtype : v->dtype;
+            p->kind = p->out == v->dtype ? PLAN_COPY : PLAN_CONVERT;
+            (*baked)++;
+            break;
+        }
+    }
+    return CLI_EXIT_OK;
+}
+
+/* --discard: A1111's "discard weights", a regular expression searched in
+ * each output name (POSIX extended syntax here; Python's re there). */
+static size_t discard(plan *plans, size_t n, const regex_t *re)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++)
+        if (regexec(re, plans[i].a->name, 0, NULL, 0) == 0) {
+            plans[i].discard = true;
+            count++;
+        }
+    return count;
 }
 
 /* ---- metadata: A1111's sd_merge_recipe and sd_merge_models ---- */
@@ -534,7 +604,10 @@ static char *build_recipe(const merge_job *job, const input_hash *h, const char 
     const char *dot = strrchr(b, '.');
     fputs(", \"custom_name\": ", o);
     cli_json_string(o, b, dot && dot != b ? (size_t)(dot - b) : strlen(b));
-    fputs(", \"config_source\": 0, \"bake_in_vae\": \"None\", \"discard_weights\": \"\"", o);
+    fputs(", \"config_source\": 0, \"bake_in_vae\": ", o);
+    cli_json_cstr(o, job->vae.path ? base_name(job->vae.path) : "None");
+    fputs(", \"discard_weights\": ", o);
+    cli_json_cstr(o, job->discard ? job->discard : "");
     fprintf(o, ", \"is_inpainting\": %s, \"is_instruct_pix2pix\": %s}",
             inpainting ? "true" : "false", pix2pix ? "true" : "false");
     fclose(o);
@@ -589,6 +662,17 @@ static int run(merge_job *job, const char *out_path, bool has_dtype, st_dtype dt
             goto done;
         }
     }
+    if (job->vae.path) {
+        int rc = cli_open_file(job->vae.path, ST_OPEN_PREAD, &job->vae.file);
+        if (rc != CLI_EXIT_OK) {
+            ret = rc;
+            goto done;
+        }
+        if (cli_same_file(job->vae.path, out_path)) {
+            cli_errorf("invalid_argument: OUT '%s' is the VAE file", out_path);
+            goto done;
+        }
+    }
     for (size_t i = 0; i < job->ninputs; i++)
         if (cli_same_file(job->in[i].path, out_path)) {
             cli_errorf("invalid_argument: OUT '%s' is an input file; inputs are never "
@@ -612,20 +696,27 @@ static int run(merge_job *job, const char *out_path, bool has_dtype, st_dtype dt
     size_t merged = 0;
     bool inpainting = false, pix2pix = false;
     int rc = plan_all(job, plans, has_dtype, dtype, &merged, &inpainting, &pix2pix);
+    size_t baked = 0, discarded = 0;
+    if (rc == CLI_EXIT_OK && job->vae.file)
+        rc = bake_vae(job, plans, n, has_dtype, dtype, &baked);
     if (rc != CLI_EXIT_OK) {
         ret = rc;
         goto done;
     }
+    if (job->discard)
+        discarded = discard(plans, n, &job->discard_re);
     st_error err;
     memset(&err, 0, sizeof err);
     for (size_t i = 0; i < n; i++) {
         plan *p = &plans[i];
         const st_tensor *a = p->a;
-        uint64_t nbytes = p->kind == PLAN_COPY ? st_tensor_nbytes(a)
+        if (p->discard)
+            continue;
+        uint64_t nbytes = p->kind == PLAN_COPY ? st_tensor_nbytes(p->copy.t)
                                                : a->nelements * (st_dtype_bits(p->out) / 8);
         rc = p->kind == PLAN_COPY
-                 ? st_writer_add_stream(w, a->name, a->name_len, a->dtype, a->shape, a->rank,
-                                        nbytes, cli_copy_read, &p->copy, &err)
+                 ? st_writer_add_stream(w, a->name, a->name_len, p->copy.t->dtype, a->shape,
+                                        a->rank, nbytes, cli_copy_read, &p->copy, &err)
                  : st_writer_add_stream(w, a->name, a->name_len, p->out, a->shape, a->rank,
                                         nbytes, merge_read, p, &err);
         if (rc != ST_OK) {
@@ -668,8 +759,9 @@ static int run(merge_job *job, const char *out_path, bool has_dtype, st_dtype dt
         set_meta(w, "sd_merge_models", models, strlen(models), out_path) != CLI_EXIT_OK)
         goto done;
     uint64_t size = st_writer_output_size(w);
-    cli_input *inputs[3] = {&job->in[0], &job->in[1], job->ninputs > 2 ? &job->in[2] : NULL};
-    ret = cli_write_output(w, out_path, inputs, job->ninputs);
+    cli_input *inputs[4] = {&job->in[0], &job->in[1], job->ninputs > 2 ? &job->in[2] : NULL,
+                            &job->vae};
+    ret = cli_write_output(w, out_path, inputs, 4);
     if (ret != CLI_EXIT_OK)
         goto done;
     char num[40], a[32], b[32];
@@ -677,8 +769,13 @@ static int run(merge_job *job, const char *out_path, bool has_dtype, st_dtype dt
            merged == 1 ? "" : "s", job->add_diff ? "add difference" : "weighted sum",
            cli_format_double(job->alpha, num, sizeof num), inpainting ? ", inpainting" : "",
            pix2pix ? ", instruct-pix2pix" : "", n - merged);
+    if (job->vae.file)
+        printf("baked in %zu VAE tensor%s\n", baked, baked == 1 ? "" : "s");
+    if (job->discard)
+        printf("discarded %zu tensor%s\n", discarded, discarded == 1 ? "" : "s");
     char *p = cli_printable(out_path, strlen(out_path));
-    printf("wrote %s: %zu tensor%s, %s (%s bytes)\n", p ? p : "?", n, n == 1 ? "" : "s",
+    printf("wrote %s: %zu tensor%s, %s (%s bytes)\n", p ? p : "?", n - discarded,
+           n - discarded == 1 ? "" : "s",
            cli_human_size(size, a, sizeof a), cli_grouped(size, b, sizeof b));
     free(p);
 done:
@@ -694,18 +791,21 @@ done:
     free(job->obuf);
     for (size_t i = 0; i < job->ninputs; i++)
         st_close(job->in[i].file);
+    st_close(job->vae.file);
     return ret;
 }
 
 int cmd_merge(int argc, char **argv)
 {
-    enum { OPT_ALPHA = 256, OPT_MODE, OPT_DTYPE };
+    enum { OPT_ALPHA = 256, OPT_MODE, OPT_DTYPE, OPT_VAE, OPT_DISCARD };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
         {"output", required_argument, NULL, 'o'},
         {"alpha", required_argument, NULL, OPT_ALPHA},
         {"mode", required_argument, NULL, OPT_MODE},
         {"dtype", required_argument, NULL, OPT_DTYPE},
+        {"vae", required_argument, NULL, OPT_VAE},
+        {"discard", required_argument, NULL, OPT_DISCARD},
         {NULL, 0, NULL, 0},
     };
     merge_job job;
@@ -744,6 +844,8 @@ int cmd_merge(int argc, char **argv)
                                        optarg);
             has_dtype = true;
             break;
+        case OPT_VAE: job.vae.path = optarg; break;
+        case OPT_DISCARD: job.discard = optarg; break;
         default: return cli_usage_error(usage, NULL);
         }
     }
@@ -765,5 +867,16 @@ int cmd_merge(int argc, char **argv)
     job.wa = (float)(1.0 - job.alpha);
     job.wb = (float)job.alpha;
     job.m = (float)job.alpha;
-    return run(&job, out, has_dtype, dtype);
+    if (job.discard) {
+        int rc = regcomp(&job.discard_re, job.discard, REG_EXTENDED | REG_NOSUB);
+        if (rc != 0) {
+            char msg[128];
+            regerror(rc, &job.discard_re, msg, sizeof msg);
+            return cli_usage_error(usage, "merge: --discard '%s': %s", job.discard, msg);
+        }
+    }
+    int ret = run(&job, out, has_dtype, dtype);
+    if (job.discard)
+        regfree(&job.discard_re);
+    return ret;
 }

@@ -144,6 +144,10 @@ def f32(a):
 
 # ------------------------------------------------------------------ merge
 
+def z3():
+    return np.zeros((4, 4, 1, 1), np.float16)
+
+
 def test_merge(tmp):
     rng = np.random.default_rng(1)
     A = sd1_layout(rng)
@@ -266,6 +270,37 @@ def test_merge(tmp):
     rc, so, se = run("merge", pb, pai, "-o", outx, "--alpha", "0.4")
     check(rc == 2 and "inpainting" in se and not os.path.exists(outx),
           "normal A with inpainting B refused, no output")
+
+    # bake in a VAE (A1111's option): its K replaces first_stage_model.K in
+    # the VAE's dtype; loss.* skipped; --discard drops names by regex
+    vae = {"encoder.conv_in.weight": rng.standard_normal((16, 3, 3, 3)).astype(np.float16),
+           "decoder.conv_out.weight": rng.standard_normal((3, 16, 3, 3)).astype(np.float16),
+           "loss.logvar": np.zeros(1, np.float32), "post_quant_conv.weight": z3()}
+    pv = os.path.join(tmp, "vae.safetensors")
+    save(pv, vae)
+    outv = os.path.join(tmp, "baked.safetensors")
+    rc, so, se = run("merge", pa, pb, "-o", outv, "--alpha", "0.3", "--vae", pv,
+                     "--discard", "alphas_|time_embed")
+    check(rc == 0, "merge --vae --discard: exit %d %s" % (rc, se))
+    Ov, mv = load(outv)
+    kv = "first_stage_model.encoder.conv_in.weight"
+    check(Ov[kv][0] == "F16" and np.array_equal(Ov[kv][1], vae["encoder.conv_in.weight"]),
+          "VAE tensor baked in, in the VAE's dtype")
+    kd = "first_stage_model.decoder.conv_in.weight"
+    check(np.array_equal(Ov[kd][1], wa * A[kd] + wb * B[kd]), "tensors the VAE lacks merged")
+    check("first_stage_model.loss.logvar" not in Ov and
+          "first_stage_model.post_quant_conv.weight" not in Ov, "only A's names are baked")
+    check("alphas_cumprod" not in Ov and "model.diffusion_model.time_embed.0.weight" not in Ov
+          and len(Ov) == len(A) - 2, "--discard REGEX")
+    rv = json.loads(mv["sd_merge_recipe"])
+    check(rv["bake_in_vae"] == "vae.safetensors" and rv["discard_weights"] == "alphas_|time_embed",
+          "recipe bake_in_vae and discard_weights")
+    vae["decoder.conv_out.weight"] = np.zeros((3, 8, 3, 3), np.float16)
+    save(pv, vae)
+    rc, so, se = run("merge", pa, pb, "-o", outx, "--alpha", "0.3", "--vae", pv)
+    check(rc == 2 and not os.path.exists(outx), "VAE of another shape refused")
+    check(run("merge", pa, pb, "-o", outx, "--alpha", "0.3", "--discard", "a(")[0] == 2,
+          "bad --discard regex")
 
     # incompatible shapes, OUT = an input, usage errors
     Bad = dict(B)
