@@ -309,7 +309,18 @@ static void undo(install *ins)
         if (!ins->done[i])
             continue;
         if (ins->how == M_MOVE) {
-            if (rename_noreplace(ins->items[i].dst, ins->items[i].src) != 0)
+            const char *src = ins->items[i].src, *dst = ins->items[i].dst;
+            int rc = rename_noreplace(dst, src);
+            if (rc == EXDEV) {
+                /* moved across file systems: copy it back, then remove */
+                const char *slash = strrchr(src, '/');
+                char *dir = slash ? strndup(src, (size_t)(slash - src)) : strdup(".");
+                rc = dir ? copy_atomic(dst, src, dir) : ENOMEM;
+                free(dir);
+                if (rc == 0)
+                    unlink(dst);
+            }
+            if (rc != 0)
                 continue; /* leave it where it is rather than lose it */
         } else {
             unlink(ins->items[i].dst);

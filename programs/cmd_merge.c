@@ -14,6 +14,8 @@
  *  - inpainting (9 input channels) or instruct-pix2pix (8) A with a normal
  *    B (4): shapes that differ only in dimension 1 merge the first 4
  *    channels and keep A's others; a normal A with such a B is refused.
+ *  - --vae bakes in a VAE (sd_vae.load_vae_dict's keys under
+ *    first_stage_model.), --discard drops names matching a regex.
  * Arithmetic is in float32 (inputs decoded by st_convert); the output
  * keeps A's dtype unless --dtype. */
 #include "cli.h"
