@@ -421,6 +421,143 @@ ST_API int st_writer_write_to(st_writer *writer, st_write_fn sink, void *ctx,
 ST_API uint64_t st_writer_output_size(st_writer *writer);
 
 /* ------------------------------------------------------------------------ */
+/* Dtype conversion                                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * st_convert turns n elements of one dtype into n elements of another.
+ * Every result is defined bit for bit, whatever the CPU: the SIMD paths
+ * (F16C, AVX2, AVX-512, chosen at run time) give exactly the bits of the
+ * portable scalar path, and nothing depends on the floating-point
+ * environment (rounding mode, FTZ/DAZ) of the calling thread.
+ *
+ * Supported pairs
+ *  - Between any two of F64, F32, F16, BF16, F8_E4M3, F8_E5M2,
+ *    F8_E4M3FNUZ, F8_E5M2FNUZ, F8_E8M0.
+ *  - From F4, F6_E2M3, F6_E3M2 to any of the above (decoding only; there is
+ *    no encoder to the sub-byte kinds: they have no NaN and need a scale).
+ *  - Between any integer kind (I8..U64) or BOOL and any of the above, and
+ *    between integer kinds. C64 is not supported (ST_E_UNSUPPORTED).
+ *  - Same dtype to same dtype is a plain copy.
+ *
+ * Floating formats (sign, exponent, mantissa bits; bias; specials)
+ *   F64  1.11.52 bias 1023   F32 1.8.23 bias 127   IEEE 754, Inf and NaN
+ *   F16  1.5.10 bias 15 (IEEE binary16)    BF16 1.8.7 bias 127 (top of F32)
+ *   F8_E5M2      1.5.2 bias 15: IEEE-like, Inf = S.11111.00, NaN S.11111.xx,
+ *                max 57344
+ *   F8_E4M3      1.4.3 bias 7, OCP "fn": no Inf, NaN = S.1111.111 only,
+ *                max 448
+ *   F8_E4M3FNUZ  1.4.3 bias 8: no Inf, no -0, one NaN 0x80, max 240
+ *   F8_E5M2FNUZ  1.5.2 bias 16: no Inf, no -0, one NaN 0x80, max 57344
+ *   F8_E8M0      0.8.0 bias 127: 2^(code-127), unsigned, no zero, NaN 0xFF
+ *   F4           1.2.1 bias 1 (MX E2M1): no Inf/NaN, max 6
+ *   F6_E2M3      1.2.3 bias 1: no Inf/NaN, max 7.5
+ *   F6_E3M2      1.3.2 bias 3: no Inf/NaN, max 28
+ *
+ * Sub-byte packing (the format leaves it open). Elements form an LSB-first
+ * bit stream: element i occupies bits [b*i, b*i + b) where bit k is bit
+ * k % 8 of byte k / 8 (b = 4 or 6). For F4 this is "first element in the
+ * low nibble", the layout of PyTorch's float4_e2m1fn_x2 and of the MX
+ * kernels that store two E2M1 values per byte; F6 extends the same rule so
+ * that four elements fill three bytes: byte0 = e0 | e1 << 6, byte1 =
+ * e1 >> 2 | e2 << 4, byte2 = e2 >> 4 | e3 << 2. Element counts for F4 must
+ * be even and for F6 a multiple of 4 (whole bytes), else ST_E_MISALIGNED.
+ *
+ * Semantics between floating kinds
+ *  - Exact when the value is representable (every widening, e.g. F16->F32,
+ *    any FP8->F16/BF16/F32, F32->F64). Subnormals are exact in and out: no
+ *    flush to zero anywhere.
+ *  - Otherwise rounded once, to nearest, ties to even (also from F64 and
+ *    from 64-bit integers: never a double rounding through F32).
+ *  - Zero keeps its sign, except in the FNUZ kinds, which have no -0 (a
+ *    result that rounds to -0 is +0).
+ *  - NaN stays NaN. Into F32 and F64 from a kind with no more mantissa
+ *    bits, the sign and the payload (left-aligned) are kept and the quiet
+ *    bit is set (as PyTorch and F16C do for F16->F32). Exception: BF16->F32
+ *    is the exact bit extension (BF16 is the top half of F32), so a
+ *    signalling BF16 NaN stays signalling, as in PyTorch. Into any other
+ *    kind NaN becomes the target's canonical NaN with the sign kept where
+ *    the target has one: F16 0x7E00, BF16 0x7FC0, F32 0x7FC00000, F64
+ *    0x7FF8000000000000, F8_E4M3 and F8_E5M2 0x7F (as c10), FNUZ kinds 0x80,
+ *    F8_E8M0 0xFF. PyTorch 1.13 agrees bit for bit for F32->F16; for
+ *    F32->BF16 its vectorised CPU kernel writes 0xFFFF for every NaN, which
+ *    loses the sign: this library writes 0x7FC0 | sign.
+ *  - Overflow (the value rounds to a magnitude above the target's largest
+ *    finite value), by default as PyTorch's Tensor.to() / c10:
+ *      F64, F32, F16, BF16, F8_E5M2: +-Inf.
+ *      F8_E4M3: NaN with the sign (c10: |x| >= 480 gives 0x7F | sign;
+ *      with rounding, everything above 464).
+ *      F8_E4M3FNUZ, F8_E5M2FNUZ: NaN 0x80 (c10: |x| >= 256 / 65536; with
+ *      rounding, >= 248 / 61440).
+ *      F8_E8M0: NaN 0xFF.
+ *    +-Inf in: Inf where the target has it, else the same result as an
+ *    overflow.
+ *  - With ST_CONVERT_SATURATE, finite values that overflow become the
+ *    largest finite value of their sign (F8_E8M0: 2^127), and an infinite
+ *    input becomes it too when the target has no Inf; Inf stays Inf where
+ *    the target has Inf. NaN is unchanged by the flag.
+ *  - F8_E8M0 encoding, as c10's Float8_e8m0fnu: it has no sign and no
+ *    zero, so the magnitude is used and 0 gives code 0x00 (2^-127); values
+ *    round to the nearest power of two, ties (1.5 * 2^k) upward; Inf and
+ *    NaN give 0xFF. One difference: c10 sends every F32 subnormal above
+ *    2^-127 to 2^-126; here they round to the nearer of the two as well.
+ *    Decoding 0xFF gives the quiet NaN 0x7FC00000 (c10: 0x7F800001).
+ *
+ * Semantics with integers and BOOL
+ *  - Integer -> float: exact when representable, else rounded once to
+ *    nearest even (so U64/I64 into F32 or BF16 are correctly rounded);
+ *    overflow as above (e.g. 70000 -> F16 is Inf, or 65504 saturated).
+ *  - Float -> integer: truncation toward zero, like PyTorch (C casts).
+ *    Where C/PyTorch are undefined this library defines: NaN -> 0, values
+ *    beyond the integer's range (and +-Inf) clamp to its min/max. The
+ *    ST_CONVERT_SATURATE flag makes no difference here.
+ *  - Float -> BOOL: 1 for any non-zero value, NaN included (as PyTorch);
+ *    +-0 -> 0. Integer -> BOOL: 1 if non-zero.
+ *  - BOOL -> anything: any non-zero byte reads as true (1).
+ *  - Integer -> integer: two's-complement wrap-around (C and PyTorch
+ *    semantics), e.g. 300 -> U8 is 44, -1 -> U32 is 0xFFFFFFFF.
+ *
+ * Threads: st_convert runs on the calling thread; st_convert_mt splits a
+ * large array over worker threads it creates and joins before returning.
+ * Both are reentrant (no global state). dst and src must not overlap.
+ */
+
+/* st_convert flags */
+#define ST_CONVERT_SATURATE 1u /* clamp overflow to the largest finite value */
+#define ST_CONVERT_SCALAR 2u   /* do not use SIMD (tests, benchmarks): the   */
+                               /* bits are the same either way               */
+
+/** 1 if st_convert can convert from `from` to `to`, else 0. */
+ST_API int st_convert_supported(st_dtype from, st_dtype to);
+
+/**
+ * Converts n elements at src (dtype `from`) to dst (dtype `to`), on the
+ * calling thread. src holds st_dtype_bits(from) * n / 8 bytes and dst
+ * st_dtype_bits(to) * n / 8 bytes; neither needs any alignment. Returns
+ * ST_OK, ST_E_UNSUPPORTED for a pair st_convert_supported rejects,
+ * ST_E_MISALIGNED for a sub-byte count that is not whole bytes, ST_E_ARG
+ * for NULL pointers with n > 0, unknown flags or sizes past SIZE_MAX.
+ */
+ST_API int st_convert(st_dtype to, void *dst, st_dtype from, const void *src,
+                      uint64_t n, unsigned flags, st_error *err);
+
+/**
+ * Like st_convert, spread over up to `threads` threads (0: one per online
+ * CPU, at most 64). Small arrays (under about 1 MiB per thread) use fewer
+ * threads. The result is identical to st_convert's. If a thread cannot be
+ * created its share is done on the calling thread (never an error).
+ */
+ST_API int st_convert_mt(st_dtype to, void *dst, st_dtype from, const void *src,
+                         uint64_t n, unsigned flags, unsigned threads,
+                         st_error *err);
+
+/**
+ * Which SIMD path st_convert uses on this CPU: "avx512", "avx2+f16c" or
+ * "scalar". For reports and benchmarks.
+ */
+ST_API const char *st_convert_simd_name(void);
+
+/* ------------------------------------------------------------------------ */
 /* Hashing (lib/hash.c, lib/blake3.c)                                        */
 /* ------------------------------------------------------------------------ */
 
