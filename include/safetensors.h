@@ -485,7 +485,8 @@ ST_API uint64_t st_writer_output_size(st_writer *writer);
  *  - Overflow (the value rounds to a magnitude above the target's largest
  *    finite value), by default as PyTorch's Tensor.to() / c10:
  *      F64, F32, F16, BF16, F8_E5M2: +-Inf.
- *      F8_E4M3: NaN with the sign (c10: |x| >= 480 gives 0x7F | sign).
+ *      F8_E4M3: NaN with the sign (c10: |x| >= 480 gives 0x7F | sign;
+ *      with rounding, everything above 464).
  *      F8_E4M3FNUZ, F8_E5M2FNUZ: NaN 0x80 (c10: |x| >= 256 / 65536; with
  *      rounding, >= 248 / 61440).
  *      F8_E8M0: NaN 0xFF.
@@ -555,6 +556,8 @@ ST_API int st_convert_mt(st_dtype to, void *dst, st_dtype from, const void *src,
  * "scalar". For reports and benchmarks.
  */
 ST_API const char *st_convert_simd_name(void);
+
+/* ------------------------------------------------------------------------ */
 /* Hashing (lib/hash.c, lib/blake3.c)                                        */
 /* ------------------------------------------------------------------------ */
 
@@ -739,9 +742,34 @@ typedef struct st_identity {
 
 /**
  * Identifies an open file. Always fills *out (kind ST_KIND_UNKNOWN when no
- * rule matches); returns ST_OK, or an error only for bad arguments.
+ * rule matches); returns ST_OK, or ST_E_ARG / ST_E_NOMEM.
  */
 ST_API int st_identify(const st_file *file, st_identity *out, st_error *err);
+
+/* A tensor described to st_identify_tensors (from any container: a
+ * PyTorch checkpoint, a diffusers folder's index, ...). */
+typedef struct st_tensor_desc {
+    const char *name;
+    size_t name_len;
+    st_dtype dtype;
+    uint32_t rank;
+    const uint64_t *shape;
+} st_tensor_desc;
+
+/* Reads the first len bytes of the data of tensors[index] into buf; returns
+ * 0, or non-zero when it cannot. */
+typedef int (*st_tensor_read_fn)(void *ctx, size_t index, void *buf, size_t len);
+
+/**
+ * st_identify on a list of tensors and metadata pairs (metadata[2i] the
+ * key, metadata[2i+1] the value, NUL-terminated; metadata_count pairs).
+ * read may be NULL: the one rule that looks at values (SD2 v-prediction)
+ * is then skipped. The list is not modified and need not be sorted.
+ */
+ST_API int st_identify_tensors(const st_tensor_desc *tensors, size_t count,
+                               const char *const *metadata, size_t metadata_count,
+                               st_tensor_read_fn read, void *read_ctx,
+                               st_identity *out, st_error *err);
 
 /** Stable lower-case names ("checkpoint", "sdxl_refiner", "inpainting",
  * "lycoris_loha", "high", ...) for printing and JSON; "unknown" / NULL for

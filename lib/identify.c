@@ -53,12 +53,27 @@
 
 #define NAME_MAX_LEN 512
 /* A tensor by literal name. */
-#define FIND(c, lit) st_find((c)->f, lit, sizeof(lit) - 1)
+#define FIND(c, lit) find((c), lit, sizeof(lit) - 1)
+
+/* A tensor as identify sees it (from an st_file or a caller's list). */
+typedef struct vt {
+    const char *name;
+    size_t name_len;
+    st_dtype dtype;
+    uint32_t rank;
+    const uint64_t *shape;
+    uint64_t nelements; /* saturated at UINT64_MAX for a hostile list */
+    size_t index;       /* in the caller's list, for the read callback */
+} vt;
 
 typedef struct ctx {
-    const st_file *f;
-    st_identity *id;
+    const vt *t; /* sorted by name bytes (shorter first on a tie) */
     size_t n;
+    const char *const *meta; /* key, value, key, value, ... */
+    size_t nmeta;
+    st_tensor_read_fn read;
+    void *read_ctx;
+    st_identity *id;
     /* which adapter formats the names show */
     size_t kohya, loha, lokr, peft, diffusers;
     size_t ema_tensors;
@@ -79,13 +94,25 @@ static void reason(ctx *c, const char *fmt, ...)
     id->reason_count++;
 }
 
-static uint64_t dim(const st_tensor *t, uint32_t i)
+static uint64_t dim(const vt *t, uint32_t i)
 {
     return t && i < t->rank ? t->shape[i] : 0;
 }
 
+static uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+    uint64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    uint64_t r;
+    return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
 /* "[320, 4, 3, 3]" */
-static const char *shape_str(const st_tensor *t, char *buf, size_t cap)
+static const char *shape_str(const vt *t, char *buf, size_t cap)
 {
     size_t at = 0;
     buf[0] = '\0';
@@ -99,45 +126,61 @@ static const char *shape_str(const st_tensor *t, char *buf, size_t cap)
 }
 
 /* A tensor name, cut and made printable for a reason line. */
-static const char *name_str(const st_tensor *t, char *buf, size_t cap)
+static const char *name_str(const vt *t, char *buf, size_t cap)
 {
     st_quote_name(buf, cap, t->name, t->name_len);
     return buf;
 }
 
-static bool starts(const st_tensor *t, const char *prefix)
+static bool starts(const vt *t, const char *prefix)
 {
     size_t n = strlen(prefix);
     return t->name_len >= n && memcmp(t->name, prefix, n) == 0;
 }
 
-static bool ends(const st_tensor *t, const char *suffix)
+static bool ends(const vt *t, const char *suffix)
 {
     size_t n = strlen(suffix);
     return t->name_len >= n && memcmp(t->name + t->name_len - n, suffix, n) == 0;
 }
 
-static bool contains(const st_tensor *t, const char *needle)
+static bool contains(const vt *t, const char *needle)
 {
     return memmem(t->name, t->name_len, needle, strlen(needle)) != NULL;
 }
 
+static int vt_cmp(const void *a, const void *b)
+{
+    const vt *x = a, *y = b;
+    return st_name_cmp(x->name, x->name_len, y->name, y->name_len);
+}
+
+/* The tensor with exactly this name, or NULL (binary search). */
+static const vt *find(const ctx *c, const char *name, size_t len)
+{
+    vt key;
+    memset(&key, 0, sizeof key);
+    key.name = name;
+    key.name_len = len;
+    return c->n ? bsearch(&key, c->t, c->n, sizeof *c->t, vt_cmp) : NULL;
+}
+
 /* The tensor named prefix + name, or NULL. */
-static const st_tensor *get(const ctx *c, const char *prefix, const char *name)
+static const vt *get(const ctx *c, const char *prefix, const char *name)
 {
     char buf[NAME_MAX_LEN];
     int len = snprintf(buf, sizeof buf, "%s%s", prefix, name);
     if (len < 0 || (size_t)len >= sizeof buf)
         return NULL;
-    return st_find(c->f, buf, (size_t)len);
+    return find(c, buf, (size_t)len);
 }
 
 /* First tensor in name order starting with prefix and containing needle
  * (either may be ""). */
-static const st_tensor *find_in(const ctx *c, const char *prefix, const char *needle)
+static const vt *find_in(const ctx *c, const char *prefix, const char *needle)
 {
     for (size_t i = 0; i < c->n; i++) {
-        const st_tensor *t = st_tensor_by_name_order(c->f, i);
+        const vt *t = &c->t[i];
         if (starts(t, prefix) && contains(t, needle))
             return t;
     }
@@ -145,10 +188,10 @@ static const st_tensor *find_in(const ctx *c, const char *prefix, const char *ne
 }
 
 /* First tensor whose name ends with suffix. */
-static const st_tensor *find_suffix(const ctx *c, const char *suffix)
+static const vt *find_suffix(const ctx *c, const char *suffix)
 {
     for (size_t i = 0; i < c->n; i++) {
-        const st_tensor *t = st_tensor_by_name_order(c->f, i);
+        const vt *t = &c->t[i];
         if (ends(t, suffix))
             return t;
     }
@@ -162,7 +205,10 @@ static bool any_prefix(const ctx *c, const char *prefix)
 
 static const char *meta(const ctx *c, const char *key)
 {
-    return st_metadata_get(c->f, key, strlen(key), NULL);
+    for (size_t i = 0; i + 1 < 2 * c->nmeta; i += 2)
+        if (c->meta[i] && c->meta[i + 1] && strcmp(c->meta[i], key) == 0)
+            return c->meta[i + 1];
+    return NULL;
 }
 
 static bool ieq(const char *a, const char *b)
@@ -254,7 +300,7 @@ static void report_unet(ctx *c, const unet_facts *u, st_model_family fam)
 /* ComfyUI's SD2 v-prediction test (supported_models.py SD20.model_type). */
 static void sd2_vpred_test(ctx *c, const char *prefix)
 {
-    const st_tensor *t = get(c, prefix, "output_blocks.11.1.transformer_blocks.0.norm1.bias");
+    const vt *t = get(c, prefix, "output_blocks.11.1.transformer_blocks.0.norm1.bias");
     if (!t || t->nelements == 0 || t->nelements > 4096 ||
         (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16))
         return;
@@ -263,7 +309,7 @@ static void sd2_vpred_test(ctx *c, const char *prefix)
     uint8_t *buf = malloc(nb);
     if (!buf)
         return;
-    if (st_tensor_read(c->f, t, 0, buf, nb, NULL) == ST_OK) {
+    if (c->read && c->read(c->read_ctx, t->index, buf, nb) == 0) {
         double sum = 0, sq = 0;
         for (size_t i = 0; i < t->nelements; i++) {
             double v = load_float(t->dtype, buf + i * es);
@@ -289,11 +335,11 @@ static void sd2_vpred_test(ctx *c, const char *prefix)
 /* LDM UNet under prefix. Returns true when input_blocks.0.0.weight is there. */
 static bool probe_ldm_unet(ctx *c, const char *prefix, st_model_family *fam, bool vtest)
 {
-    const st_tensor *t = get(c, prefix, "input_blocks.0.0.weight");
+    const vt *t = get(c, prefix, "input_blocks.0.0.weight");
     if (!t || t->rank < 2)
         return false;
     unet_facts u = {dim(t, 1), dim(t, 0), 0, 0};
-    const st_tensor *k = find_in(c, prefix, "attn2.to_k.weight");
+    const vt *k = find_in(c, prefix, "attn2.to_k.weight");
     u.context = dim(k, 1);
     u.adm = dim(get(c, prefix, "label_emb.0.0.weight"), 1);
     char nb[160], sb[96];
@@ -303,6 +349,17 @@ static bool probe_ldm_unet(ctx *c, const char *prefix, st_model_family *fam, boo
         reason(c, "%s %s", name_str(k, nb, sizeof nb), shape_str(k, sb, sizeof sb));
     *fam = unet_family(c, &u);
     report_unet(c, &u, *fam);
+    const vt *v = find_in(c, prefix, ".time_stack.");
+    if (!v)
+        v = find_in(c, prefix, ".time_mix_blocks.");
+    if (v) {
+        /* comfy/model_detection.py calculate_transformer_depth: temporal
+         * layers make it a video model (Stable Video Diffusion), which
+         * none of the families here is. */
+        reason(c, "%s: temporal layers, a video model (SVD)", name_str(v, nb, sizeof nb));
+        *fam = ST_FAMILY_UNKNOWN;
+        return true; /* its input channels mean something else */
+    }
     unet_variants(c, u.in_ch);
     if (vtest && *fam == ST_FAMILY_SD2 && u.in_ch == 4)
         sd2_vpred_test(c, prefix);
@@ -329,9 +386,9 @@ static void flux_variant(ctx *c, bool guidance, uint64_t img_in, const char *gna
 static bool probe_dit(ctx *c, const char *prefix, st_model_family *fam)
 {
     char nb[160], sb[96];
-    const st_tensor *t = get(c, prefix, "joint_blocks.0.context_block.attn.qkv.weight");
+    const vt *t = get(c, prefix, "joint_blocks.0.context_block.attn.qkv.weight");
     if (t) {
-        const st_tensor *x = get(c, prefix, "x_embedder.proj.weight");
+        const vt *x = get(c, prefix, "x_embedder.proj.weight");
         reason(c, "%s: MMDiT joint blocks (SD3)", name_str(t, nb, sizeof nb));
         if (x)
             reason(c, "%s %s: depth %llu", name_str(x, nb, sizeof nb), shape_str(x, sb, sizeof sb),
@@ -342,7 +399,7 @@ static bool probe_dit(ctx *c, const char *prefix, st_model_family *fam)
     t = get(c, prefix, "double_blocks.0.img_attn.norm.key_norm.scale");
     if (t) {
         reason(c, "%s: Flux double blocks", name_str(t, nb, sizeof nb));
-        const st_tensor *img = get(c, prefix, "img_in.weight");
+        const vt *img = get(c, prefix, "img_in.weight");
         flux_variant(c, get(c, prefix, "guidance_in.in_layer.weight") != NULL, dim(img, 1),
                      "guidance_in");
         *fam = ST_FAMILY_FLUX;
@@ -350,7 +407,7 @@ static bool probe_dit(ctx *c, const char *prefix, st_model_family *fam)
     }
     t = get(c, prefix, "clf.1.weight");
     if (t) {
-        const st_tensor *m = get(c, prefix, "clip_txt_mapper.weight");
+        const vt *m = get(c, prefix, "clip_txt_mapper.weight");
         reason(c, "%s: Stable Cascade %s", name_str(t, nb, sizeof nb),
                m ? "stage C (clip_txt_mapper)" : get(c, prefix, "clip_mapper.weight")
                                                     ? "stage B (clip_mapper)"
@@ -365,7 +422,7 @@ static bool probe_dit(ctx *c, const char *prefix, st_model_family *fam)
 static bool probe_diffusers(ctx *c, const char *prefix, st_model_family *fam)
 {
     char nb[160], sb[96];
-    const st_tensor *t = get(c, prefix, "single_transformer_blocks.0.attn.to_k.weight");
+    const vt *t = get(c, prefix, "single_transformer_blocks.0.attn.to_k.weight");
     if (t && get(c, prefix, "x_embedder.weight")) {
         reason(c, "%s: diffusers Flux transformer", name_str(t, nb, sizeof nb));
         flux_variant(c, get(c, prefix, "time_text_embed.guidance_embedder.linear_1.weight") != NULL,
@@ -382,9 +439,9 @@ static bool probe_diffusers(ctx *c, const char *prefix, st_model_family *fam)
     t = get(c, prefix, "conv_in.weight");
     if (t && t->rank == 4 && get(c, prefix, "time_embedding.linear_1.weight")) {
         unet_facts u = {dim(t, 1), dim(t, 0), 0, 0};
-        const st_tensor *k = find_in(c, prefix, "attn2.to_k.weight");
+        const vt *k = find_in(c, prefix, "attn2.to_k.weight");
         u.context = dim(k, 1);
-        const st_tensor *a = get(c, prefix, "add_embedding.linear_1.weight");
+        const vt *a = get(c, prefix, "add_embedding.linear_1.weight");
         if (!a)
             a = get(c, prefix, "class_embedding.linear_1.weight");
         u.adm = dim(a, 1);
@@ -405,7 +462,7 @@ static bool probe_diffusers(ctx *c, const char *prefix, st_model_family *fam)
 static st_model_family checkpoint_te_family(ctx *c)
 {
     char nb[160], sb[96];
-    const st_tensor *t;
+    const vt *t;
     if ((t = get(c, "conditioner.embedders.1.model.", "ln_final.weight")) ||
         (t = get(c, "conditioner.embedders.1.model.", "transformer.resblocks.0.attn.in_proj_weight"))) {
         reason(c, "%s: SDXL's second text encoder (OpenCLIP ViT-bigG)", name_str(t, nb, sizeof nb));
@@ -503,8 +560,8 @@ static bool identify_vae(ctx *c)
     char nb[160], sb[96];
     static const char *const prefixes[] = {"", "first_stage_model.", "vae."};
     for (size_t i = 0; i < 3; i++) {
-        const st_tensor *d = get(c, prefixes[i], "decoder.conv_in.weight");
-        const st_tensor *e = get(c, prefixes[i], "encoder.conv_in.weight");
+        const vt *d = get(c, prefixes[i], "decoder.conv_in.weight");
+        const vt *e = get(c, prefixes[i], "encoder.conv_in.weight");
         if (!d && !e)
             continue;
         st_identity *id = c->id;
@@ -535,7 +592,7 @@ static bool identify_vae(ctx *c)
         }
         return true;
     }
-    const st_tensor *q = FIND(c, "vquantizer.codebook.weight");
+    const vt *q = FIND(c, "vquantizer.codebook.weight");
     if (q) {
         c->id->kind = ST_KIND_VAE;
         c->id->family = ST_FAMILY_STABLE_CASCADE;
@@ -550,7 +607,7 @@ static bool identify_text_encoder(ctx *c)
 {
     char nb[160], sb[96];
     st_identity *id = c->id;
-    const st_tensor *t = find_suffix(c, "encoder.block.0.layer.0.SelfAttention.q.weight");
+    const vt *t = find_suffix(c, "encoder.block.0.layer.0.SelfAttention.q.weight");
     if (t) {
         uint64_t d = dim(t, 1);
         reason(c, "%s %s: T5 encoder, d_model %llu", name_str(t, nb, sizeof nb),
@@ -590,13 +647,21 @@ static bool identify_text_encoder(ctx *c)
 
 /* ---- adapters ---- */
 
+/* XLabs' Flux LoRAs: "double_blocks.0.processor.proj_lora1.down.weight". */
+static bool xlabs_lora(const vt *t)
+{
+    return (ends(t, ".down.weight") || ends(t, ".up.weight")) && contains(t, "_lora") &&
+           contains(t, ".processor.");
+}
+
 /* Input width of the layer an adapter tensor belongs to, from a "down"
  * side: [rank, in] for LoRA/PEFT/LoHa, kron factors for LoKr. */
-static uint64_t adapter_in_width(const ctx *c, const st_tensor *t)
+static uint64_t adapter_in_width(const ctx *c, const vt *t)
 {
     if (ends(t, ".lora_down.weight") || ends(t, ".lora_A.weight") ||
         ends(t, ".lora.down.weight") || ends(t, "_lora.down.weight") ||
-        ends(t, ".lora_linear_layer.down.weight") || ends(t, ".hada_w1_b"))
+        ends(t, ".lora_linear_layer.down.weight") || ends(t, ".hada_w1_b") ||
+        (xlabs_lora(t) && ends(t, ".down.weight")))
         return dim(t, 1);
     if (ends(t, ".lokr_w1") || ends(t, ".lokr_w1_b")) {
         /* W = kron(w1, w2): in = w1.cols * w2.cols */
@@ -609,7 +674,7 @@ static uint64_t adapter_in_width(const ctx *c, const st_tensor *t)
         for (int i = 0; i < 2; i++) {
             size_t l = strlen(w2s[i]);
             memcpy(buf + base, w2s[i], l);
-            const st_tensor *w2 = st_find(c->f, buf, base + l);
+            const vt *w2 = find(c, buf, base + l);
             if (w2)
                 return dim(t, 1) * dim(w2, 1);
         }
@@ -619,10 +684,10 @@ static uint64_t adapter_in_width(const ctx *c, const st_tensor *t)
 
 /* Input width of the first adapted layer whose name contains needle. */
 static uint64_t adapter_width(const ctx *c, const char *prefix, const char *needle,
-                              const st_tensor **which)
+                              const vt **which)
 {
     for (size_t i = 0; i < c->n; i++) {
-        const st_tensor *t = st_tensor_by_name_order(c->f, i);
+        const vt *t = &c->t[i];
         if (!starts(t, prefix) || !contains(t, needle))
             continue;
         uint64_t w = adapter_in_width(c, t);
@@ -667,7 +732,7 @@ static bool identify_lora(ctx *c)
            c->kohya, c->loha, c->lokr, c->peft, c->diffusers);
 
     char nb[160];
-    const st_tensor *t;
+    const vt *t;
     /* DiT families first: their block names are unmistakable. */
     if ((t = find_in(c, "", "double_blocks")) || (t = find_in(c, "", "single_blocks")) ||
         (t = find_in(c, "", "single_transformer_blocks"))) {
@@ -752,7 +817,7 @@ static bool identify_embedding(ctx *c)
     st_identity *id = c->id;
     if (c->n > 8)
         return false;
-    const st_tensor *l = FIND(c, "clip_l"), *g = FIND(c, "clip_g");
+    const vt *l = FIND(c, "clip_l"), *g = FIND(c, "clip_g");
     if (l && g) {
         id->kind = ST_KIND_EMBEDDING;
         id->family = ST_FAMILY_SDXL;
@@ -763,7 +828,7 @@ static bool identify_embedding(ctx *c)
                shape_str(l, sb, sizeof sb), shape_str(g, nb, sizeof nb));
         return true;
     }
-    const st_tensor *e = FIND(c, "emb_params");
+    const vt *e = FIND(c, "emb_params");
     if (!e)
         e = find_in(c, "string_to_param.", "");
     if (!e || e->rank < 1)
@@ -782,7 +847,7 @@ static bool identify_controlnet(ctx *c)
     char nb[160];
     st_identity *id = c->id;
     const char *prefix = NULL;
-    const st_tensor *t;
+    const vt *t;
     if ((t = FIND(c, "control_model.input_hint_block.0.weight")))
         prefix = "control_model.";
     else if ((t = FIND(c, "input_hint_block.0.weight")))
@@ -790,9 +855,9 @@ static bool identify_controlnet(ctx *c)
     if (prefix) {
         id->kind = ST_KIND_CONTROLNET;
         reason(c, "%s: ControlNet hint encoder", name_str(t, nb, sizeof nb));
-        const st_tensor *in = get(c, prefix, "input_blocks.0.0.weight");
+        const vt *in = get(c, prefix, "input_blocks.0.0.weight");
         unet_facts u = {dim(in, 1), dim(in, 0), 0, 0};
-        const st_tensor *k = find_in(c, prefix, "attn2.to_k.weight");
+        const vt *k = find_in(c, prefix, "attn2.to_k.weight");
         u.context = dim(k, 1);
         u.adm = dim(get(c, prefix, "label_emb.0.0.weight"), 1);
         id->family = unet_family(c, &u);
@@ -803,7 +868,7 @@ static bool identify_controlnet(ctx *c)
     if ((t = FIND(c, "controlnet_cond_embedding.conv_in.weight"))) {
         id->kind = ST_KIND_CONTROLNET;
         reason(c, "%s: diffusers ControlNet", name_str(t, nb, sizeof nb));
-        const st_tensor *in = FIND(c, "conv_in.weight");
+        const vt *in = FIND(c, "conv_in.weight");
         unet_facts u = {dim(in, 1), dim(in, 0), 0, 0};
         u.context = dim(find_in(c, "", "attn2.to_k.weight"), 1);
         u.adm = dim(FIND(c, "add_embedding.linear_1.weight"), 1);
@@ -966,7 +1031,7 @@ static void v_prediction_markers(ctx *c)
 static void scan(ctx *c)
 {
     for (size_t i = 0; i < c->n; i++) {
-        const st_tensor *t = st_tensor_at(c->f, i);
+        const vt *t = &c->t[i];
         if (ends(t, ".lora_down.weight") || ends(t, ".lora_up.weight"))
             c->kohya++;
         else if (ends(t, ".lora_A.weight") || ends(t, ".lora_B.weight"))
@@ -974,7 +1039,7 @@ static void scan(ctx *c)
         else if (ends(t, ".lora.down.weight") || ends(t, ".lora.up.weight") ||
                  ends(t, "_lora.down.weight") || ends(t, "_lora.up.weight") ||
                  ends(t, ".lora_linear_layer.down.weight") ||
-                 ends(t, ".lora_linear_layer.up.weight"))
+                 ends(t, ".lora_linear_layer.up.weight") || xlabs_lora(t))
             c->diffusers++;
         else if (contains(t, ".hada_w"))
             c->loha++;
@@ -985,7 +1050,7 @@ static void scan(ctx *c)
     }
 }
 
-static bool is_adapter_te(const st_tensor *t)
+static bool is_adapter_te(const vt *t)
 {
     return starts(t, "lora_te") || starts(t, "text_encoder") || starts(t, "te_") ||
            starts(t, "te1.") || starts(t, "te2.");
@@ -996,11 +1061,11 @@ static void count_params(ctx *c)
     st_identity *id = c->id;
     uint64_t by_dtype[ST_DTYPE_COUNT] = {0};
     for (size_t i = 0; i < c->n; i++) {
-        const st_tensor *t = st_tensor_at(c->f, i);
+        const vt *t = &c->t[i];
         uint64_t n = t->nelements;
-        id->params.total += n;
+        id->params.total = sat_add(id->params.total, n);
         if ((unsigned)t->dtype < ST_DTYPE_COUNT && st_dtype_is_float(t->dtype))
-            by_dtype[t->dtype] += n;
+            by_dtype[t->dtype] = sat_add(by_dtype[t->dtype], n);
         uint64_t *slot = &id->params.other;
         if (starts(t, "model_ema."))
             slot = &id->params.ema;
@@ -1028,7 +1093,7 @@ static void count_params(ctx *c)
             slot = &id->params.text_encoder;
         else if (id->kind == ST_KIND_CONTROLNET)
             slot = &id->params.controlnet;
-        *slot += n;
+        *slot = sat_add(*slot, n);
     }
     id->precision = -1;
     uint64_t best = 0;
@@ -1039,16 +1104,44 @@ static void count_params(ctx *c)
         }
 }
 
-int st_identify(const st_file *f, st_identity *out, st_error *err)
+int st_identify_tensors(const st_tensor_desc *tensors, size_t count,
+                        const char *const *metadata, size_t metadata_count,
+                        st_tensor_read_fn read, void *read_ctx, st_identity *out,
+                        st_error *err)
 {
-    if (!f || !out)
-        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_identify: NULL argument");
+    if (!out || (count && !tensors) || (metadata_count && !metadata))
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_identify_tensors: NULL argument");
     memset(out, 0, sizeof *out);
+    vt *t = calloc(count ? count : 1, sizeof *t);
+    if (!t)
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    for (size_t i = 0; i < count; i++) {
+        const st_tensor_desc *d = &tensors[i];
+        if ((!d->name && d->name_len) || (d->rank && !d->shape)) {
+            free(t);
+            return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_identify_tensors: tensor %zu", i);
+        }
+        t[i].name = d->name ? d->name : "";
+        t[i].name_len = d->name_len;
+        t[i].dtype = d->dtype;
+        t[i].rank = d->rank;
+        t[i].shape = d->shape;
+        t[i].nelements = 1;
+        for (uint32_t k = 0; k < d->rank; k++)
+            t[i].nelements = sat_mul(t[i].nelements, d->shape[k]);
+        t[i].index = i;
+    }
+    if (count > 1)
+        qsort(t, count, sizeof *t, vt_cmp);
     ctx c;
     memset(&c, 0, sizeof c);
-    c.f = f;
+    c.t = t;
+    c.n = count;
+    c.meta = metadata;
+    c.nmeta = metadata_count;
+    c.read = read;
+    c.read_ctx = read_ctx;
     c.id = out;
-    c.n = st_tensor_count(f);
     scan(&c);
 
     if (!identify_lora(&c) && !identify_embedding(&c) && !identify_controlnet(&c) &&
@@ -1063,7 +1156,45 @@ int st_identify(const st_file *f, st_identity *out, st_error *err)
     count_params(&c);
     if (out->kind == ST_KIND_UNKNOWN && out->family == ST_FAMILY_UNKNOWN)
         out->confidence = ST_CONFIDENCE_NONE;
+    free(t);
     return ST_OK;
+}
+
+/* st_file adapter: the first len bytes of tensor `index` (file order). */
+static int file_read(void *arg, size_t index, void *buf, size_t len)
+{
+    const st_file *f = arg;
+    const st_tensor *t = st_tensor_at(f, index);
+    return t && st_tensor_read(f, t, 0, buf, len, NULL) == ST_OK ? 0 : 1;
+}
+
+int st_identify(const st_file *f, st_identity *out, st_error *err)
+{
+    if (!f || !out)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_identify: NULL argument");
+    size_t n = st_tensor_count(f), m = st_metadata_count(f);
+    st_tensor_desc *d = calloc(n ? n : 1, sizeof *d);
+    const char **meta = calloc(m ? 2 * m : 1, sizeof *meta);
+    if (!d || !meta) {
+        free(d);
+        free(meta);
+        memset(out, 0, sizeof *out);
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const st_tensor *t = st_tensor_at(f, i);
+        d[i].name = t->name;
+        d[i].name_len = t->name_len;
+        d[i].dtype = t->dtype;
+        d[i].rank = t->rank;
+        d[i].shape = t->shape;
+    }
+    for (size_t i = 0; i < m; i++)
+        st_metadata_at(f, i, &meta[2 * i], NULL, &meta[2 * i + 1], NULL);
+    int rc = st_identify_tensors(d, n, meta, m, file_read, (void *)(uintptr_t)f, out, err);
+    free(d);
+    free(meta);
+    return rc;
 }
 
 /* ---- names ---- */

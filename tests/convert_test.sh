@@ -182,6 +182,18 @@ sys.exit(0 if b["model.big"][0] == "F8_E4M3" and np.array_equal(got, want) else 
 EOF
 done
 
+# ---------------------------------------------------------------- progress bar
+# only on a terminal (script(1) provides one), not with --quiet
+if command -v script >/dev/null 2>&1; then
+    script -qec "'$BIN' convert '$tmp/in.safetensors' '$tmp/tty.safetensors' --dtype f16" \
+        /dev/null >"$tmp/tty.out" 2>&1
+    check "progress bar on a terminal" grep -q "converting \[" "$tmp/tty.out"
+    script -qec "'$BIN' convert -q '$tmp/in.safetensors' '$tmp/tty.safetensors' --dtype f16" \
+        /dev/null >"$tmp/tty.out" 2>&1
+    check "--quiet: no progress bar" sh -c "! grep -q 'converting \[' '$tmp/tty.out'"
+    check "--quiet: still the summary" grep -q "^converted 4 tensors" "$tmp/tty.out"
+fi
+
 # ---------------------------------------------------------------- failures
 mkdir -p "$tmp/fail"
 expect 2 "unknown dtype" "$BIN" convert "$tmp/in.safetensors" "$tmp/fail/o.safetensors" --dtype f7

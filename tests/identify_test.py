@@ -157,6 +157,23 @@ def sd1_diffusers_lora():
     return sl.diffusers_old_lora(mods)
 
 
+def flux_xlabs_lora():
+    l = sl.Layout()
+    for i in range(19):
+        for m in ("proj_lora1", "proj_lora2", "qkv_lora1", "qkv_lora2"):
+            p = "double_blocks.%d.processor.%s." % (i, m)
+            l.add(p + "down.weight", [16, 3072], "BF16")
+            l.add(p + "up.weight", [3072 if "proj" in m else 9216, 16], "BF16")
+    return l
+
+
+def svd_unet():
+    l = sl.ldm_unet("model.diffusion_model.", 320, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, 1024, None, 8, True)
+    l.add("model.diffusion_model.input_blocks.1.1.time_stack.0.attn1.to_q.weight", [320, 320])
+    l.add("model.diffusion_model.input_blocks.1.0.time_stack.in_layers.2.weight", [320, 320, 3, 1, 1])
+    return l
+
+
 def te_only_sd2_lora():
     return sl.kohya_lora([("lora_te_text_model_encoder_layers_%d_self_attn_q_proj" % i, 1024, 1024)
                           for i in range(23)])
@@ -252,6 +269,8 @@ CASES = [
                                             precision="F32")),
     ("lora_flux_kohya", flux_kohya_lora, dict(kind="lora", family="flux", format="kohya")),
     ("lora_flux_peft", flux_peft_lora, dict(kind="lora", family="flux", format="peft")),
+    ("lora_flux_xlabs", flux_xlabs_lora, dict(kind="lora", family="flux", format="diffusers")),
+    ("svd_unet", svd_unet, dict(kind="diffusion_model", family="unknown", variant=[], confidence="low")),
     ("lora_sd3_kohya", sd3_kohya_lora, dict(kind="lora", family="sd3", format="kohya")),
     ("lora_sd1_diffusers", sd1_diffusers_lora, dict(kind="lora", family="sd1", format="diffusers")),
     ("lora_sd2_v", lambda: L(sl.kohya_lora(sl.sd1_lora_modules(1024, 1024)),
