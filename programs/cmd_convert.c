@@ -18,6 +18,7 @@ static const char usage[] =
     "Usage: " CLI_NAME " convert IN OUT\n"
     "       " CLI_NAME " convert IN OUT --dtype TYPE [--saturate]\n"
     "                   [--only GLOB]... [--exclude GLOB]...\n"
+    "       " CLI_NAME " convert IN OUT [--ema drop|only] [--drop GLOB]...\n"
     "\n"
     "Rewrite IN as OUT in the canonical layout: tensors sorted by dtype (widest\n"
     "first) then name, compact header JSON with the metadata first, padded to a\n"
@@ -39,6 +40,13 @@ static const char usage[] =
     "                  the others are copied unchanged)\n"
     "  --exclude GLOB  do not convert tensors whose name matches GLOB (repeatable)\n"
     "  --saturate      clamp values too large for TYPE to its largest finite value\n"
+    "  --ema drop      leave out the EMA weights (model_ema.*): a pruned checkpoint\n"
+    "  --ema only      write the EMA weights under the model's names and leave out\n"
+    "                  model_ema.*: model.diffusion_model.input_blocks.0.0.weight\n"
+    "                  gets model_ema.diffusion_modelinput_blocks00weight (LDM's\n"
+    "                  LitEma naming: the name after \"model.\" without its dots);\n"
+    "                  weights without an EMA twin are kept as they are\n"
+    "  --drop GLOB     leave out tensors whose name matches GLOB (repeatable)\n"
     "  -q, --quiet     no progress bar (it is shown only when stderr is a terminal)\n"
     "  -h, --help      show this help\n"
     "\n"
@@ -57,7 +65,13 @@ typedef struct convert_opts {
     const char **exclude;/* --exclude patterns */
     size_t nexclude;
     bool quiet;
+    /* --ema / --drop: which tensors are kept, under which name (select_tensor) */
+    int ema;             /* EMA_KEEP, EMA_DROP or EMA_ONLY */
+    const char **drop;   /* --drop patterns */
+    size_t ndrop;
 } convert_opts;
+
+enum { EMA_KEEP = 0, EMA_DROP, EMA_ONLY };
 
 typedef struct convert_job convert_job;
 
@@ -255,6 +269,104 @@ static bool wants_conversion(const convert_opts *opts, const st_tensor *t)
     return !is_mx_kind(t->dtype);
 }
 
+/* ---- --ema and --drop: which tensors are written, under which name ---- */
+
+#define EMA_PREFIX "model_ema."
+#define MODEL_PREFIX "model."
+
+static bool is_ema_name(const st_tensor *t)
+{
+    return t->name_len >= sizeof EMA_PREFIX - 1 &&
+           memcmp(t->name, EMA_PREFIX, sizeof EMA_PREFIX - 1) == 0;
+}
+
+/* The EMA twin of a model weight, as LDM's LitEma names it (CompVis
+ * ldm/modules/ema.py: the shadow of parameter NAME of `model` is the
+ * buffer NAME with every '.' removed, under the LatentDiffusion's
+ * `model_ema.`): model.diffusion_model.input_blocks.0.0.weight ->
+ * model_ema.diffusion_modelinput_blocks00weight. NULL when there is none. */
+static const st_tensor *ema_twin(const st_file *in, const st_tensor *t, char *buf, size_t cap)
+{
+    size_t pl = sizeof MODEL_PREFIX - 1, el = sizeof EMA_PREFIX - 1;
+    if (t->name_len <= pl || memcmp(t->name, MODEL_PREFIX, pl) != 0 ||
+        t->name_len - pl + el > cap)
+        return NULL;
+    memcpy(buf, EMA_PREFIX, el);
+    size_t o = el;
+    for (size_t i = pl; i < t->name_len; i++)
+        if (t->name[i] != '.')
+            buf[o++] = t->name[i];
+    return st_find(in, buf, o);
+}
+
+typedef struct select_stats {
+    size_t dropped;     /* by --drop */
+    size_t ema_dropped; /* model_ema.* left out */
+    size_t ema_used;    /* model.* weights replaced by their EMA */
+} select_stats;
+
+/* Decides whether input tensor t is written: returns 0 to leave it out;
+ * else 1 with *data set to the tensor whose bytes (dtype, shape) are
+ * written under t's name: t itself, or its EMA twin for --ema only. */
+static int select_tensor(const convert_opts *opts, const st_file *in, const st_tensor *t,
+                         const st_tensor **data, select_stats *st)
+{
+    *data = t;
+    if (opts->ema != EMA_KEEP && is_ema_name(t)) {
+        st->ema_dropped++;
+        return 0;
+    }
+    for (size_t i = 0; i < opts->ndrop; i++)
+        if (cli_glob_match(opts->drop[i], t->name, t->name_len)) {
+            st->dropped++;
+            return 0;
+        }
+    if (opts->ema == EMA_ONLY) {
+        char buf[1024];
+        const st_tensor *twin = ema_twin(in, t, buf, sizeof buf);
+        if (twin) {
+            *data = twin;
+            st->ema_used++;
+        }
+    }
+    return 1;
+}
+
+/* --ema only needs twins whose shape is the weight's. Returns false
+ * (after saying why) when one does not, or when IN has no EMA at all. */
+static bool check_ema(const convert_opts *opts, const st_file *in, const char *in_path)
+{
+    if (opts->ema != EMA_ONLY)
+        return true;
+    size_t n = st_tensor_count(in), twins = 0;
+    for (size_t i = 0; i < n; i++) {
+        const st_tensor *t = st_tensor_at(in, i);
+        char buf[1024];
+        const st_tensor *e = ema_twin(in, t, buf, sizeof buf);
+        if (!e)
+            continue;
+        twins++;
+        bool same = e->rank == t->rank;
+        for (uint32_t d = 0; same && d < t->rank; d++)
+            same = e->shape[d] == t->shape[d];
+        if (!same) {
+            char *a = cli_printable(t->name, t->name_len), *b = cli_printable(e->name, e->name_len);
+            cli_errorf("invalid_argument: %s: EMA weight %s has another shape than %s", in_path,
+                       b ? b : "?", a ? a : "?");
+            free(a);
+            free(b);
+            return false;
+        }
+    }
+    if (twins == 0) {
+        cli_errorf("invalid_argument: %s: no EMA weights (model_ema.* twins of model.*) to "
+                   "keep",
+                   in_path);
+        return false;
+    }
+    return true;
+}
+
 /* The per-tensor hook: fills *out and returns 1 to write the tensor,
  * returns 0 to leave it out. Tensors are copied as they are, or converted
  * to --dtype. */
@@ -325,13 +437,20 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
     }
     size_t written = 0, converted = 0, already = 0;
     size_t from_count[ST_DTYPE_COUNT] = {0};
+    select_stats sel = {0, 0, 0};
+    if (!check_ema(opts, job.in, in_path))
+        goto done;
     for (size_t i = 0; i < n; i++) {
         source *s = &job.sources[i];
         s->job = &job;
-        s->src = st_tensor_at(job.in, i);
+        const st_tensor *named = st_tensor_at(job.in, i);
+        if (!select_tensor(opts, job.in, named, &s->src, &sel))
+            continue;
         out_tensor o;
         if (!plan_tensor(opts, s, &o))
             continue;
+        o.name = named->name; /* an EMA twin's bytes go under the weight's name */
+        o.name_len = named->name_len;
         if (o.dtype != s->src->dtype) {
             converted++;
             from_count[s->src->dtype]++;
@@ -384,6 +503,14 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
         goto done;
     }
     char a[32], b[32];
+    if (opts->ema == EMA_ONLY)
+        printf("ema: %zu model.* weight%s replaced by their EMA; ", sel.ema_used,
+               sel.ema_used == 1 ? "" : "s");
+    if (opts->ema != EMA_KEEP)
+        printf("%zu model_ema.* tensor%s left out\n", sel.ema_dropped,
+               sel.ema_dropped == 1 ? "" : "s");
+    if (opts->ndrop)
+        printf("dropped %zu tensor%s matching --drop\n", sel.dropped, sel.dropped == 1 ? "" : "s");
     if (opts->convert) {
         /* what changed: "converted 64 tensors to F16 (60 F32, 4 BF16)" */
         printf("converted %zu tensor%s to %s", converted, converted == 1 ? "" : "s",
@@ -461,13 +588,15 @@ static bool push_pattern(const char ***list, size_t *n, const char *pat)
 
 int cmd_convert(int argc, char **argv)
 {
-    enum { OPT_DTYPE = 256, OPT_ONLY, OPT_EXCLUDE, OPT_SATURATE };
+    enum { OPT_DTYPE = 256, OPT_ONLY, OPT_EXCLUDE, OPT_SATURATE, OPT_EMA, OPT_DROP };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
         {"dtype", required_argument, NULL, OPT_DTYPE},
         {"only", required_argument, NULL, OPT_ONLY},
         {"exclude", required_argument, NULL, OPT_EXCLUDE},
         {"saturate", no_argument, NULL, OPT_SATURATE},
+        {"ema", required_argument, NULL, OPT_EMA},
+        {"drop", required_argument, NULL, OPT_DROP},
         {"quiet", no_argument, NULL, 'q'},
         {NULL, 0, NULL, 0},
     };
@@ -501,6 +630,23 @@ int cmd_convert(int argc, char **argv)
                 goto out;
             }
             break;
+        case OPT_EMA:
+            if (strcmp(optarg, "drop") == 0) {
+                co.ema = EMA_DROP;
+            } else if (strcmp(optarg, "only") == 0) {
+                co.ema = EMA_ONLY;
+            } else {
+                ret = cli_usage_error(usage, "convert: --ema wants drop or only, got '%s'", optarg);
+                goto out;
+            }
+            break;
+        case OPT_DROP:
+            if (!push_pattern(&co.drop, &co.ndrop, optarg)) {
+                cli_errorf("nomem: out of memory");
+                ret = CLI_EXIT_ERROR;
+                goto out;
+            }
+            break;
         case OPT_SATURATE:
             selecting = true;
             co.flags |= ST_CONVERT_SATURATE;
@@ -522,5 +668,6 @@ int cmd_convert(int argc, char **argv)
 out:
     free(co.only);
     free(co.exclude);
+    free(co.drop);
     return ret;
 }
