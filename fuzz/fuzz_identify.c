@@ -10,8 +10,9 @@
  *    mapping, so multi-megabyte tensors cost nothing until read.
  * Checked: st_identify returns ST_OK and fills every field in range (enums
  * named, reasons NUL-terminated, count <= ST_IDENTIFY_MAX_REASONS, the
- * parameter counts add up to the total, format NONE unless a LoRA), and a
- * second call gives the same result. */
+ * parameter counts add up to the total, format NONE unless a LoRA), a
+ * second call gives the same result, and st_identify_tensors on the same
+ * tensors (given in reverse order) and metadata gives the same verdict. */
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -70,6 +71,45 @@ static const char *const meta_vals[] = {"stable-diffusion-xl-v1-refiner",
 #define DATA_SPACE (256u << 20) /* the zero mapping: lazily backed */
 static uint8_t *g_file;
 
+static int read_desc(void *ctx, size_t index, void *buf, size_t len)
+{
+    const st_file *f = ctx;
+    /* index counts from the end: the list is passed reversed */
+    const st_tensor *t = st_tensor_at(f, st_tensor_count(f) - 1 - index);
+    return t ? st_tensor_read(f, t, 0, buf, len, NULL) : -1;
+}
+
+/* st_identify_tensors on the file's tensors, in reverse order. */
+static void check_same_as_list(const st_file *f, const st_identity *a)
+{
+    size_t n = st_tensor_count(f), nm = st_metadata_count(f);
+    st_tensor_desc *d = malloc((n ? n : 1) * sizeof *d);
+    const char **meta = malloc((2 * nm ? 2 * nm : 1) * sizeof *meta);
+    FUZZ_ASSERT(d && meta, "oom");
+    for (size_t i = 0; i < n; i++) {
+        const st_tensor *t = st_tensor_at(f, n - 1 - i);
+        d[i] = (st_tensor_desc){t->name, t->name_len, t->dtype, t->rank, t->shape};
+    }
+    for (size_t i = 0; i < nm; i++)
+        st_metadata_at(f, i, &meta[2 * i], NULL, &meta[2 * i + 1], NULL);
+    st_identity b;
+    memset(&b, 0x33, sizeof b);
+    st_error err;
+    int rc = st_identify_tensors(d, n, meta, nm, read_desc, (void *)f, &b, &err);
+    FUZZ_ASSERT(rc == ST_OK, "st_identify_tensors: %d", rc);
+    FUZZ_ASSERT(a->kind == b.kind && a->family == b.family && a->variants == b.variants &&
+                    a->format == b.format && a->ema == b.ema && a->precision == b.precision &&
+                    a->confidence == b.confidence &&
+                    memcmp(&a->params, &b.params, sizeof a->params) == 0,
+                "st_identify_tensors (reversed list) differs from st_identify: kind %s/%s family "
+                "%s/%s confidence %s/%s",
+                st_kind_name(a->kind), st_kind_name(b.kind), st_family_name(a->family),
+                st_family_name(b.family), st_confidence_name(a->confidence),
+                st_confidence_name(b.confidence));
+    free(d);
+    free(meta);
+}
+
 static void check_identity(const st_file *f)
 {
     st_identity a, b;
@@ -109,6 +149,7 @@ static void check_identity(const st_file *f)
                 "not deterministic");
     for (size_t i = 0; i < a.reason_count; i++)
         FUZZ_ASSERT(strcmp(a.reasons[i], b.reasons[i]) == 0, "reason %zu differs", i);
+    check_same_as_list(f, &a);
 }
 
 static size_t put(char *h, size_t at, size_t cap, const char *s)
