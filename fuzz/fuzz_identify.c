@@ -84,7 +84,7 @@ static void check_same_as_list(const st_file *f, const st_identity *a)
 {
     size_t n = st_tensor_count(f), nm = st_metadata_count(f);
     st_tensor_desc *d = malloc((n ? n : 1) * sizeof *d);
-    const char **meta = malloc((2 * nm ? 2 * nm : 1) * sizeof *meta);
+    const char **meta = malloc((nm ? 2 * nm : 1) * sizeof *meta);
     FUZZ_ASSERT(d && meta, "oom");
     for (size_t i = 0; i < n; i++) {
         const st_tensor *t = st_tensor_at(f, n - 1 - i);
