@@ -10,11 +10,13 @@
 #   FUZZ_JOBS        targets run side by side (default: number of CPUs)
 #   FUZZ_BUILD       build directory (default build/fuzz)
 #   FUZZ_CC          compiler (default clang)
+#   PYTHON           runs fuzz/seeds.py (default /usr/bin/python3, with torch)
 #
 # Corpora grow in $FUZZ_BUILD/corpus/TARGET across runs; a crash leaves its
 # input in $FUZZ_BUILD/crashes/. Prints one line per target (executions,
 # result), then "# passed N failed M" (a pass is a target that ran its time
 # without a crash). Exits non-zero if any target crashed or did not build.
+# A target whose "fuzz-requires:" files are absent is skipped (not counted).
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -79,7 +81,6 @@ if ! build_lib; then
 fi
 
 pass=0 fail=0 total_execs=0
-t0=$SECONDS
 
 # Seeds: the conformance files, plus what fuzz/seeds.py generates for the
 # target (pickles and torch.save checkpoints for the checkpoint targets),
