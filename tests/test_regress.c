@@ -11,7 +11,9 @@
 #include "test.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,6 +30,22 @@
 #define LLVMFuzzerTestOneInput fuzz_identify_one
 #include "../fuzz/fuzz_identify.c"
 #undef LLVMFuzzerTestOneInput
+/* The checkpoint targets exist once lib/ckpt_internal.h (branch ckpt) does;
+ * until then their inputs are skipped, not failed. */
+#if defined(__has_include)
+#if __has_include("ckpt_internal.h")
+#define HAVE_CKPT 1
+#define LLVMFuzzerTestOneInput fuzz_pickle_one
+#include "../fuzz/fuzz_pickle.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_ckpt_one
+#include "../fuzz/fuzz_ckpt.c"
+#undef LLVMFuzzerTestOneInput
+#endif
+#endif
+
+/* A replay longer than this is a hang (libFuzzer's limit was 20 s). */
+#define REPLAY_SECONDS 10.0
 
 typedef int (*target_fn)(const uint8_t *, size_t);
 
@@ -41,7 +59,25 @@ static target_fn target_of(const char *name)
         return fuzz_slice_one;
     if (!strcmp(name, "identify"))
         return fuzz_identify_one;
+#ifdef HAVE_CKPT
+    if (!strcmp(name, "pickle"))
+        return fuzz_pickle_one;
+    if (!strcmp(name, "ckpt"))
+        return fuzz_ckpt_one;
+#endif
     return NULL;
+}
+
+static bool target_known(const char *name)
+{
+    return !strcmp(name, "pickle") || !strcmp(name, "ckpt") || target_of(name) != NULL;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static unsigned char *slurp(const char *path, size_t *len)
@@ -90,7 +126,11 @@ int main(void)
             continue;
         cases++;
         target_fn fn = target_of(target);
-        CHECK(fn != NULL, "unknown target %s for %s", target, file);
+        CHECK(target_known(target), "unknown target %s for %s", target, file);
+        if (!fn) {
+            printf("%s: target %s not built here (branch not merged): skipped\n", file, target);
+            continue;
+        }
         snprintf(path, sizeof path, "%s/%s", dir, file);
         size_t len = 0;
         unsigned char *data = slurp(path, &len);
@@ -107,6 +147,7 @@ int main(void)
             st_close(f);
         }
         fflush(NULL);
+        double t0 = now_s();
         pid_t pid = fork();
         if (pid == 0) {
             fn(data, len);
@@ -116,6 +157,7 @@ int main(void)
         CHECK(pid > 0 && waitpid(pid, &status, 0) == pid, "fork/wait");
         CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
               "%s (target %s): child ended with status 0x%x", file, target, status);
+        CHECK(now_s() - t0 < REPLAY_SECONDS, "%s (target %s): %.1f s", file, target, now_s() - t0);
         free(data);
     }
     fclose(m);
