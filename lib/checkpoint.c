@@ -58,8 +58,7 @@ struct st_ckpt {
     st_ckpt_global *g;
     size_t ng, gcap, ndanger;
     ck_index g_index;
-    const char **mkeys, **mvals;
-    size_t *mklen, *mvlen;
+    struct ck_meta { const char *k, *v; size_t kl, vl; } *meta;
     size_t nmeta, mcap;
     const char *pickle_label;
     st_error scan_err;
@@ -629,33 +628,20 @@ static pk_value *dict_get(pk_value *d, const char *key)
 
 static int add_meta(st_ckpt *ck, const char *k, size_t kn, const char *v, size_t vn)
 {
-    if (grow((void **)&ck->mkeys, &ck->mcap, ck->nmeta + 1, sizeof *ck->mkeys))
-        return ST_E_NOMEM;
-    size_t cap = ck->mcap;
-    if (grow((void **)&ck->mvals, &cap, ck->nmeta + 1, sizeof *ck->mvals))
-        return ST_E_NOMEM;
-    cap = ck->mcap;
-    if (grow((void **)&ck->mklen, &cap, ck->nmeta + 1, sizeof *ck->mklen))
-        return ST_E_NOMEM;
-    cap = ck->mcap;
-    if (grow((void **)&ck->mvlen, &cap, ck->nmeta + 1, sizeof *ck->mvlen))
-        return ST_E_NOMEM;
-    /* keep all four arrays at mcap entries */
-    const char *ks = st_arena_strdup(&ck->arena, k, kn, NULL), *vs = st_arena_strdup(&ck->arena, v, vn, NULL);
-    if (!ks || !vs)
+    const char *vs = st_arena_strdup(&ck->arena, v, vn, NULL);
+    if (!vs)
         return ST_E_NOMEM;
     /* a repeated key replaces the earlier value, as in a dict */
     for (size_t i = 0; i < ck->nmeta; i++)
-        if (ck->mklen[i] == kn && memcmp(ck->mkeys[i], k, kn) == 0) {
-            ck->mvals[i] = vs;
-            ck->mvlen[i] = vn;
+        if (ck->meta[i].kl == kn && memcmp(ck->meta[i].k, k, kn) == 0) {
+            ck->meta[i].v = vs;
+            ck->meta[i].vl = vn;
             return ST_OK;
         }
-    ck->mkeys[ck->nmeta] = ks;
-    ck->mklen[ck->nmeta] = kn;
-    ck->mvals[ck->nmeta] = vs;
-    ck->mvlen[ck->nmeta] = vn;
-    ck->nmeta++;
+    const char *ks = st_arena_strdup(&ck->arena, k, kn, NULL);
+    if (!ks || grow((void **)&ck->meta, &ck->mcap, ck->nmeta + 1, sizeof *ck->meta))
+        return ST_E_NOMEM;
+    ck->meta[ck->nmeta++] = (struct ck_meta){ks, vs, kn, vn};
     return ST_OK;
 }
 
@@ -1084,10 +1070,7 @@ void st_ckpt_close(st_ckpt *ck)
     free(ck->t_index.slots);
     free(ck->g);
     free(ck->g_index.slots);
-    free(ck->mkeys);
-    free(ck->mvals);
-    free(ck->mklen);
-    free(ck->mvlen);
+    free(ck->meta);
     free(ck->name);
     free(ck);
 }
@@ -1109,10 +1092,10 @@ int st_ckpt_metadata_at(const st_ckpt *ck, size_t i, const char **key, size_t *k
 {
     if (!ck || i >= ck->nmeta)
         return ST_E_NOT_FOUND;
-    if (key) *key = ck->mkeys[i];
-    if (key_len) *key_len = ck->mklen[i];
-    if (value) *value = ck->mvals[i];
-    if (value_len) *value_len = ck->mvlen[i];
+    if (key) *key = ck->meta[i].k;
+    if (key_len) *key_len = ck->meta[i].kl;
+    if (value) *value = ck->meta[i].v;
+    if (value_len) *value_len = ck->meta[i].vl;
     return ST_OK;
 }
 

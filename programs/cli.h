@@ -31,6 +31,7 @@ int cmd_check(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_scan(int argc, char **argv);
 
 /* ---- usage and errors ---- */
 

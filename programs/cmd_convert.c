@@ -2,6 +2,7 @@
  * library's writer (atomic: temporary file, fsync, rename), streaming each
  * tensor from the input so memory use stays small on large files. */
 #include "cli.h"
+#include "convert_ckpt.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -18,7 +19,14 @@ static const char usage[] =
     "OUT is written to a temporary file in its folder, synced, then renamed:\n"
     "a failed run leaves no OUT. IN is never modified; OUT may not be IN.\n"
     "\n"
+    "A PyTorch checkpoint IN (.ckpt .pt .pth .bin, zip or legacy; detected by\n"
+    "content) is converted without running it: its tensors are written with\n"
+    "metadata format=pt. IN is refused (exit 1) when its pickles name a\n"
+    "dangerous global (see 'safetensors scan').\n"
+    "\n"
     "Options:\n"
+    "      --allow-unsafe-globals  convert such a checkpoint anyway (its code\n"
+    "                              is still never run)\n"
     "  -h, --help  show this help\n"
     "\n"
     "Exit status: 0 success, 1 invalid IN, 2 usage or I/O error.\n";
@@ -27,7 +35,7 @@ static const char usage[] =
  * --exclude, --ema, --drop) add their settings here and act in
  * plan_tensor(). */
 typedef struct convert_opts {
-    int reserved;
+    bool allow_unsafe_globals; /* checkpoints: convert despite dangerous globals */
 } convert_opts;
 
 typedef struct convert_job convert_job;
@@ -104,6 +112,11 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
     job.in_path = in_path;
     st_error err;
     memset(&err, 0, sizeof err);
+    /* Pickle-based checkpoints go to programs/convert_ckpt.c. */
+    st_format fmt = ST_FORMAT_UNKNOWN;
+    if (st_ckpt_detect(in_path, &fmt, NULL) == ST_OK && fmt != ST_FORMAT_SAFETENSORS &&
+        fmt != ST_FORMAT_UNKNOWN)
+        return convert_ckpt(in_path, out_path, opts->allow_unsafe_globals);
     int rc = st_open(in_path, ST_OPEN_PREAD, &job.in, &err);
     if (rc != ST_OK) {
         if (err.code == ST_OK)
@@ -197,6 +210,7 @@ int cmd_convert(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
+        {"allow-unsafe-globals", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
     convert_opts co;
@@ -205,6 +219,7 @@ int cmd_convert(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'h': return cli_help(usage);
+        case 'U': co.allow_unsafe_globals = true; break;
         default: return cli_usage_error(usage, NULL);
         }
     }

@@ -18,6 +18,7 @@ static const command commands[] = {
     {"info", cmd_info, "sizes, parameter counts, dtypes and metadata of a file"},
     {"ls", cmd_ls, "list the tensors of a file: name, dtype, shape, size"},
     {"convert", cmd_convert, "rewrite a file in the canonical layout"},
+    {"scan", cmd_scan, "list what pickles (.ckpt .pt .bin) would run; nothing is run"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
