@@ -493,7 +493,7 @@ typedef struct st_ckpt_limits {
     uint64_t max_pickle_bytes; /* one pickle stream (default 1 GiB)           */
     uint64_t max_memory;       /* object graph bytes per pickle (512 MiB)     */
     uint64_t max_objects;      /* values created per pickle (16 Mi)           */
-    uint64_t max_memo;         /* memo entries (4 Mi)                         */
+    uint64_t max_memo;         /* memo entries (1 Mi)                         */
     uint64_t max_string;       /* one str/bytes value (256 MiB)               */
     uint32_t max_int_bytes;    /* one LONG1/LONG4/LONG value (256 bytes)      */
     uint32_t max_depth;        /* MARK nesting and container nesting (1000)  */

@@ -766,7 +766,7 @@ static int run_zip_pickle(st_ckpt *ck, const st_zip_entry *en, bool interpret, p
             zs.avail_in = (uInt)n;
             int zr = inflate(&zs, Z_NO_FLUSH);
             if (zr != Z_OK && zr != Z_STREAM_END) {
-                rc = st_fail(err, ST_E_ZIP, en->data_offset, "zip: bad deflate data in %s", q);
+                rc = st_fail(err, ST_E_ZIP, en->data_offset, "bad deflate data in %s", q);
                 goto done;
             }
         } else
@@ -775,13 +775,13 @@ static int run_zip_pickle(st_ckpt *ck, const st_zip_entry *en, bool interpret, p
     }
     if (inflating) {
         if (zs.total_out != en->size) {
-            rc = st_fail(err, ST_E_ZIP, en->data_offset, "zip: %s inflates to the wrong size", q);
+            rc = st_fail(err, ST_E_ZIP, en->data_offset, "%s inflates to the wrong size", q);
             goto done;
         }
         crc = crc32(0L, out, (uInt)en->size);
     }
     if (crc != en->crc32) {
-        rc = st_fail(err, ST_E_ZIP, en->data_offset, "zip: CRC-32 mismatch in %s", q);
+        rc = st_fail(err, ST_E_ZIP, en->data_offset, "CRC-32 mismatch in %s", q);
         goto done;
     }
     if (inflating)
@@ -820,14 +820,14 @@ static int open_zip(st_ckpt *ck, st_error *err)
     size_t pl = ck->zip.prefix_len;
     char name[4096];
     if (pl + 16 > sizeof name)
-        return st_fail(err, ST_E_ZIP, ST_NO_OFFSET, "zip: top-level folder name too long");
+        return st_fail(err, ST_E_ZIP, ST_NO_OFFSET, "top-level folder name too long");
     memcpy(name, ck->zip.prefix, pl);
     memcpy(name + pl, "byteorder", 10);
     const st_zip_entry *bo = st_zip_find(&ck->zip, name, pl + 9);
     if (bo) {
         char b[8] = {0};
         if (bo->method != 0 || bo->size > 6 || st_pread_full(ck->fd, b, (size_t)bo->size, bo->data_offset))
-            return st_fail(err, ST_E_ZIP, bo->header_offset, "zip: unreadable byteorder record");
+            return st_fail(err, ST_E_ZIP, bo->header_offset, "unreadable byteorder record");
         if (bo->size == 3 && memcmp(b, "big", 3) == 0)
             ck->big_endian = true;
         else if (!(bo->size == 6 && memcmp(b, "little", 6) == 0))

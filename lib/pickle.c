@@ -60,7 +60,7 @@ static int perr(pk_machine *m, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return st_fail(m->err, code, m->op_off, "pickle: %s (opcode at offset %llu)", msg,
+    return st_fail(m->err, code, m->op_off, "%s (opcode at offset %llu)", msg,
                    (unsigned long long)m->op_off);
 }
 
@@ -793,7 +793,7 @@ static int run(pk_machine *m, pk_value **result)
         unsigned op;
         if ((rc = in_u8(m, &op)))
             return rc;
-        pk_value *v = NULL, *a = NULL, *b = NULL, **items = NULL;
+        pk_value *v = NULL, *a = NULL, *b = NULL, **items = NULL, *pair[2];
         size_t n = 0, len = 0;
         uint64_t u;
         char *line, *line2;
@@ -1029,12 +1029,11 @@ static int run(pk_machine *m, pk_value **result)
         case 's': /* SETITEM */
             if ((rc = pop(m, &b)) || (rc = pop(m, &a)) || (rc = top(m, &v)))
                 return rc;
-            {
-                pk_value *kv[2] = {a, b};
-                items = kv;
-                n = 2;
-                goto setitems;
-            }
+            pair[0] = a;
+            pair[1] = b;
+            items = pair;
+            n = 2;
+            goto setitems;
         case 'u': /* SETITEMS */
             if ((rc = pop_mark(m, &items, &n)) || (rc = top(m, &v)))
                 return rc;
@@ -1274,7 +1273,7 @@ void st_ckpt_default_limits(st_ckpt_limits *l)
     l->max_pickle_bytes = 1ull << 30;
     l->max_memory = 512ull << 20;
     l->max_objects = 16ull << 20;
-    l->max_memo = 4ull << 20;
+    l->max_memo = 1ull << 20;
     l->max_string = 256ull << 20;
     l->max_int_bytes = 256;
     l->max_depth = 1000;

@@ -52,10 +52,10 @@ static int zfail(st_error *err, uint64_t off, const char *msg, const char *name)
     if (name) {
         char q[160];
         st_quote_name(q, sizeof q, name, strlen(name));
-        return st_fail(err, ST_E_ZIP, off, "zip: %s (entry %s, offset %llu)", msg, q,
+        return st_fail(err, ST_E_ZIP, off, "%s (entry %s, offset %llu)", msg, q,
                        (unsigned long long)off);
     }
-    return st_fail(err, ST_E_ZIP, off, "zip: %s (offset %llu)", msg, (unsigned long long)off);
+    return st_fail(err, ST_E_ZIP, off, "%s (offset %llu)", msg, (unsigned long long)off);
 }
 
 static int cmp_name(const void *a, const void *b)
