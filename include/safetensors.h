@@ -392,6 +392,8 @@ ST_API void st_writer_set_metadata_present(st_writer *writer, int present);
  * the folder fsync'ed). If anything fails (ST_E_CALLBACK when a read
  * callback returns non-zero, ST_E_IO naming the path and the system's
  * reason otherwise), `path` is untouched and the temporary file removed.
+ * The space is reserved up front (fallocate, where the file system has
+ * it), so a full disk fails before any data is written.
  * The new file gets mode 0644, or the mode of the regular file it
  * replaces. A symbolic link at `path` is replaced, not followed. An error
  * from fsync'ing the folder after the rename is reported but the new file

@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Staging buffer for the output stream: small pieces (header, tiny tensors)
@@ -63,6 +65,9 @@ struct st_writer {
     size_t meta_count, meta_cap;
     hset meta_set;
     int meta_present;
+    uint64_t seed;       /* per-writer hash seed: names may come from a
+                          * hostile file, so collisions must not be
+                          * predictable */
     uint64_t data_size;  /* sum of nbytes (checked at add)              */
 
     /* Prepared output, rebuilt after any change. */
@@ -178,7 +183,16 @@ static void invalidate(st_writer *w)
 
 st_writer *st_writer_new(void)
 {
-    return calloc(1, sizeof(st_writer));
+    st_writer *w = calloc(1, sizeof(st_writer));
+    if (!w)
+        return NULL;
+    if (getrandom(&w->seed, sizeof w->seed, GRND_NONBLOCK) != (ssize_t)sizeof w->seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        w->seed = ((uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 32) * 0x9e3779b97f4a7c15ull ^
+                  (uint64_t)(uintptr_t)w;
+    }
+    return w;
 }
 
 void st_writer_free(st_writer *w)
@@ -278,7 +292,7 @@ static int add_common(st_writer *w, const char *name, size_t name_len,
                        (unsigned long long)nbytes);
 
     name_probe probe = {w, name, name_len};
-    uint64_t h = st_hash_bytes(name, name_len);
+    uint64_t h = st_hash_bytes_seeded(w->seed, name, name_len);
     if (hset_find(&w->tensor_set, h, &probe, tensor_eq) != SIZE_MAX)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_add: tensor %s already added", q);
 
@@ -378,7 +392,7 @@ int st_writer_set_metadata(st_writer *w, const char *key, size_t key_len, const 
     if (!v)
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "st_writer_set_metadata: out of memory");
     name_probe probe = {w, key, key_len};
-    uint64_t h = st_hash_bytes(key, key_len);
+    uint64_t h = st_hash_bytes_seeded(w->seed, key, key_len);
     size_t at = hset_find(&w->meta_set, h, &probe, meta_eq);
     if (at != SIZE_MAX) {
         invalidate(w);
@@ -423,10 +437,14 @@ void st_writer_set_metadata_present(st_writer *w, int present)
 
 /* ---- header ---- */
 
+/* The header text. Built in two passes over the same code: the first only
+ * counts (p == NULL, measuring), so a header over the limit is refused
+ * without allocating it and the second pass fills an exact allocation. */
 typedef struct sbuf {
     char *p;
     size_t len, cap;
-    int failed;          /* ST_E_NOMEM or ST_E_HEADER_TOO_LARGE */
+    int measuring;
+    int failed;          /* ST_E_HEADER_TOO_LARGE */
 } sbuf;
 
 static void sb_put(sbuf *b, const char *s, size_t n)
@@ -439,19 +457,13 @@ static void sb_put(sbuf *b, const char *s, size_t n)
         b->failed = ST_E_HEADER_TOO_LARGE;
         return;
     }
-    if (b->len + n > b->cap) {
-        size_t ncap = b->cap ? b->cap : 256;
-        while (ncap < b->len + n)
-            ncap *= 2;
-        char *np = realloc(b->p, ncap);
-        if (!np) {
-            b->failed = ST_E_NOMEM;
+    if (!b->measuring) {
+        if (n > b->cap - b->len) { /* cannot happen: the sizes were counted */
+            b->failed = ST_E_HEADER_TOO_LARGE;
             return;
         }
-        b->p = np;
-        b->cap = ncap;
+        memcpy(b->p + b->len, s, n);
     }
-    memcpy(b->p + b->len, s, n);
     b->len += n;
 }
 
@@ -519,6 +531,50 @@ static int cmp_meta(const void *a, const void *b)
     return st_name_cmp(x->key, x->key_len, y->key, y->key_len);
 }
 
+static void build_header(const st_writer *w, wtensor *const *order, wmeta *const *mo, sbuf *b)
+{
+    sb_put(b, "{", 1);
+    int first = 1;
+    /* Pairs are never dropped: present = 0 only omits an empty object. */
+    if (w->meta_present || w->meta_count) {
+        sb_puts(b, "\"__metadata__\":{");
+        for (size_t i = 0; i < w->meta_count; i++) {
+            if (i)
+                sb_put(b, ",", 1);
+            sb_json_string(b, mo[i]->key, mo[i]->key_len);
+            sb_put(b, ":", 1);
+            sb_json_string(b, mo[i]->value, mo[i]->value_len);
+        }
+        sb_put(b, "}", 1);
+        first = 0;
+    }
+    uint64_t offset = 0;
+    for (size_t i = 0; i < w->count && !b->failed; i++) {
+        const wtensor *t = order[i];
+        if (!first)
+            sb_put(b, ",", 1);
+        first = 0;
+        sb_json_string(b, t->name, t->name_len);
+        sb_puts(b, ":{\"dtype\":\"");
+        sb_puts(b, st_dtype_name(t->dtype));
+        sb_puts(b, "\",\"shape\":[");
+        for (uint32_t d = 0; d < t->rank; d++) {
+            if (d)
+                sb_put(b, ",", 1);
+            sb_u64(b, t->shape[d]);
+        }
+        sb_puts(b, "],\"data_offsets\":[");
+        sb_u64(b, offset);
+        sb_put(b, ",", 1);
+        offset += t->nbytes; /* cannot overflow: data_size was checked */
+        sb_u64(b, offset);
+        sb_puts(b, "]}");
+    }
+    sb_put(b, "}", 1);
+    while (!b->failed && b->len % 8)
+        sb_put(b, " ", 1);
+}
+
 /* Sorts the tensors and builds the padded header (cached until the next
  * change). */
 static int prepare(st_writer *w, st_error *err)
@@ -547,55 +603,25 @@ static int prepare(st_writer *w, st_error *err)
         qsort(mo, w->meta_count, sizeof *mo, cmp_meta);
 
     sbuf b = {0};
-    sb_put(&b, "{", 1);
-    int first = 1;
-    /* Pairs are never dropped: present = 0 only omits an empty object. */
-    if (w->meta_present || w->meta_count) {
-        sb_puts(&b, "\"__metadata__\":{");
-        for (size_t i = 0; i < w->meta_count; i++) {
-            if (i)
-                sb_put(&b, ",", 1);
-            sb_json_string(&b, mo[i]->key, mo[i]->key_len);
-            sb_put(&b, ":", 1);
-            sb_json_string(&b, mo[i]->value, mo[i]->value_len);
+    b.measuring = 1;
+    build_header(w, order, mo, &b);
+    if (!b.failed) {
+        size_t n = b.len;
+        b = (sbuf){malloc(n ? n : 1), 0, n, 0, 0};
+        if (!b.p) {
+            free(mo);
+            free(order);
+            return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET,
+                           "out of memory for a header of %zu bytes", n);
         }
-        sb_put(&b, "}", 1);
-        first = 0;
+        build_header(w, order, mo, &b);
     }
-    uint64_t offset = 0;
-    for (size_t i = 0; i < w->count && !b.failed; i++) {
-        const wtensor *t = order[i];
-        if (!first)
-            sb_put(&b, ",", 1);
-        first = 0;
-        sb_json_string(&b, t->name, t->name_len);
-        sb_puts(&b, ":{\"dtype\":\"");
-        sb_puts(&b, st_dtype_name(t->dtype));
-        sb_puts(&b, "\",\"shape\":[");
-        for (uint32_t d = 0; d < t->rank; d++) {
-            if (d)
-                sb_put(&b, ",", 1);
-            sb_u64(&b, t->shape[d]);
-        }
-        sb_puts(&b, "],\"data_offsets\":[");
-        sb_u64(&b, offset);
-        sb_put(&b, ",", 1);
-        offset += t->nbytes; /* cannot overflow: data_size was checked */
-        sb_u64(&b, offset);
-        sb_puts(&b, "]}");
-    }
-    sb_put(&b, "}", 1);
-    while (!b.failed && b.len % 8)
-        sb_put(&b, " ", 1);
     free(mo);
     if (b.failed) {
         free(b.p);
         free(order);
-        if (b.failed == ST_E_HEADER_TOO_LARGE)
-            return st_fail(err, ST_E_HEADER_TOO_LARGE, ST_NO_OFFSET,
-                           "header would be over %llu bytes",
-                           (unsigned long long)ST_MAX_HEADER_SIZE);
-        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory building the header");
+        return st_fail(err, ST_E_HEADER_TOO_LARGE, ST_NO_OFFSET,
+                       "header would be over %llu bytes", (unsigned long long)ST_MAX_HEADER_SIZE);
     }
     w->header = b.p;
     w->header_len = b.len;
@@ -788,6 +814,7 @@ int st_writer_serialize(st_writer *w, void **outp, size_t *out_len, st_error *er
 typedef struct fd_sink {
     int fd;
     const char *tmp_path;
+    const char *path;
 } fd_sink;
 
 static const char *errtext(int e, char *buf, size_t cap)
@@ -808,12 +835,12 @@ static int emit_fd(void *ctx, const void *p, size_t n, st_error *err)
                 continue;
             int e = errno;
             char eb[128];
-            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s': %s", s->tmp_path,
-                           errtext(e, eb, sizeof eb));
+            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s' (for '%s'): %s",
+                           s->tmp_path, s->path, errtext(e, eb, sizeof eb));
         }
         if (k == 0)
-            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s': no progress",
-                           s->tmp_path);
+            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s' (for '%s'): no progress",
+                           s->tmp_path, s->path);
         c += k;
         n -= (size_t)k;
     }
@@ -870,8 +897,9 @@ int st_writer_write(st_writer *w, const char *path, st_error *err)
     int fd = mkostemps(tmp, 4, O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot create a temporary file in '%s': %s",
-                     dir, errtext(e, eb, sizeof eb));
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET,
+                     "cannot create a temporary file in '%s' for '%s': %s", dir, path,
+                     errtext(e, eb, sizeof eb));
         free(dir);
         free(tmp);
         return rc;
@@ -883,7 +911,19 @@ int st_writer_write(st_writer *w, const char *path, st_error *err)
         goto fail;
     }
 
-    fd_sink fs = {fd, tmp};
+    /* Reserve the space first so a full disk fails now rather than after
+     * gigabytes were written. File systems without fallocate are fine. */
+    uint64_t total = st_writer_output_size(w);
+    if (total && total <= INT64_MAX && fallocate(fd, 0, 0, (off_t)total) != 0 &&
+        (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)) {
+        int e = errno;
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET,
+                     "cannot reserve %llu bytes for '%s' in '%s': %s",
+                     (unsigned long long)total, path, dir, errtext(e, eb, sizeof eb));
+        goto fail;
+    }
+
+    fd_sink fs = {fd, tmp, path};
     out ob = {emit_fd, &fs, malloc(OUT_BUFFER_SIZE), OUT_BUFFER_SIZE, 0};
     if (!ob.buf) {
         rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
@@ -895,16 +935,16 @@ int st_writer_write(st_writer *w, const char *path, st_error *err)
         goto fail;
     if (fsync(fd) != 0) {
         int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot fsync '%s': %s", tmp,
-                     errtext(e, eb, sizeof eb));
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot fsync '%s' (for '%s'): %s", tmp,
+                     path, errtext(e, eb, sizeof eb));
         goto fail;
     }
     int cfd = fd;
     fd = -1;
     if (close(cfd) != 0 && errno != EINTR) {
         int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot close '%s': %s", tmp,
-                     errtext(e, eb, sizeof eb));
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot close '%s' (for '%s'): %s", tmp,
+                     path, errtext(e, eb, sizeof eb));
         goto fail;
     }
     if (rename(tmp, path) != 0) {

@@ -336,6 +336,23 @@ static void test_fixed(void)
     CHECK_EQ_INT(st_slice_info(o.t, z1, 2, &nb, os, &orank, &err), ST_E_SLICE);
     free_one(&o);
 
+    /* Huge dimensions next to a zero one: no overflow anywhere. */
+    uint64_t hs[3] = {3, 1ull << 61, 0};
+    CHECK(make_one(&o, ST_F64, hs, 3, NULL, 0) == 0, "build");
+    st_slice_dim h1[2] = {{ST_SLICE_INDEX, 2, 0}, {ST_SLICE_RANGE, 5, 1ull << 61}};
+    CHECK_EQ_INT(st_slice_info(o.t, h1, 2, &nb, os, &orank, &err), ST_OK);
+    CHECK(nb == 0 && orank == 2 && os[0] == (1ull << 61) - 5 && os[1] == 0, "huge shape");
+    CHECK_EQ_INT(st_slice_read(o.file, o.t, h1, 2, NULL, 0, &err), ST_OK);
+    h1[1] = (st_slice_dim){ST_SLICE_RANGE, 5, (1ull << 61) + 1};
+    CHECK_EQ_INT(st_slice_info(o.t, h1, 2, &nb, os, &orank, &err), ST_E_SLICE);
+    free_one(&o);
+    uint64_t hs4[3] = {3, (1ull << 61) + 1, 0};
+    CHECK(make_one(&o, ST_F4, hs4, 3, NULL, 0) == 0, "build");
+    st_slice_dim h2[2] = {{ST_SLICE_RANGE, 1, 3}, {ST_SLICE_RANGE, 1, 1ull << 61}};
+    CHECK_EQ_INT(st_slice_info(o.t, h2, 2, &nb, os, &orank, &err), ST_OK);
+    CHECK(nb == 0 && orank == 3 && os[0] == 2 && os[1] == (1ull << 61) - 1, "huge F4");
+    free_one(&o);
+
     /* Sub-byte rules, the reference's own tests: F4 [1,2,2] [:, 0:1] is one
      * byte; F4 [1,2] [:, 0:1] is half a byte: misaligned. */
     unsigned char f4[2] = {0x10, 0x32};
@@ -439,8 +456,71 @@ static void test_windows(void)
     free_one(&o);
 }
 
+/* The same slices from a file opened with ST_OPEN_PREAD and ST_OPEN_MMAP
+ * give the bytes of the in-memory model; a tensor not at offset 0 shows
+ * that runs are read relative to the tensor. */
+static void test_file_modes(void)
+{
+    char tmpl[] = "/tmp/st-slice-test.XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    CHECK(dir != NULL, "mkdtemp");
+    if (!dir)
+        return;
+    char path[256];
+    snprintf(path, sizeof path, "%s/t.safetensors", dir);
+    uint64_t shape[3] = {300, 17, 24};
+    size_t n = 300 * 17 * 24;
+    uint16_t *v = malloc(n * 2);
+    for (size_t i = 0; i < n; i++)
+        v[i] = (uint16_t)(i * 40503u);
+    uint64_t s40 = 40;
+    st_writer *w = st_writer_new();
+    CHECK_EQ_INT(st_writer_add(w, "t", 1, ST_F16, shape, 3, v, n * 2, NULL), ST_OK);
+    /* F32 sorts first, so "t" starts at byte 160 of the data. */
+    float f40[40] = {0};
+    CHECK_EQ_INT(st_writer_add(w, "first", 5, ST_F32, &s40, 1, f40, sizeof f40, NULL), ST_OK);
+    CHECK_EQ_INT(st_writer_write(w, path, NULL), ST_OK);
+    st_writer_free(w);
+    static const st_slice_dim cases[][3] = {
+        {{ST_SLICE_RANGE, 5, 290}, {ST_SLICE_INDEX, 3, 0}, {ST_SLICE_RANGE, 1, 23}},
+        {{ST_SLICE_ALL, 0, 0}, {ST_SLICE_ALL, 0, 0}, {ST_SLICE_INDEX, 23, 0}},
+        {{ST_SLICE_INDEX, 299, 0}, {ST_SLICE_RANGE, 16, 17}, {ST_SLICE_ALL, 0, 0}},
+        {{ST_SLICE_RANGE, 0, 300}, {ST_SLICE_RANGE, 2, 9}, {ST_SLICE_ALL, 0, 0}},
+    };
+    unsigned char *want = malloc(n * 2), *got = malloc(n * 2);
+    for (int mode = 0; mode < 2; mode++) {
+        st_file *f = NULL;
+        st_error err;
+        int rc = st_open(path, mode ? ST_OPEN_MMAP : ST_OPEN_PREAD, &f, &err);
+        CHECK(rc == ST_OK, "open: %s", rc ? err.message : "");
+        if (rc)
+            continue;
+        const st_tensor *t = st_find(f, "t", 1);
+        CHECK(t != NULL && t->begin == 160, "tensor t");
+        for (size_t c = 0; t && c < sizeof cases / sizeof cases[0]; c++) {
+            uint64_t nb = 0;
+            CHECK_EQ_INT(st_slice_info(t, cases[c], 3, &nb, NULL, NULL, &err), ST_OK);
+            memset(want, 0, n * 2);
+            uint64_t bits = model_bytes(shape, 3, 16, cases[c], 3,
+                                        (const unsigned char *)v, want);
+            CHECK_EQ_INT(nb, bits / 8);
+            memset(got, 0xee, n * 2);
+            rc = st_slice_read(f, t, cases[c], 3, got, n * 2, &err);
+            CHECK(rc == ST_OK, "mode %d case %zu: %s", mode, c, rc ? err.message : "");
+            CHECK(memcmp(got, want, nb) == 0, "mode %d case %zu: bytes differ", mode, c);
+        }
+        st_close(f);
+    }
+    free(want);
+    free(got);
+    free(v);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
+    test_file_modes();
     test_windows();
     test_fixed();
     test_big();
