@@ -196,6 +196,17 @@ static st_format detect_buf(const unsigned char *h, size_t n, uint64_t size, con
 {
     if (n >= 4 && h[0] == 'P' && h[1] == 'K' && ((h[2] == 3 && h[3] == 4) || (h[2] == 5 && h[3] == 6)))
         return ST_FORMAT_ZIP_PICKLE;
+    /* safetensors first: its length prefix may begin with 0x80 0x0N */
+    if (n >= 9 && size >= 8) {
+        uint64_t hl = 0;
+        for (int i = 7; i >= 0; i--)
+            hl = hl << 8 | h[i];
+        size_t i = 8;
+        while (i < n && (h[i] == ' ' || h[i] == '\t' || h[i] == '\n' || h[i] == '\r'))
+            i++;
+        if (hl <= ST_MAX_HEADER_SIZE && hl <= size - 8 && i < n && h[i] == '{')
+            return ST_FORMAT_SAFETENSORS;
+    }
     if (n >= 2 && h[0] == 0x80 && h[1] <= 5) {
         st_ckpt_limits lim;
         st_ckpt_default_limits(&lim);
@@ -207,16 +218,6 @@ static st_format detect_buf(const unsigned char *h, size_t n, uint64_t size, con
         bool legacy = rc == ST_OK && is_legacy_magic(v);
         pk_free(m);
         return legacy ? ST_FORMAT_LEGACY_PICKLE : ST_FORMAT_RAW_PICKLE;
-    }
-    if (n >= 9 && size >= 8) {
-        uint64_t hl = 0;
-        for (int i = 7; i >= 0; i--)
-            hl = hl << 8 | h[i];
-        size_t i = 8;
-        while (i < n && (h[i] == ' ' || h[i] == '\t' || h[i] == '\n' || h[i] == '\r'))
-            i++;
-        if (hl <= ST_MAX_HEADER_SIZE && hl <= size - 8 && i < n && h[i] == '{')
-            return ST_FORMAT_SAFETENSORS;
     }
     /* protocol 0/1 pickles start with one of a few opcodes and end in STOP */
     if (n >= 2 && strchr("(]}c)", h[0]) && h[0] && last && *last == '.')

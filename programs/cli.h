@@ -53,6 +53,11 @@ void cli_print_error(const char *path, const st_error *err);
  * has an offset the message does not already give. Writes to buf. */
 const char *cli_error_message(const st_error *err, char *buf, size_t cap);
 
+/* Opens and validates a file (st_open). On failure prints the error as
+ * cli_print_error does and returns its exit code (1 invalid, 2 I/O);
+ * returns 0 with *out set on success. */
+int cli_open_file(const char *path, unsigned flags, st_file **out);
+
 /* Exit code for an st_code: 1 for the validation verdicts (1..12), else 2. */
 int cli_exit_code(int code);
 
@@ -102,9 +107,16 @@ char *cli_shape_text(const uint64_t *shape, uint32_t rank);
 /* ---- names and text ---- */
 
 /* A tensor name or metadata string made printable for a terminal: control
- * bytes, DEL, backslash and invalid UTF-8 bytes become \xNN; valid UTF-8 is
- * kept. Returns a malloc'ed NUL-terminated string (NULL when out of memory). */
+ * bytes (C0, DEL, C1), backslash and invalid UTF-8 bytes become \xNN;
+ * zero-width and bidirectional-control characters and the BOM become
+ * \uXXXX (so a name cannot pass for another); other UTF-8 is kept. Every
+ * backslash in the result starts an escape. Returns a malloc'ed
+ * NUL-terminated string (NULL when out of memory). */
 char *cli_printable(const char *s, size_t len);
+
+/* The same for a message that already escapes (the library's messages
+ * quote names with \xNN): backslashes are kept, the rest is made safe. */
+char *cli_printable_message(const char *s);
 
 /* Display columns of a printable string (UTF-8 characters count as one). */
 size_t cli_text_columns(const char *s);

@@ -67,9 +67,25 @@ void cli_print_error(const char *path, const st_error *err)
 {
     char msg[ST_ERROR_MESSAGE_MAX + 64];
     char *p = cli_printable(path, strlen(path));
-    fprintf(stderr, CLI_NAME ": %s: %s: %s\n", p ? p : path, st_code_name(err->code),
-            cli_error_message(err, msg, sizeof msg));
+    char *m = cli_printable_message(cli_error_message(err, msg, sizeof msg));
+    fprintf(stderr, CLI_NAME ": %s: %s: %s\n", p ? p : "?", st_code_name(err->code),
+            m ? m : "?");
     free(p);
+    free(m);
+}
+
+int cli_open_file(const char *path, unsigned flags, st_file **out)
+{
+    st_error err;
+    memset(&err, 0, sizeof err);
+    *out = NULL;
+    int rc = st_open(path, flags, out, &err);
+    if (rc == ST_OK)
+        return CLI_EXIT_OK;
+    if (err.code == ST_OK)
+        err.code = rc;
+    cli_print_error(path, &err);
+    return cli_exit_code(err.code);
 }
 
 bool cli_is_validation_code(int code)
@@ -286,21 +302,39 @@ char *cli_shape_text(const uint64_t *shape, uint32_t rank)
 /* names and text                                                            */
 /* ------------------------------------------------------------------------ */
 
-/* Length of the valid, printable UTF-8 sequence at p (1..4), or 0 when the
- * byte there must be shown as \xNN. */
-static size_t printable_len(const unsigned char *p, size_t n)
+/* Invisible or reordering characters a hostile name could use to look
+ * like another on a terminal: zero-width ones, bidirectional controls
+ * (U+202A..U+202E, U+2066..U+2069), the BOM. Shown as \uXXXX. */
+static bool is_format_char(uint32_t cp)
+{
+    return (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
+           (cp >= 0x2060 && cp <= 0x2069) || cp == 0xfeff || cp == 0x00ad;
+}
+
+/* Length of the valid, printable UTF-8 sequence at p (1..4); 0 when the
+ * byte there must be shown as \xNN; SIZE_MAX when the (3-byte) character
+ * must be shown as \uXXXX. */
+static size_t printable_len(const unsigned char *p, size_t n, bool keep_backslash)
 {
     unsigned char c = p[0];
     if (c < 0x80)
-        return c < 0x20 || c == 0x7f || c == '\\' ? 0 : 1;
+        return c < 0x20 || c == 0x7f || (c == '\\' && !keep_backslash) ? 0 : 1;
     size_t k = utf8_len(p, n);
     /* C1 controls (U+0080..U+009F) would move a terminal too. */
     if (k == 2 && c == 0xc2 && p[1] < 0xa0)
         return 0;
+    if (k == 2 && c == 0xc2 && p[1] == 0xad)
+        return SIZE_MAX;
+    if (k == 3) {
+        uint32_t cp = ((uint32_t)(c & 0x0f) << 12) | ((uint32_t)(p[1] & 0x3f) << 6) |
+                      (uint32_t)(p[2] & 0x3f);
+        if (is_format_char(cp))
+            return SIZE_MAX;
+    }
     return k;
 }
 
-char *cli_printable(const char *s, size_t len)
+static char *printable(const char *s, size_t len, bool keep_backslash)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s;
@@ -308,17 +342,30 @@ char *cli_printable(const char *s, size_t len)
      * one per tensor, and a file may have many). */
     size_t need = 1;
     for (size_t i = 0; i < len;) {
-        size_t n = printable_len(p + i, len - i);
-        need += n ? n : 4;
-        i += n ? n : 1;
+        size_t n = printable_len(p + i, len - i, keep_backslash);
+        if (n == SIZE_MAX) {
+            need += 6;
+            i += p[i] == 0xc2 ? 2 : 3;
+        } else {
+            need += n ? n : 4;
+            i += n ? n : 1;
+        }
     }
     char *out = malloc(need);
     if (!out)
         return NULL;
     size_t o = 0, i = 0;
     while (i < len) {
-        size_t n = printable_len(p + i, len - i);
-        if (n == 0) {
+        size_t n = printable_len(p + i, len - i, keep_backslash);
+        if (n == SIZE_MAX) {
+            size_t k = p[i] == 0xc2 ? 2 : 3;
+            uint32_t cp = k == 2 ? 0xad
+                                 : ((uint32_t)(p[i] & 0x0f) << 12) |
+                                       ((uint32_t)(p[i + 1] & 0x3f) << 6) |
+                                       (uint32_t)(p[i + 2] & 0x3f);
+            o += (size_t)snprintf(out + o, need - o, "\\u%04x", (unsigned)cp);
+            i += k;
+        } else if (n == 0) {
             out[o++] = '\\';
             out[o++] = 'x';
             out[o++] = hex[p[i] >> 4];
@@ -332,6 +379,16 @@ char *cli_printable(const char *s, size_t len)
     }
     out[o] = 0;
     return out;
+}
+
+char *cli_printable(const char *s, size_t len)
+{
+    return printable(s, len, false);
+}
+
+char *cli_printable_message(const char *s)
+{
+    return printable(s, strlen(s), true);
 }
 
 size_t cli_text_columns(const char *s)

@@ -57,12 +57,14 @@ static int check_one(const char *path, unsigned flags, bool json)
             cli_print_error(path, &err);
     } else if (rc == ST_OK) {
         char *p = cli_printable(path, strlen(path));
-        printf("%s: OK (%zu tensor%s)\n", p ? p : path, ntensors, ntensors == 1 ? "" : "s");
+        printf("%s: OK (%zu tensor%s)\n", p ? p : "?", ntensors, ntensors == 1 ? "" : "s");
         free(p);
     } else if (cli_is_validation_code(err.code)) {
         char *p = cli_printable(path, strlen(path));
-        printf("%s: %s: %s\n", p ? p : path, st_code_name(err.code), msg);
+        char *m = cli_printable_message(msg);
+        printf("%s: %s: %s\n", p ? p : "?", st_code_name(err.code), m ? m : "?");
         free(p);
+        free(m);
     } else {
         cli_print_error(path, &err);
     }

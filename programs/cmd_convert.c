@@ -110,24 +110,22 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
     convert_job job;
     memset(&job, 0, sizeof job);
     job.in_path = in_path;
-    st_error err;
-    memset(&err, 0, sizeof err);
     /* Pickle-based checkpoints go to programs/convert_ckpt.c. */
     st_format fmt = ST_FORMAT_UNKNOWN;
     if (st_ckpt_detect(in_path, &fmt, NULL) == ST_OK && fmt != ST_FORMAT_SAFETENSORS &&
         fmt != ST_FORMAT_UNKNOWN)
         return convert_ckpt(in_path, out_path, opts->allow_unsafe_globals);
-    int rc = st_open(in_path, ST_OPEN_PREAD, &job.in, &err);
-    if (rc != ST_OK) {
-        if (err.code == ST_OK)
-            err.code = rc;
-        cli_print_error(in_path, &err);
-        return cli_exit_code(err.code);
-    }
+    int rc = cli_open_file(in_path, ST_OPEN_PREAD, &job.in);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    st_error err;
+    memset(&err, 0, sizeof err);
     /* Checked after opening IN so that a missing IN is reported as such. */
     if (same_file(in_path, out_path)) {
-        cli_errorf("invalid_argument: OUT '%s' is the input file; inputs are never overwritten",
-                   out_path);
+        char *p = cli_printable(out_path, strlen(out_path));
+        cli_errorf("%s: invalid_argument: OUT is the input file (IN is never overwritten)",
+                   p ? p : "?");
+        free(p);
         st_close(job.in);
         return CLI_EXIT_ERROR;
     }
@@ -194,7 +192,7 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
     }
     char a[32], b[32];
     char *p = cli_printable(out_path, strlen(out_path));
-    printf("wrote %s: %zu tensor%s, %zu metadata key%s, %s (%s bytes)\n", p ? p : out_path,
+    printf("wrote %s: %zu tensor%s, %zu metadata key%s, %s (%s bytes)\n", p ? p : "?",
            written, written == 1 ? "" : "s", nmeta, nmeta == 1 ? "" : "s",
            cli_human_size(size, a, sizeof a), cli_grouped(size, b, sizeof b));
     free(p);

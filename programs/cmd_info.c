@@ -154,6 +154,15 @@ static void print_pair(const char *k, size_t kl, const char *v, size_t vl, size_
         while (p[n] && cols < room) {
             if (p + n == tail_at && n > 0)
                 brk = n;
+            if (p[n] == '\\' && p + n < tail_at) {
+                /* An escape (\xNN or \uXXXX) is not split across lines. */
+                size_t esc = p[n + 1] == 'x' ? 4 : 6;
+                if (cols + esc > room && n > 0)
+                    break;
+                n += esc;
+                cols += esc;
+                continue;
+            }
             n++;
             while (((unsigned char)p[n] & 0xc0) == 0x80)
                 n++;
@@ -181,6 +190,17 @@ static void print_pair(const char *k, size_t kl, const char *v, size_t vl, size_
     free(text);
 }
 
+/* "5.4 KiB (5,508 bytes)", or "10 bytes" when that says it all. */
+static void print_size(const char *label, uint64_t bytes)
+{
+    char a[48], b[48];
+    if (bytes < 1024)
+        printf("%s%s byte%s\n", label, cli_grouped(bytes, b, sizeof b), bytes == 1 ? "" : "s");
+    else
+        printf("%s%s (%s bytes)\n", label, cli_human_size(bytes, a, sizeof a),
+               cli_grouped(bytes, b, sizeof b));
+}
+
 static void print_text(const char *path, const st_file *f)
 {
     dtype_stat stats[ST_DTYPE_COUNT];
@@ -189,12 +209,10 @@ static void print_text(const char *path, const st_file *f)
     gather(f, stats, &params);
     char a[48], b[48];
     char *p = cli_printable(path, strlen(path));
-    printf("File:         %s\n", p ? p : path);
+    printf("File:         %s\n", p ? p : "?");
     free(p);
-    printf("File size:    %s (%s bytes)\n", cli_human_size(st_file_size(f), a, sizeof a),
-           cli_grouped(st_file_size(f), b, sizeof b));
-    printf("Header size:  %s (%s bytes)\n", cli_human_size(st_header_size(f), a, sizeof a),
-           cli_grouped(st_header_size(f), b, sizeof b));
+    print_size("File size:    ", st_file_size(f));
+    print_size("Header size:  ", st_header_size(f));
     printf("Tensors:      %s\n", cli_grouped(st_tensor_count(f), a, sizeof a));
     if (params < 1000)
         printf("Parameters:   %s\n", cli_grouped(params, a, sizeof a));
@@ -250,16 +268,10 @@ int cmd_info(int argc, char **argv)
         return cli_usage_error(usage, "info: expected one FILE");
     const char *path = argv[optind];
     st_file *f = NULL;
-    st_error err;
-    memset(&err, 0, sizeof err);
     /* pread: only the header is read, whatever the file's size. */
-    int rc = st_open(path, ST_OPEN_PREAD, &f, &err);
-    if (rc != ST_OK) {
-        if (err.code == ST_OK)
-            err.code = rc;
-        cli_print_error(path, &err);
-        return cli_exit_code(err.code);
-    }
+    int rc = cli_open_file(path, ST_OPEN_PREAD, &f);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     if (json)
         print_json(path, f);
     else

@@ -185,15 +185,9 @@ int cmd_ls(int argc, char **argv)
     const char *glob = nargs == 2 ? argv[optind + 1] : NULL;
 
     st_file *f = NULL;
-    st_error err;
-    memset(&err, 0, sizeof err);
-    int rc = st_open(path, ST_OPEN_PREAD, &f, &err);
-    if (rc != ST_OK) {
-        if (err.code == ST_OK)
-            err.code = rc;
-        cli_print_error(path, &err);
-        return cli_exit_code(err.code);
-    }
+    int rc = cli_open_file(path, ST_OPEN_PREAD, &f);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     size_t total = st_tensor_count(f);
     const st_tensor **list = malloc((total ? total : 1) * sizeof *list);
     if (!list) {

@@ -16,12 +16,23 @@ if [ -t 1 ]; then bold=$(printf '\033[1m') plain=$(printf '\033[0m'); else bold=
 # step WANT CMD...: shows the command, runs it, checks its exit code.
 step() {
     local want=$1; shift
-    local shown="$*"
+    local shown="" a
+    for a in "$@"; do
+        if [[ "$a" =~ ^[A-Za-z0-9_./=-]+$ ]]; then shown+="$a "; else shown+="'$a' "; fi
+    done
     shown=${shown//$root\//}
     shown=${shown//$tmp/\$TMP}
-    printf '\n%s$ %s%s\n' "$bold" "$shown" "$plain"
-    "$@"
-    local rc=$?
+    printf '\n%s$ %s%s\n' "$bold" "${shown% }" "$plain"
+    local rc
+    if [[ "$*" == *"$tmp"* ]]; then
+        # Temporary paths show as $TMP in the output too.
+        "$@" 2>&1 | sed "s|$tmp|\$TMP|g"
+        rc=${PIPESTATUS[0]}
+    else
+        # Straight to the terminal, so ls fits its width.
+        "$@"
+        rc=$?
+    fi
     if [ "$rc" -ne "$want" ]; then
         echo "!! exit status $rc, expected $want"
         status=1

@@ -256,6 +256,20 @@ PYEOF
 fi
 
 # ---------------------------------------------------------------- ls
+# Text output of every valid corpus file (scalars, empty headers, 2000
+# tensors, rank 4096 ...): exit 0, no raw control bytes.
+nvalid=0 nfine=0
+for f in "$CONF"/files/valid_*.safetensors; do
+    nvalid=$((nvalid + 1))
+    if "$BIN" ls "$f" >"$tmp/ls.txt" 2>"$tmp/err" && "$BIN" ls --sort size "$f" >/dev/null 2>&1 &&
+        "$BIN" info "$f" >"$tmp/info.txt" 2>>"$tmp/err" && [ ! -s "$tmp/err" ] &&
+        ! LC_ALL=C grep -q '[[:cntrl:]]' "$tmp/ls.txt" "$tmp/info.txt"; then
+        nfine=$((nfine + 1))
+    else
+        echo "    ls/info text failed on $(basename "$f")" >&2
+    fi
+done
+check "ls and info text on every valid corpus file ($nfine/$nvalid)" [ "$nvalid" -gt 40 -a "$nfine" -eq "$nvalid" ]
 expect 0 "ls sample" "$BIN" ls "$SAMPLE"
 check "ls: header row" grep -qE '^NAME +DTYPE +SHAPE +SIZE$' "$tmp/out"
 check "ls: 15 rows + header + total" [ "$(wc -l <"$tmp/out")" -eq 17 ]
@@ -386,6 +400,11 @@ expect 2 "convert one argument" "$BIN" convert "$SAMPLE"
 printf 'old contents' >"$tmp/old.safetensors"
 expect 0 "convert over an existing OUT" "$BIN" convert "$SAMPLE" "$tmp/old.safetensors"
 check "existing OUT replaced" cmp -s "$SAMPLE" "$tmp/old.safetensors"
+
+# ---------------------------------------------------------------- demo
+expect 0 "scripts/demo.sh" bash "$ROOT/scripts/demo.sh" "$BIN"
+check "demo: every step as expected" grep -q "^Demo done: every command behaved as expected" "$tmp/out"
+check "demo: shows the convert" grep -q "^wrote \$TMP/canonical.safetensors: 15 tensors" "$tmp/out"
 
 # ---------------------------------------------------------------- install
 # Into a DESTDIR, then the README's example built against the installed

@@ -80,6 +80,11 @@ int main(void)
     CHECK(s && strcmp(s, "a\\x00b\\x5cc\\x0a\xc3\xa9\\xff\\xc2\\x85") == 0, "%s", s);
     free(s);
 
+    /* Bidi controls, zero-width characters and the BOM cannot hide. */
+    s = cli_printable("a\xe2\x80\xae" "b\xef\xbb\xbf\xe2\x80\x8b" "c\xc2\xad\xe2\x82\xac", 17);
+    CHECK(s && strcmp(s, "a\\u202eb\\ufeff\\u200bc\\u00ad\xe2\x82\xac") == 0, "%s", s);
+    free(s);
+
     /* Eliding keeps both ends and counts UTF-8 characters as one column. */
     char e1[] = "lora_unet_down_blocks_0_attentions_0.lora_down.weight";
     cli_elide_middle(e1, 20);
