@@ -341,7 +341,7 @@ static int pop_mark(pk_machine *m, pk_value ***items, size_t *n)
     if (!m->nmarks)
         return perr(m, ST_E_PICKLE, "no MARK on the stack");
     size_t mk = m->marks[--m->nmarks];
-    *items = m->stack + mk;
+    *items = m->stack ? m->stack + mk : NULL; /* NULL + 0 is undefined */
     *n = m->sp - mk;
     m->sp = mk;
     return ST_OK;
