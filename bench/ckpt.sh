@@ -9,7 +9,8 @@
 # run twice, the second counted), and cmp's the outputs.
 #   bench/ckpt.sh [BUILD]      (BUILD defaults to build; inputs in BUILD/bench)
 # Env: PYTHON (default /usr/bin/python3, with Debian's python3-torch),
-#      CKPT_GIB (default 2).
+#      CKPT_GIB (default 2), OUT_DIR (where the outputs go; default BUILD/bench;
+#      OUT_DIR=/dev/shm takes the disk's write speed out of the comparison).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
@@ -19,6 +20,7 @@ gib=${CKPT_GIB:-2}
 dir=$root/$build/bench
 mkdir -p "$dir"
 ckpt=$dir/model_${gib}g.ckpt
+out=${OUT_DIR:-$dir}
 [ -x "$bin" ] || { echo "build first: make" >&2; exit 2; }
 command -v /usr/bin/time >/dev/null || { echo "needs GNU time (/usr/bin/time)" >&2; exit 2; }
 
@@ -66,22 +68,26 @@ PYEOF
 measure() { # label cmd...: prints "label seconds maxrss_kb"
     local label=$1; shift
     "$@" >/dev/null 2>&1 || true # warm-up: page cache
-    /usr/bin/time -f "%e %M" -o "$dir/time.out" "$@" >/dev/null
-    read -r secs kb <"$dir/time.out"
-    printf '%-34s %8.2f s   peak RSS %8.1f MiB\n' "$label" "$secs" "$(echo "$kb / 1024" | bc -l)"
+    rm -f "${@: -1}" # the output (last argument)
+    sync             # the warm-up's dirty pages do not slow the timed run
+    /usr/bin/time -f "%e %M %U %S" -o "$dir/time.out" "$@" >/dev/null
+    read -r secs kb us ss <"$dir/time.out"
+    printf '%-22s %7.2f s wall  %7.2f s CPU (user+sys)  peak RSS %7.1f MiB\n' "$label" "$secs" \
+        "$(echo "$us + $ss" | bc -l)" "$(echo "$kb / 1024" | bc -l)"
     echo "$secs" >"$dir/$label.secs"
 }
 
 echo "input: $ckpt ($(stat -c %s "$ckpt") bytes)"
-rm -f "$dir/out_c.safetensors" "$dir/out_py.safetensors"
-measure safetensors-convert "$bin" convert "$ckpt" "$dir/out_c.safetensors"
-measure python-torch-load "$py" "$dir/py_convert.py" "$ckpt" "$dir/out_py.safetensors"
-if cmp -s "$dir/out_c.safetensors" "$dir/out_py.safetensors"; then
-    echo "outputs: identical ($(stat -c %s "$dir/out_c.safetensors") bytes)"
+echo "outputs in: $out"
+rm -f "$out/out_c.safetensors" "$out/out_py.safetensors"
+measure safetensors-convert "$bin" convert "$ckpt" "$out/out_c.safetensors"
+measure python-torch-load "$py" "$dir/py_convert.py" "$ckpt" "$out/out_py.safetensors"
+if cmp -s "$out/out_c.safetensors" "$out/out_py.safetensors"; then
+    echo "outputs: identical ($(stat -c %s "$out/out_c.safetensors") bytes)"
 else
     echo "outputs: DIFFER" >&2
     exit 1
 fi
 c=$(cat "$dir/safetensors-convert.secs") p=$(cat "$dir/python-torch-load.secs")
-printf 'speedup: %.1fx\n' "$(echo "$p / $c" | bc -l)"
-rm -f "$dir/out_c.safetensors" "$dir/out_py.safetensors" "$dir/time.out" "$dir"/*.secs
+printf 'speedup (wall): %.1fx\n' "$(echo "$p / $c" | bc -l)"
+rm -f "$out/out_c.safetensors" "$out/out_py.safetensors" "$dir/time.out" "$dir"/*.secs
