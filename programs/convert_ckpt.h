@@ -9,4 +9,15 @@
  * global, unless allow_unsafe. Returns the CLI exit code. */
 int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe);
 
+/* True when path is a pickle-based file (zip or legacy checkpoint, bare
+ * pickle), by content. */
+bool ckpt_is_pickle_file(const char *path);
+
+/* `ls` of a checkpoint: sort 0 pickle order, 1 name, 2 size (largest
+ * first); glob may be NULL. Returns the exit code. */
+int ckpt_ls(const char *path, bool json, int sort, const char *glob);
+
+/* `info` of a checkpoint. Returns the exit code. */
+int ckpt_info(const char *path, bool json);
+
 #endif

@@ -237,6 +237,27 @@ try:
 except Exception as e:
     check(False, "scan --json parses: %s %r" % (e, r.out[:200]))
 
+# ls and info read checkpoints too
+r = run("ls", "--json", p("zoo_p2_legacy.pt"))
+try:
+    rows = json.loads(r.out)
+    want = expected(torch.load(p("zoo_p2_legacy.pt")))
+    check(r.returncode == 0 and {x["name"] for x in rows} == set(want), "ls --json names a checkpoint's tensors")
+    check(all(x["shape"] == list(want[x["name"]].shape) for x in rows), "ls --json shapes")
+    check(any(not x["contiguous"] for x in rows), "ls --json marks views non-contiguous")
+except Exception as e:
+    check(False, "ls --json on a checkpoint: %s %r" % (e, r.out[:200]))
+r = run("ls", "--sort", "size", p("wrapped.ckpt"), "*.w")
+check(r.returncode == 0 and "model.w" in r.out and "model.b" not in r.out, "ls GLOB on a checkpoint: %s" % r.out)
+r = run("info", p("lightning.ckpt"))
+check(r.returncode == 0 and "zip-pickle" in r.out and "global_step: 5" in r.out, "info text: %s" % r.out)
+r = run("info", "--json", p("wrapped.ckpt"))
+try:
+    j = json.loads(r.out)
+    check(j["tensors"] == 2 and j["parameters"] == 20 and j["metadata"]["global_step"] == "1234", "info --json")
+except Exception as e:
+    check(False, "info --json on a checkpoint: %s" % e)
+
 # complex128 has no safetensors dtype: a clean refusal, no output
 torch.save({"c": rnd(2, dtype=torch.complex128)}, p("c128.pt"))
 r = run("convert", p("c128.pt"), p("c128.safetensors"))
