@@ -349,11 +349,13 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
         return pid_error(err, "not a ('storage', type, key, location, size) tuple");
     pk_value **a = pid->u.seq.v;
     pk_value *type = a[1], *key = a[2], *numel = a[4];
-    if (type->kind != PK_GLOBAL || !(pk_is_str(key, key->u.s.p) && key->kind == PK_STR) ||
-        (numel->kind != PK_INT) || numel->u.i < 0)
+    if (type->kind != PK_GLOBAL || key->kind != PK_STR || numel->kind != PK_INT || numel->u.i < 0)
         return pid_error(err, "storage type, key or size of the wrong kind");
-    if (!((type->u.g.modn == 5 && memcmp(type->u.g.mod, "torch", 5) == 0) ||
-          (type->u.g.modn == 10 && memcmp(type->u.g.mod, "torch.cuda", 10) == 0)))
+    /* exact lengths: a module name may hold a NUL byte */
+    size_t ml = type->u.g.modn;
+    const char *mod = type->u.g.mod;
+    if (!((ml == 5 && memcmp(mod, "torch", 5) == 0) || (ml == 10 && memcmp(mod, "torch.cuda", 10) == 0) ||
+          (ml == 13 && memcmp(mod, "torch.storage", 13) == 0)))
         return pid_error(err, "storage type is not a torch storage class");
     int found = -1;
     for (size_t i = 0; i < sizeof storage_types / sizeof storage_types[0]; i++)
@@ -388,8 +390,6 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
     int64_t root = -1;
     if (view) { /* the root first */
         uint32_t ri;
-        pk_value saved = *a[2];
-        (void)saved;
         pk_value rootpid = *pid;
         pk_value *items[6];
         memcpy(items, a, 5 * sizeof *items);

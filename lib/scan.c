@@ -24,7 +24,8 @@
  *     qualified names such as "x.__globals__") .
  * safe: collections.OrderedDict; torch._utils._rebuild_tensor(_v2),
  *   _rebuild_parameter(_with_state), _rebuild_from_type,
- *   torch._tensor._rebuild_from_type_v2; every torch.*Storage class; torch
+ *   torch._tensor._rebuild_from_type_v2; every torch.*Storage class (also
+ *   torch.cuda.* and torch.storage.*, e.g. UntypedStorage); torch
  *   dtypes, torch.Size, torch.device; numpy.core.multiarray._reconstruct and
  *   scalar, numpy.ndarray, numpy.dtype (numpy._core too); _codecs.encode;
  *   plain builtin types (set, frozenset, list, dict, tuple, int, float,
@@ -131,7 +132,7 @@ st_safety st_ckpt_classify(const char *mod, size_t modn, const char *name, size_
         return ST_SAFETY_SAFE;
     if (eq(mod, modn, "torch._tensor") && eq(name, namen, "_rebuild_from_type_v2"))
         return ST_SAFETY_SAFE;
-    if ((eq(mod, modn, "torch") || eq(mod, modn, "torch.cuda")) && namen > 7 &&
+    if ((eq(mod, modn, "torch") || eq(mod, modn, "torch.cuda") || eq(mod, modn, "torch.storage")) && namen > 7 &&
         memcmp(name + namen - 7, "Storage", 7) == 0)
         return ST_SAFETY_SAFE;
     if (eq(mod, modn, "torch") && in_list(name, namen, torch_dtypes))
