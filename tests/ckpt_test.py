@@ -388,6 +388,88 @@ check("pickle_limit" in r.err, "billion laughs: pickle_limit (%s)" % r.err.strip
 r = run("convert", p("bomb_long4.pt"), p("x.st"))
 check("pickle_limit" in r.err, "huge LONG4: pickle_limit (%s)" % r.err.strip())
 
+# ------------------------------------------------------------ crafted checkpoints
+class SRef:
+    def __init__(self, key, numel, typ=None):
+        self.key, self.numel, self.typ = key, numel, typ or torch.FloatStorage
+
+
+class TRef:
+    def __init__(self, st, off, size, stride):
+        self.args = (st, off, tuple(size), tuple(stride), False, collections.OrderedDict())
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, self.args)
+
+
+class CkptPickler(pickle.Pickler):
+    def persistent_id(self, o):
+        if isinstance(o, SRef):
+            return ("storage", o.typ, o.key, "cpu", o.numel)
+        return None
+
+
+def crafted(name, obj, records, byteorder=None):
+    import io
+    b = io.BytesIO()
+    CkptPickler(b, protocol=2).dump(obj)
+    fn = p(name)
+    with zipfile.ZipFile(fn, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("m/data.pkl", b.getvalue())
+        for k, v in records.items():
+            z.writestr("m/data/" + k, v)
+        if byteorder:
+            z.writestr("m/byteorder", byteorder)
+    return fn
+
+
+s0 = SRef("0", 6)
+data0 = struct.pack("<6f", *range(6))
+ok = crafted("craft_ok.pt", {"a": TRef(s0, 1, [2, 2], [1, 2]), "b": TRef(s0, 0, [6], [1])}, {"0": data0})
+r = run("convert", ok, ok + ".st")
+check(r.returncode == 0, "crafted checkpoint converts: %s" % r.err)
+if r.returncode == 0:
+    got, _ = read_safetensors(ok + ".st")
+    check(got["a"][2] == struct.pack("<4f", 1, 3, 2, 4), "crafted strided view: %r" % (got["a"][2],))
+    check(got["b"][2] == data0, "crafted full view")
+bad_cases = {
+    "past_storage": ({"a": TRef(s0, 3, [4], [1])}, {"0": data0}, "ckpt_tensor"),
+    "stride_past": ({"a": TRef(s0, 0, [2, 3], [4, 1])}, {"0": data0}, "ckpt_tensor"),
+    "stride_overflow": ({"a": TRef(s0, 0, [2, 2], [1 << 62, 1 << 62])}, {"0": data0}, "ckpt_tensor"),
+    "huge_shape": ({"a": TRef(s0, 0, [1 << 40, 1 << 40], [0, 0])}, {"0": data0}, "ckpt_tensor"),
+    "negative_stride": ({"a": TRef(s0, 2, [2], [-1])}, {"0": data0}, "ckpt_tensor"),
+    "record_short": ({"a": TRef(s0, 0, [6], [1])}, {"0": data0[:-4]}, "ckpt_tensor"),
+    "record_missing": ({"a": TRef(s0, 0, [6], [1])}, {}, "ckpt_tensor"),
+    "two_names": ({"a.b": TRef(s0, 0, [1], [1]), "a": {"b": TRef(s0, 1, [1], [1])}}, {"0": data0}, "ckpt_tensor"),
+    "bad_storage_class": ({"a": TRef(SRef("0", 6, torch.nn.Linear), 0, [1], [1])}, {"0": data0}, "ckpt_tensor"),
+    "quantized_storage": ({"a": TRef(SRef("0", 24, torch.QInt8Storage), 0, [1], [1])}, {"0": data0}, "unsupported"),
+    "one_storage_two_types": ({"a": TRef(s0, 0, [1], [1]), "b": TRef(SRef("0", 6, torch.IntStorage), 0, [1], [1])},
+                              {"0": data0}, "ckpt_tensor"),
+    "bad_byteorder": ({"a": TRef(s0, 0, [6], [1])}, {"0": data0}, "ckpt_format"),
+}
+for name, (obj, recs, code) in bad_cases.items():
+    fn = crafted("craft_%s.pt" % name, obj, recs, byteorder="middle" if name == "bad_byteorder" else None)
+    r = run("convert", fn, fn + ".st")
+    check(r.returncode == 2 and code in r.err, "crafted %s: exit %d, want 2 and %s: %s" % (name, r.returncode, code,
+                                                                                       r.err.strip()))
+    check(not os.path.exists(fn + ".st"), "crafted %s: no output" % name)
+# big-endian archive (byteorder record): values swapped back, complex per half
+vals = [1.5, -2.0, 3.25, 1e-3, 7.0, -0.0]
+be = crafted("craft_be.pt", {"f": TRef(s0, 0, [6], [1]), "t": TRef(s0, 0, [3, 2], [1, 3]),
+                             "c": TRef(SRef("1", 2, torch.ComplexFloatStorage), 0, [2], [1]),
+                             "h": TRef(SRef("2", 3, torch.HalfStorage), 0, [3], [1])},
+             {"0": struct.pack(">6f", *vals), "1": struct.pack(">4f", 1, 2, 3, 4),
+              "2": struct.pack(">3e", 0.5, 2.0, -1.0)}, byteorder="big")
+r = run("convert", be, be + ".st")
+check(r.returncode == 0, "big-endian archive converts: %s" % r.err)
+if r.returncode == 0:
+    got, _ = read_safetensors(be + ".st")
+    check(got["f"][2] == struct.pack("<6f", *vals), "big-endian F32 swapped")
+    check(got["t"][2] == struct.pack("<6f", vals[0], vals[3], vals[1], vals[4], vals[2], vals[5]),
+          "big-endian transposed view")
+    check(got["c"][2] == struct.pack("<4f", 1, 2, 3, 4), "big-endian C64 swapped per float")
+    check(got["h"][2] == struct.pack("<3e", 0.5, 2.0, -1.0), "big-endian F16 swapped")
+
 # ------------------------------------------------------------ broken files
 src = open(p("zoo_p2_zip.pt"), "rb").read()
 for cut in (1, 30, len(src) // 2, len(src) - 23, len(src) - 1):
