@@ -470,6 +470,81 @@ if r.returncode == 0:
     check(got["c"][2] == struct.pack("<4f", 1, 2, 3, 4), "big-endian C64 swapped per float")
     check(got["h"][2] == struct.pack("<3e", 0.5, 2.0, -1.0), "big-endian F16 swapped")
 
+# ------------------------------------------------------------ zip variants
+def to_zip64(src, dst):
+    """Rewrites a zip's central directory and end records in zip64 form:
+    sizes and offsets saturated in the central directory with a zip64 extra
+    field, a zip64 end record and locator, the classic end record saturated
+    (what a writer does for archives over 4 GiB)."""
+    b = open(src, "rb").read()
+    e = b.rfind(b"PK\x05\x06")
+    n, cd_size, cd_off = struct.unpack("<HII", b[e + 10:e + 20])
+    pos, cd = cd_off, b""
+    for _ in range(n):
+        h = bytearray(b[pos:pos + 46])
+        nl, xl, cl = struct.unpack("<HHH", h[28:34])
+        crc, csize, usize = struct.unpack("<III", h[16:28])
+        lho = struct.unpack("<I", h[42:46])[0]
+        name = b[pos + 46:pos + 46 + nl]
+        extra = struct.pack("<HHQQQ", 1, 24, usize, csize, lho)
+        h[20:28] = struct.pack("<II", 0xffffffff, 0xffffffff)
+        h[42:46] = struct.pack("<I", 0xffffffff)
+        h[30:32] = struct.pack("<H", len(extra))
+        cd += bytes(h) + name + extra
+        pos += 46 + nl + xl + cl
+    out = b[:cd_off] + cd
+    z64 = len(out)
+    out += struct.pack("<IQHHIIQQQQ", 0x06064b50, 44, 45, 45, 0, 0, n, n, len(cd), cd_off)
+    out += struct.pack("<IIQI", 0x07064b50, 0, z64, 1)
+    out += struct.pack("<IHHHHIIH", 0x06054b50, 0xffff, 0xffff, 0xffff, 0xffff, 0xffffffff, 0xffffffff, 0)
+    open(dst, "wb").write(out)
+
+
+to_zip64(p("zoo_p2_zip.pt"), p("zip64.pt"))
+r = run("convert", p("zip64.pt"), p("zip64.st"))
+check(r.returncode == 0, "zip64 end records and extra fields: %s" % r.err)
+if r.returncode == 0:
+    check(open(p("zip64.st"), "rb").read() == open(p("zoo_p2_zip.pt.safetensors"), "rb").read(),
+          "zip64 form converts to the same file")
+# a zip64 end record whose values disagree with the classic one
+b = bytearray(open(p("zip64.pt"), "rb").read())
+b[-22 + 10:-22 + 12] = struct.pack("<H", 3)  # total entries no longer saturated, and wrong
+open(p("zip64_bad.pt"), "wb").write(bytes(b))
+r = run("convert", p("zip64_bad.pt"), p("zip64_bad.st"))
+check(r.returncode == 2 and "zip" in r.err, "zip64 disagreement rejected: %s" % r.err.strip())
+# Python's zipfile: data descriptors (streamed writes), force_zip64 local headers, deflated data.pkl
+with zipfile.ZipFile(p("zoo_p2_zip.pt")) as zin:
+    names = zin.namelist()
+    with zipfile.ZipFile(p("rezip.pt"), "w", zipfile.ZIP_STORED) as zout:
+        for nm in names:
+            with zin.open(nm) as fi, zout.open(nm, "w", force_zip64=True) as fo:
+                fo.write(fi.read())
+    with zipfile.ZipFile(p("deflated_pkl.pt"), "w", zipfile.ZIP_STORED) as zout:
+        for nm in names:
+            zout.writestr(nm, zin.read(nm), zipfile.ZIP_DEFLATED if nm.endswith(".pkl") else zipfile.ZIP_STORED)
+    with zipfile.ZipFile(p("deflated_all.pt"), "w", zipfile.ZIP_DEFLATED) as zout:
+        for nm in names:
+            zout.writestr(nm, zin.read(nm))
+for name in ("rezip.pt", "deflated_pkl.pt"):
+    r = run("convert", p(name), p(name + ".st"))
+    check(r.returncode == 0, "%s converts: %s" % (name, r.err))
+    if r.returncode == 0:
+        check(open(p(name + ".st"), "rb").read() == open(p("zoo_p2_zip.pt.safetensors"), "rb").read(),
+              "%s: same output as the original" % name)
+r = run("convert", p("deflated_all.pt"), p("deflated_all.st"))
+check(r.returncode == 2 and "unsupported" in r.err, "compressed storages: unsupported: %s" % r.err.strip())
+r = run("scan", p("deflated_all.pt"))
+check(r.returncode == 0, "scan reads a deflated data.pkl: %d %s" % (r.returncode, r.out))
+# entries that overlap, duplicate names
+with zipfile.ZipFile(p("dup.pt"), "w", zipfile.ZIP_STORED) as z:
+    z.writestr("a/data.pkl", b"\x80\x02}q\x00.")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        z.writestr("a/data.pkl", b"\x80\x02}q\x00.")
+r = run("convert", p("dup.pt"), p("dup.st"))
+check(r.returncode == 2 and "duplicate" in r.err, "duplicate zip entry names: %s" % r.err.strip())
+
 # ------------------------------------------------------------ broken files
 src = open(p("zoo_p2_zip.pt"), "rb").read()
 for cut in (1, 30, len(src) // 2, len(src) - 23, len(src) - 1):
