@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -1112,18 +1111,66 @@ static void swap_units(unsigned char *p, size_t n, unsigned unit)
         }
 }
 
-/* Byte `b` of the tensor's C-order data comes from file offset
- * src_of_elem(e) + b % elem, where e = b / elem. For the gather path the
- * odometer walks the multi-index. */
+/* Gathering a non-contiguous tensor (a view, transpose, expand): each
+ * output element is fetched through a small direct-mapped cache of
+ * 512-byte blocks read with pread. Memory stays at the cache's 8 MiB
+ * whatever the tensor (a file mapping would not: the kernel maps the pages
+ * around every fault, so a transpose would pull in the whole storage). A
+ * transpose of a matrix with up to 16 Ki rows keeps its working set (one
+ * block per row) in the cache. */
+#define GC_BLOCK 512u
+#define GC_SLOTS 16384u
+#define GC_WAYS 8u
+
+typedef struct gcache {
+    uint64_t *tag;         /* per way: block index + 1; 0 = empty */
+    unsigned char *next;   /* per set: the way to replace next    */
+    unsigned char *data;
+} gcache;
+
+static int gc_fetch(const st_ckpt *ck, gcache *gc, uint64_t fo, unsigned char *dst, unsigned n, st_error *err)
+{
+    uint64_t blk = fo / GC_BLOCK;
+    size_t at = (size_t)(fo % GC_BLOCK);
+    if (at + n > GC_BLOCK) { /* straddles two blocks: read it directly */
+        if (st_pread_full(ck->fd, dst, n, fo))
+            return st_fail(err, ST_E_IO, fo, "read error at offset %llu", (unsigned long long)fo);
+        return ST_OK;
+    }
+    /* 8-way sets, splitmix64-mixed index: strided block numbers (one per
+     * matrix row) spread evenly; a full set replaces in FIFO order. */
+    uint64_t h = blk + 0x9e3779b97f4a7c15ull;
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+    h ^= h >> 31;
+    size_t set = (size_t)(h & (GC_SLOTS / GC_WAYS - 1)), base = set * GC_WAYS, way = GC_WAYS;
+    for (size_t w = 0; w < GC_WAYS; w++)
+        if (gc->tag[base + w] == blk + 1) {
+            way = w;
+            break;
+        }
+    if (way == GC_WAYS) {
+        way = gc->next[set];
+        gc->next[set] = (unsigned char)((way + 1) % GC_WAYS);
+        uint64_t start = blk * GC_BLOCK;
+        size_t len = ck->size - start < GC_BLOCK ? (size_t)(ck->size - start) : GC_BLOCK;
+        if (st_pread_full(ck->fd, gc->data + (base + way) * GC_BLOCK, len, start))
+            return st_fail(err, ST_E_IO, start, "read error at offset %llu (file shorter?)",
+                           (unsigned long long)start);
+        gc->tag[base + way] = blk + 1;
+    }
+    memcpy(dst, gc->data + (base + way) * GC_BLOCK + at, n);
+    return ST_OK;
+}
+
 static int read_gather(const st_ckpt *ck, const ck_tensor *t, const ck_storage *s, uint64_t offset,
                        unsigned char *dst, size_t len, st_error *err)
 {
     const st_ckpt_tensor *p = &t->pub;
     unsigned es = s->elem;
     uint64_t e0 = offset / es, e1 = (offset + len + es - 1) / es;
-    /* storage elements touched by [e0, e1): bounded by the tensor's span */
     uint32_t rank = p->rank;
-    uint64_t idx[ST_MAX_RANK > 64 ? 64 : ST_MAX_RANK];
+    uint64_t idx[64];
     if (rank > 64)
         return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET, "non-contiguous tensor of rank %u", rank);
     uint64_t rem = e0;
@@ -1131,27 +1178,24 @@ static int read_gather(const st_ckpt *ck, const ck_tensor *t, const ck_storage *
         idx[i] = p->shape[i] ? rem % p->shape[i] : 0;
         rem = p->shape[i] ? rem / p->shape[i] : 0;
     }
-    uint64_t span_last = p->storage_offset;
-    for (uint32_t i = 0; i < rank; i++)
-        span_last += (p->shape[i] - 1) * p->strides[i];
-    uint64_t lo = s->offset + p->storage_offset * es, hi = s->offset + (span_last + 1) * es;
-    long pg = sysconf(_SC_PAGESIZE);
-    uint64_t mlo = lo - lo % (uint64_t)(pg > 0 ? pg : 4096);
-    size_t mlen = (size_t)(hi - mlo);
-    const unsigned char *map = mmap(NULL, mlen, PROT_READ, MAP_PRIVATE, ck->fd, (off_t)mlo);
-    if (map == MAP_FAILED)
-        map = NULL;
+    gcache gc;
+    gc.tag = calloc(GC_SLOTS, sizeof *gc.tag);
+    gc.next = calloc(GC_SLOTS / GC_WAYS, 1);
+    gc.data = malloc((size_t)GC_SLOTS * GC_BLOCK);
+    if (!gc.tag || !gc.next || !gc.data) {
+        free(gc.tag);
+        free(gc.next);
+        free(gc.data);
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    }
     unsigned char el[16];
     size_t o = 0;
-    for (uint64_t e = e0; e < e1; e++) {
+    int rc = ST_OK;
+    for (uint64_t e = e0; e < e1 && !rc; e++) {
         uint64_t src = p->storage_offset;
         for (uint32_t i = 0; i < rank; i++)
             src += idx[i] * p->strides[i];
-        uint64_t fo = s->offset + src * es;
-        if (map)
-            memcpy(el, map + (fo - mlo), es);
-        else if (st_pread_full(ck->fd, el, es, fo))
-            return st_fail(err, ST_E_IO, fo, "read error at offset %llu", (unsigned long long)fo);
+        rc = gc_fetch(ck, &gc, s->offset + src * es, el, es, err);
         if (ck->big_endian && s->swap)
             swap_units(el, es, s->swap);
         size_t from = e == e0 ? (size_t)(offset % es) : 0;
@@ -1166,9 +1210,10 @@ static int read_gather(const st_ckpt *ck, const ck_tensor *t, const ck_storage *
             idx[i] = 0;
         }
     }
-    if (map)
-        munmap((void *)map, mlen);
-    return ST_OK;
+    free(gc.tag);
+    free(gc.next);
+    free(gc.data);
+    return rc;
 }
 
 int st_ckpt_tensor_read(const st_ckpt *ck, const st_ckpt_tensor *tensor, uint64_t offset, void *buf, size_t len,
