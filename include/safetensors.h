@@ -493,7 +493,7 @@ ST_API st_safety st_ckpt_classify(const char *module, size_t module_len,
 /* Limits against hostile pickles. st_ckpt_default_limits fills defaults. */
 typedef struct st_ckpt_limits {
     uint64_t max_pickle_bytes; /* one pickle stream (default 1 GiB)           */
-    uint64_t max_memory;       /* object graph bytes per pickle (512 MiB)     */
+    uint64_t max_memory;       /* object graph bytes per pickle (256 MiB)     */
     uint64_t max_objects;      /* values created per pickle (16 Mi)           */
     uint64_t max_memo;         /* memo entries (1 Mi)                         */
     uint64_t max_string;       /* one str/bytes value (256 MiB)               */

@@ -1271,7 +1271,7 @@ void pk_free(pk_machine *m)
 void st_ckpt_default_limits(st_ckpt_limits *l)
 {
     l->max_pickle_bytes = 1ull << 30;
-    l->max_memory = 512ull << 20;
+    l->max_memory = 256ull << 20;
     l->max_objects = 16ull << 20;
     l->max_memo = 1ull << 20;
     l->max_string = 256ull << 20;

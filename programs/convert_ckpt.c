@@ -80,6 +80,9 @@ int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe)
 
     int ret = CLI_EXIT_ERROR;
     size_t n = st_ckpt_tensor_count(ck);
+    if (n == 0)
+        cli_errorf("%s: warning: no tensors found (only dicts, lists and tuples of tensors are read; "
+                   "a pickled nn.Module object is not)", in_path);
     st_writer *w = st_writer_new();
     ckpt_source *src = calloc(n ? n : 1, sizeof *src);
     st_error read_err;
