@@ -499,7 +499,7 @@ typedef struct st_ckpt_limits {
     uint64_t max_string;       /* one str/bytes value (256 MiB)               */
     uint32_t max_int_bytes;    /* one LONG1/LONG4/LONG value (256 bytes)      */
     uint32_t max_depth;        /* MARK nesting and container nesting (1000)  */
-    uint64_t max_visits;       /* container entries walked naming tensors (16 Mi) */
+    uint64_t max_visits;       /* container entries walked naming tensors (4 Mi) */
     uint64_t max_tensors;      /* tensors in one checkpoint (4 Mi)            */
 } st_ckpt_limits;
 

@@ -1277,6 +1277,6 @@ void st_ckpt_default_limits(st_ckpt_limits *l)
     l->max_string = 256ull << 20;
     l->max_int_bytes = 256;
     l->max_depth = 1000;
-    l->max_visits = 16ull << 20;
+    l->max_visits = 4ull << 20;
     l->max_tensors = 4ull << 20;
 }
