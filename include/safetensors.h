@@ -571,7 +571,9 @@ typedef struct st_ckpt_global {
     st_safety safety;
     uint64_t count;            /* references                                  */
     const char *pickle;        /* where first seen: zip entry or "pickle N"   */
-    uint64_t offset;           /* of the first reference, within that pickle  */
+    uint64_t offset;           /* file offset of the first reference's opcode */
+                               /* (in a deflated zip entry: offset within the */
+                               /* inflated pickle)                            */
 } st_ckpt_global;
 
 /** Distinct globals, in order of first reference. */

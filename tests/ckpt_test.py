@@ -342,6 +342,19 @@ try:
     check(any(x["safety"] == "dangerous" and x["name"] == "system" for x in f0["globals"]), "json names system")
 except Exception as e:
     check(False, "scan --json of a malicious file parses: %s" % e)
+# a malicious extra pickle beside a clean data.pkl: scan reads every .pkl
+with zipfile.ZipFile(p("zoo_p2_zip.pt")) as zin, zipfile.ZipFile(p("extra_pkl.pt"), "w") as zout:
+    for nm in zin.namelist():
+        zout.writestr(nm, zin.read(nm))
+    zout.writestr(zin.namelist()[0].split("/")[0] + "/extra.pkl", b"cos\nsystem\n(S'" + touch.encode() + b"'\ntR.")
+r = run("scan", p("extra_pkl.pt"))
+check(r.returncode == 1 and "os.system" in r.out and "extra.pkl" in r.out, "extra .pkl scanned: %s" % r.out)
+r = run("convert", p("extra_pkl.pt"), p("extra_pkl.st"))
+check(r.returncode == 1 and not os.path.exists(p("extra_pkl.st")), "extra .pkl: convert refuses")
+raw = open(p("extra_pkl.pt"), "rb").read()
+off = int(r.err.split("offset ")[1].split(")")[0]) if "offset " in r.err else -1
+check(raw[off:off + 10] == b"cos\nsystem", "reported offset is the GLOBAL opcode's file offset (%d)" % off)
+
 # one dangerous file among clean ones: exit 1
 r = run("scan", p("wrapped.ckpt"), p("evil_eval.pt"))
 check(r.returncode == 1, "mixed scan exit 1")
