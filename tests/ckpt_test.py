@@ -258,6 +258,11 @@ try:
 except Exception as e:
     check(False, "info --json on a checkpoint: %s" % e)
 
+# the safetensors-only convert options are refused for checkpoints, no output
+r = run("convert", "--dtype", "f16", p("wrapped.ckpt"), p("dtype.st"))
+check(r.returncode == 2 and "unsupported" in r.err and not os.path.exists(p("dtype.st")),
+      "convert --dtype of a checkpoint refused: %d %s" % (r.returncode, r.err.strip()))
+
 # complex128 has no safetensors dtype: a clean refusal, no output
 torch.save({"c": rnd(2, dtype=torch.complex128)}, p("c128.pt"))
 r = run("convert", p("c128.pt"), p("c128.safetensors"))
