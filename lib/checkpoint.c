@@ -564,8 +564,34 @@ static int emit_tensor(st_ckpt *ck, const pk_value *tv, st_error *err)
 
 static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err);
 
+/* A tensor torch rebuilds with a function we do not read (sparse,
+ * quantized, nested, meta, numpy-backed...): an error where it would be
+ * named, rather than a tensor silently missing from the output. */
+static bool unsupported_tensor(const pk_value *v)
+{
+    if (v->kind != PK_OBJECT || !v->u.o.cls || v->u.o.cls->kind != PK_GLOBAL)
+        return false;
+    const pk_value *g = v->u.o.cls;
+    bool torch_mod = (g->u.g.modn == 12 && memcmp(g->u.g.mod, "torch._utils", 12) == 0) ||
+                     (g->u.g.modn == 13 && memcmp(g->u.g.mod, "torch._tensor", 13) == 0);
+    return torch_mod && g->u.g.namen > 9 && memcmp(g->u.g.name, "_rebuild_", 9) == 0;
+}
+
 static int flatten_child(st_ckpt *ck, const char *key, size_t keylen, pk_value *v, uint32_t depth, st_error *err)
 {
+    if (unsupported_tensor(v)) {
+        size_t saved;
+        int rc = name_push(ck, key, keylen, &saved, err);
+        char q[160];
+        st_quote_name(q, sizeof q, ck->name, ck->name_len);
+        if (!rc)
+            rc = st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
+                         "tensor %s is rebuilt by torch.%s.%s (a sparse, quantized or other special "
+                         "tensor), which safetensors cannot hold",
+                         q, v->u.o.cls->u.g.mod + 6, v->u.o.cls->u.g.name);
+        ck->name_len = saved;
+        return rc;
+    }
     if (v->kind != PK_TENSOR && v->kind != PK_DICT && v->kind != PK_LIST && v->kind != PK_TUPLE)
         return ST_OK; /* non-tensor values are dropped */
     size_t saved;

@@ -173,7 +173,7 @@ def zoo():
 
 
 cases = []
-for proto in (2, 4):
+for proto in (2, 4, 5):
     for zipfmt in (True, False):
         name = "zoo_p%d_%s.pt" % (proto, "zip" if zipfmt else "legacy")
         torch.save(zoo(), p(name), pickle_protocol=proto, _use_new_zipfile_serialization=zipfmt)
@@ -257,6 +257,19 @@ try:
     check(j["tensors"] == 2 and j["parameters"] == 20 and j["metadata"]["global_step"] == "1234", "info --json")
 except Exception as e:
     check(False, "info --json on a checkpoint: %s" % e)
+
+# sparse and quantized tensors: a clear refusal naming the tensor, not a silent drop
+for name, t in (("sparse", torch.randn(3, 3).to_sparse()),
+                ("quantized", torch.quantize_per_tensor(torch.randn(4), 0.1, 0, torch.qint8))):
+    torch.save({"state_dict": {"w": rnd(2), name: t}}, p(name + ".pt"))
+    r = run("convert", p(name + ".pt"), p(name + ".st"))
+    check(r.returncode == 2 and "unsupported" in r.err and "'%s'" % name in r.err,
+          "%s tensor refused: %d %s" % (name, r.returncode, r.err.strip()))
+    check(not os.path.exists(p(name + ".st")), "%s tensor: no output" % name)
+# ... but outside the state_dict (dropped anyway) they do not block the conversion
+torch.save({"state_dict": {"w": rnd(2)}, "extra": torch.randn(3, 3).to_sparse()}, p("sparse_extra.pt"))
+r = run("convert", p("sparse_extra.pt"), p("sparse_extra.st"))
+check(r.returncode == 0, "a sparse tensor outside the state_dict: %s" % r.err)
 
 # the safetensors-only convert options are refused for checkpoints, no output
 r = run("convert", "--dtype", "f16", p("wrapped.ckpt"), p("dtype.st"))
