@@ -920,7 +920,8 @@ ST_API const st_ckpt_tensor *st_ckpt_tensor_at(const st_ckpt *ckpt, size_t i);
 /**
  * Copies len bytes, starting at byte `offset`, of a tensor's materialised
  * data (C order, little-endian, views/transposes resolved) into buf.
- * Thread-safe; memory use does not depend on the tensor's size.
+ * Thread-safe; memory use does not depend on the tensor's size (a
+ * non-contiguous tensor is gathered through an 8 MiB block cache per call).
  */
 ST_API int st_ckpt_tensor_read(const st_ckpt *ckpt, const st_ckpt_tensor *tensor,
                                uint64_t offset, void *buf, size_t len,
