@@ -2,6 +2,7 @@
  * only; the pickles run on the library's inert machine, nothing executes). */
 #include "convert_ckpt.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -198,4 +199,52 @@ int ckpt_info(const char *path, bool json)
     }
     st_ckpt_close(ck);
     return CLI_EXIT_OK;
+}
+
+/* st_identify_tensors reads a few small tensors (SD2's v-prediction
+ * marker); a checkpoint serves them through its materialising reader. */
+struct identify_ctx {
+    const st_ckpt *ck;
+    const st_ckpt_tensor *const *tensors;
+};
+
+static int identify_read(void *ctx, size_t index, void *buf, size_t len)
+{
+    const struct identify_ctx *c = ctx;
+    return st_ckpt_tensor_read(c->ck, c->tensors[index], 0, buf, len, NULL);
+}
+
+int ckpt_identify(const char *path, st_identity *id, st_error *err)
+{
+    st_ckpt *ck = NULL;
+    int rc = st_ckpt_open(path, 0, NULL, &ck, err);
+    if (rc != ST_OK)
+        return rc;
+    size_t n = st_ckpt_tensor_count(ck), nmeta = st_ckpt_metadata_count(ck);
+    st_tensor_desc *desc = calloc(n ? n : 1, sizeof *desc);
+    const st_ckpt_tensor **tensors = calloc(n ? n : 1, sizeof *tensors);
+    const char **meta = calloc(2 * nmeta + 1, sizeof *meta);
+    if (!desc || !tensors || !meta) {
+        rc = ST_E_NOMEM;
+        if (err) {
+            err->code = rc;
+            err->offset = ST_NO_OFFSET;
+            snprintf(err->message, sizeof err->message, "out of memory");
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            const st_ckpt_tensor *t = st_ckpt_tensor_at(ck, i);
+            tensors[i] = t;
+            desc[i] = (st_tensor_desc){t->name, t->name_len, t->dtype, t->rank, t->shape};
+        }
+        for (size_t i = 0; i < nmeta; i++)
+            st_ckpt_metadata_at(ck, i, &meta[2 * i], NULL, &meta[2 * i + 1], NULL);
+        struct identify_ctx ctx = {ck, tensors};
+        rc = st_identify_tensors(desc, n, meta, nmeta, identify_read, &ctx, id, err);
+    }
+    free(desc);
+    free(tensors);
+    free(meta);
+    st_ckpt_close(ck);
+    return rc;
 }

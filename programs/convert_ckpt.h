@@ -20,4 +20,8 @@ int ckpt_ls(const char *path, bool json, int sort, const char *glob);
 /* `info` of a checkpoint. Returns the exit code. */
 int ckpt_info(const char *path, bool json);
 
+/* `identify` of a checkpoint: the same rules as for safetensors files, on
+ * the tensors and top-level scalars the pickle holds. Returns an st_code. */
+int ckpt_identify(const char *path, st_identity *id, st_error *err);
+
 #endif
