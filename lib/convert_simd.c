@@ -1,4 +1,5 @@
-/* x86 SIMD kernels for the hot conversions (F32 <-> F16, F32 <-> BF16).
+/* x86 SIMD kernels for the hot conversions (F32 <-> F16, F32 <-> BF16,
+ * F32 -> the four FP8 kinds with Inf/NaN rules of their own).
  *
  * Compiled without any -m flag: each kernel carries its own target
  * attribute and is only called after a run-time check of the CPU and of the
@@ -14,7 +15,10 @@
  *  - F32 -> BF16 is integer rounding (add 0x7FFF + lsb, shift), not
  *    VCVTNEPS2BF16, which flushes subnormals to zero.
  *  - F16 -> F32 is VCVTPH2PS (exact; quiets a signalling NaN, as the scalar
- *    code does). BF16 -> F32 is a zero-extend and shift. */
+ *    code does). BF16 -> F32 is a zero-extend and shift.
+ *  - F32 -> FP8 is integer only: rounding at a fixed shift where the result
+ *    is normal, at a per-lane shift (VPSRLVD) where it is subnormal, then
+ *    the overflow, Inf and NaN codes of the kind by masks. */
 #include "convert.h"
 
 #if defined(__x86_64__) || defined(__i386__)
