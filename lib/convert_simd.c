@@ -21,7 +21,8 @@
  *    the overflow, Inf and NaN codes of the kind by masks. */
 #include "convert.h"
 
-#if defined(__x86_64__) || defined(__i386__)
+/* -DST_NO_SIMD builds the portable code only (as on other CPUs). */
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(ST_NO_SIMD)
 #include <cpuid.h>
 #include <immintrin.h>
 
@@ -442,7 +443,7 @@ size_t st_simd_bf16_to_f32(void *dst, const void *src, size_t n, int level)
     return 0;
 }
 
-#else /* not x86: the scalar code does everything */
+#else /* not x86 (or ST_NO_SIMD): the scalar code does everything */
 
 int st_simd_level(void)
 {
