@@ -11,6 +11,7 @@
  * deterministic; the reference uses a HashMap), then one
  * {"dtype":..,"shape":[..],"data_offsets":[b,e]} object per tensor. */
 #include "internal.h"
+#include "json.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -128,45 +129,11 @@ static void hset_insert(hset *s, uint64_t h, size_t idx)
     s->slots[i] = idx + 1;
 }
 
-/* Strict UTF-8 as Rust's str requires: shortest form, no surrogates,
- * nothing above U+10FFFF. */
+/* Names and metadata must be strings the reference could hold: strict
+ * UTF-8, judged by the same check the reader applies to headers. */
 static bool utf8_valid(const unsigned char *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        unsigned lo = 0x80, hi = 0xbf;
-        if (c >= 0xc2 && c <= 0xdf)
-            len = 2;
-        else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            if (c == 0xe0)
-                lo = 0xa0;
-            else if (c == 0xed)
-                hi = 0x9f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            if (c == 0xf0)
-                lo = 0x90;
-            else if (c == 0xf4)
-                hi = 0x8f;
-        } else
-            return false;
-        if (n - i < len)
-            return false;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return false;
-        for (size_t k = 2; k < len; k++)
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-        i += len;
-    }
-    return true;
+    return st_utf8_invalid_at(s, n) == SIZE_MAX;
 }
 
 static void invalidate(st_writer *w)
