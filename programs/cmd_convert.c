@@ -251,10 +251,10 @@ static int convert_read(void *ctx, uint64_t offset, void *buf, size_t len)
     return ST_OK;
 }
 
-static bool name_matches(const char *const *pats, size_t n, const st_tensor *t)
+static bool name_matches(const char *const *pats, size_t n, const st_tensor *named)
 {
     for (size_t i = 0; i < n; i++)
-        if (cli_glob_match(pats[i], t->name, t->name_len))
+        if (cli_glob_match(pats[i], named->name, named->name_len))
             return true;
     return false;
 }
@@ -266,17 +266,20 @@ static bool is_mx_kind(st_dtype d)
     return d == ST_F4 || d == ST_F6_E2M3 || d == ST_F6_E3M2 || d == ST_F8_E8M0;
 }
 
-/* Whether --dtype applies to this tensor. */
-static bool wants_conversion(const convert_opts *opts, const st_tensor *t)
+/* Whether --dtype applies to the tensor t, written under named's name
+ * (the same tensor, or with --ema only the weight an EMA twin replaces):
+ * --only/--exclude match the name in the output. */
+static bool wants_conversion(const convert_opts *opts, const st_tensor *t,
+                             const st_tensor *named)
 {
     if (!opts->convert || !st_dtype_is_float(t->dtype) || t->dtype == opts->to)
         return false;
     if (!st_convert_supported(t->dtype, opts->to))
         return false;
-    if (opts->nexclude && name_matches(opts->exclude, opts->nexclude, t))
+    if (opts->nexclude && name_matches(opts->exclude, opts->nexclude, named))
         return false;
     if (opts->nonly)
-        return name_matches(opts->only, opts->nonly, t);
+        return name_matches(opts->only, opts->nonly, named);
     return !is_mx_kind(t->dtype);
 }
 
@@ -381,7 +384,8 @@ static bool check_ema(const convert_opts *opts, const st_file *in, const char *i
 /* The per-tensor hook: fills *out and returns 1 to write the tensor,
  * returns 0 to leave it out. Tensors are copied as they are, or converted
  * to --dtype. */
-static int plan_tensor(const convert_opts *opts, source *s, out_tensor *out)
+static int plan_tensor(const convert_opts *opts, source *s, const st_tensor *named,
+                       out_tensor *out)
 {
     const st_tensor *t = s->src;
     out->name = t->name;
@@ -393,7 +397,7 @@ static int plan_tensor(const convert_opts *opts, source *s, out_tensor *out)
     out->read = copy_read;
     out->ctx = s;
     s->to = t->dtype;
-    if (wants_conversion(opts, t)) {
+    if (wants_conversion(opts, t, named)) {
         uint64_t nb;
         /* output targets are whole bytes per element */
         if (!__builtin_mul_overflow(t->nelements, (uint64_t)(st_dtype_bits(opts->to) / 8), &nb)) {
@@ -469,7 +473,7 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
         if (!select_tensor(opts, job.in, named, &s->src, &sel))
             continue;
         out_tensor o;
-        if (!plan_tensor(opts, s, &o))
+        if (!plan_tensor(opts, s, named, &o))
             continue;
         o.name = named->name; /* an EMA twin's bytes go under the weight's name */
         o.name_len = named->name_len;
