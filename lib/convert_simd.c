@@ -1,4 +1,5 @@
-/* x86 SIMD kernels for the hot conversions (F32 <-> F16, F32 <-> BF16).
+/* x86 SIMD kernels for the hot conversions (F32 <-> F16, F32 <-> BF16,
+ * F32 -> the four FP8 kinds with Inf/NaN rules of their own).
  *
  * Compiled without any -m flag: each kernel carries its own target
  * attribute and is only called after a run-time check of the CPU and of the
@@ -14,10 +15,14 @@
  *  - F32 -> BF16 is integer rounding (add 0x7FFF + lsb, shift), not
  *    VCVTNEPS2BF16, which flushes subnormals to zero.
  *  - F16 -> F32 is VCVTPH2PS (exact; quiets a signalling NaN, as the scalar
- *    code does). BF16 -> F32 is a zero-extend and shift. */
+ *    code does). BF16 -> F32 is a zero-extend and shift.
+ *  - F32 -> FP8 is integer only: rounding at a fixed shift where the result
+ *    is normal, at a per-lane shift (VPSRLVD) where it is subnormal, then
+ *    the overflow, Inf and NaN codes of the kind by masks. */
 #include "convert.h"
 
-#if defined(__x86_64__) || defined(__i386__)
+/* -DST_NO_SIMD builds the portable code only (as on other CPUs). */
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(ST_NO_SIMD)
 #include <cpuid.h>
 #include <immintrin.h>
 
@@ -152,6 +157,76 @@ AVX2_T static size_t bf16_to_f32_avx2(void *dst, const void *src, size_t n)
         __m128i h = _mm_loadu_si128((const __m128i *)(s + 2 * i));
         __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
         _mm256_storeu_si256((__m256i *)(d + 4 * i), w);
+    }
+    return i;
+}
+
+/* F32 -> an 8-bit kind: 8 lanes of the same steps as the scalar f32_to_f8
+ * (every value compared here fits in 31 bits, so signed compares do). */
+AVX2_T static inline __m256i f8_avx2(__m256i x, const st_f8_fmt *f, int sat)
+{
+    const __m256i absm = _mm256_set1_epi32(0x7FFFFFFF), inf = _mm256_set1_epi32(0x7F800000);
+    const __m256i one = _mm256_set1_epi32(1), zero = _mm256_setzero_si256();
+    const unsigned shift = 23 - f->mbits;
+    const __m128i cnt = _mm_cvtsi32_si128((int)shift);
+    __m256i a = _mm256_and_si256(x, absm);
+    __m256i sign = _mm256_and_si256(_mm256_srli_epi32(x, 24), _mm256_set1_epi32(0x80));
+    __m256i e = _mm256_srli_epi32(a, 23);
+    __m256i lsb = _mm256_and_si256(_mm256_srl_epi32(a, cnt), one);
+    __m256i r = _mm256_add_epi32(a, _mm256_set1_epi32((int)((1u << (shift - 1)) - 1)));
+    r = _mm256_srl_epi32(_mm256_add_epi32(r, lsb), cnt);
+    __m256i cn = _mm256_sub_epi32(r, _mm256_set1_epi32((int)((127 - f->bias) << f->mbits)));
+    __m256i m = _mm256_or_si256(_mm256_and_si256(a, _mm256_set1_epi32(0x7FFFFF)),
+                                _mm256_set1_epi32(0x800000));
+    __m256i sh = _mm256_min_epu32(
+        _mm256_sub_epi32(_mm256_set1_epi32((int)(151 - f->bias - f->mbits)), e),
+        _mm256_set1_epi32(26));
+    __m256i kept = _mm256_srlv_epi32(m, sh);
+    __m256i bit = _mm256_sllv_epi32(one, sh);
+    __m256i rem = _mm256_and_si256(m, _mm256_sub_epi32(bit, one));
+    __m256i half = _mm256_srli_epi32(bit, 1);
+    __m256i up = _mm256_or_si256(
+        _mm256_cmpgt_epi32(rem, half),
+        _mm256_and_si256(_mm256_cmpeq_epi32(rem, half),
+                         _mm256_cmpeq_epi32(_mm256_and_si256(kept, one), one)));
+    __m256i cs = _mm256_sub_epi32(kept, up); /* up is -1 where rounding up */
+    __m256i isnorm = _mm256_cmpgt_epi32(e, _mm256_set1_epi32((int)(127 - f->bias)));
+    __m256i c = _mm256_blendv_epi8(cs, cn, isnorm);
+    __m256i maxc = _mm256_set1_epi32((int)f->maxcode);
+    __m256i nanc = _mm256_set1_epi32((int)f->nancode);
+    __m256i infc = _mm256_set1_epi32((int)f->infcode);
+    __m256i nanr = f->fnuz ? nanc : _mm256_or_si256(sign, nanc);
+    __m256i res = _mm256_or_si256(c, sign);
+    if (f->fnuz)
+        res = _mm256_blendv_epi8(res, zero, _mm256_cmpeq_epi32(c, zero));
+    __m256i ovr = sat ? _mm256_or_si256(sign, maxc)
+                      : f->infcode ? _mm256_or_si256(sign, infc) : nanr;
+    res = _mm256_blendv_epi8(res, ovr, _mm256_cmpgt_epi32(c, maxc));
+    __m256i infr = f->infcode ? _mm256_or_si256(sign, infc)
+                              : sat ? _mm256_or_si256(sign, maxc) : nanr;
+    res = _mm256_blendv_epi8(res, infr, _mm256_cmpeq_epi32(a, inf));
+    res = _mm256_blendv_epi8(res, nanr, _mm256_cmpgt_epi32(a, inf));
+    return res;
+}
+
+AVX2_T static size_t f32_to_f8_avx2(void *dst, const void *src, size_t n, const st_f8_fmt *f,
+                                    int sat)
+{
+    const unsigned char *s = src;
+    unsigned char *d = dst;
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        PREFETCH(s + 4 * i);
+        PREFETCH(s + 4 * i + 64);
+        __m256i r0 = f8_avx2(_mm256_loadu_si256((const __m256i *)(s + 4 * i)), f, sat);
+        __m256i r1 = f8_avx2(_mm256_loadu_si256((const __m256i *)(s + 4 * i + 32)), f, sat);
+        __m256i r2 = f8_avx2(_mm256_loadu_si256((const __m256i *)(s + 4 * i + 64)), f, sat);
+        __m256i r3 = f8_avx2(_mm256_loadu_si256((const __m256i *)(s + 4 * i + 96)), f, sat);
+        /* 0..255 in every lane: the saturating packs are exact; they work
+         * per 128-bit half, which the final permute puts back in order */
+        __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(r0, r1), _mm256_packus_epi32(r2, r3));
+        _mm256_storeu_si256((__m256i *)(d + i), _mm256_permutevar8x32_epi32(b, order));
     }
     return i;
 }
@@ -327,7 +402,9 @@ size_t st_simd_f32_to_f8(void *dst, const void *src, size_t n, const st_f8_fmt *
 {
     if (level >= ST_SIMD_AVX512)
         return f32_to_f8_avx512(dst, src, n, f, sat);
-    return 0; /* AVX2 machines use the scalar code */
+    if (level == ST_SIMD_AVX2)
+        return f32_to_f8_avx2(dst, src, n, f, sat);
+    return 0;
 }
 
 size_t st_simd_f32_to_f16(void *dst, const void *src, size_t n, int sat, int level)
@@ -366,7 +443,7 @@ size_t st_simd_bf16_to_f32(void *dst, const void *src, size_t n, int level)
     return 0;
 }
 
-#else /* not x86: the scalar code does everything */
+#else /* not x86 (or ST_NO_SIMD): the scalar code does everything */
 
 int st_simd_level(void)
 {

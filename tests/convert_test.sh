@@ -203,6 +203,29 @@ sys.exit(0 if ok else 1)
 EOF
 done
 
+# --ema only with --dtype: --only matches the name written (the weight's),
+# and the EMA twin's values are the ones converted
+"$PY" - "$tmp" <<'EOF'
+import sys; sys.path.insert(0, sys.argv[1])
+import numpy as np, st
+st.write(sys.argv[1] + "/ema.safetensors", {
+    "model.diffusion_model.out.weight": ("F32", [2], np.array([1, 2], np.float32).tobytes()),
+    "model_ema.diffusion_modeloutweight": ("F32", [2], np.array([3, 4], np.float32).tobytes()),
+    "model_ema.decay": ("F32", [], np.array([0.9999], np.float32).tobytes()),
+    "model_ema.num_updates": ("I32", [], np.array([7], np.int32).tobytes()),
+})
+EOF
+expect 0 "--ema only --dtype f16 --only" "$BIN" convert "$tmp/ema.safetensors" "$tmp/ema16.safetensors" \
+    --ema only --dtype f16 --only 'model.diffusion_model.*'
+check "--ema only: the EMA values, converted under the weight's name" "$PY" - "$tmp" <<'EOF'
+import sys; sys.path.insert(0, sys.argv[1])
+import numpy as np, st
+b, _ = st.read(sys.argv[1] + "/ema16.safetensors")
+w = b.get("model.diffusion_model.out.weight")
+ok = w is not None and w[0] == "F16" and np.frombuffer(w[2], np.float16).tolist() == [3.0, 4.0]
+sys.exit(0 if ok else 1)
+EOF
+
 # ---------------------------------------------------------------- fp8 overflow
 for sat in 0 1; do
     extra=(); [ "$sat" = 1 ] && extra=(--saturate)
