@@ -10,10 +10,45 @@
  * is read back and checked: names NUL-terminated, dtype valid, byte count =
  * elements x dtype size, st_ckpt_tensor_read of the whole tensor (bounded)
  * and of the bytes just past its end (must fail), globals classified the
- * same way st_ckpt_classify does, the dangerous count matching. */
+ * same way st_ckpt_classify does, the dangerous count matching; then
+ * st_identify_tensors on the checkpoint's tensors and metadata (as the CLI's
+ * identify does for checkpoints) must return ST_OK with fields in range. */
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int ckpt_read(void *ctx, size_t index, void *buf, size_t len)
+{
+    const st_ckpt *c = ctx;
+    const st_ckpt_tensor *t = st_ckpt_tensor_at(c, index);
+    return t ? st_ckpt_tensor_read(c, t, 0, buf, len, NULL) : -1;
+}
+
+static void identify_ckpt(const st_ckpt *c)
+{
+    size_t n = st_ckpt_tensor_count(c), nm = st_ckpt_metadata_count(c);
+    st_tensor_desc *d = malloc((n ? n : 1) * sizeof *d);
+    const char **meta = malloc((nm ? 2 * nm : 1) * sizeof *meta);
+    FUZZ_ASSERT(d && meta, "oom");
+    for (size_t i = 0; i < n; i++) {
+        const st_ckpt_tensor *t = st_ckpt_tensor_at(c, i);
+        d[i] = (st_tensor_desc){t->name, t->name_len, t->dtype, t->rank, t->shape};
+    }
+    for (size_t i = 0; i < nm; i++)
+        st_ckpt_metadata_at(c, i, &meta[2 * i], NULL, &meta[2 * i + 1], NULL);
+    st_identity id;
+    st_error err;
+    int rc = st_identify_tensors(d, n, meta, nm, ckpt_read, (void *)c, &id, &err);
+    FUZZ_ASSERT(rc == ST_OK || rc == ST_E_NOMEM, "st_identify_tensors: %d", rc);
+    if (rc == ST_OK) {
+        FUZZ_ASSERT(st_kind_name(id.kind) && st_family_name(id.family) &&
+                        st_confidence_name(id.confidence),
+                    "identity out of range");
+        FUZZ_ASSERT(id.reason_count <= ST_IDENTIFY_MAX_REASONS, "reasons");
+    }
+    free(d);
+    free(meta);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -103,6 +138,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_ASSERT(st_ckpt_metadata_at(c, i, &k, &kl, &v, &vl) == ST_OK, "metadata_at");
         FUZZ_ASSERT(k[kl] == 0 && v[vl] == 0, "metadata strings");
     }
+    identify_ckpt(c);
     st_ckpt_close(c);
     close(fd);
     return 0;
