@@ -30,6 +30,7 @@ data_mib=${BENCH_DATA_MIB:-2048}
 ref_ms=${BENCH_REF_OPEN_MS:-120}
 data="$out/data-${data_mib}m.safetensors"
 
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
     if [ "${BENCH_KEEP:-0}" != 1 ]; then rm -f "$data" "$data.tmp"; fi
 }
@@ -67,9 +68,9 @@ cat_seconds() {
         fi
         rm -f "$json"
     fi
-    local i t0 t1 times=()
+    local t0 t1 times=()
     cat "$f" >/dev/null
-    for i in 1 2 3 4 5; do
+    for _ in 1 2 3 4 5; do
         t0=$(date +%s%N); cat "$f" >/dev/null; t1=$(date +%s%N)
         times+=($((t1 - t0)))
     done
