@@ -56,9 +56,12 @@ int st_dtype_from_name(const char *name, size_t len, st_dtype *out)
 {
     if (!name)
         return ST_E_ARG;
+    /* Every name is 2 to 11 bytes; compare lengths before bytes. */
+    if (len < 2 || len > 11)
+        return ST_E_NOT_FOUND;
     for (int d = 0; d < ST_DTYPE_COUNT; d++) {
         const char *n = dtype_table[d].name;
-        if (strlen(n) == len && memcmp(n, name, len) == 0) {
+        if (n[0] == name[0] && strnlen(n, len + 1) == len && memcmp(n, name, len) == 0) {
             if (out)
                 *out = (st_dtype)d;
             return ST_OK;

@@ -108,11 +108,16 @@ int st_name_cmp(const char *a, size_t alen, const char *b, size_t blen)
 
 uint64_t st_hash_bytes(const void *data, size_t len)
 {
+    return st_hash_bytes_seeded(0, data, len);
+}
+
+uint64_t st_hash_bytes_seeded(uint64_t seed, const void *data, size_t len)
+{
     /* 8 bytes per step, multiply-xorshift mixing; good enough for a table
      * whose keys an attacker chooses only because lookups compare names in
      * full and the table is sized to the tensor count. */
     const unsigned char *p = data;
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ (len * 0xff51afd7ed558ccdull);
+    uint64_t h = (0x9e3779b97f4a7c15ull ^ seed) ^ (len * 0xff51afd7ed558ccdull);
     while (len >= 8) {
         uint64_t v;
         memcpy(&v, p, 8);
