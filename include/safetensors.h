@@ -158,10 +158,12 @@ typedef struct st_file st_file;
 #define ST_OPEN_PREAD 1u       /* never map: read the header with pread and  */
                                /* tensor data only through st_tensor_read     */
 
-/* Limits the reader enforces (the first is the reference's). */
+/* Limits the reader enforces (the first two are the reference's). */
 #define ST_MAX_HEADER_SIZE 100000000ull
 #define ST_MAX_NESTING 127    /* arrays and objects, the outer object counted */
-#define ST_MAX_RANK 4096      /* dimensions of one tensor                     */
+/* Dimensions of one tensor the writer accepts. The reader, like the
+ * reference, takes any rank: a header under the size cap bounds it. */
+#define ST_MAX_RANK 4096
 
 /**
  * Opens and validates a file. On success *out is a handle to close with
@@ -292,6 +294,23 @@ typedef struct st_slice_dim {
  * on a byte boundary (ST_E_SLICE). On success sets *nbytes to the result's
  * byte size, and, when out_shape is not NULL (room for tensor->rank
  * entries), its shape and *out_rank.
+ *
+ * The rules, exactly the reference's (safetensors slice.rs):
+ *  - a requested dimension is [0, dim) for ALL, [start, stop) for RANGE,
+ *    [start, start + 1) for INDEX (then dropped from the shape). It must
+ *    have start < dim and stop <= dim, so ALL or any RANGE on a
+ *    zero-length dimension is ST_E_SLICE; a zero-length dimension left
+ *    unrequested is fine (the result is then empty). An empty RANGE
+ *    [s, s) with s < dim is allowed.
+ *  - sub-byte dtypes (F4, F6_*): walking the dimensions from the last one,
+ *    let span be the dtype's bits times the sizes of the dimensions already
+ *    walked. The first requested dimension that is not whole needs
+ *    start x span and stop x span to be multiples of 8; every requested
+ *    dimension further out needs n x span to be a multiple of 8 for every
+ *    index n it takes. This can reject a slice whose bytes happen to line
+ *    up (F4 [2,3] sliced [1, 1:3]); the reference rejects it too.
+ * ST_E_ARG for a bad kind, NULL dims with ndims > 0, or a tensor whose
+ * shape, dtype and byte range disagree.
  */
 ST_API int st_slice_info(const st_tensor *tensor, const st_slice_dim *dims,
                          size_t ndims, uint64_t *nbytes, uint64_t *out_shape,
@@ -299,7 +318,9 @@ ST_API int st_slice_info(const st_tensor *tensor, const st_slice_dim *dims,
 
 /**
  * Copies the slice into buf (buf_len must be at least the size that
- * st_slice_info gives), in C order. Works in every open mode.
+ * st_slice_info gives, else ST_E_ARG), in C order. Works in every open
+ * mode: contiguous runs are copied with one st_tensor_read each. Errors as
+ * st_slice_info, and st_tensor_read's.
  */
 ST_API int st_slice_read(const st_file *file, const st_tensor *tensor,
                          const st_slice_dim *dims, size_t ndims,
@@ -327,8 +348,10 @@ ST_API void st_writer_free(st_writer *writer);
 /**
  * Adds a tensor whose bytes are at `data` (nbytes of them; must stay valid
  * until the write ends). Fails with ST_E_ARG for the name "__metadata__",
- * a name already added, a bad dtype, or nbytes not matching the shape
- * (ST_E_SIZE_MISMATCH, ST_E_MISALIGNED, ST_E_OVERFLOW as for reading).
+ * a name already added (checked in O(1)), a name that is not valid UTF-8
+ * (it may contain NUL), a bad dtype, rank > ST_MAX_RANK, NULL data with
+ * nbytes > 0, or nbytes not matching the shape (ST_E_SIZE_MISMATCH,
+ * ST_E_MISALIGNED, ST_E_OVERFLOW as for reading). Name and shape are copied.
  */
 ST_API int st_writer_add(st_writer *writer, const char *name, size_t name_len,
                          st_dtype dtype, const uint64_t *shape, uint32_t rank,
@@ -343,7 +366,8 @@ ST_API int st_writer_add_stream(st_writer *writer, const char *name,
 
 /**
  * Sets a metadata pair (replacing an earlier value for the key). Any call
- * makes the "__metadata__" object present in the output.
+ * makes the "__metadata__" object present in the output. Key and value
+ * must be valid UTF-8 (ST_E_ARG); both are copied.
  */
 ST_API int st_writer_set_metadata(st_writer *writer, const char *key,
                                   size_t key_len, const char *value,
@@ -352,13 +376,23 @@ ST_API int st_writer_set_metadata(st_writer *writer, const char *key,
 /**
  * Makes the output carry "__metadata__" even when it has no pairs
  * (present = 1), or omit it when there are none (present = 0, the default).
+ * Pairs already set are always written.
  */
 ST_API void st_writer_set_metadata_present(st_writer *writer, int present);
 
 /**
- * Writes the file atomically: a temporary file in the target's folder,
- * written, fsync'ed, then renamed over `path` (and the folder fsync'ed).
- * If anything fails, `path` is untouched and the temporary file removed.
+ * Writes the file atomically: a temporary file in the target's folder
+ * (".NAME.XXXXXX.tmp"), written, fsync'ed, then renamed over `path` (and
+ * the folder fsync'ed). If anything fails (ST_E_CALLBACK when a read
+ * callback returns non-zero, ST_E_IO naming the path and the system's
+ * reason otherwise), `path` is untouched and the temporary file removed.
+ * The space is reserved up front (fallocate, where the file system has
+ * it), so a full disk fails before any data is written.
+ * The new file gets mode 0644, or the mode of the regular file it
+ * replaces. A symbolic link at `path` is replaced, not followed. An error
+ * from fsync'ing the folder after the rename is reported but the new file
+ * stays.
+ * Header larger than 100,000,000 bytes: ST_E_HEADER_TOO_LARGE.
  * Output is byte for byte the reference writer's for the same tensors:
  * tensors by descending dtype then name bytes, compact JSON, "__metadata__"
  * first (keys sorted bytewise), header padded with spaces to a multiple
@@ -374,14 +408,16 @@ ST_API int st_writer_serialize(st_writer *writer, void **out, size_t *out_len,
                                st_error *err);
 
 /**
- * Streams the serialized file to a sink (called with consecutive chunks;
- * return non-zero to abort).
+ * Streams the serialized file to a sink (called with consecutive chunks of
+ * at most 1 GiB, usually 1 MiB; return non-zero to abort, which returns
+ * ST_E_CALLBACK).
  */
 typedef int (*st_write_fn)(void *ctx, const void *buf, size_t len);
 ST_API int st_writer_write_to(st_writer *writer, st_write_fn sink, void *ctx,
                               st_error *err);
 
-/** Size in bytes the serialized file will have. */
+/** Size in bytes the serialized file will have; 0 if it cannot be built
+ * (header too large, out of memory). */
 ST_API uint64_t st_writer_output_size(st_writer *writer);
 
 #ifdef __cplusplus

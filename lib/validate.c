@@ -67,7 +67,8 @@ static int check_entry(const st_header *h, const st_entry *e, uint64_t expected_
                      e->begin < expected_begin ? "overlap" : "hole");
         return tensor_error(h, e, ST_E_OFFSETS, err, what);
     }
-    const uint64_t *dims = h->dims + e->shape_off;
+    /* h->dims is NULL when every tensor is a scalar: no offset on NULL. */
+    const uint64_t *dims = h->dims ? h->dims + e->shape_off : NULL;
     uint64_t nelements, nbytes;
     if (!st_shape_product(dims, e->rank, &nelements)) {
         format_shape(shape, sizeof shape, dims, e->rank);

@@ -1,0 +1,979 @@
+/* The canonical writer: byte for byte the output of the reference writer
+ * (Rust crate `safetensors`, tensor.rs prepare/serialize) for the same
+ * tensors and metadata, streamed to a file atomically or to a sink.
+ *
+ * Layout produced:
+ *   u64 LE N | header JSON padded with spaces to N (a multiple of 8) | data
+ * Tensors are ordered by descending dtype, then by name bytes (Rust's String
+ * order); data offsets are assigned consecutively from 0 in that order.
+ * The JSON is what serde_json::to_string writes: no whitespace, the
+ * "__metadata__" object first (keys sorted bytewise here, so the output is
+ * deterministic; the reference uses a HashMap), then one
+ * {"dtype":..,"shape":[..],"data_offsets":[b,e]} object per tensor. */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Staging buffer for the output stream: small pieces (header, tiny tensors)
+ * are gathered into one write, callback tensors are read straight into it.
+ * Large pointer tensors bypass it. */
+#define OUT_BUFFER_SIZE (1u << 20)
+/* Pointer data is handed to a sink in pieces of at most this many bytes so
+ * that no single write() or sink call has to cope with huge lengths. */
+#define MAX_PIECE ((size_t)1 << 30)
+
+typedef struct wtensor {
+    char *name;          /* own copy, NUL-terminated                   */
+    size_t name_len;
+    uint64_t hash;
+    st_dtype dtype;
+    uint32_t rank;
+    uint64_t *shape;     /* own copy (NULL when rank is 0)              */
+    uint64_t nbytes;
+    const void *data;    /* caller's bytes, or NULL with a callback     */
+    st_read_fn read;
+    void *ctx;
+} wtensor;
+
+typedef struct wmeta {
+    char *key;
+    size_t key_len;
+    uint64_t hash;
+    char *value;
+    size_t value_len;
+} wmeta;
+
+/* Open-addressing set of indexes (stored + 1, 0 = empty slot). */
+typedef struct hset {
+    size_t *slots;
+    size_t cap;          /* power of two, or 0                          */
+} hset;
+
+struct st_writer {
+    wtensor *tensors;
+    size_t count, cap;
+    hset tensor_set;
+    wmeta *meta;
+    size_t meta_count, meta_cap;
+    hset meta_set;
+    int meta_present;
+    uint64_t seed;       /* per-writer hash seed: names may come from a
+                          * hostile file, so collisions must not be
+                          * predictable */
+    uint64_t data_size;  /* sum of nbytes (checked at add)              */
+
+    /* Prepared output, rebuilt after any change. */
+    int prepared;
+    char *header;        /* padded header JSON                          */
+    size_t header_len;   /* N                                           */
+    wtensor **order;     /* tensors in output order                     */
+};
+
+/* ---- small helpers ---- */
+
+static size_t hset_find(const hset *s, uint64_t h, const void *ctx,
+                        bool (*eq)(const void *ctx, size_t idx))
+{
+    if (!s->cap)
+        return SIZE_MAX;
+    size_t mask = s->cap - 1;
+    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+        size_t v = s->slots[i];
+        if (!v)
+            return SIZE_MAX;
+        if (eq(ctx, v - 1))
+            return v - 1;
+    }
+}
+
+/* Makes room for one more entry of `count` (load factor at most 1/2);
+ * `hash_of` gives the stored hash of an index for rehashing. */
+static int hset_reserve(hset *s, size_t count, const void *ctx,
+                        uint64_t (*hash_of)(const void *ctx, size_t idx))
+{
+    if (s->cap && (count + 1) * 2 <= s->cap)
+        return ST_OK;
+    size_t ncap = s->cap ? s->cap * 2 : 16;
+    while ((count + 1) * 2 > ncap)
+        ncap *= 2;
+    size_t *slots = calloc(ncap, sizeof *slots);
+    if (!slots)
+        return ST_E_NOMEM;
+    for (size_t k = 0; k < count; k++) {
+        size_t i = (size_t)hash_of(ctx, k) & (ncap - 1);
+        while (slots[i])
+            i = (i + 1) & (ncap - 1);
+        slots[i] = k + 1;
+    }
+    free(s->slots);
+    s->slots = slots;
+    s->cap = ncap;
+    return ST_OK;
+}
+
+static void hset_insert(hset *s, uint64_t h, size_t idx)
+{
+    size_t mask = s->cap - 1;
+    size_t i = (size_t)h & mask;
+    while (s->slots[i])
+        i = (i + 1) & mask;
+    s->slots[i] = idx + 1;
+}
+
+/* Strict UTF-8 as Rust's str requires: shortest form, no surrogates,
+ * nothing above U+10FFFF. */
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned lo = 0x80, hi = 0xbf;
+        if (c >= 0xc2 && c <= 0xdf)
+            len = 2;
+        else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            if (c == 0xe0)
+                lo = 0xa0;
+            else if (c == 0xed)
+                hi = 0x9f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            if (c == 0xf0)
+                lo = 0x90;
+            else if (c == 0xf4)
+                hi = 0x8f;
+        } else
+            return false;
+        if (n - i < len)
+            return false;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return false;
+        for (size_t k = 2; k < len; k++)
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+        i += len;
+    }
+    return true;
+}
+
+static void invalidate(st_writer *w)
+{
+    w->prepared = 0;
+    free(w->header);
+    w->header = NULL;
+    w->header_len = 0;
+    free(w->order);
+    w->order = NULL;
+}
+
+/* ---- lifetime ---- */
+
+st_writer *st_writer_new(void)
+{
+    st_writer *w = calloc(1, sizeof(st_writer));
+    if (!w)
+        return NULL;
+    if (getrandom(&w->seed, sizeof w->seed, GRND_NONBLOCK) != (ssize_t)sizeof w->seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        w->seed = ((uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 32) * 0x9e3779b97f4a7c15ull ^
+                  (uint64_t)(uintptr_t)w;
+    }
+    return w;
+}
+
+void st_writer_free(st_writer *w)
+{
+    if (!w)
+        return;
+    invalidate(w);
+    for (size_t i = 0; i < w->count; i++) {
+        free(w->tensors[i].name);
+        free(w->tensors[i].shape);
+    }
+    free(w->tensors);
+    free(w->tensor_set.slots);
+    for (size_t i = 0; i < w->meta_count; i++) {
+        free(w->meta[i].key);
+        free(w->meta[i].value);
+    }
+    free(w->meta);
+    free(w->meta_set.slots);
+    free(w);
+}
+
+/* ---- adding tensors ---- */
+
+typedef struct name_probe {
+    const st_writer *w;
+    const char *name;
+    size_t len;
+} name_probe;
+
+static bool tensor_eq(const void *ctx, size_t idx)
+{
+    const name_probe *p = ctx;
+    const wtensor *t = &p->w->tensors[idx];
+    return t->name_len == p->len && memcmp(t->name, p->name, p->len) == 0;
+}
+
+static uint64_t tensor_hash_of(const void *ctx, size_t idx)
+{
+    return ((const st_writer *)ctx)->tensors[idx].hash;
+}
+
+static bool meta_eq(const void *ctx, size_t idx)
+{
+    const name_probe *p = ctx;
+    const wmeta *m = &p->w->meta[idx];
+    return m->key_len == p->len && memcmp(m->key, p->name, p->len) == 0;
+}
+
+static uint64_t meta_hash_of(const void *ctx, size_t idx)
+{
+    return ((const st_writer *)ctx)->meta[idx].hash;
+}
+
+static char *dup_bytes(const char *s, size_t n)
+{
+    if (n == SIZE_MAX)
+        return NULL;
+    char *p = malloc(n + 1);
+    if (!p)
+        return NULL;
+    if (n)
+        memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+static int add_common(st_writer *w, const char *name, size_t name_len,
+                      st_dtype dtype, const uint64_t *shape, uint32_t rank,
+                      const void *data, uint64_t nbytes, st_read_fn read,
+                      void *ctx, st_error *err)
+{
+    char q[160];
+    if (!w || (!name && name_len))
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_add: NULL writer or name");
+    if (!name)
+        name = ""; /* so that no NULL pointer reaches memcpy or hashing */
+    if (!utf8_valid((const unsigned char *)name, name_len))
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET,
+                       "st_writer_add: tensor name is not valid UTF-8");
+    st_quote_name(q, sizeof q, name, name_len);
+    if (name_len == 12 && memcmp(name, "__metadata__", 12) == 0)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET,
+                       "st_writer_add: '__metadata__' is reserved and cannot name a tensor");
+    if ((unsigned)dtype >= ST_DTYPE_COUNT)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_add: tensor %s: invalid dtype %d",
+                       q, (int)dtype);
+    if (rank > ST_MAX_RANK)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET,
+                       "st_writer_add: tensor %s: rank %u is over the limit of %d", q,
+                       (unsigned)rank, ST_MAX_RANK);
+    if (rank && !shape)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_add: tensor %s: NULL shape", q);
+    if (nbytes && !data && !read)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET,
+                       "st_writer_add: tensor %s: NULL data for %llu bytes", q,
+                       (unsigned long long)nbytes);
+
+    name_probe probe = {w, name, name_len};
+    uint64_t h = st_hash_bytes_seeded(w->seed, name, name_len);
+    if (hset_find(&w->tensor_set, h, &probe, tensor_eq) != SIZE_MAX)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_add: tensor %s already added", q);
+
+    uint64_t nelements, expect;
+    if (!st_shape_product(shape, rank, &nelements))
+        return st_fail(err, ST_E_OVERFLOW, ST_NO_OFFSET,
+                       "st_writer_add: tensor %s: element count overflows 64 bits", q);
+    int rc = st_bytes_for(dtype, nelements, &expect);
+    if (rc == ST_E_OVERFLOW)
+        return st_fail(err, rc, ST_NO_OFFSET,
+                       "st_writer_add: tensor %s: bit count overflows 64 bits", q);
+    if (rc == ST_E_MISALIGNED)
+        return st_fail(err, rc, ST_NO_OFFSET,
+                       "st_writer_add: tensor %s: %llu elements of %s are not a whole number "
+                       "of bytes", q, (unsigned long long)nelements, st_dtype_name(dtype));
+    if (expect != nbytes)
+        return st_fail(err, ST_E_SIZE_MISMATCH, ST_NO_OFFSET,
+                       "st_writer_add: tensor %s: %llu bytes given, shape and dtype need %llu",
+                       q, (unsigned long long)nbytes, (unsigned long long)expect);
+    uint64_t total;
+    if (__builtin_add_overflow(w->data_size, nbytes, &total))
+        return st_fail(err, ST_E_OVERFLOW, ST_NO_OFFSET,
+                       "st_writer_add: tensor %s: total data size overflows 64 bits", q);
+
+    if (w->count == w->cap) {
+        size_t ncap = w->cap ? w->cap * 2 : 16;
+        wtensor *nt = ncap > SIZE_MAX / sizeof *nt ? NULL : realloc(w->tensors, ncap * sizeof *nt);
+        if (!nt)
+            return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "st_writer_add: out of memory");
+        w->tensors = nt;
+        w->cap = ncap;
+    }
+    if (hset_reserve(&w->tensor_set, w->count, w, tensor_hash_of) != ST_OK)
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "st_writer_add: out of memory");
+    wtensor t = {0};
+    t.name = dup_bytes(name, name_len);
+    if (rank) {
+        t.shape = malloc(rank * sizeof *t.shape);
+        if (t.shape)
+            memcpy(t.shape, shape, rank * sizeof *t.shape);
+    }
+    if (!t.name || (rank && !t.shape)) {
+        free(t.name);
+        free(t.shape);
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "st_writer_add: out of memory");
+    }
+    t.name_len = name_len;
+    t.hash = h;
+    t.dtype = dtype;
+    t.rank = rank;
+    t.nbytes = nbytes;
+    t.data = data;
+    t.read = read;
+    t.ctx = ctx;
+    invalidate(w);
+    w->tensors[w->count] = t;
+    hset_insert(&w->tensor_set, h, w->count);
+    w->count++;
+    w->data_size = total;
+    return ST_OK;
+}
+
+int st_writer_add(st_writer *w, const char *name, size_t name_len, st_dtype dtype,
+                  const uint64_t *shape, uint32_t rank, const void *data, uint64_t nbytes,
+                  st_error *err)
+{
+    return add_common(w, name, name_len, dtype, shape, rank, data, nbytes, NULL, NULL, err);
+}
+
+int st_writer_add_stream(st_writer *w, const char *name, size_t name_len, st_dtype dtype,
+                         const uint64_t *shape, uint32_t rank, uint64_t nbytes,
+                         st_read_fn read, void *ctx, st_error *err)
+{
+    if (!read && nbytes)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET,
+                       "st_writer_add_stream: NULL callback for %llu bytes",
+                       (unsigned long long)nbytes);
+    return add_common(w, name, name_len, dtype, shape, rank, NULL, nbytes, read, ctx, err);
+}
+
+int st_writer_set_metadata(st_writer *w, const char *key, size_t key_len, const char *value,
+                           size_t value_len, st_error *err)
+{
+    if (!w || (!key && key_len) || (!value && value_len))
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_set_metadata: NULL argument");
+    if (!key)
+        key = "";
+    if (!value)
+        value = "";
+    if (!utf8_valid((const unsigned char *)key, key_len))
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET,
+                       "st_writer_set_metadata: key is not valid UTF-8");
+    if (!utf8_valid((const unsigned char *)value, value_len))
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET,
+                       "st_writer_set_metadata: value is not valid UTF-8");
+    char *v = dup_bytes(value, value_len);
+    if (!v)
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "st_writer_set_metadata: out of memory");
+    name_probe probe = {w, key, key_len};
+    uint64_t h = st_hash_bytes_seeded(w->seed, key, key_len);
+    size_t at = hset_find(&w->meta_set, h, &probe, meta_eq);
+    if (at != SIZE_MAX) {
+        invalidate(w);
+        free(w->meta[at].value);
+        w->meta[at].value = v;
+        w->meta[at].value_len = value_len;
+        w->meta_present = 1;
+        return ST_OK;
+    }
+    if (w->meta_count == w->meta_cap) {
+        size_t ncap = w->meta_cap ? w->meta_cap * 2 : 8;
+        wmeta *nm = ncap > SIZE_MAX / sizeof *nm ? NULL : realloc(w->meta, ncap * sizeof *nm);
+        if (!nm) {
+            free(v);
+            return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "st_writer_set_metadata: out of memory");
+        }
+        w->meta = nm;
+        w->meta_cap = ncap;
+    }
+    char *k = dup_bytes(key, key_len);
+    if (!k || hset_reserve(&w->meta_set, w->meta_count, w, meta_hash_of) != ST_OK) {
+        free(k);
+        free(v);
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "st_writer_set_metadata: out of memory");
+    }
+    invalidate(w);
+    w->meta[w->meta_count] = (wmeta){k, key_len, h, v, value_len};
+    hset_insert(&w->meta_set, h, w->meta_count);
+    w->meta_count++;
+    w->meta_present = 1;
+    return ST_OK;
+}
+
+void st_writer_set_metadata_present(st_writer *w, int present)
+{
+    if (!w)
+        return;
+    if ((present != 0) != (w->meta_present != 0))
+        invalidate(w);
+    w->meta_present = present != 0;
+}
+
+/* ---- header ---- */
+
+/* The header text. Built in two passes over the same code: the first only
+ * counts (p == NULL, measuring), so a header over the limit is refused
+ * without allocating it and the second pass fills an exact allocation. */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int measuring;
+    int failed;          /* ST_E_HEADER_TOO_LARGE */
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->failed || !n)
+        return;
+    /* The padded header may not exceed the reference's limit; as the limit
+     * is a multiple of 8, that is the same as the unpadded text. */
+    if (n > ST_MAX_HEADER_SIZE - b->len) {
+        b->failed = ST_E_HEADER_TOO_LARGE;
+        return;
+    }
+    if (!b->measuring) {
+        if (n > b->cap - b->len) { /* cannot happen: the sizes were counted */
+            b->failed = ST_E_HEADER_TOO_LARGE;
+            return;
+        }
+        memcpy(b->p + b->len, s, n);
+    }
+    b->len += n;
+}
+
+static void sb_puts(sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+static void sb_u64(sbuf *b, uint64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)v);
+    sb_put(b, tmp, (size_t)n);
+}
+
+/* A JSON string as serde_json escapes it: the two-character escapes for
+ * " \ \b \f \n \r \t, \u00xx (lower-case hex) for the other control bytes,
+ * every other byte (DEL and all of UTF-8 included) as is. */
+static void sb_json_string(sbuf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    sb_put(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[6];
+        size_t elen;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        sb_put(b, s + run, i - run);
+        run = i + 1;
+        esc[0] = '\\';
+        elen = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case 0x08: esc[1] = 'b'; break;
+        case 0x0c: esc[1] = 'f'; break;
+        case 0x0a: esc[1] = 'n'; break;
+        case 0x0d: esc[1] = 'r'; break;
+        case 0x09: esc[1] = 't'; break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            elen = 6;
+        }
+        sb_put(b, esc, elen);
+    }
+    sb_put(b, s + run, n - run);
+    sb_put(b, "\"", 1);
+}
+
+static int cmp_tensor(const void *a, const void *b)
+{
+    const wtensor *x = *(const wtensor *const *)a, *y = *(const wtensor *const *)b;
+    if (x->dtype != y->dtype)
+        return x->dtype > y->dtype ? -1 : 1;
+    return st_name_cmp(x->name, x->name_len, y->name, y->name_len);
+}
+
+static int cmp_meta(const void *a, const void *b)
+{
+    const wmeta *x = *(const wmeta *const *)a, *y = *(const wmeta *const *)b;
+    return st_name_cmp(x->key, x->key_len, y->key, y->key_len);
+}
+
+static void build_header(const st_writer *w, wtensor *const *order, wmeta *const *mo, sbuf *b)
+{
+    sb_put(b, "{", 1);
+    int first = 1;
+    /* Pairs are never dropped: present = 0 only omits an empty object. */
+    if (w->meta_present || w->meta_count) {
+        sb_puts(b, "\"__metadata__\":{");
+        for (size_t i = 0; i < w->meta_count; i++) {
+            if (i)
+                sb_put(b, ",", 1);
+            sb_json_string(b, mo[i]->key, mo[i]->key_len);
+            sb_put(b, ":", 1);
+            sb_json_string(b, mo[i]->value, mo[i]->value_len);
+        }
+        sb_put(b, "}", 1);
+        first = 0;
+    }
+    uint64_t offset = 0;
+    for (size_t i = 0; i < w->count && !b->failed; i++) {
+        const wtensor *t = order[i];
+        if (!first)
+            sb_put(b, ",", 1);
+        first = 0;
+        sb_json_string(b, t->name, t->name_len);
+        sb_puts(b, ":{\"dtype\":\"");
+        sb_puts(b, st_dtype_name(t->dtype));
+        sb_puts(b, "\",\"shape\":[");
+        for (uint32_t d = 0; d < t->rank; d++) {
+            if (d)
+                sb_put(b, ",", 1);
+            sb_u64(b, t->shape[d]);
+        }
+        sb_puts(b, "],\"data_offsets\":[");
+        sb_u64(b, offset);
+        sb_put(b, ",", 1);
+        offset += t->nbytes; /* cannot overflow: data_size was checked */
+        sb_u64(b, offset);
+        sb_puts(b, "]}");
+    }
+    sb_put(b, "}", 1);
+    while (!b->failed && b->len % 8)
+        sb_put(b, " ", 1);
+}
+
+/* Sorts the tensors and builds the padded header (cached until the next
+ * change). */
+static int prepare(st_writer *w, st_error *err)
+{
+    if (!w)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "NULL writer");
+    if (w->prepared)
+        return ST_OK;
+    invalidate(w);
+    wtensor **order = malloc((w->count ? w->count : 1) * sizeof *order);
+    wmeta **mo = malloc((w->meta_count ? w->meta_count : 1) * sizeof *mo);
+    if (!order || !mo) {
+        free(order);
+        free(mo);
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory preparing the header");
+    }
+    for (size_t i = 0; i < w->count; i++)
+        order[i] = &w->tensors[i];
+    for (size_t i = 0; i < w->meta_count; i++)
+        mo[i] = &w->meta[i];
+    /* Names are unique, so the order is total and qsort's instability
+     * cannot show. */
+    if (w->count > 1)
+        qsort(order, w->count, sizeof *order, cmp_tensor);
+    if (w->meta_count > 1)
+        qsort(mo, w->meta_count, sizeof *mo, cmp_meta);
+
+    sbuf b = {0};
+    b.measuring = 1;
+    build_header(w, order, mo, &b);
+    if (!b.failed) {
+        size_t n = b.len;
+        b = (sbuf){malloc(n ? n : 1), 0, n, 0, 0};
+        if (!b.p) {
+            free(mo);
+            free(order);
+            return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET,
+                           "out of memory for a header of %zu bytes", n);
+        }
+        build_header(w, order, mo, &b);
+    }
+    free(mo);
+    if (b.failed) {
+        free(b.p);
+        free(order);
+        return st_fail(err, ST_E_HEADER_TOO_LARGE, ST_NO_OFFSET,
+                       "header would be over %llu bytes", (unsigned long long)ST_MAX_HEADER_SIZE);
+    }
+    w->header = b.p;
+    w->header_len = b.len;
+    w->order = order;
+    w->prepared = 1;
+    return ST_OK;
+}
+
+uint64_t st_writer_output_size(st_writer *w)
+{
+    if (prepare(w, NULL) != ST_OK)
+        return 0;
+    uint64_t total;
+    if (__builtin_add_overflow((uint64_t)8 + w->header_len, w->data_size, &total))
+        return 0;
+    return total;
+}
+
+/* ---- streaming ---- */
+
+/* Where bytes go: `emit` writes n bytes and returns ST_OK or fills err. */
+typedef struct out {
+    int (*emit)(void *ctx, const void *p, size_t n, st_error *err);
+    void *ctx;
+    unsigned char *buf;
+    size_t cap, len;
+} out;
+
+static int out_flush(out *o, st_error *err)
+{
+    if (!o->len)
+        return ST_OK;
+    size_t n = o->len;
+    o->len = 0;
+    return o->emit(o->ctx, o->buf, n, err);
+}
+
+static int out_write(out *o, const void *p, uint64_t n, st_error *err)
+{
+    const unsigned char *s = p;
+    if (!n)
+        return ST_OK;
+    if (n < o->cap - o->len) {
+        memcpy(o->buf + o->len, s, (size_t)n);
+        o->len += (size_t)n;
+        return ST_OK;
+    }
+    int rc = out_flush(o, err);
+    if (rc)
+        return rc;
+    if (n < o->cap) {
+        memcpy(o->buf, s, (size_t)n);
+        o->len = (size_t)n;
+        return ST_OK;
+    }
+    while (n) {
+        size_t piece = n > MAX_PIECE ? MAX_PIECE : (size_t)n;
+        rc = o->emit(o->ctx, s, piece, err);
+        if (rc)
+            return rc;
+        s += piece;
+        n -= piece;
+    }
+    return ST_OK;
+}
+
+static int stream(st_writer *w, out *o, st_error *err)
+{
+    unsigned char nle[8];
+    uint64_t n = w->header_len;
+    for (int i = 0; i < 8; i++)
+        nle[i] = (unsigned char)(n >> (8 * i));
+    int rc = out_write(o, nle, 8, err);
+    if (!rc)
+        rc = out_write(o, w->header, w->header_len, err);
+    for (size_t i = 0; i < w->count && !rc; i++) {
+        const wtensor *t = w->order[i];
+        if (!t->read) {
+            rc = out_write(o, t->data, t->nbytes, err);
+            continue;
+        }
+        uint64_t off = 0;
+        while (off < t->nbytes && !rc) {
+            /* Flush rather than hand the callback a sliver of space. */
+            if (o->cap - o->len < o->cap / 4)
+                rc = out_flush(o, err);
+            if (rc)
+                break;
+            uint64_t left = t->nbytes - off;
+            size_t room = o->cap - o->len;
+            size_t piece = left < room ? (size_t)left : room;
+            if (t->read(t->ctx, off, o->buf + o->len, piece) != 0) {
+                char q[160];
+                st_quote_name(q, sizeof q, t->name, t->name_len);
+                rc = st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET,
+                             "read callback of tensor %s failed at byte %llu", q,
+                             (unsigned long long)off);
+                break;
+            }
+            o->len += piece;
+            off += piece;
+        }
+    }
+    if (!rc)
+        rc = out_flush(o, err);
+    return rc;
+}
+
+typedef struct user_sink {
+    st_write_fn fn;
+    void *ctx;
+} user_sink;
+
+static int emit_user(void *ctx, const void *p, size_t n, st_error *err)
+{
+    const user_sink *s = ctx;
+    if (s->fn(s->ctx, p, n) != 0)
+        return st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "write callback failed");
+    return ST_OK;
+}
+
+int st_writer_write_to(st_writer *w, st_write_fn sink, void *ctx, st_error *err)
+{
+    if (!sink)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_write_to: NULL sink");
+    int rc = prepare(w, err);
+    if (rc)
+        return rc;
+    user_sink us = {sink, ctx};
+    out o = {emit_user, &us, malloc(OUT_BUFFER_SIZE), OUT_BUFFER_SIZE, 0};
+    if (!o.buf)
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    rc = stream(w, &o, err);
+    free(o.buf);
+    return rc;
+}
+
+typedef struct mem_sink {
+    unsigned char *p;
+    size_t len, cap;
+} mem_sink;
+
+static int emit_mem(void *ctx, const void *p, size_t n, st_error *err)
+{
+    mem_sink *m = ctx;
+    if (n > m->cap - m->len) /* a callback or tensor changed size: a bug */
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "output larger than computed");
+    memcpy(m->p + m->len, p, n);
+    m->len += n;
+    return ST_OK;
+}
+
+int st_writer_serialize(st_writer *w, void **outp, size_t *out_len, st_error *err)
+{
+    if (!outp || !out_len)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_serialize: NULL output");
+    *outp = NULL;
+    *out_len = 0;
+    int rc = prepare(w, err);
+    if (rc)
+        return rc;
+    uint64_t total = st_writer_output_size(w);
+    if (!total || total > SIZE_MAX)
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "output of %llu bytes does not fit memory",
+                       (unsigned long long)total);
+    mem_sink m = {malloc((size_t)total), 0, (size_t)total};
+    unsigned char *stage = malloc(64 * 1024);
+    if (!m.p || !stage) {
+        free(m.p);
+        free(stage);
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory for %llu bytes",
+                       (unsigned long long)total);
+    }
+    out o = {emit_mem, &m, stage, 64 * 1024, 0};
+    rc = stream(w, &o, err);
+    free(stage);
+    if (!rc && m.len != total)
+        rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET, "output smaller than computed");
+    if (rc) {
+        free(m.p);
+        return rc;
+    }
+    *outp = m.p;
+    *out_len = m.len;
+    return ST_OK;
+}
+
+/* ---- atomic file write ---- */
+
+typedef struct fd_sink {
+    int fd;
+    const char *tmp_path;
+    const char *path;
+} fd_sink;
+
+static const char *errtext(int e, char *buf, size_t cap)
+{
+    /* GNU strerror_r (we build with _GNU_SOURCE): thread-safe, returns the
+     * text, which may or may not be in buf. */
+    return strerror_r(e, buf, cap);
+}
+
+static int emit_fd(void *ctx, const void *p, size_t n, st_error *err)
+{
+    const fd_sink *s = ctx;
+    const char *c = p;
+    while (n) {
+        ssize_t k = write(s->fd, c, n);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            char eb[128];
+            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s' (for '%s'): %s",
+                           s->tmp_path, s->path, errtext(e, eb, sizeof eb));
+        }
+        if (k == 0)
+            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s' (for '%s'): no progress",
+                           s->tmp_path, s->path);
+        c += k;
+        n -= (size_t)k;
+    }
+    return ST_OK;
+}
+
+int st_writer_write(st_writer *w, const char *path, st_error *err)
+{
+    char eb[128];
+    if (!w || !path || !*path)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_write: NULL writer or empty path");
+    int rc = prepare(w, err);
+    if (rc)
+        return rc;
+
+    /* The temporary file lives next to the target so rename() is atomic. */
+    size_t plen = strlen(path);
+    const char *slash = strrchr(path, '/');
+    size_t dlen = slash ? (size_t)(slash - path) : 0;
+    const char *base = slash ? slash + 1 : path;
+    size_t blen = strlen(base);
+    if (!blen)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "'%s' names a folder, not a file", path);
+    if (blen > 200) /* keep the temporary name within NAME_MAX */
+        blen = 200;
+    char *dir = malloc(dlen + 2);
+    char *tmp = malloc(plen + 32);
+    if (!dir || !tmp) {
+        free(dir);
+        free(tmp);
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    }
+    if (slash) {
+        memcpy(dir, path, dlen ? dlen : 1); /* "/x" -> "/" */
+        dir[dlen ? dlen : 1] = 0;
+    } else {
+        strcpy(dir, ".");
+    }
+    size_t o = 0;
+    if (slash) {
+        memcpy(tmp, path, dlen + 1);
+        o = dlen + 1;
+    }
+    tmp[o++] = '.';
+    memcpy(tmp + o, base, blen);
+    o += blen;
+    memcpy(tmp + o, ".XXXXXX.tmp", 12);
+
+    mode_t mode = 0644;
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+        mode = st.st_mode & 07777;
+
+    int fd = mkostemps(tmp, 4, O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET,
+                     "cannot create a temporary file in '%s' for '%s': %s", dir, path,
+                     errtext(e, eb, sizeof eb));
+        free(dir);
+        free(tmp);
+        return rc;
+    }
+    if (fchmod(fd, mode) != 0) {
+        int e = errno;
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot set the mode of '%s': %s", tmp,
+                     errtext(e, eb, sizeof eb));
+        goto fail;
+    }
+
+    /* Reserve the space first so a full disk fails now rather than after
+     * gigabytes were written. File systems without fallocate are fine. */
+    uint64_t total = st_writer_output_size(w);
+    if (total && total <= INT64_MAX && fallocate(fd, 0, 0, (off_t)total) != 0 &&
+        (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)) {
+        int e = errno;
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET,
+                     "cannot reserve %llu bytes for '%s' in '%s': %s",
+                     (unsigned long long)total, path, dir, errtext(e, eb, sizeof eb));
+        goto fail;
+    }
+
+    fd_sink fs = {fd, tmp, path};
+    out ob = {emit_fd, &fs, malloc(OUT_BUFFER_SIZE), OUT_BUFFER_SIZE, 0};
+    if (!ob.buf) {
+        rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+        goto fail;
+    }
+    rc = stream(w, &ob, err);
+    free(ob.buf);
+    if (rc)
+        goto fail;
+    if (fsync(fd) != 0) {
+        int e = errno;
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot fsync '%s' (for '%s'): %s", tmp,
+                     path, errtext(e, eb, sizeof eb));
+        goto fail;
+    }
+    int cfd = fd;
+    fd = -1;
+    if (close(cfd) != 0 && errno != EINTR) {
+        int e = errno;
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot close '%s' (for '%s'): %s", tmp,
+                     path, errtext(e, eb, sizeof eb));
+        goto fail;
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot rename '%s' to '%s': %s", tmp, path,
+                     errtext(e, eb, sizeof eb));
+        goto fail;
+    }
+    /* Make the rename itself durable. Past this point the new file is in
+     * place, so a failure is reported but nothing is undone. Some file
+     * systems cannot fsync a folder (EINVAL); that is not an error. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        if (fsync(dfd) != 0 && errno != EINVAL && errno != EROFS) {
+            int e = errno;
+            rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot fsync folder '%s': %s", dir,
+                         errtext(e, eb, sizeof eb));
+        }
+        close(dfd);
+    }
+    free(dir);
+    free(tmp);
+    return rc;
+
+fail:
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    free(dir);
+    free(tmp);
+    return rc;
+}

@@ -1,0 +1,143 @@
+/*
+ * Shared declarations of the `safetensors` command-line tool.
+ *
+ * Every command is `int cmd_NAME(int argc, char **argv)` in programs/cmd_NAME.c,
+ * listed in the table of programs/main.c. argv[0] is "safetensors NAME" (so
+ * getopt's own messages name the command); the return value is the exit code.
+ *
+ * Exit codes, the same for every command:
+ *   0  success (for check: every file valid)
+ *   1  an input file is not a valid safetensors file (a validation verdict)
+ *   2  usage error, or an I/O or other error (file missing, unreadable, ...)
+ */
+#ifndef ST_CLI_H
+#define ST_CLI_H
+
+#include "safetensors.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_INVALID 1
+#define CLI_EXIT_ERROR 2
+
+#define CLI_NAME "safetensors"
+
+/* ---- commands (one file each) ---- */
+int cmd_check(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+
+/* ---- usage and errors ---- */
+
+/* Prints `usage` to stdout and returns 0: what every `--help` does. */
+int cli_help(const char *usage);
+
+/* Prints "safetensors: <message>" and then `usage` on stderr; returns 2.
+ * fmt may be NULL (getopt already said what is wrong). */
+int cli_usage_error(const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Prints "safetensors: <message>" on stderr. */
+void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Prints "safetensors: PATH: CODE_NAME: message" on stderr. */
+void cli_print_error(const char *path, const st_error *err);
+
+/* A library error's message, with " (at byte N)" appended when the error
+ * has an offset the message does not already give. Writes to buf. */
+const char *cli_error_message(const st_error *err, char *buf, size_t cap);
+
+/* Opens and validates a file (st_open). On failure prints the error as
+ * cli_print_error does and returns its exit code (1 invalid, 2 I/O);
+ * returns 0 with *out set on success. */
+int cli_open_file(const char *path, unsigned flags, st_file **out);
+
+/* Exit code for an st_code: 1 for the validation verdicts (1..12), else 2. */
+int cli_exit_code(int code);
+
+/* True for the codes that are a verdict on a file's contents (1..12). */
+bool cli_is_validation_code(int code);
+
+/* Resets getopt so a command can parse its own argv (optind = 0 also makes
+ * glibc forget a previous scan). */
+void cli_getopt_reset(void);
+
+/* Flushes stdout; on a write error (disk full, closed pipe) prints it and
+ * returns 2, else returns rc. Called by main after every command. */
+int cli_finish_stdout(int rc);
+
+/* ---- JSON output ---- */
+
+/* Writes bytes as a JSON string, quotes included. Valid UTF-8 is kept as is;
+ * ", \ and control characters (NUL included) are escaped; each byte of an
+ * invalid UTF-8 sequence becomes U+FFFD, so the output is always valid JSON. */
+void cli_json_string(FILE *out, const char *s, size_t len);
+
+/* Same for a NUL-terminated string; NULL prints null. */
+void cli_json_cstr(FILE *out, const char *s);
+
+/* Writes an unsigned integer (JSON numbers are exact up to 2^53 in most
+ * parsers; Python's json reads every u64 exactly). */
+void cli_json_u64(FILE *out, uint64_t v);
+
+/* Writes a shape as a JSON array: [2,3]. */
+void cli_json_shape(FILE *out, const uint64_t *shape, uint32_t rank);
+
+/* ---- human-readable numbers ---- */
+
+/* "512 B", "2.5 KiB", "1.9 MiB", "6.5 GiB", "1.2 TiB". Returns buf. */
+const char *cli_human_size(uint64_t bytes, char *buf, size_t cap);
+
+/* Parameter counts: "987", "12.3K", "859.5M", "2.6B", "1.1T". Returns buf. */
+const char *cli_human_count(uint64_t n, char *buf, size_t cap);
+
+/* Thousands separators: "1,234,567". Returns buf. */
+const char *cli_grouped(uint64_t n, char *buf, size_t cap);
+
+/* A shape as text: "[320, 4]", "[]" for a scalar. Returns a malloc'ed
+ * string (NULL when out of memory). */
+char *cli_shape_text(const uint64_t *shape, uint32_t rank);
+
+/* ---- names and text ---- */
+
+/* A tensor name or metadata string made printable for a terminal: control
+ * bytes (C0, DEL, C1), backslash and invalid UTF-8 bytes become \xNN;
+ * zero-width and bidirectional-control characters and the BOM become
+ * \uXXXX (so a name cannot pass for another); other UTF-8 is kept. Every
+ * backslash in the result starts an escape. Returns a malloc'ed
+ * NUL-terminated string (NULL when out of memory). */
+char *cli_printable(const char *s, size_t len);
+
+/* The same for a message that already escapes (the library's messages
+ * quote names with \xNN): backslashes are kept, the rest is made safe. */
+char *cli_printable_message(const char *s);
+
+/* Display columns of a printable string (UTF-8 characters count as one). */
+size_t cli_text_columns(const char *s);
+
+/* Shortens a printable string to at most `cols` columns by replacing its
+ * middle with "...", keeping both ends (names differ at the end as often
+ * as at the start). Modifies s in place; cols >= 5 is assumed. */
+void cli_elide_middle(char *s, size_t cols);
+
+/* Byte-wise glob match of `name` (name_len bytes, may contain NUL) against
+ * the NUL-terminated `pattern`: `*` any run of bytes, `?` one byte,
+ * `[abc]`, `[a-z]`, `[!x]` or `[^x]` one byte of a set, `\c` a literal c.
+ * `*` also matches "." and "/" (tensor names are not paths). Linear-time
+ * backtracking: no pattern can make it slow. */
+bool cli_glob_match(const char *pattern, const char *name, size_t name_len);
+
+/* ---- terminal ---- */
+
+/* True when stdout is a terminal. */
+bool cli_stdout_is_tty(void);
+
+/* Width of the terminal on stdout, else $COLUMNS, else 80. */
+int cli_terminal_width(void);
+
+#endif

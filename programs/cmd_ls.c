@@ -1,0 +1,214 @@
+/* `safetensors ls`: the tensors of a file as a table or a JSON array. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "Usage: " CLI_NAME " ls [--json] [--sort name|offset|size] FILE [GLOB]\n"
+    "\n"
+    "List the tensors of FILE: name, dtype, shape and size. GLOB keeps the\n"
+    "names it matches ('*' any run of characters, '.' included, '?' one,\n"
+    "'[a-z]' a set), e.g. '*lora_down*'. Long names are shortened in the\n"
+    "middle to fit a terminal; they are printed whole into a pipe or file.\n"
+    "\n"
+    "Options:\n"
+    "  --sort KEY  offset (file order, the default), name, or size (largest\n"
+    "              first)\n"
+    "  --json      a JSON array of {name, dtype, shape, data_offsets, bytes}\n"
+    "  -h, --help  show this help\n"
+    "\n"
+    "Exit status: 0 success, 1 invalid file, 2 usage or I/O error.\n";
+
+enum sort_key { SORT_OFFSET, SORT_NAME, SORT_SIZE };
+
+/* Largest first; ties in name order so the listing is deterministic. */
+static int by_size_desc(const void *pa, const void *pb)
+{
+    const st_tensor *a = *(const st_tensor *const *)pa;
+    const st_tensor *b = *(const st_tensor *const *)pb;
+    uint64_t sa = st_tensor_nbytes(a), sb = st_tensor_nbytes(b);
+    if (sa != sb)
+        return sa > sb ? -1 : 1;
+    size_t n = a->name_len < b->name_len ? a->name_len : b->name_len;
+    int c = n ? memcmp(a->name, b->name, n) : 0;
+    if (c)
+        return c;
+    return a->name_len < b->name_len ? -1 : a->name_len > b->name_len;
+}
+
+typedef struct row {
+    const st_tensor *t;
+    char *name;  /* printable, maybe shortened */
+    char *shape; /* "[320, 4]" */
+    char size[32];
+} row;
+
+#define SEP 2 /* spaces between columns */
+#define SHAPE_MAX_TTY 28
+
+static int print_table(const st_tensor **list, size_t n, size_t total)
+{
+    row *rows = calloc(n ? n : 1, sizeof *rows);
+    if (!rows)
+        goto nomem;
+    bool tty = cli_stdout_is_tty();
+    size_t wname = 4, wdtype = 5, wshape = 5, wsize = 4;
+    uint64_t bytes = 0, params = 0;
+    for (size_t i = 0; i < n; i++) {
+        const st_tensor *t = list[i];
+        rows[i].t = t;
+        rows[i].name = cli_printable(t->name, t->name_len);
+        rows[i].shape = cli_shape_text(t->shape, t->rank);
+        if (!rows[i].name || !rows[i].shape)
+            goto nomem;
+        if (tty)
+            cli_elide_middle(rows[i].shape, SHAPE_MAX_TTY);
+        cli_human_size(st_tensor_nbytes(t), rows[i].size, sizeof rows[i].size);
+        size_t w = cli_text_columns(rows[i].name);
+        if (w > wname)
+            wname = w;
+        w = strlen(st_dtype_name(t->dtype));
+        if (w > wdtype)
+            wdtype = w;
+        w = cli_text_columns(rows[i].shape);
+        if (w > wshape)
+            wshape = w;
+        w = strlen(rows[i].size);
+        if (w > wsize)
+            wsize = w;
+        bytes += st_tensor_nbytes(t);
+        params += t->nelements;
+    }
+    if (tty) {
+        /* Fit the terminal: the name column takes what the others leave. */
+        size_t width = (size_t)cli_terminal_width();
+        size_t rest = wdtype + wshape + wsize + 3 * SEP;
+        size_t room = width > rest + 20 ? width - rest - 1 : 20;
+        if (wname > room) {
+            wname = room;
+            for (size_t i = 0; i < n; i++)
+                cli_elide_middle(rows[i].name, wname);
+        }
+    }
+    printf("%-*s%*s%-*s%*s%-*s%*s%*s\n", (int)wname, "NAME", SEP, "", (int)wdtype, "DTYPE",
+           SEP, "", (int)wshape, "SHAPE", SEP, "", (int)wsize, "SIZE");
+    for (size_t i = 0; i < n; i++) {
+        /* printf pads by bytes; pad by columns for UTF-8 names. */
+        size_t cols = cli_text_columns(rows[i].name);
+        size_t pad = (cols < wname ? wname - cols : 0) + SEP;
+        size_t spad = wshape - cli_text_columns(rows[i].shape) + SEP;
+        printf("%s%*s%-*s%*s%s%*s%*s\n", rows[i].name, (int)pad, "", (int)wdtype,
+               st_dtype_name(rows[i].t->dtype), SEP, "", rows[i].shape, (int)spad, "",
+               (int)wsize, rows[i].size);
+    }
+    char a[32], b[32];
+    if (n == total)
+        printf("%zu tensor%s, %s parameters, %s\n", n, n == 1 ? "" : "s",
+               cli_human_count(params, a, sizeof a), cli_human_size(bytes, b, sizeof b));
+    else
+        printf("%zu of %zu tensors, %s parameters, %s\n", n, total,
+               cli_human_count(params, a, sizeof a), cli_human_size(bytes, b, sizeof b));
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].name);
+        free(rows[i].shape);
+    }
+    free(rows);
+    return CLI_EXIT_OK;
+nomem:
+    if (rows) {
+        for (size_t i = 0; i < n; i++) {
+            free(rows[i].name);
+            free(rows[i].shape);
+        }
+    }
+    free(rows);
+    cli_errorf("nomem: out of memory");
+    return CLI_EXIT_ERROR;
+}
+
+static void print_json(const st_tensor **list, size_t n)
+{
+    FILE *o = stdout;
+    putc('[', o);
+    for (size_t i = 0; i < n; i++) {
+        const st_tensor *t = list[i];
+        fputs(i ? ",\n {\"name\": " : "\n {\"name\": ", o);
+        cli_json_string(o, t->name, t->name_len);
+        fprintf(o, ", \"dtype\": \"%s\", \"shape\": ", st_dtype_name(t->dtype));
+        cli_json_shape(o, t->shape, t->rank);
+        fputs(", \"data_offsets\": [", o);
+        cli_json_u64(o, t->begin);
+        putc(',', o);
+        cli_json_u64(o, t->end);
+        fputs("], \"bytes\": ", o);
+        cli_json_u64(o, st_tensor_nbytes(t));
+        putc('}', o);
+    }
+    fputs(n ? "\n]\n" : "]\n", o);
+}
+
+int cmd_ls(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"sort", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bool json = false;
+    enum sort_key sort = SORT_OFFSET;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = true; break;
+        case 's':
+            if (strcmp(optarg, "name") == 0)
+                sort = SORT_NAME;
+            else if (strcmp(optarg, "offset") == 0)
+                sort = SORT_OFFSET;
+            else if (strcmp(optarg, "size") == 0)
+                sort = SORT_SIZE;
+            else
+                return cli_usage_error(usage, "ls: --sort takes name, offset or size, not '%s'",
+                                       optarg);
+            break;
+        case 'h': return cli_help(usage);
+        default: return cli_usage_error(usage, NULL);
+        }
+    }
+    int nargs = argc - optind;
+    if (nargs < 1 || nargs > 2)
+        return cli_usage_error(usage, "ls: expected FILE and an optional GLOB");
+    const char *path = argv[optind];
+    const char *glob = nargs == 2 ? argv[optind + 1] : NULL;
+
+    st_file *f = NULL;
+    int rc = cli_open_file(path, ST_OPEN_PREAD, &f);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    size_t total = st_tensor_count(f);
+    const st_tensor **list = malloc((total ? total : 1) * sizeof *list);
+    if (!list) {
+        st_close(f);
+        cli_errorf("nomem: out of memory");
+        return CLI_EXIT_ERROR;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < total; i++) {
+        const st_tensor *t = sort == SORT_NAME ? st_tensor_by_name_order(f, i) : st_tensor_at(f, i);
+        if (!glob || cli_glob_match(glob, t->name, t->name_len))
+            list[n++] = t;
+    }
+    if (sort == SORT_SIZE && n > 1)
+        qsort(list, n, sizeof *list, by_size_desc);
+    int ret = CLI_EXIT_OK;
+    if (json)
+        print_json(list, n);
+    else
+        ret = print_table(list, n, total);
+    free(list);
+    st_close(f);
+    return ret;
+}
