@@ -77,11 +77,18 @@ cat_seconds() {
     printf '%s\n' "${times[@]}" | sort -n | sed -n 3p | awk '{printf "%.6f\n", $1 / 1e9}'
 }
 
+loadavg() {
+    [ -r /proc/loadavg ] && echo "(load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    return 0
+}
+
 core() {
     local rc=0 f
     echo "== safetensors-c benchmarks: $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sr)," \
          "$(nproc) CPUs, ${CC:-cc}, build $build"
     grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: /== CPU: /'
+    # Figures from a loaded machine are not comparable: say how loaded it was.
+    loadavg
     echo
     echo "-- generating header inputs"
     "$bin/gen_header" "$out/open-1k.safetensors" 1000 || return 1
@@ -91,6 +98,7 @@ core() {
     "$bin/gen_header" "$out/open-1m.safetensors" 1000000 short || return 1
     for f in "$out"/open-*.safetensors; do cat "$f" >/dev/null; done
     echo
+    loadavg
     "$bin/bench_open" -r "$ref_ms" "$out/open-1k.safetensors" "$out/open-10k.safetensors" \
         "$out/open-100k.safetensors" "$out/open-1m.safetensors" || rc=1
     echo
@@ -105,6 +113,7 @@ core() {
     echo "cat FILE > /dev/null: median $(awk -v t="$sec" 'BEGIN { printf "%.1f", t * 1e3 }') ms," \
          "$gbps GB/s (page-cache limit)"
     echo
+    loadavg
     "$bin/bench_read" -c "$gbps" "$data" || rc=1
     return $rc
 }
