@@ -8,17 +8,19 @@
 #      MB/s, linearity in header size, st_find of every name.
 #   2. Reading all tensor data of a 2 GiB file (real bytes) through the mapping
 #      and through st_tensor_read, against `cat FILE > /dev/null`.
-#   3. bench/*.sh other than this one, each run as `bash SCRIPT BUILD` with
-#      ST_BUILD, ST_BIN, ST_ROOT and BENCH_DIR in the environment.
+#   3. bench/*.sh other than this one, each run from the top folder as
+#      `bash SCRIPT BUILD` (BUILD as given here) with ST_BUILD, ST_BIN,
+#      ST_ROOT (absolute paths) and BENCH_DIR (BUILD/bench) in the environment.
 #
 # Environment:
 #   BENCH_KEEP=1       keep the 2 GiB data file for the next run (it is reused
-#                      when identical); by default it is deleted at the end
+#                      when identical); by default it is deleted once read
 #   BENCH_DATA_MIB=N   size of the data file (default 2048, a multiple of 8)
 #   BENCH_REF_OPEN_MS  the reference crate's time to open the 100k-tensor
 #                      header on this machine (default 120, the issue's figure)
 set -u
 build=${1:-build}
+build_arg=$build # passed on as given: other scripts may expect it relative
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 1
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
@@ -115,6 +117,7 @@ core() {
     echo
     loadavg
     "$bin/bench_read" -c "$gbps" "$data" || rc=1
+    cleanup # before the other benches add their own big files
     return $rc
 }
 
@@ -126,7 +129,7 @@ others() {
         [ -f "$s" ] || continue
         echo
         echo "-- $s"
-        bash "$s" "$build" || { echo "$s failed"; rc=1; }
+        bash "$s" "$build_arg" || { echo "$s failed"; rc=1; }
     done
     return $rc
 }
