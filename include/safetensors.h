@@ -420,6 +420,368 @@ ST_API int st_writer_write_to(st_writer *writer, st_write_fn sink, void *ctx,
  * (header too large, out of memory). */
 ST_API uint64_t st_writer_output_size(st_writer *writer);
 
+/* ------------------------------------------------------------------------ */
+/* Dtype conversion                                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * st_convert turns n elements of one dtype into n elements of another.
+ * Every result is defined bit for bit, whatever the CPU: the SIMD paths
+ * (F16C, AVX2, AVX-512, chosen at run time) give exactly the bits of the
+ * portable scalar path, and nothing depends on the floating-point
+ * environment (rounding mode, FTZ/DAZ) of the calling thread.
+ *
+ * Supported pairs
+ *  - Between any two of F64, F32, F16, BF16, F8_E4M3, F8_E5M2,
+ *    F8_E4M3FNUZ, F8_E5M2FNUZ, F8_E8M0.
+ *  - From F4, F6_E2M3, F6_E3M2 to any of the above (decoding only; there is
+ *    no encoder to the sub-byte kinds: they have no NaN and need a scale).
+ *  - Between any integer kind (I8..U64) or BOOL and any of the above, and
+ *    between integer kinds. C64 is not supported (ST_E_UNSUPPORTED).
+ *  - Same dtype to same dtype is a plain copy.
+ *
+ * Floating formats (sign, exponent, mantissa bits; bias; specials)
+ *   F64  1.11.52 bias 1023   F32 1.8.23 bias 127   IEEE 754, Inf and NaN
+ *   F16  1.5.10 bias 15 (IEEE binary16)    BF16 1.8.7 bias 127 (top of F32)
+ *   F8_E5M2      1.5.2 bias 15: IEEE-like, Inf = S.11111.00, NaN S.11111.xx,
+ *                max 57344
+ *   F8_E4M3      1.4.3 bias 7, OCP "fn": no Inf, NaN = S.1111.111 only,
+ *                max 448
+ *   F8_E4M3FNUZ  1.4.3 bias 8: no Inf, no -0, one NaN 0x80, max 240
+ *   F8_E5M2FNUZ  1.5.2 bias 16: no Inf, no -0, one NaN 0x80, max 57344
+ *   F8_E8M0      0.8.0 bias 127: 2^(code-127), unsigned, no zero, NaN 0xFF
+ *   F4           1.2.1 bias 1 (MX E2M1): no Inf/NaN, max 6
+ *   F6_E2M3      1.2.3 bias 1: no Inf/NaN, max 7.5
+ *   F6_E3M2      1.3.2 bias 3: no Inf/NaN, max 28
+ *
+ * Sub-byte packing (the format leaves it open). Elements form an LSB-first
+ * bit stream: element i occupies bits [b*i, b*i + b) where bit k is bit
+ * k % 8 of byte k / 8 (b = 4 or 6). For F4 this is "first element in the
+ * low nibble", the layout of PyTorch's float4_e2m1fn_x2 and of the MX
+ * kernels that store two E2M1 values per byte; F6 extends the same rule so
+ * that four elements fill three bytes: byte0 = e0 | e1 << 6, byte1 =
+ * e1 >> 2 | e2 << 4, byte2 = e2 >> 4 | e3 << 2. Element counts for F4 must
+ * be even and for F6 a multiple of 4 (whole bytes), else ST_E_MISALIGNED.
+ *
+ * Semantics between floating kinds
+ *  - Exact when the value is representable (every widening, e.g. F16->F32,
+ *    any FP8->F16/BF16/F32, F32->F64). Subnormals are exact in and out: no
+ *    flush to zero anywhere.
+ *  - Otherwise rounded once, to nearest, ties to even (also from F64 and
+ *    from 64-bit integers: never a double rounding through F32).
+ *  - Zero keeps its sign, except in the FNUZ kinds, which have no -0 (a
+ *    result that rounds to -0 is +0).
+ *  - NaN stays NaN. Into F32 and F64 from a kind with no more mantissa
+ *    bits, the sign and the payload (left-aligned) are kept and the quiet
+ *    bit is set (as PyTorch and F16C do for F16->F32). Exception: BF16->F32
+ *    is the exact bit extension (BF16 is the top half of F32), so a
+ *    signalling BF16 NaN stays signalling, as in PyTorch. Into any other
+ *    kind NaN becomes the target's canonical NaN with the sign kept where
+ *    the target has one: F16 0x7E00, BF16 0x7FC0, F32 0x7FC00000, F64
+ *    0x7FF8000000000000, F8_E4M3 and F8_E5M2 0x7F (as c10), FNUZ kinds 0x80,
+ *    F8_E8M0 0xFF. PyTorch 1.13 agrees bit for bit for F32->F16; for
+ *    F32->BF16 its vectorised CPU kernel writes 0xFFFF for every NaN, which
+ *    loses the sign: this library writes 0x7FC0 | sign.
+ *  - Overflow (the value rounds to a magnitude above the target's largest
+ *    finite value), by default as PyTorch's Tensor.to() / c10:
+ *      F64, F32, F16, BF16, F8_E5M2: +-Inf.
+ *      F8_E4M3: NaN with the sign (c10: |x| >= 480 gives 0x7F | sign;
+ *      with rounding, everything above 464).
+ *      F8_E4M3FNUZ, F8_E5M2FNUZ: NaN 0x80 (c10: |x| >= 256 / 65536; with
+ *      rounding, >= 248 / 61440).
+ *      F8_E8M0: NaN 0xFF.
+ *    +-Inf in: Inf where the target has it, else the same result as an
+ *    overflow.
+ *  - With ST_CONVERT_SATURATE, finite values that overflow become the
+ *    largest finite value of their sign (F8_E8M0: 2^127), and an infinite
+ *    input becomes it too when the target has no Inf; Inf stays Inf where
+ *    the target has Inf. NaN is unchanged by the flag.
+ *  - F8_E8M0 encoding, as c10's Float8_e8m0fnu: it has no sign and no
+ *    zero, so the magnitude is used and 0 gives code 0x00 (2^-127); values
+ *    round to the nearest power of two, ties (1.5 * 2^k) upward; Inf and
+ *    NaN give 0xFF. One difference: c10 sends every F32 subnormal above
+ *    2^-127 to 2^-126; here they round to the nearer of the two as well.
+ *    Decoding 0xFF gives the quiet NaN 0x7FC00000 (c10: 0x7F800001).
+ *
+ * Semantics with integers and BOOL
+ *  - Integer -> float: exact when representable, else rounded once to
+ *    nearest even (so U64/I64 into F32 or BF16 are correctly rounded);
+ *    overflow as above (e.g. 70000 -> F16 is Inf, or 65504 saturated).
+ *  - Float -> integer: truncation toward zero, like PyTorch (C casts).
+ *    Where C/PyTorch are undefined this library defines: NaN -> 0, values
+ *    beyond the integer's range (and +-Inf) clamp to its min/max. The
+ *    ST_CONVERT_SATURATE flag makes no difference here.
+ *  - Float -> BOOL: 1 for any non-zero value, NaN included (as PyTorch);
+ *    +-0 -> 0. Integer -> BOOL: 1 if non-zero.
+ *  - BOOL -> anything: any non-zero byte reads as true (1).
+ *  - Integer -> integer: two's-complement wrap-around (C and PyTorch
+ *    semantics), e.g. 300 -> U8 is 44, -1 -> U32 is 0xFFFFFFFF.
+ *
+ * Threads: st_convert runs on the calling thread; st_convert_mt splits a
+ * large array over worker threads it creates and joins before returning.
+ * Both are reentrant (no global state). dst and src must not overlap.
+ */
+
+/* st_convert flags */
+#define ST_CONVERT_SATURATE 1u /* clamp overflow to the largest finite value */
+#define ST_CONVERT_SCALAR 2u   /* do not use SIMD (tests, benchmarks): the   */
+                               /* bits are the same either way               */
+
+/** 1 if st_convert can convert from `from` to `to`, else 0. */
+ST_API int st_convert_supported(st_dtype from, st_dtype to);
+
+/**
+ * Converts n elements at src (dtype `from`) to dst (dtype `to`), on the
+ * calling thread. src holds st_dtype_bits(from) * n / 8 bytes and dst
+ * st_dtype_bits(to) * n / 8 bytes; neither needs any alignment. Returns
+ * ST_OK, ST_E_UNSUPPORTED for a pair st_convert_supported rejects,
+ * ST_E_MISALIGNED for a sub-byte count that is not whole bytes, ST_E_ARG
+ * for NULL pointers with n > 0, unknown flags or sizes past SIZE_MAX.
+ */
+ST_API int st_convert(st_dtype to, void *dst, st_dtype from, const void *src,
+                      uint64_t n, unsigned flags, st_error *err);
+
+/**
+ * Like st_convert, spread over up to `threads` threads (0: one per online
+ * CPU, at most 64). Small arrays (under about 1 MiB per thread) use fewer
+ * threads. The result is identical to st_convert's. If a thread cannot be
+ * created its share is done on the calling thread (never an error).
+ */
+ST_API int st_convert_mt(st_dtype to, void *dst, st_dtype from, const void *src,
+                         uint64_t n, unsigned flags, unsigned threads,
+                         st_error *err);
+
+/**
+ * Which SIMD path st_convert uses on this CPU: "avx512", "avx2+f16c" or
+ * "scalar". For reports and benchmarks.
+ */
+ST_API const char *st_convert_simd_name(void);
+
+/* ------------------------------------------------------------------------ */
+/* Hashing (lib/hash.c, lib/blake3.c)                                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The digests model sites and UIs use to name a file, all computed in one
+ * read pass over any file (not only safetensors files):
+ *   sha256  SHA-256 of the whole file.
+ *   autov1  A1111's old "model hash" (modules/sd_models.py model_hash,
+ *           kohya's addnet_hash_legacy): SHA-256 of the bytes at
+ *           [0x100000, 0x110000), fewer (or none) when the file is
+ *           shorter; shown as the first 8 hex digits.
+ *   autov2  the first 10 hex digits of the SHA-256 (A1111's "shorthash").
+ *   autov3  kohya / A1111 "addnet" hash (A1111 modules/hashes.py
+ *           addnet_hash_safetensors, kohya train_util.py): SHA-256 of the
+ *           bytes after the 8 + N byte header. kohya stores it in a LoRA's
+ *           metadata as "sshs_model_hash"; A1111 shows its first 12 digits.
+ *   crc32   CRC-32 (zlib's; as `python3 -c zlib.crc32`).
+ *   blake3  BLAKE3, 32 bytes.
+ */
+#define ST_HASH_SHA256 0x01u
+#define ST_HASH_AUTOV1 0x02u
+#define ST_HASH_AUTOV2 0x04u
+#define ST_HASH_AUTOV3 0x08u
+#define ST_HASH_CRC32 0x10u
+#define ST_HASH_BLAKE3 0x20u
+#define ST_HASH_ALL 0x3fu
+
+typedef struct st_hashes {
+    unsigned computed;       /* ST_HASH_* bits whose fields below are valid  */
+    uint64_t size;           /* bytes read: the file's size                  */
+    uint8_t sha256[32];      /* set for ST_HASH_SHA256 and ST_HASH_AUTOV2    */
+    uint8_t autov1[32];      /* the whole SHA-256 of autov1's window         */
+    uint8_t autov3[32];      /* SHA-256 of bytes [autov3_offset, size)       */
+    uint64_t autov3_offset;  /* 8 + N                                        */
+    uint32_t crc32;
+    uint8_t blake3[32];
+} st_hashes;
+
+typedef struct st_hash_options {
+    unsigned threads;        /* hashing threads besides the reading one;     */
+                             /* 0 = as many as help (CPU count), 1 = read    */
+                             /* and hash in the calling thread only          */
+    size_t chunk_size;       /* bytes per read, 0 = 8 MiB (64 KiB..1 GiB)    */
+} st_hash_options;
+
+/**
+ * Computes the digests in `algos` (ST_HASH_* bits) of everything read from
+ * fd, from offset 0 to end of file (pread; a pipe or other unseekable fd is
+ * read from its current position instead). opt may be NULL. The file is
+ * read once, in large chunks by one thread while others hash the previous
+ * chunks. autov3 is computed only when the first 8 bytes give a header
+ * length N <= ST_MAX_HEADER_SIZE with 8 + N <= size; whether the file is
+ * otherwise a valid safetensors file is st_open's business. Returns ST_OK,
+ * ST_E_IO (read error), ST_E_NOMEM, ST_E_ARG (no algorithm, bad options).
+ */
+ST_API int st_hash_fd(int fd, unsigned algos, const st_hash_options *opt,
+                      st_hashes *out, st_error *err);
+
+/** st_hash_fd on a file opened read-only by path. */
+ST_API int st_hash_path(const char *path, unsigned algos,
+                        const st_hash_options *opt, st_hashes *out,
+                        st_error *err);
+
+/** The same digests of a buffer (no copy). */
+ST_API int st_hash_memory(const void *data, size_t len, unsigned algos,
+                          const st_hash_options *opt, st_hashes *out,
+                          st_error *err);
+
+/* st_hash_text styles */
+#define ST_HASH_STYLE_PLAIN 0u   /* lower-case hex as sha256sum / A1111 show: */
+                                 /* autov1 8 digits, autov2 10, crc32 the    */
+                                 /* value's 8 digits, others 64              */
+#define ST_HASH_STYLE_CIVITAI 1u /* as Civitai lists them (civitai/model-    */
+                                 /* scanner HashTask.cs): upper-case, CRC-32 */
+                                 /* bytes in little-endian order, autov1     */
+                                 /* absent for files under 2 MiB             */
+#define ST_HASH_TEXT_MAX 65
+
+/**
+ * Writes one digest (a single ST_HASH_* bit) as NUL-terminated text into
+ * out. Returns ST_OK, ST_E_NOT_FOUND when the digest was not computed or
+ * has no value in that style (Civitai's null AutoV1), ST_E_ARG otherwise.
+ */
+ST_API int st_hash_text(const st_hashes *hashes, unsigned algo, unsigned style,
+                        char out[ST_HASH_TEXT_MAX]);
+
+/** Name of one digest ("sha256", "autov1", ...); NULL for anything else. */
+ST_API const char *st_hash_name(unsigned algo);
+
+/** The ST_HASH_* bit for a name (case-insensitive); ST_E_NOT_FOUND if none. */
+ST_API int st_hash_from_name(const char *name, size_t len, unsigned *algo);
+
+/* ---- end of Hashing ---- */
+
+/* ------------------------------------------------------------------------ */
+/* Identifying Stable Diffusion files (lib/identify.c)                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * What a model file is, from tensor names, shapes, dtypes and metadata (and
+ * at most one small tensor's values: ComfyUI's SD2 v-prediction test). The
+ * ordered rules are the UIs' (ComfyUI comfy/model_detection.py and
+ * supported_models.py, A1111 modules/sd_models_config.py, kohya sd-scripts);
+ * metadata hints (modelspec.architecture, ss_base_model_version) come last
+ * and decide only what the tensors leave open.
+ */
+typedef enum st_model_kind {
+    ST_KIND_UNKNOWN = 0,
+    ST_KIND_CHECKPOINT,      /* diffusion model + text encoder(s) + VAE       */
+    ST_KIND_DIFFUSION_MODEL, /* UNet or DiT alone                             */
+    ST_KIND_VAE,
+    ST_KIND_TEXT_ENCODER,
+    ST_KIND_LORA,            /* LoRA and LyCORIS adapters                     */
+    ST_KIND_EMBEDDING,       /* textual inversion                             */
+    ST_KIND_CONTROLNET
+} st_model_kind;
+
+typedef enum st_model_family {
+    ST_FAMILY_UNKNOWN = 0,
+    ST_FAMILY_SD1,
+    ST_FAMILY_SD2,
+    ST_FAMILY_SDXL,
+    ST_FAMILY_SDXL_REFINER,
+    ST_FAMILY_SD3,
+    ST_FAMILY_FLUX,
+    ST_FAMILY_STABLE_CASCADE,
+    ST_FAMILY_CLIP_L,        /* text encoders                                 */
+    ST_FAMILY_CLIP_G,
+    ST_FAMILY_T5XXL
+} st_model_family;
+
+/* st_identity.variants bits */
+#define ST_VARIANT_INPAINTING 0x01u       /* UNet with 9 input channels      */
+#define ST_VARIANT_INSTRUCT_PIX2PIX 0x02u /* 8 input channels                */
+#define ST_VARIANT_DEPTH 0x04u            /* 5 input channels (SD2 depth)    */
+#define ST_VARIANT_DEV 0x08u              /* Flux with guidance_in           */
+#define ST_VARIANT_SCHNELL 0x10u          /* Flux without guidance_in        */
+#define ST_VARIANT_FILL 0x20u             /* Flux with 384 img_in features   */
+#define ST_VARIANT_V_PREDICTION 0x40u     /* a v-prediction marker           */
+
+typedef enum st_lora_format {
+    ST_LORA_NONE = 0,
+    ST_LORA_KOHYA,           /* lora_unet_* / lora_te*_ with lora_down/up     */
+    ST_LORA_LYCORIS_LOHA,    /* hada_w1_a ...                                 */
+    ST_LORA_LYCORIS_LOKR,    /* lokr_w1 ...                                   */
+    ST_LORA_PEFT,            /* lora_A / lora_B                               */
+    ST_LORA_DIFFUSERS        /* diffusers' older .lora.down / .lora.up        */
+} st_lora_format;
+
+typedef enum st_confidence {
+    ST_CONFIDENCE_NONE = 0,  /* unknown                                       */
+    ST_CONFIDENCE_LOW,       /* from metadata or naming alone                 */
+    ST_CONFIDENCE_MEDIUM,    /* shapes, but the family is ambiguous/contested */
+    ST_CONFIDENCE_HIGH       /* the keys and shapes the UIs decide by         */
+} st_confidence;
+
+#define ST_IDENTIFY_MAX_REASONS 16
+#define ST_IDENTIFY_REASON_MAX 200
+
+typedef struct st_identity {
+    st_model_kind kind;
+    st_model_family family;  /* for adapters: the base model they fit         */
+    unsigned variants;       /* ST_VARIANT_* bits                             */
+    st_lora_format format;   /* ST_LORA_NONE unless kind is ST_KIND_LORA      */
+    int ema;                 /* 1 if EMA weights (model_ema.*) are present    */
+    int precision;           /* dominant floating st_dtype by parameters, -1  */
+    st_confidence confidence;
+    /* Parameters (elements) per component; they add up to `total`. */
+    struct {
+        uint64_t total;
+        uint64_t diffusion_model; /* UNet / DiT, or an adapter's part of it   */
+        uint64_t text_encoder;
+        uint64_t vae;
+        uint64_t ema;
+        uint64_t controlnet;
+        uint64_t other;           /* embeddings, alphas, anything else        */
+    } params;
+    /* Why: the keys, shapes and metadata the verdict rests on, in order. */
+    size_t reason_count;
+    char reasons[ST_IDENTIFY_MAX_REASONS][ST_IDENTIFY_REASON_MAX];
+} st_identity;
+
+/**
+ * Identifies an open file. Always fills *out (kind ST_KIND_UNKNOWN when no
+ * rule matches); returns ST_OK, or ST_E_ARG / ST_E_NOMEM.
+ */
+ST_API int st_identify(const st_file *file, st_identity *out, st_error *err);
+
+/* A tensor described to st_identify_tensors (from any container: a
+ * PyTorch checkpoint, a diffusers folder's index, ...). */
+typedef struct st_tensor_desc {
+    const char *name;
+    size_t name_len;
+    st_dtype dtype;
+    uint32_t rank;
+    const uint64_t *shape;
+} st_tensor_desc;
+
+/* Reads the first len bytes of the data of tensors[index] into buf; returns
+ * 0, or non-zero when it cannot. */
+typedef int (*st_tensor_read_fn)(void *ctx, size_t index, void *buf, size_t len);
+
+/**
+ * st_identify on a list of tensors and metadata pairs (metadata[2i] the
+ * key, metadata[2i+1] the value, NUL-terminated; metadata_count pairs).
+ * read may be NULL: the one rule that looks at values (SD2 v-prediction)
+ * is then skipped. The list is not modified and need not be sorted.
+ */
+ST_API int st_identify_tensors(const st_tensor_desc *tensors, size_t count,
+                               const char *const *metadata, size_t metadata_count,
+                               st_tensor_read_fn read, void *read_ctx,
+                               st_identity *out, st_error *err);
+
+/** Stable lower-case names ("checkpoint", "sdxl_refiner", "inpainting",
+ * "lycoris_loha", "high", ...) for printing and JSON; "unknown" / NULL for
+ * values out of range. st_variant_name takes one ST_VARIANT_* bit. */
+ST_API const char *st_kind_name(st_model_kind kind);
+ST_API const char *st_family_name(st_model_family family);
+ST_API const char *st_variant_name(unsigned variant_bit);
+ST_API const char *st_lora_format_name(st_lora_format format);
+ST_API const char *st_confidence_name(st_confidence confidence);
+
+/* ---- end of Identifying ---- */
+
 #ifdef __cplusplus
 }
 #endif

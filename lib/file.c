@@ -30,7 +30,7 @@ struct st_file {
     uint64_t header_len;
     uint64_t file_size;
     st_header h;
-    st_tensor *tensors;          /* file order */
+    const st_tensor *tensors;    /* f->h.tensors: file order */
     _Atomic(void *) name_order;  /* const st_tensor *[count], built on first use */
 };
 
@@ -118,23 +118,7 @@ static int load(st_file *f, st_error *err)
     if (rc)
         return rc;
 
-    size_t count = f->h.count;
-    f->tensors = calloc(count ? count : 1, sizeof *f->tensors);
-    if (!f->tensors)
-        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory for %zu tensors", count);
-    for (size_t k = 0; k < count; k++) {
-        const st_entry *e = &f->h.entries[k];
-        st_tensor *t = &f->tensors[k];
-        t->name = f->h.arena + e->name_off;
-        t->name_len = e->name_len;
-        t->dtype = e->dtype;
-        t->rank = e->rank;
-        t->shape = f->h.dims ? f->h.dims + e->shape_off : NULL;
-        st_shape_product(t->shape, t->rank, &t->nelements);
-        t->begin = e->begin;
-        t->end = e->end;
-        t->header_offset = e->header_offset;
-    }
+    f->tensors = f->h.tensors;
     return ST_OK;
 }
 
@@ -147,7 +131,6 @@ static void release(st_file *f)
     if (f->fd >= 0)
         close(f->fd);
     free(f->header_copy);
-    free(f->tensors);
     free(atomic_load(&f->name_order));
     st_header_free(&f->h);
     free(f);

@@ -145,11 +145,13 @@ static int read_string(parser *p, token *t)
     return ST_OK;
 }
 
-/* Decodes a token into the header arena, NUL-terminated. */
+/* Decodes a token into the header arena, NUL-terminated. The arena was
+ * reserved for the whole text (a decoded string and its NUL never take more
+ * bytes than the string's JSON with its quotes), so it never moves. */
 static int arena_string(parser *p, const token *t, size_t *off, size_t *len)
 {
     st_header *h = p->h;
-    if (!grow((void **)&h->arena, &h->arena_cap, h->arena_len + t->len + 1, 1))
+    if (h->arena_cap - h->arena_len < t->len + 1)
         return nomem(p);
     char *dst = h->arena + h->arena_len;
     size_t n = t->escaped ? st_json_decode_string(p->s + t->pos, t->len, dst)
@@ -374,14 +376,14 @@ static int read_u64(parser *p, uint64_t *out, const char *what, const char *name
 
 /* ---- the schema --------------------------------------------------------- */
 
-static int parse_shape(parser *p, st_entry *e, const char *name)
+static int parse_shape(parser *p, st_tensor *e, const char *name)
 {
     st_header *h = p->h;
     skip_ws(p);
     if (cur(p) != '[')
         return schema_error(p, p->i, name, e->name_len, "shape must be an array of integers");
     p->i++;
-    e->shape_off = h->ndims;
+    e->nelements = h->ndims; /* the shape's offset until dims stops moving */
     e->rank = 0;
     skip_ws(p);
     if (cur(p) == ']') {
@@ -405,7 +407,7 @@ static int parse_shape(parser *p, st_entry *e, const char *name)
     }
 }
 
-static int parse_offsets(parser *p, st_entry *e, const char *name)
+static int parse_offsets(parser *p, st_tensor *e, const char *name)
 {
     skip_ws(p);
     size_t start = p->i;
@@ -431,7 +433,7 @@ static int parse_offsets(parser *p, st_entry *e, const char *name)
     return ST_OK;
 }
 
-static int parse_dtype(parser *p, st_entry *e, const char *name)
+static int parse_dtype(parser *p, st_tensor *e, const char *name)
 {
     skip_ws(p);
     size_t start = p->i;
@@ -458,9 +460,9 @@ static int parse_dtype(parser *p, st_entry *e, const char *name)
 
 enum { F_DTYPE = 1, F_SHAPE = 2, F_OFFSETS = 4 };
 
-static int parse_tensor(parser *p, st_entry *e)
+static int parse_tensor(parser *p, st_tensor *e)
 {
-    const char *name = p->h->arena + e->name_off;
+    const char *name = e->name;
     skip_ws(p);
     if (cur(p) != '{')
         return schema_error(p, p->i, name, e->name_len,
@@ -602,18 +604,19 @@ size_t st_header_lookup(const st_header *h, const char *name, size_t len)
     if (!h->index)
         return SIZE_MAX;
     uint64_t hash = st_hash_bytes_seeded(h->hash_seed, name, len);
+    uint64_t tag = hash >> 32;
     for (size_t slot = hash & h->index_mask;; slot = (slot + 1) & h->index_mask) {
-        uint32_t v = h->index[slot];
+        uint64_t v = h->index[slot];
         if (!v)
             return SIZE_MAX;
-        const st_entry *e = &h->entries[v - 1];
-        if (e->hash == hash && e->name_len == len && memcmp(h->arena + e->name_off, name, len) == 0)
-            return v - 1;
+        const st_tensor *t = &h->tensors[(uint32_t)v - 1];
+        if (v >> 32 == tag && t->name_len == len && memcmp(t->name, name, len) == 0)
+            return (uint32_t)v - 1;
     }
 }
 
-/* Builds the index over entries in their current order; fails on the first
- * name (in document order) that repeats an earlier one. */
+/* Builds the index over the tensors in their current order; fails on the
+ * first name (in document order) that repeats an earlier one. */
 static int build_index(parser *p)
 {
     st_header *h = p->h;
@@ -625,20 +628,19 @@ static int build_index(parser *p)
         return nomem(p);
     h->index_mask = cap - 1;
     for (size_t k = 0; k < h->count; k++) {
-        st_entry *e = &h->entries[k];
-        const char *name = h->arena + e->name_off;
-        e->hash = st_hash_bytes_seeded(h->hash_seed, name, e->name_len);
-        size_t slot = e->hash & h->index_mask;
-        for (;; slot = (slot + 1) & h->index_mask) {
-            uint32_t v = h->index[slot];
+        const st_tensor *t = &h->tensors[k];
+        uint64_t hash = st_hash_bytes_seeded(h->hash_seed, t->name, t->name_len);
+        uint64_t tag = hash >> 32;
+        for (size_t slot = hash & h->index_mask;; slot = (slot + 1) & h->index_mask) {
+            uint64_t v = h->index[slot];
             if (!v) {
-                h->index[slot] = (uint32_t)(k + 1);
+                h->index[slot] = tag << 32 | (uint64_t)(k + 1);
                 break;
             }
-            const st_entry *o = &h->entries[v - 1];
-            if (o->hash == e->hash && o->name_len == e->name_len &&
-                memcmp(h->arena + o->name_off, name, e->name_len) == 0)
-                return duplicate_error(p, name, e->name_len, e->header_offset, "the header (tensor names)");
+            const st_tensor *o = &h->tensors[(uint32_t)v - 1];
+            if (v >> 32 == tag && o->name_len == t->name_len && memcmp(o->name, t->name, t->name_len) == 0)
+                return duplicate_error(p, t->name, t->name_len, t->header_offset,
+                                       "the header (tensor names)");
         }
     }
     return ST_OK;
@@ -676,12 +678,16 @@ static int parse_document(parser *p)
         } else {
             if (h->count >= UINT32_MAX - 1)
                 return st_fail(p->err, ST_E_HEADER_SCHEMA, at(p, key_pos), "too many tensors");
-            if (!grow((void **)&h->entries, &h->cap, h->count + 1, sizeof *h->entries))
+            if (!grow((void **)&h->tensors, &h->cap, h->count + 1, sizeof *h->tensors))
                 return nomem(p);
-            st_entry *e = &h->entries[h->count];
+            st_tensor *e = &h->tensors[h->count];
             memset(e, 0, sizeof *e);
             e->header_offset = at(p, key_pos);
-            if ((rc = arena_string(p, &t, &e->name_off, &e->name_len)) || (rc = parse_tensor(p, e)))
+            size_t name_off;
+            if ((rc = arena_string(p, &t, &name_off, &e->name_len)))
+                return rc;
+            e->name = h->arena + name_off;
+            if ((rc = parse_tensor(p, e)))
                 return rc;
             h->count++;
         }
@@ -702,10 +708,10 @@ int st_header_parse(st_header *h, const char *text, size_t n, uint64_t base, st_
      * longer than their JSON, plus one NUL each; an entry takes at least
      * 40 bytes of JSON. Pages never touched cost nothing, and no growth
      * means no copying. */
-    size_t arena_max = n + n / 2 + 16;
+    size_t arena_max = n + 16;
     size_t entries_guess = n / 40 + 1;
     if (!grow((void **)&h->arena, &h->arena_cap, arena_max, 1) ||
-        !grow((void **)&h->entries, &h->cap, entries_guess, sizeof *h->entries))
+        !grow((void **)&h->tensors, &h->cap, entries_guess, sizeof *h->tensors))
         return nomem(&p);
     int rc = parse_document(&p);
     /* The one pass stops at the first problem of any kind; a syntax error
@@ -717,8 +723,14 @@ int st_header_parse(st_header *h, const char *text, size_t n, uint64_t base, st_
         else if (rc == ST_E_HEADER_JSON)
             rc = st_fail(err, ST_E_HEADER_JSON, ST_NO_OFFSET, "invalid JSON in header");
     }
-    if (!rc)
+    if (!rc) {
+        for (size_t k = 0; k < h->count; k++) {
+            st_tensor *t = &h->tensors[k];
+            t->shape = t->rank ? h->dims + t->nelements : NULL;
+            t->nelements = 0;
+        }
         rc = build_index(&p);
+    }
     free(p.scratch);
     free(p.keys);
     return rc;
@@ -726,7 +738,7 @@ int st_header_parse(st_header *h, const char *text, size_t n, uint64_t base, st_
 
 void st_header_free(st_header *h)
 {
-    free(h->entries);
+    free(h->tensors);
     free(h->dims);
     free(h->arena);
     free(h->meta);

@@ -5,25 +5,17 @@
 
 #include "internal.h"
 
-/* A tensor entry while parsing: strings and shapes as offsets, because the
- * arena they live in may still move. */
-typedef struct st_entry {
-    size_t name_off, name_len;
-    size_t shape_off;
-    uint32_t rank;
-    st_dtype dtype;
-    uint64_t begin, end;
-    uint64_t header_offset; /* absolute file offset of the name's quote */
-    uint64_t hash;
-} st_entry;
-
 typedef struct st_meta_entry {
     size_t key_off, key_len, value_off, value_len;
     uint64_t header_offset;
 } st_meta_entry;
 
 typedef struct st_header {
-    st_entry *entries;  /* document order after parsing, file order after validation */
+    /* Document order after parsing, file order after validation. Names
+     * point into the arena, which is reserved whole before parsing and so
+     * never moves; while parsing, nelements holds the shape's offset in
+     * dims (dims may still move), and st_header_parse sets shape. */
+    st_tensor *tensors;
     size_t count, cap;
     uint64_t *dims;     /* all shapes, back to back */
     size_t ndims, dims_cap;
@@ -33,11 +25,11 @@ typedef struct st_header {
     size_t nmeta, meta_cap;
     int meta_present;
     uint64_t hash_seed;
-    uint32_t *index;    /* open addressing: entry position + 1, 0 = empty */
+    uint64_t *index;    /* open addressing: hash tag << 32 | (position + 1); 0 = empty */
     size_t index_mask;  /* capacity - 1 (a power of two) */
 } st_header;
 
-/* Position (in h->entries) of the tensor with this name, or SIZE_MAX. */
+/* Position (in h->tensors) of the tensor with this name, or SIZE_MAX. */
 ST_INTERNAL size_t st_header_lookup(const st_header *h, const char *name, size_t len);
 
 /* Parses the header text (already UTF-8 checked) into h: JSON syntax, then
@@ -49,7 +41,7 @@ ST_INTERNAL int st_header_parse(st_header *h, const char *text, size_t n, uint64
 /* The reference's checks, tensors in data-offset order: offsets contiguous
  * from 0, element/bit counts without overflow, whole bytes, sizes matching;
  * then the data must end exactly at the end of the file (data_len bytes).
- * Leaves h->entries in file order. */
+ * Leaves h->tensors in file order, with nelements set. */
 ST_INTERNAL int st_header_validate(st_header *h, uint64_t data_len, uint64_t data_offset,
                                    st_error *err);
 

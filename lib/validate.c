@@ -42,57 +42,54 @@ static void format_shape(char *dst, size_t cap, const uint64_t *dims, uint32_t r
     snprintf(dst + o, cap - o, "]");
 }
 
-static int tensor_error(const st_header *h, const st_entry *e, int code, st_error *err,
-                        const char *what)
+static int tensor_error(const st_tensor *t, int code, st_error *err, const char *what)
 {
     char q[160];
-    st_quote_name(q, sizeof q, h->arena + e->name_off, e->name_len);
-    return st_fail(err, code, e->header_offset, "tensor %s (header at file offset %" PRIu64 "): %s", q,
-                   e->header_offset, what);
+    st_quote_name(q, sizeof q, t->name, t->name_len);
+    return st_fail(err, code, t->header_offset, "tensor %s (header at file offset %" PRIu64 "): %s", q,
+                   t->header_offset, what);
 }
 
-static int check_entry(const st_header *h, const st_entry *e, uint64_t expected_begin,
-                       st_error *err)
+static int check_tensor(st_tensor *t, uint64_t expected_begin, st_error *err)
 {
     char what[320], shape[160];
-    if (e->begin != expected_begin || e->end < e->begin) {
-        if (e->end < e->begin)
+    if (t->begin != expected_begin || t->end < t->begin) {
+        if (t->end < t->begin)
             snprintf(what, sizeof what, "data_offsets [%" PRIu64 ", %" PRIu64 "] end before they begin",
-                     e->begin, e->end);
+                     t->begin, t->end);
         else
             snprintf(what, sizeof what,
                      "data_offsets [%" PRIu64 ", %" PRIu64 "] should begin at %" PRIu64
                      " (the end of the previous tensor): %s",
-                     e->begin, e->end, expected_begin,
-                     e->begin < expected_begin ? "overlap" : "hole");
-        return tensor_error(h, e, ST_E_OFFSETS, err, what);
+                     t->begin, t->end, expected_begin,
+                     t->begin < expected_begin ? "overlap" : "hole");
+        return tensor_error(t, ST_E_OFFSETS, err, what);
     }
-    /* h->dims is NULL when every tensor is a scalar: no offset on NULL. */
-    const uint64_t *dims = h->dims ? h->dims + e->shape_off : NULL;
     uint64_t nelements, nbytes;
-    if (!st_shape_product(dims, e->rank, &nelements)) {
-        format_shape(shape, sizeof shape, dims, e->rank);
+    if (!st_shape_product(t->shape, t->rank, &nelements)) {
+        format_shape(shape, sizeof shape, t->shape, t->rank);
         snprintf(what, sizeof what, "element count of shape %s overflows 64 bits", shape);
-        return tensor_error(h, e, ST_E_OVERFLOW, err, what);
+        return tensor_error(t, ST_E_OVERFLOW, err, what);
     }
-    int rc = st_bytes_for(e->dtype, nelements, &nbytes);
+    int rc = st_bytes_for(t->dtype, nelements, &nbytes);
     if (rc == ST_E_OVERFLOW) {
         snprintf(what, sizeof what, "bit count of %" PRIu64 " %s elements overflows 64 bits",
-                 nelements, st_dtype_name(e->dtype));
-        return tensor_error(h, e, rc, err, what);
+                 nelements, st_dtype_name(t->dtype));
+        return tensor_error(t, rc, err, what);
     }
     if (rc == ST_E_MISALIGNED) {
         snprintf(what, sizeof what, "%" PRIu64 " elements of %s (%u bits each) are not a whole number of bytes",
-                 nelements, st_dtype_name(e->dtype), st_dtype_bits(e->dtype));
-        return tensor_error(h, e, rc, err, what);
+                 nelements, st_dtype_name(t->dtype), st_dtype_bits(t->dtype));
+        return tensor_error(t, rc, err, what);
     }
-    if (e->end - e->begin != nbytes) {
-        format_shape(shape, sizeof shape, dims, e->rank);
+    if (t->end - t->begin != nbytes) {
+        format_shape(shape, sizeof shape, t->shape, t->rank);
         snprintf(what, sizeof what,
                  "data_offsets [%" PRIu64 ", %" PRIu64 "] hold %" PRIu64 " bytes but %s shape %s needs %" PRIu64,
-                 e->begin, e->end, e->end - e->begin, st_dtype_name(e->dtype), shape, nbytes);
-        return tensor_error(h, e, ST_E_SIZE_MISMATCH, err, what);
+                 t->begin, t->end, t->end - t->begin, st_dtype_name(t->dtype), shape, nbytes);
+        return tensor_error(t, ST_E_SIZE_MISMATCH, err, what);
     }
+    t->nelements = nelements;
     return ST_OK;
 }
 
@@ -101,30 +98,31 @@ int st_header_validate(st_header *h, uint64_t data_len, uint64_t data_offset, st
     size_t n = h->count;
     bool sorted = true;
     for (size_t k = 1; k < n && sorted; k++) {
-        const st_entry *a = &h->entries[k - 1], *b = &h->entries[k];
+        const st_tensor *a = &h->tensors[k - 1], *b = &h->tensors[k];
         sorted = a->begin < b->begin || (a->begin == b->begin && a->end <= b->end);
     }
     if (!sorted) {
         order_key *keys = malloc(n * sizeof *keys);
-        st_entry *moved = malloc(n * sizeof *moved);
+        st_tensor *moved = malloc(n * sizeof *moved);
         size_t *where = malloc(n * sizeof *where);
         if (!keys || !moved || !where) {
             free(keys), free(moved), free(where);
             return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory while sorting tensors");
         }
         for (size_t k = 0; k < n; k++)
-            keys[k] = (order_key){h->entries[k].begin, h->entries[k].end, k};
+            keys[k] = (order_key){h->tensors[k].begin, h->tensors[k].end, k};
         qsort(keys, n, sizeof *keys, order_cmp);
         for (size_t k = 0; k < n; k++) {
-            moved[k] = h->entries[keys[k].doc];
+            moved[k] = h->tensors[keys[k].doc];
             where[keys[k].doc] = k;
         }
         /* The name index refers to document positions: renumber it. */
         for (size_t s = 0; h->index && s <= h->index_mask; s++)
             if (h->index[s])
-                h->index[s] = (uint32_t)(where[h->index[s] - 1] + 1);
-        free(h->entries);
-        h->entries = moved;
+                h->index[s] = (h->index[s] & ~0xffffffffull) |
+                              (uint64_t)(where[(uint32_t)h->index[s] - 1] + 1);
+        free(h->tensors);
+        h->tensors = moved;
         h->cap = n;
         free(keys);
         free(where);
@@ -132,10 +130,10 @@ int st_header_validate(st_header *h, uint64_t data_len, uint64_t data_offset, st
 
     uint64_t expected = 0;
     for (size_t k = 0; k < n; k++) {
-        int rc = check_entry(h, &h->entries[k], expected, err);
+        int rc = check_tensor(&h->tensors[k], expected, err);
         if (rc)
             return rc;
-        expected = h->entries[k].end;
+        expected = h->tensors[k].end;
     }
     if (expected != data_len)
         return st_fail(err, ST_E_INCOMPLETE, data_offset + (expected < data_len ? expected : data_len),

@@ -31,6 +31,12 @@ int cmd_check(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_hash(int argc, char **argv);
+int cmd_identify(int argc, char **argv);
+int cmd_meta(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
+int cmd_install(int argc, char **argv);
 
 /* ---- usage and errors ---- */
 
@@ -139,5 +145,71 @@ bool cli_stdout_is_tty(void);
 
 /* Width of the terminal on stdout, else $COLUMNS, else 80. */
 int cli_terminal_width(void);
+
+/* ---- JSON inside metadata values (cli_jsonval.c) ---- */
+
+/* A byte range of a JSON text. */
+typedef struct cli_span {
+    const char *s;
+    size_t n;
+} cli_span;
+
+/* True when s is one JSON value (whitespace around it allowed), nested at
+ * most 64 deep. */
+bool cli_jv_valid(const char *s, size_t n);
+
+/* True when s is a valid JSON object or array (a value worth
+ * pretty-printing: kohya's ss_tag_frequency, modelspec.*, ...). */
+bool cli_jv_is_container(const char *s, size_t n);
+
+/* Pretty-prints a valid JSON value, two spaces per level, continuation
+ * lines indented `level` levels. Strings are written as they are in s.
+ * Returns false (printing nothing) when s is not valid. */
+bool cli_jv_pretty(FILE *out, const char *s, size_t n, int level);
+
+/* Iterates the members of a JSON object: start with *pos = 0; each call
+ * sets key (the raw string, quotes included) and value (raw JSON) and
+ * returns true, false at the end or on a syntax error. */
+bool cli_jv_object_next(const char *s, size_t n, size_t *pos, cli_span *key, cli_span *value);
+
+/* Decodes a raw JSON string (quotes included) to a malloc'ed
+ * NUL-terminated UTF-8 string; NULL when s is not one string or on
+ * out-of-memory. A lone surrogate escape becomes U+FFFD. */
+char *cli_jv_string_decode(const char *s, size_t n, size_t *out_len);
+
+/* The shortest decimal text that reads back as v (Python's float repr). */
+const char *cli_format_double(double v, char *buf, size_t cap);
+
+/* ---- streaming tensors from an input into a writer (cli_stream.c) ---- */
+
+/* An open input file and the first read error met while the writer pulls
+ * its tensors (reported instead of the writer's "callback" error). */
+typedef struct cli_input {
+    const char *path;
+    st_file *file;
+    bool failed;
+    st_error err;
+} cli_input;
+
+/* One tensor copied unchanged from an input. */
+typedef struct cli_copy_src {
+    cli_input *in;
+    const st_tensor *t;
+} cli_copy_src;
+
+/* st_read_fn for a cli_copy_src: st_tensor_read, recording a failure. */
+int cli_copy_read(void *ctx, uint64_t offset, void *buf, size_t len);
+
+/* Records a read failure on the input (the first one is kept); returns rc. */
+int cli_input_fail(cli_input *in, int rc, const st_error *err);
+
+/* st_writer_write to out_path; on failure prints the input's read error
+ * (when one of `inputs` failed) or the writer's, and returns 2. Returns 0
+ * on success. */
+int cli_write_output(st_writer *w, const char *out_path, cli_input *const *inputs,
+                     size_t ninputs);
+
+/* 1 when both paths name the same existing file. */
+bool cli_same_file(const char *a, const char *b);
 
 #endif

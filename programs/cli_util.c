@@ -283,8 +283,18 @@ const char *cli_grouped(uint64_t n, char *buf, size_t cap)
 
 char *cli_shape_text(const uint64_t *shape, uint32_t rank)
 {
-    /* 20 digits and ", " per dimension, brackets and NUL. */
-    size_t cap = (size_t)rank * 22 + 3;
+    /* Exact size first: the reader accepts any rank, so a hostile header
+     * can hold millions of dimensions; the text stays proportional to it. */
+    size_t cap = 3;
+    for (uint32_t i = 0; i < rank; i++) {
+        uint64_t v = shape[i];
+        size_t digits = 1;
+        while (v >= 10) {
+            v /= 10;
+            digits++;
+        }
+        cap += digits + (i ? 2 : 0);
+    }
     char *s = malloc(cap);
     if (!s)
         return NULL;
@@ -423,6 +433,29 @@ void cli_elide_middle(char *s, size_t cols)
     size_t head = keep / 2, tail = keep - head;
     size_t hb = column_to_byte(s, head);
     size_t tb = column_to_byte(s, have - tail);
+    /* In a printable string every backslash starts an escape (\xNN or
+     * \uXXXX): cut before or after one, never inside, so no half escape
+     * is left to misread. This only shortens the kept ends. */
+    for (size_t j = 0; j < hb; j++) {
+        if (s[j] != '\\')
+            continue;
+        size_t end = j + (s[j + 1] == 'x' ? 4 : 6);
+        if (end > hb) {
+            hb = j;
+            break;
+        }
+        j = end - 1;
+    }
+    for (size_t j = hb; j < tb; j++) {
+        if (s[j] != '\\')
+            continue;
+        size_t end = j + (s[j + 1] == 'x' ? 4 : 6);
+        if (end > tb) {
+            tb = end;
+            break;
+        }
+        j = end - 1;
+    }
     size_t tlen = strlen(s + tb);
     memcpy(s + hb, "...", 3);
     memmove(s + hb + 3, s + tb, tlen + 1);

@@ -18,6 +18,12 @@ static const command commands[] = {
     {"info", cmd_info, "sizes, parameter counts, dtypes and metadata of a file"},
     {"ls", cmd_ls, "list the tensors of a file: name, dtype, shape, size"},
     {"convert", cmd_convert, "rewrite a file in the canonical layout"},
+    {"hash", cmd_hash, "sha256, autov1-3, crc32, blake3 of files (Civitai's hashes)"},
+    {"meta", cmd_meta, "show or edit metadata (--set, --unset, --set-json)"},
+    {"diff", cmd_diff, "compare two files: tensors, dtypes, shapes, values, metadata"},
+    {"merge", cmd_merge, "merge checkpoints as A1111 does (weighted sum, add difference)"},
+    {"install", cmd_install, "place a model where a UI looks for it (A1111, ComfyUI, ...)"},
+    {"identify", cmd_identify, "what a model file is: kind, family, variant, format"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

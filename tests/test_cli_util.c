@@ -27,6 +27,23 @@ static int json_is(const char *s, size_t len, const char *want)
     return ok;
 }
 
+/* Every backslash starts a whole \xNN or \uXXXX escape. */
+static int escapes_whole(const char *s)
+{
+    for (const char *p = s; *p; p++) {
+        if (*p != '\\')
+            continue;
+        size_t k = p[1] == 'x' ? 2 : p[1] == 'u' ? 4 : 0;
+        if (!k)
+            return 0;
+        for (size_t i = 0; i < k; i++)
+            if (!strchr("0123456789abcdef", p[2 + i]) || !p[2 + i])
+                return 0;
+        p += 1 + k;
+    }
+    return 1;
+}
+
 static int glob(const char *pattern, const char *name)
 {
     return cli_glob_match(pattern, name, strlen(name));
@@ -97,6 +114,17 @@ int main(void)
     cli_elide_middle(e3, 7);
     CHECK(cli_text_columns(e3) == 7, "%s", e3);
     CHECK(strcmp(e3, "\xc3\xa9\xc3\xa9...\xc3\xa9\xc3\xa9") == 0, "%s", e3);
+
+    /* Escapes are never cut in half. */
+    for (size_t w = 5; w < 40; w++) {
+        char e4[] = "abcdefgh\\x00\\x01\\x02\\x03\\u202eqrstuvwxyz\\x04\\x05";
+        cli_elide_middle(e4, w);
+        CHECK(cli_text_columns(e4) <= w, "%zu: %s", w, e4);
+        CHECK(escapes_whole(e4), "%zu: %s", w, e4);
+    }
+    char e5[] = "ab\\x00\\x01\\x02\\x03\\x04\\x05\\x06\\x07\\x08cd";
+    cli_elide_middle(e5, 12);
+    CHECK(strcmp(e5, "ab...cd") == 0, "%s", e5);
 
     /* Globs. */
     CHECK(glob("*", ""), "failed");
