@@ -7,7 +7,8 @@
 #      with $PYTHON (Debian's python3-torch), both allocating (.to) and into
 #      a preallocated tensor (copy_).
 #   3. `safetensors convert --dtype f16` of a 2 GiB F32 file: wall time and
-#      peak RSS (/usr/bin/time -v) against `cp` of the same file.
+#      peak RSS (/usr/bin/time) against `cp` (and `cp` + `sync`) of the same
+#      file, medians of 3 interleaved rounds.
 # Environment: CONVERT_BENCH_MIB (default 1024) array size; CONVERT_FILE_MIB
 # (default 2048) file size, 0 to skip part 3; BENCH_DIR scratch directory.
 set -u
@@ -83,15 +84,30 @@ with open(path, "wb") as f:
         f.write(rng.standard_normal(per, dtype=np.float32).tobytes())
 PYEOF
     out="$dir/convert-out.safetensors"
-    sync
-    cp_s=$( { /usr/bin/time -f %e cp "$src" "$dir/cp-copy" ; } 2>&1 | tail -n 1)
-    rm -f "$dir/cp-copy"
-    /usr/bin/time -v "$bin" convert "$src" "$out" --dtype f16 >"$dir/convert.log" 2>"$dir/convert.time"
-    rc=$?
-    wall=$(grep "Elapsed (wall" "$dir/convert.time" | awk '{print $NF}')
-    rss=$(grep "Maximum resident" "$dir/convert.time" | awk '{print $NF}')
-    echo "cp:                     ${cp_s} s"
-    echo "safetensors convert:    ${wall} (m:ss) exit $rc, peak RSS ${rss} KiB"
+    # 3 rounds, interleaved, each after a sync so that one run's writeback
+    # does not slow the next; medians. `cp` does not fsync its copy and the
+    # writer does (atomic, durable output), so `cp` + `sync` is shown too.
+    : >"$dir/convert.times"
+    for _ in 1 2 3; do
+        sync
+        /usr/bin/time -f "cp %e" -a -o "$dir/convert.times" cp "$src" "$dir/cp-copy"
+        rm -f "$dir/cp-copy"; sync
+        /usr/bin/time -f "cpsync %e" -a -o "$dir/convert.times" \
+            sh -c 'cp "$1" "$2" && sync "$2"' sh "$src" "$dir/cp-copy"
+        rm -f "$dir/cp-copy"; sync
+        /usr/bin/time -f "convert %e %M" -a -o "$dir/convert.times" \
+            "$bin" convert "$src" "$out" --dtype f16 >"$dir/convert.log" 2>&1
+        rc=$?
+        [ "$rc" -eq 0 ] || { echo "convert failed (exit $rc)"; cat "$dir/convert.log"; break; }
+        rm -f "$out"
+    done
+    median() { grep "^$1 " "$dir/convert.times" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+    maxrss=$(grep "^convert " "$dir/convert.times" | awk '{print $3}' | sort -n | tail -n 1)
+    c=$(median convert); p=$(median cp); ps=$(median cpsync)
+    echo "cp:                     ${p} s (median of 3)"
+    echo "cp + sync:              ${ps} s"
+    echo "safetensors convert:    ${c} s, peak RSS ${maxrss} KiB (max of 3)"
+    awk -v c="$c" -v p="$p" -v ps="$ps" 'BEGIN { printf "ratio convert/cp %.2f, convert/(cp+sync) %.2f (target <= 1.5)\n", c / p, c / ps }'
     tail -n 3 "$dir/convert.log"
     rm -f "$src" "$out"
 fi

@@ -78,7 +78,15 @@ typedef enum st_code {
     ST_E_SLICE = 36,           /* "slice": slice out of range or misaligned  */
     ST_E_RANGE = 37,           /* "range": read past the tensor's bytes      */
     ST_E_UNSUPPORTED = 38,     /* "unsupported": operation not possible      */
-    ST_E_CALLBACK = 39         /* "callback": a caller's callback failed     */
+    ST_E_CALLBACK = 39,        /* "callback": a caller's callback failed     */
+
+    /* Checkpoint import (PyTorch pickle/zip files) */
+    ST_E_CKPT_FORMAT = 40,     /* "ckpt_format": not a known checkpoint      */
+    ST_E_ZIP = 41,             /* "zip": malformed zip container             */
+    ST_E_PICKLE = 42,          /* "pickle": malformed or unsupported pickle  */
+    ST_E_PICKLE_LIMIT = 43,    /* "pickle_limit": a pickle exceeds a limit   */
+    ST_E_UNSAFE = 44,          /* "unsafe": the pickle names a dangerous global */
+    ST_E_CKPT_TENSOR = 45      /* "ckpt_tensor": tensor/storage inconsistent */
 } st_code;
 
 /** Short stable name of a code ("header_json", "io", ...); "unknown" if none. */
@@ -781,6 +789,172 @@ ST_API const char *st_lora_format_name(st_lora_format format);
 ST_API const char *st_confidence_name(st_confidence confidence);
 
 /* ---- end of Identifying ---- */
+
+/* ======================================================================== */
+/* Checkpoints (PyTorch pickle/zip)                                          */
+/* ======================================================================== */
+
+/*
+ * Reads PyTorch checkpoints (.ckpt/.pt/.pth/.bin) without running them.
+ * A restricted pickle machine written in C builds an inert object graph:
+ * it never imports, calls or resolves anything. The torch rebuild functions
+ * (torch._utils._rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter,
+ * _rebuild_parameter_with_state, torch._tensor._rebuild_from_type_v2),
+ * collections.OrderedDict, _codecs.encode and the torch storage classes
+ * are interpreted by what they mean; every other global becomes a recorded,
+ * unresolved placeholder. Every global the pickles reference is listed with
+ * a safety class (see st_ckpt_classify).
+ *
+ * Containers: PyTorch's zip archive (torch >= 1.6; any top-level folder,
+ * data.pkl, data/<key>, byteorder, zip64) and the legacy stream (magic
+ * number, protocol, sys info, object, storage keys, raw storages). Raw
+ * pickle files can be scanned (they hold no storages).
+ *
+ * Tensor names: a top-level "state_dict" entry is unwrapped (twice when
+ * nested again); dicts, lists and tuples are flattened with '.', integer
+ * keys as decimal text; other values are dropped. A checkpoint that is a
+ * single tensor yields one tensor named "tensor". Top-level int, float,
+ * bool and short str values become metadata.
+ */
+
+typedef enum st_format {
+    ST_FORMAT_UNKNOWN = 0,
+    ST_FORMAT_SAFETENSORS = 1,   /* cannot hold code                          */
+    ST_FORMAT_ZIP_PICKLE = 2,    /* torch.save, torch >= 1.6                  */
+    ST_FORMAT_LEGACY_PICKLE = 3, /* torch.save(_use_new_zipfile_serialization=False) */
+    ST_FORMAT_RAW_PICKLE = 4     /* a bare pickle stream                      */
+} st_format;
+
+/**
+ * Detects a file's format by content (never by extension). Reads at most
+ * a few kilobytes. Returns ST_OK and sets *out (ST_FORMAT_UNKNOWN for
+ * anything else), or ST_E_IO.
+ */
+ST_API int st_ckpt_detect(const char *path, st_format *out, st_error *err);
+
+/** "safetensors", "zip-pickle", "legacy-pickle", "raw-pickle", "unknown". */
+ST_API const char *st_format_name(st_format format);
+
+typedef enum st_safety {
+    ST_SAFETY_SAFE = 0,      /* known torch/numpy/collections building blocks */
+    ST_SAFETY_UNKNOWN = 1,   /* not known either way (e.g. a class of a       */
+                             /* training framework): recorded, never resolved */
+    ST_SAFETY_DANGEROUS = 2  /* can run code, touch files, processes or the   */
+                             /* network when a pickle is loaded in Python     */
+} st_safety;
+
+/** "safe", "unknown", "dangerous". */
+ST_API const char *st_safety_name(st_safety safety);
+
+/**
+ * Classifies a global (module, qualified name) the way picklescan and
+ * modelscan do. A whole module listed as dangerous covers its submodules
+ * (os.path, subprocess.x...). The lists are documented in lib/scan.c.
+ */
+ST_API st_safety st_ckpt_classify(const char *module, size_t module_len,
+                                  const char *name, size_t name_len);
+
+/* Limits against hostile pickles. st_ckpt_default_limits fills defaults. */
+typedef struct st_ckpt_limits {
+    uint64_t max_pickle_bytes; /* one pickle stream (default 1 GiB)           */
+    uint64_t max_memory;       /* object graph bytes per pickle (256 MiB)     */
+    uint64_t max_objects;      /* values created per pickle (16 Mi)           */
+    uint64_t max_memo;         /* memo entries (1 Mi)                         */
+    uint64_t max_string;       /* one str/bytes value (256 MiB)               */
+    uint32_t max_int_bytes;    /* one LONG1/LONG4/LONG value (256 bytes)      */
+    uint32_t max_depth;        /* MARK nesting and container nesting (1000)  */
+    uint64_t max_visits;       /* container entries walked naming tensors (4 Mi) */
+    uint64_t max_tensors;      /* tensors in one checkpoint (4 Mi)            */
+} st_ckpt_limits;
+
+ST_API void st_ckpt_default_limits(st_ckpt_limits *limits);
+
+typedef struct st_ckpt st_ckpt;
+
+/* st_ckpt_open flags */
+#define ST_CKPT_SCAN 1u  /* scan only: run every pickle of the file inertly */
+                         /* and record its globals; no tensors. Succeeds    */
+                         /* whenever the file can be read and is a pickle   */
+                         /* container; a pickle that stops early is kept as */
+                         /* st_ckpt_scan_error (globals up to it are kept). */
+
+/**
+ * Opens a checkpoint (ST_FORMAT_ZIP_PICKLE, _LEGACY_PICKLE or, with
+ * ST_CKPT_SCAN, _RAW_PICKLE). Without ST_CKPT_SCAN every tensor is checked
+ * against its storage (dtype known, offset/shape/strides inside it) and any
+ * problem fails the open. limits may be NULL for the defaults. Never runs
+ * anything from the file, whatever its globals.
+ */
+ST_API int st_ckpt_open(const char *path, unsigned flags,
+                        const st_ckpt_limits *limits, st_ckpt **out,
+                        st_error *err);
+
+/** Releases a handle (NULL is allowed). */
+ST_API void st_ckpt_close(st_ckpt *ckpt);
+
+ST_API st_format st_ckpt_format(const st_ckpt *ckpt);
+
+/** In ST_CKPT_SCAN mode: why a pickle could not be read to its end, or NULL. */
+ST_API const st_error *st_ckpt_scan_error(const st_ckpt *ckpt);
+
+/* A tensor found in the checkpoint. Owned by the st_ckpt. */
+typedef struct st_ckpt_tensor {
+    const char *name;          /* flattened name, NUL-terminated              */
+    size_t name_len;
+    st_dtype dtype;
+    uint32_t rank;
+    const uint64_t *shape;
+    const uint64_t *strides;   /* in elements, as pickled                     */
+    uint64_t storage_offset;   /* in elements                                 */
+    uint64_t nelements;
+    uint64_t nbytes;           /* bytes of the materialised C-order data      */
+    const char *storage_key;   /* the storage's key in the file               */
+    int contiguous;            /* 1 if the bytes are one run of the storage   */
+} st_ckpt_tensor;
+
+ST_API size_t st_ckpt_tensor_count(const st_ckpt *ckpt);
+
+/** The i-th tensor, in the order the pickle's containers hold them. */
+ST_API const st_ckpt_tensor *st_ckpt_tensor_at(const st_ckpt *ckpt, size_t i);
+
+/**
+ * Copies len bytes, starting at byte `offset`, of a tensor's materialised
+ * data (C order, little-endian, views/transposes resolved) into buf.
+ * Thread-safe; memory use does not depend on the tensor's size (a
+ * non-contiguous tensor is gathered through an 8 MiB block cache per call).
+ */
+ST_API int st_ckpt_tensor_read(const st_ckpt *ckpt, const st_ckpt_tensor *tensor,
+                               uint64_t offset, void *buf, size_t len,
+                               st_error *err);
+
+/* A global a pickle of the file references. Owned by the st_ckpt. */
+typedef struct st_ckpt_global {
+    const char *module;        /* NUL-terminated                              */
+    size_t module_len;
+    const char *name;
+    size_t name_len;
+    st_safety safety;
+    uint64_t count;            /* references                                  */
+    const char *pickle;        /* where first seen: zip entry or "pickle N"   */
+    uint64_t offset;           /* file offset of the first reference's opcode */
+                               /* (in a deflated zip entry: offset within the */
+                               /* inflated pickle)                            */
+} st_ckpt_global;
+
+/** Distinct globals, in order of first reference. */
+ST_API size_t st_ckpt_global_count(const st_ckpt *ckpt);
+ST_API const st_ckpt_global *st_ckpt_global_at(const st_ckpt *ckpt, size_t i);
+
+/** Number of globals classified ST_SAFETY_DANGEROUS. */
+ST_API size_t st_ckpt_dangerous_count(const st_ckpt *ckpt);
+
+/** Top-level scalars kept as metadata (key order = pickle order). */
+ST_API size_t st_ckpt_metadata_count(const st_ckpt *ckpt);
+ST_API int st_ckpt_metadata_at(const st_ckpt *ckpt, size_t i,
+                               const char **key, size_t *key_len,
+                               const char **value, size_t *value_len);
+
+/* ======================== end of Checkpoints ============================ */
 
 #ifdef __cplusplus
 }

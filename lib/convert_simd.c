@@ -1,4 +1,5 @@
-/* x86 SIMD kernels for the hot conversions (F32 <-> F16, F32 <-> BF16).
+/* x86 SIMD kernels for the hot conversions (F32 <-> F16, F32 <-> BF16,
+ * F32 -> the four FP8 kinds with Inf/NaN rules of their own).
  *
  * Compiled without any -m flag: each kernel carries its own target
  * attribute and is only called after a run-time check of the CPU and of the
@@ -14,12 +15,22 @@
  *  - F32 -> BF16 is integer rounding (add 0x7FFF + lsb, shift), not
  *    VCVTNEPS2BF16, which flushes subnormals to zero.
  *  - F16 -> F32 is VCVTPH2PS (exact; quiets a signalling NaN, as the scalar
- *    code does). BF16 -> F32 is a zero-extend and shift. */
+ *    code does). BF16 -> F32 is a zero-extend and shift.
+ *  - F32 -> FP8 is integer only: rounding at a fixed shift where the result
+ *    is normal, at a per-lane shift (VPSRLVD) where it is subnormal, then
+ *    the overflow, Inf and NaN codes of the kind by masks. */
 #include "convert.h"
 
-#if defined(__x86_64__) || defined(__i386__)
+/* -DST_NO_SIMD builds the portable code only (as on other CPUs). */
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(ST_NO_SIMD)
 #include <cpuid.h>
 #include <immintrin.h>
+
+/* Software prefetch of the input, 4 KiB ahead: on large arrays a single
+ * core's bandwidth is bound by how many misses are in flight, and this
+ * keeps more of them going (measured about +25% over hardware prefetch
+ * alone on 256 MiB). Prefetches never fault, past the end included. */
+#define PREFETCH(p) _mm_prefetch((const char *)(p) + 4096, _MM_HINT_T0)
 
 static uint64_t read_xcr0(void)
 {
@@ -79,6 +90,7 @@ AVX2_T static size_t f32_to_f16_avx2(void *dst, const void *src, size_t n, int s
     unsigned char *d = dst;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
+        PREFETCH(s + 4 * i);
         __m256i x = _mm256_loadu_si256((const __m256i *)(s + 4 * i));
         x = fix_for_f16_avx2(x, sat);
         __m128i h = _mm256_cvtps_ph(_mm256_castsi256_ps(x), _MM_FROUND_TO_NEAREST_INT);
@@ -112,6 +124,7 @@ AVX2_T static size_t f32_to_bf16_avx2(void *dst, const void *src, size_t n, int 
     unsigned char *d = dst;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        PREFETCH(s + 4 * i);
         __m256i r0 = bf16_round_avx2(_mm256_loadu_si256((const __m256i *)(s + 4 * i)), sat);
         __m256i r1 = bf16_round_avx2(_mm256_loadu_si256((const __m256i *)(s + 4 * i + 32)), sat);
         /* values are 0..0xFFFF, so the unsigned saturating pack is exact;
@@ -144,6 +157,76 @@ AVX2_T static size_t bf16_to_f32_avx2(void *dst, const void *src, size_t n)
         __m128i h = _mm_loadu_si128((const __m128i *)(s + 2 * i));
         __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
         _mm256_storeu_si256((__m256i *)(d + 4 * i), w);
+    }
+    return i;
+}
+
+/* F32 -> an 8-bit kind: 8 lanes of the same steps as the scalar f32_to_f8
+ * (every value compared here fits in 31 bits, so signed compares do). */
+AVX2_T static inline __m256i f8_avx2(__m256i x, const st_f8_fmt *f, int sat)
+{
+    const __m256i absm = _mm256_set1_epi32(0x7FFFFFFF), inf = _mm256_set1_epi32(0x7F800000);
+    const __m256i one = _mm256_set1_epi32(1), zero = _mm256_setzero_si256();
+    const unsigned shift = 23 - f->mbits;
+    const __m128i cnt = _mm_cvtsi32_si128((int)shift);
+    __m256i a = _mm256_and_si256(x, absm);
+    __m256i sign = _mm256_and_si256(_mm256_srli_epi32(x, 24), _mm256_set1_epi32(0x80));
+    __m256i e = _mm256_srli_epi32(a, 23);
+    __m256i lsb = _mm256_and_si256(_mm256_srl_epi32(a, cnt), one);
+    __m256i r = _mm256_add_epi32(a, _mm256_set1_epi32((int)((1u << (shift - 1)) - 1)));
+    r = _mm256_srl_epi32(_mm256_add_epi32(r, lsb), cnt);
+    __m256i cn = _mm256_sub_epi32(r, _mm256_set1_epi32((int)((127 - f->bias) << f->mbits)));
+    __m256i m = _mm256_or_si256(_mm256_and_si256(a, _mm256_set1_epi32(0x7FFFFF)),
+                                _mm256_set1_epi32(0x800000));
+    __m256i sh = _mm256_min_epu32(
+        _mm256_sub_epi32(_mm256_set1_epi32((int)(151 - f->bias - f->mbits)), e),
+        _mm256_set1_epi32(26));
+    __m256i kept = _mm256_srlv_epi32(m, sh);
+    __m256i bit = _mm256_sllv_epi32(one, sh);
+    __m256i rem = _mm256_and_si256(m, _mm256_sub_epi32(bit, one));
+    __m256i half = _mm256_srli_epi32(bit, 1);
+    __m256i up = _mm256_or_si256(
+        _mm256_cmpgt_epi32(rem, half),
+        _mm256_and_si256(_mm256_cmpeq_epi32(rem, half),
+                         _mm256_cmpeq_epi32(_mm256_and_si256(kept, one), one)));
+    __m256i cs = _mm256_sub_epi32(kept, up); /* up is -1 where rounding up */
+    __m256i isnorm = _mm256_cmpgt_epi32(e, _mm256_set1_epi32((int)(127 - f->bias)));
+    __m256i c = _mm256_blendv_epi8(cs, cn, isnorm);
+    __m256i maxc = _mm256_set1_epi32((int)f->maxcode);
+    __m256i nanc = _mm256_set1_epi32((int)f->nancode);
+    __m256i infc = _mm256_set1_epi32((int)f->infcode);
+    __m256i nanr = f->fnuz ? nanc : _mm256_or_si256(sign, nanc);
+    __m256i res = _mm256_or_si256(c, sign);
+    if (f->fnuz)
+        res = _mm256_blendv_epi8(res, zero, _mm256_cmpeq_epi32(c, zero));
+    __m256i ovr = sat ? _mm256_or_si256(sign, maxc)
+                      : f->infcode ? _mm256_or_si256(sign, infc) : nanr;
+    res = _mm256_blendv_epi8(res, ovr, _mm256_cmpgt_epi32(c, maxc));
+    __m256i infr = f->infcode ? _mm256_or_si256(sign, infc)
+                              : sat ? _mm256_or_si256(sign, maxc) : nanr;
+    res = _mm256_blendv_epi8(res, infr, _mm256_cmpeq_epi32(a, inf));
+    res = _mm256_blendv_epi8(res, nanr, _mm256_cmpgt_epi32(a, inf));
+    return res;
+}
+
+AVX2_T static size_t f32_to_f8_avx2(void *dst, const void *src, size_t n, const st_f8_fmt *f,
+                                    int sat)
+{
+    const unsigned char *s = src;
+    unsigned char *d = dst;
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        PREFETCH(s + 4 * i);
+        PREFETCH(s + 4 * i + 64);
+        __m256i r0 = f8_avx2(_mm256_loadu_si256((const __m256i *)(s + 4 * i)), f, sat);
+        __m256i r1 = f8_avx2(_mm256_loadu_si256((const __m256i *)(s + 4 * i + 32)), f, sat);
+        __m256i r2 = f8_avx2(_mm256_loadu_si256((const __m256i *)(s + 4 * i + 64)), f, sat);
+        __m256i r3 = f8_avx2(_mm256_loadu_si256((const __m256i *)(s + 4 * i + 96)), f, sat);
+        /* 0..255 in every lane: the saturating packs are exact; they work
+         * per 128-bit half, which the final permute puts back in order */
+        __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(r0, r1), _mm256_packus_epi32(r2, r3));
+        _mm256_storeu_si256((__m256i *)(d + i), _mm256_permutevar8x32_epi32(b, order));
     }
     return i;
 }
@@ -202,15 +285,19 @@ AVX512_T static inline __m256i bf16_512(__m512i x, int sat)
     if (n >= 32 && n * 2 >= NT_MIN_BYTES && ((uintptr_t)d & 1) == 0) {          \
         _mm256_storeu_si256((__m256i *)d, KERNEL(_mm512_loadu_si512(s), sat));   \
         i = ((32 - ((uintptr_t)d & 31)) & 31) / 2;                               \
-        for (; i + 16 <= n; i += 16)                                             \
+        for (; i + 16 <= n; i += 16) {                                           \
+            PREFETCH(s + 4 * i);                                                 \
             _mm256_stream_si256((__m256i *)(void *)(d + 2 * i),                  \
                                 KERNEL(_mm512_loadu_si512(s + 4 * i), sat));     \
+        }                                                                        \
         _mm_sfence();                                                            \
         return i;                                                                \
     }                                                                            \
-    for (; i + 16 <= n; i += 16)                                                 \
+    for (; i + 16 <= n; i += 16) {                                               \
+        PREFETCH(s + 4 * i);                                                     \
         _mm256_storeu_si256((__m256i *)(d + 2 * i),                              \
                             KERNEL(_mm512_loadu_si512(s + 4 * i), sat));         \
+    }                                                                            \
     return i
 
 AVX512_T static size_t f32_to_f16_avx512(void *dst, const void *src, size_t n, int sat)
@@ -229,6 +316,7 @@ AVX512_T static size_t f16_to_f32_avx512(void *dst, const void *src, size_t n)
     unsigned char *d = dst;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        PREFETCH(s + 2 * i);
         __m256i h = _mm256_loadu_si256((const __m256i *)(s + 2 * i));
         _mm512_storeu_ps((void *)(d + 4 * i), _mm512_cvtph_ps(h));
     }
@@ -241,6 +329,7 @@ AVX512_T static size_t bf16_to_f32_avx512(void *dst, const void *src, size_t n)
     unsigned char *d = dst;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        PREFETCH(s + 2 * i);
         __m256i h = _mm256_loadu_si256((const __m256i *)(s + 2 * i));
         __m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
         _mm512_storeu_si512((void *)(d + 4 * i), w);
@@ -271,6 +360,7 @@ AVX512_T static size_t f32_to_f8_avx512(void *dst, const void *src, size_t n,
     const __m512i infc = _mm512_set1_epi32((int)f->infcode);
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        PREFETCH(s + 4 * i);
         __m512i x = _mm512_loadu_si512((const void *)(s + 4 * i));
         __m512i a = _mm512_and_si512(x, absm);
         __m512i sign = _mm512_and_si512(_mm512_srli_epi32(x, 24), smask);
@@ -312,7 +402,9 @@ size_t st_simd_f32_to_f8(void *dst, const void *src, size_t n, const st_f8_fmt *
 {
     if (level >= ST_SIMD_AVX512)
         return f32_to_f8_avx512(dst, src, n, f, sat);
-    return 0; /* AVX2 machines use the scalar code */
+    if (level == ST_SIMD_AVX2)
+        return f32_to_f8_avx2(dst, src, n, f, sat);
+    return 0;
 }
 
 size_t st_simd_f32_to_f16(void *dst, const void *src, size_t n, int sat, int level)
@@ -351,7 +443,7 @@ size_t st_simd_bf16_to_f32(void *dst, const void *src, size_t n, int level)
     return 0;
 }
 
-#else /* not x86: the scalar code does everything */
+#else /* not x86 (or ST_NO_SIMD): the scalar code does everything */
 
 int st_simd_level(void)
 {

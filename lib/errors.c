@@ -30,6 +30,12 @@ static const struct {
     {ST_E_RANGE, "range", "read past the end of the tensor"},
     {ST_E_UNSUPPORTED, "unsupported", "operation not supported"},
     {ST_E_CALLBACK, "callback", "a callback reported failure"},
+    {ST_E_CKPT_FORMAT, "ckpt_format", "not a recognised checkpoint format"},
+    {ST_E_ZIP, "zip", "malformed zip container"},
+    {ST_E_PICKLE, "pickle", "malformed or unsupported pickle"},
+    {ST_E_PICKLE_LIMIT, "pickle_limit", "pickle exceeds a safety limit"},
+    {ST_E_UNSAFE, "unsafe", "pickle references a dangerous global"},
+    {ST_E_CKPT_TENSOR, "ckpt_tensor", "checkpoint tensor does not fit its storage"},
 };
 
 const char *st_code_name(int code)

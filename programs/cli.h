@@ -37,6 +37,7 @@ int cmd_meta(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_install(int argc, char **argv);
+int cmd_scan(int argc, char **argv);
 
 /* ---- usage and errors ---- */
 

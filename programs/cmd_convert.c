@@ -5,6 +5,7 @@
  * chunk inside the writer's read callbacks: memory stays a few buffers
  * whatever the file size. */
 #include "cli.h"
+#include "convert_ckpt.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -27,6 +28,12 @@ static const char usage[] =
     "OUT is written to a temporary file in its folder, synced, then renamed:\n"
     "a failed run leaves no OUT. IN is never modified; OUT may not be IN.\n"
     "\n"
+    "A PyTorch checkpoint IN (.ckpt .pt .pth .bin, zip or legacy; detected by\n"
+    "content) is converted without running it: its tensors are written with\n"
+    "metadata format=pt. IN is refused (exit 1) when its pickles name a\n"
+    "dangerous global (see 'safetensors scan'); a malformed or truncated\n"
+    "checkpoint is an error (exit 2).\n"
+    "\n"
     "Options:\n"
     "  --dtype TYPE    convert the floating tensors to TYPE: f16, bf16, f32, f64,\n"
     "                  f8_e4m3, f8_e5m2, f8_e4m3fnuz, f8_e5m2fnuz, f8_e8m0 (also\n"
@@ -47,6 +54,9 @@ static const char usage[] =
     "                  LitEma naming: the name after \"model.\" without its dots);\n"
     "                  weights without an EMA twin are kept as they are\n"
     "  --drop GLOB     leave out tensors whose name matches GLOB (repeatable)\n"
+    "  --allow-unsafe-globals\n"
+    "                  convert a checkpoint whose pickles name a dangerous global\n"
+    "                  anyway (nothing from it is ever run)\n"
     "  -q, --quiet     no progress bar (it is shown only when stderr is a terminal)\n"
     "  -h, --help      show this help\n"
     "\n"
@@ -69,6 +79,7 @@ typedef struct convert_opts {
     int ema;             /* EMA_KEEP, EMA_DROP or EMA_ONLY */
     const char **drop;   /* --drop patterns */
     size_t ndrop;
+    bool allow_unsafe_globals; /* checkpoints: convert despite dangerous globals */
 } convert_opts;
 
 enum { EMA_KEEP = 0, EMA_DROP, EMA_ONLY };
@@ -240,10 +251,10 @@ static int convert_read(void *ctx, uint64_t offset, void *buf, size_t len)
     return ST_OK;
 }
 
-static bool name_matches(const char *const *pats, size_t n, const st_tensor *t)
+static bool name_matches(const char *const *pats, size_t n, const st_tensor *named)
 {
     for (size_t i = 0; i < n; i++)
-        if (cli_glob_match(pats[i], t->name, t->name_len))
+        if (cli_glob_match(pats[i], named->name, named->name_len))
             return true;
     return false;
 }
@@ -255,17 +266,20 @@ static bool is_mx_kind(st_dtype d)
     return d == ST_F4 || d == ST_F6_E2M3 || d == ST_F6_E3M2 || d == ST_F8_E8M0;
 }
 
-/* Whether --dtype applies to this tensor. */
-static bool wants_conversion(const convert_opts *opts, const st_tensor *t)
+/* Whether --dtype applies to the tensor t, written under named's name
+ * (the same tensor, or with --ema only the weight an EMA twin replaces):
+ * --only/--exclude match the name in the output. */
+static bool wants_conversion(const convert_opts *opts, const st_tensor *t,
+                             const st_tensor *named)
 {
     if (!opts->convert || !st_dtype_is_float(t->dtype) || t->dtype == opts->to)
         return false;
     if (!st_convert_supported(t->dtype, opts->to))
         return false;
-    if (opts->nexclude && name_matches(opts->exclude, opts->nexclude, t))
+    if (opts->nexclude && name_matches(opts->exclude, opts->nexclude, named))
         return false;
     if (opts->nonly)
-        return name_matches(opts->only, opts->nonly, t);
+        return name_matches(opts->only, opts->nonly, named);
     return !is_mx_kind(t->dtype);
 }
 
@@ -370,7 +384,8 @@ static bool check_ema(const convert_opts *opts, const st_file *in, const char *i
 /* The per-tensor hook: fills *out and returns 1 to write the tensor,
  * returns 0 to leave it out. Tensors are copied as they are, or converted
  * to --dtype. */
-static int plan_tensor(const convert_opts *opts, source *s, out_tensor *out)
+static int plan_tensor(const convert_opts *opts, source *s, const st_tensor *named,
+                       out_tensor *out)
 {
     const st_tensor *t = s->src;
     out->name = t->name;
@@ -382,7 +397,7 @@ static int plan_tensor(const convert_opts *opts, source *s, out_tensor *out)
     out->read = copy_read;
     out->ctx = s;
     s->to = t->dtype;
-    if (wants_conversion(opts, t)) {
+    if (wants_conversion(opts, t, named)) {
         uint64_t nb;
         /* output targets are whole bytes per element */
         if (!__builtin_mul_overflow(t->nelements, (uint64_t)(st_dtype_bits(opts->to) / 8), &nb)) {
@@ -409,6 +424,17 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
     convert_job job;
     memset(&job, 0, sizeof job);
     job.in_path = in_path;
+    /* Pickle-based checkpoints go to programs/convert_ckpt.c. */
+    st_format fmt = ST_FORMAT_UNKNOWN;
+    if (st_ckpt_detect(in_path, &fmt, NULL) == ST_OK && fmt != ST_FORMAT_SAFETENSORS &&
+        fmt != ST_FORMAT_UNKNOWN) {
+        if (opts->convert || opts->ema != EMA_KEEP || opts->ndrop) {
+            cli_errorf("unsupported: --dtype, --ema and --drop work on safetensors input; "
+                       "convert the checkpoint first, then that file");
+            return CLI_EXIT_ERROR;
+        }
+        return convert_ckpt(in_path, out_path, opts->allow_unsafe_globals);
+    }
     int rc = cli_open_file(in_path, ST_OPEN_PREAD, &job.in);
     if (rc != CLI_EXIT_OK)
         return rc;
@@ -447,7 +473,7 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
         if (!select_tensor(opts, job.in, named, &s->src, &sel))
             continue;
         out_tensor o;
-        if (!plan_tensor(opts, s, &o))
+        if (!plan_tensor(opts, s, named, &o))
             continue;
         o.name = named->name; /* an EMA twin's bytes go under the weight's name */
         o.name_len = named->name_len;
@@ -598,6 +624,7 @@ int cmd_convert(int argc, char **argv)
         {"ema", required_argument, NULL, OPT_EMA},
         {"drop", required_argument, NULL, OPT_DROP},
         {"quiet", no_argument, NULL, 'q'},
+        {"allow-unsafe-globals", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
     convert_opts co;
@@ -611,6 +638,9 @@ int cmd_convert(int argc, char **argv)
             goto out;
         case 'q':
             co.quiet = true;
+            break;
+        case 'U':
+            co.allow_unsafe_globals = true;
             break;
         case OPT_DTYPE:
             if (!parse_dtype(optarg, &co.to)) {

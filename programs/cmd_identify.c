@@ -1,5 +1,6 @@
 /* `safetensors identify`: what a Stable Diffusion file is (st_identify). */
 #include "cli.h"
+#include "convert_ckpt.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -135,47 +136,55 @@ static void print_json(const char *path, const st_identity *id)
     fputs("]}\n", o);
 }
 
+static void print_open_error(const char *path, st_error *err, int rc, bool json)
+{
+    if (err->code == ST_OK)
+        err->code = rc;
+    if (json) {
+        char msg[ST_ERROR_MESSAGE_MAX + 64];
+        fputs("{\"file\": ", stdout);
+        cli_json_string(stdout, path, strlen(path));
+        fputs(", \"error\": ", stdout);
+        cli_json_cstr(stdout, st_code_name(err->code));
+        fputs(", \"message\": ", stdout);
+        cli_json_cstr(stdout, cli_error_message(err, msg, sizeof msg));
+        fputs("}\n", stdout);
+    }
+    cli_print_error(path, err);
+}
+
 static int identify_one(const char *path, bool json)
 {
-    st_file *f = NULL;
     st_error err;
     memset(&err, 0, sizeof err);
-    int rc = st_open(path, ST_OPEN_PREAD, &f, &err);
-    if (rc != ST_OK) {
-        if (err.code == ST_OK)
-            err.code = rc;
-        if (json) {
-            char msg[ST_ERROR_MESSAGE_MAX + 64];
-            fputs("{\"file\": ", stdout);
-            cli_json_string(stdout, path, strlen(path));
-            fputs(", \"error\": ", stdout);
-            cli_json_cstr(stdout, st_code_name(err.code));
-            fputs(", \"message\": ", stdout);
-            cli_json_cstr(stdout, cli_error_message(&err, msg, sizeof msg));
-            fputs("}\n", stdout);
-        }
-        cli_print_error(path, &err);
-        return cli_exit_code(err.code);
-    }
     st_identity *id = malloc(sizeof *id);
     if (!id) {
-        st_close(f);
         cli_errorf("out of memory");
         return CLI_EXIT_ERROR;
     }
-    rc = st_identify(f, id, &err);
+    int rc;
+    if (ckpt_is_pickle_file(path)) {
+        /* PyTorch checkpoints: read by the inert pickle machine. */
+        rc = ckpt_identify(path, id, &err);
+    } else {
+        st_file *f = NULL;
+        rc = st_open(path, ST_OPEN_PREAD, &f, &err);
+        if (rc == ST_OK) {
+            rc = st_identify(f, id, &err);
+            st_close(f);
+        }
+    }
     if (rc == ST_OK) {
         if (json)
             print_json(path, id);
         else
             print_text(path, id);
     } else {
-        cli_print_error(path, &err);
+        print_open_error(path, &err, rc, json);
     }
     fflush(stdout);
     free(id);
-    st_close(f);
-    return rc == ST_OK ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+    return rc == ST_OK ? CLI_EXIT_OK : cli_exit_code(rc);
 }
 
 int cmd_identify(int argc, char **argv)

@@ -1,5 +1,6 @@
 /* `safetensors info`: a summary of one file, read from its header only. */
 #include "cli.h"
+#include "convert_ckpt.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -267,6 +268,8 @@ int cmd_info(int argc, char **argv)
     if (argc - optind != 1)
         return cli_usage_error(usage, "info: expected one FILE");
     const char *path = argv[optind];
+    if (ckpt_is_pickle_file(path)) /* PyTorch checkpoints: programs/ckpt_show.c */
+        return ckpt_info(path, json);
     st_file *f = NULL;
     /* pread: only the header is read, whatever the file's size. */
     int rc = cli_open_file(path, ST_OPEN_PREAD, &f);

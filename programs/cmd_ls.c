@@ -1,5 +1,6 @@
 /* `safetensors ls`: the tensors of a file as a table or a JSON array. */
 #include "cli.h"
+#include "convert_ckpt.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -184,6 +185,8 @@ int cmd_ls(int argc, char **argv)
     const char *path = argv[optind];
     const char *glob = nargs == 2 ? argv[optind + 1] : NULL;
 
+    if (ckpt_is_pickle_file(path)) /* PyTorch checkpoints: programs/ckpt_show.c */
+        return ckpt_ls(path, json, sort == SORT_NAME ? 1 : sort == SORT_SIZE ? 2 : 0, glob);
     st_file *f = NULL;
     int rc = cli_open_file(path, ST_OPEN_PREAD, &f);
     if (rc != CLI_EXIT_OK)

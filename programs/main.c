@@ -24,6 +24,7 @@ static const command commands[] = {
     {"merge", cmd_merge, "merge checkpoints as A1111 does (weighted sum, add difference)"},
     {"install", cmd_install, "place a model where a UI looks for it (A1111, ComfyUI, ...)"},
     {"identify", cmd_identify, "what a model file is: kind, family, variant, format"},
+    {"scan", cmd_scan, "list what pickles (.ckpt .pt .bin) would run; nothing is run"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

@@ -232,6 +232,21 @@ static unsigned ref_encode(const tgt *t, int cls, int negative, long double x, i
     return sign | r;
 }
 
+/* The FP8 descriptors of the SIMD kernels, from the documented formats. */
+static const st_f8_fmt *test_f8_fmt(st_dtype d)
+{
+    static const st_f8_fmt e4m3 = {3, 7, 0x7E, 0, 0x7F, 0}, e5m2 = {2, 15, 0x7B, 0x7C, 0x7F, 0},
+                           e4m3fnuz = {3, 8, 0x7F, 0, 0x80, 1},
+                           e5m2fnuz = {2, 16, 0x7F, 0, 0x80, 1};
+    switch (d) {
+    case ST_F8_E4M3: return &e4m3;
+    case ST_F8_E5M2: return &e5m2;
+    case ST_F8_E4M3FNUZ: return &e4m3fnuz;
+    case ST_F8_E5M2FNUZ: return &e5m2fnuz;
+    default: return NULL;
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Helpers around st_convert                                                 */
 /* ------------------------------------------------------------------------ */
@@ -481,6 +496,12 @@ static void test_encode_target(st_dtype d)
         CHECK(bad == 0, "F32 -> %s mode=%d: %d of %zu wrong", st_dtype_name(d), mode, bad, n);
         CHECK(diff == 0, "F32 -> %s sat=%d: fast path != general path (%d)", st_dtype_name(d),
               sat, diff);
+        /* and each SIMD level's FP8 kernel on the same inputs */
+        for (int lv = 1; test_f8_fmt(d) && lv <= st_simd_level(); lv++) {
+            size_t done = st_simd_f32_to_f8(outg, in, n, test_f8_fmt(d), sat, lv);
+            CHECK(done + 32 > n && memcmp(outg, out, done) == 0, "F32 -> %s level %d sat=%d",
+                  st_dtype_name(d), lv, sat);
+        }
     }
     /* F64 inputs: halfway points +- one F64 ulp (no double rounding) */
     double *din = malloc(sizeof(double) * (t.maxcode + 2) * 4);
@@ -855,6 +876,19 @@ static void test_fast_vs_general(void)
                   st_dtype_name(pairs[k].from), st_dtype_name(pairs[k].to), sat);
             CHECK(memcmp(b, g, n * ob) == 0, "%s -> %s sat=%d: scalar != general",
                   st_dtype_name(pairs[k].from), st_dtype_name(pairs[k].to), sat);
+        }
+    /* the F32 -> FP8 kernels at every SIMD level this CPU has */
+    static const st_dtype f8s[] = {ST_F8_E4M3, ST_F8_E5M2, ST_F8_E4M3FNUZ, ST_F8_E5M2FNUZ};
+    for (size_t k = 0; k < 4; k++)
+        for (int sat = 0; sat < 2; sat++) {
+            size_t n = N - 9;
+            st_convert_generic(f8s[k], g, ST_F32, in, n, sat ? ST_CONVERT_SATURATE : 0);
+            for (int lv = 1; lv <= st_simd_level(); lv++) {
+                size_t done = st_simd_f32_to_f8(a, in, n, test_f8_fmt(f8s[k]), sat, lv);
+                CHECK(done + 32 > n && memcmp(a, g, done) == 0,
+                      "F32 -> %s simd level %d sat=%d (%zu done)", st_dtype_name(f8s[k]), lv,
+                      sat, done);
+            }
         }
     /* every F16 and BF16 code to every float kind, both overflow modes */
     static const st_dtype floats[] = {ST_F64, ST_F32, ST_F16, ST_BF16, ST_F8_E4M3, ST_F8_E5M2,

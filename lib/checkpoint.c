@@ -1,0 +1,1290 @@
+/* PyTorch checkpoints: format detection, the zip and legacy containers,
+ * storages from persistent ids, tensor naming (flattening), and reading a
+ * tensor's bytes in C order. Nothing from the file is ever executed: the
+ * pickles run on the restricted machine in pickle.c. */
+#include "ckpt_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+typedef struct ck_storage {
+    const char *key;
+    size_t key_len;
+    const char *type_name; /* e.g. "FloatStorage"                          */
+    int dtype;             /* st_dtype, or -1 when safetensors has none      */
+    unsigned elem;         /* bytes per element                              */
+    unsigned swap;         /* byte-swap unit for big-endian data, 0 = none   */
+    uint64_t numel;
+    uint64_t offset;       /* absolute file offset of element 0              */
+    bool located;
+    int64_t root;          /* legacy views: index of the root storage, or -1 */
+    uint64_t view_off;     /* elements into the root                         */
+} ck_storage;
+
+typedef struct ck_tensor {
+    st_ckpt_tensor pub;
+    uint32_t storage;
+} ck_tensor;
+
+/* Open-addressing index of strings (storage keys, global names, tensor
+ * names) to positions; keys compared in full. */
+typedef struct ck_index {
+    uint32_t *slots; /* position + 1; 0 = empty */
+    size_t cap, n;
+} ck_index;
+
+struct st_ckpt {
+    int fd;
+    uint64_t size;
+    st_format format;
+    bool big_endian;
+    st_ckpt_limits lim;
+    st_arena arena;
+    st_zip zip;
+    bool scan_only;
+    ck_storage *st;
+    size_t nst, stcap;
+    ck_index st_index;
+    ck_tensor *t;
+    size_t nt, tcap;
+    ck_index t_index;
+    st_ckpt_global *g;
+    size_t ng, gcap, ndanger;
+    ck_index g_index;
+    struct ck_meta { const char *k, *v; size_t kl, vl; } *meta;
+    size_t nmeta, mcap;
+    const char *pickle_label;
+    st_error scan_err;
+    bool has_scan_err;
+    /* flattening */
+    char *name;
+    size_t name_len, name_cap;
+    uint64_t visits;
+};
+
+/* ---- small helpers ---- */
+
+static int nomem(st_error *err)
+{
+    return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return ST_OK;
+    size_t c = *cap ? *cap : 16;
+    while (c < need) {
+        if (c > SIZE_MAX / 2 / elem)
+            return ST_E_NOMEM;
+        c *= 2;
+    }
+    void *np = realloc(*p, c * elem);
+    if (!np)
+        return ST_E_NOMEM;
+    *p = np;
+    *cap = c;
+    return ST_OK;
+}
+
+typedef bool (*ck_eq_fn)(const st_ckpt *ck, uint32_t pos, const void *key, size_t len);
+
+static int index_insert(ck_index *ix, uint64_t h, uint32_t pos);
+
+static uint32_t *index_slot(const ck_index *ix, const st_ckpt *ck, uint64_t h, const void *key, size_t len,
+                            ck_eq_fn eqf)
+{
+    if (!ix->cap)
+        return NULL;
+    size_t mask = ix->cap - 1, i = (size_t)h & mask;
+    while (ix->slots[i]) {
+        if (ck && eqf(ck, ix->slots[i] - 1, key, len))
+            return &ix->slots[i];
+        i = (i + 1) & mask;
+    }
+    return &ix->slots[i];
+}
+
+/* The index stores hashes implicitly: on growth every entry is re-hashed
+ * through rehash_fn. */
+typedef uint64_t (*ck_hash_fn)(const st_ckpt *ck, uint32_t pos);
+
+static int index_grow(ck_index *ix, const st_ckpt *ck, ck_hash_fn hf)
+{
+    if ((ix->n + 1) * 2 <= ix->cap)
+        return ST_OK;
+    size_t cap = ix->cap ? ix->cap * 2 : 64;
+    uint32_t *old = ix->slots;
+    size_t oldcap = ix->cap;
+    ix->slots = calloc(cap, sizeof *ix->slots);
+    if (!ix->slots) {
+        ix->slots = old;
+        return ST_E_NOMEM;
+    }
+    ix->cap = cap;
+    for (size_t i = 0; i < oldcap; i++)
+        if (old[i])
+            index_insert(ix, hf(ck, old[i] - 1), old[i] - 1);
+    free(old);
+    return ST_OK;
+}
+
+static int index_insert(ck_index *ix, uint64_t h, uint32_t pos)
+{
+    size_t mask = ix->cap - 1, i = (size_t)h & mask;
+    while (ix->slots[i])
+        i = (i + 1) & mask;
+    ix->slots[i] = pos + 1;
+    ix->n++;
+    return ST_OK;
+}
+
+/* storages by key */
+static bool st_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
+{
+    return ck->st[pos].key_len == len && memcmp(ck->st[pos].key, key, len) == 0;
+}
+static uint64_t st_hash(const st_ckpt *ck, uint32_t pos)
+{
+    return st_hash_bytes(ck->st[pos].key, ck->st[pos].key_len);
+}
+/* tensors by name */
+static bool t_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
+{
+    return ck->t[pos].pub.name_len == len && memcmp(ck->t[pos].pub.name, key, len) == 0;
+}
+static uint64_t t_hash(const st_ckpt *ck, uint32_t pos)
+{
+    return st_hash_bytes(ck->t[pos].pub.name, ck->t[pos].pub.name_len);
+}
+/* globals by "module\nname" */
+static uint64_t g_hash2(const char *mod, size_t modn, const char *name, size_t namen)
+{
+    return st_hash_bytes(mod, modn) * 31u ^ st_hash_bytes(name, namen);
+}
+typedef struct { const char *mod, *name; size_t modn, namen; } g_key;
+static bool g_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
+{
+    (void)len;
+    const g_key *k = key;
+    const st_ckpt_global *g = &ck->g[pos];
+    return g->module_len == k->modn && g->name_len == k->namen && memcmp(g->module, k->mod, k->modn) == 0 &&
+           memcmp(g->name, k->name, k->namen) == 0;
+}
+static uint64_t g_hash(const st_ckpt *ck, uint32_t pos)
+{
+    return g_hash2(ck->g[pos].module, ck->g[pos].module_len, ck->g[pos].name, ck->g[pos].name_len);
+}
+
+/* ---- format detection ---- */
+
+static const unsigned char legacy_magic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+
+static bool is_legacy_magic(const pk_value *v)
+{
+    return v && v->kind == PK_BIGINT && v->u.s.n == 10 && memcmp(v->u.s.p, legacy_magic, 10) == 0;
+}
+
+static st_format detect_buf(const unsigned char *h, size_t n, uint64_t size, const unsigned char *last)
+{
+    if (n >= 4 && h[0] == 'P' && h[1] == 'K' && ((h[2] == 3 && h[3] == 4) || (h[2] == 5 && h[3] == 6)))
+        return ST_FORMAT_ZIP_PICKLE;
+    /* safetensors first: its length prefix may begin with 0x80 0x0N */
+    if (n >= 9 && size >= 8) {
+        uint64_t hl = 0;
+        for (int i = 7; i >= 0; i--)
+            hl = hl << 8 | h[i];
+        size_t i = 8;
+        while (i < n && (h[i] == ' ' || h[i] == '\t' || h[i] == '\n' || h[i] == '\r'))
+            i++;
+        if (hl <= ST_MAX_HEADER_SIZE && hl <= size - 8 && i < n && h[i] == '{')
+            return ST_FORMAT_SAFETENSORS;
+    }
+    if (n >= 2 && h[0] == 0x80 && h[1] <= 5) {
+        st_ckpt_limits lim;
+        st_ckpt_default_limits(&lim);
+        lim.max_memory = 1u << 20;
+        pk_value *v = NULL;
+        pk_machine *m = NULL;
+        st_error e;
+        int rc = pk_run_memory(h, n, &lim, NULL, false, &m, &v, NULL, &e);
+        bool legacy = rc == ST_OK && is_legacy_magic(v);
+        pk_free(m);
+        return legacy ? ST_FORMAT_LEGACY_PICKLE : ST_FORMAT_RAW_PICKLE;
+    }
+    /* protocol 0/1 pickles start with one of a few opcodes and end in STOP */
+    if (n >= 2 && strchr("(]}c)", h[0]) && h[0] && last && *last == '.')
+        return ST_FORMAT_RAW_PICKLE;
+    return ST_FORMAT_UNKNOWN;
+}
+
+static int detect_fd(int fd, uint64_t size, st_format *out, bool *tar, st_error *err)
+{
+    unsigned char h[4096], last = 0;
+    size_t n = size < sizeof h ? (size_t)size : sizeof h;
+    if (st_pread_full(fd, h, n, 0) || (size && st_pread_full(fd, &last, 1, size - 1)))
+        return st_fail(err, ST_E_IO, 0, "read error");
+    *out = detect_buf(h, n, size, size ? &last : NULL);
+    if (tar)
+        *tar = n >= 262 && memcmp(h + 257, "ustar", 5) == 0;
+    return ST_OK;
+}
+
+static int open_fd(const char *path, int *fd, uint64_t *size, st_error *err)
+{
+    if (!path)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "no path");
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot open %s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(*fd, &sb) || !S_ISREG(sb.st_mode)) {
+        close(*fd);
+        *fd = -1;
+        return st_fail(err, ST_E_IO, ST_NO_OFFSET, "%s is not a regular file", path);
+    }
+    *size = (uint64_t)sb.st_size;
+    return ST_OK;
+}
+
+int st_ckpt_detect(const char *path, st_format *out, st_error *err)
+{
+    int fd;
+    uint64_t size;
+    if (!out)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "no output");
+    int rc = open_fd(path, &fd, &size, err);
+    if (rc)
+        return rc;
+    rc = detect_fd(fd, size, out, NULL, err);
+    close(fd);
+    return rc;
+}
+
+const char *st_format_name(st_format f)
+{
+    switch (f) {
+    case ST_FORMAT_SAFETENSORS: return "safetensors";
+    case ST_FORMAT_ZIP_PICKLE: return "zip-pickle";
+    case ST_FORMAT_LEGACY_PICKLE: return "legacy-pickle";
+    case ST_FORMAT_RAW_PICKLE: return "raw-pickle";
+    case ST_FORMAT_UNKNOWN: break;
+    }
+    return "unknown";
+}
+
+/* ---- hooks for the pickle machine ---- */
+
+static int on_global(void *ctx, const char *mod, size_t modn, const char *name, size_t namen, uint64_t offset,
+                     uint32_t *id, st_error *err)
+{
+    st_ckpt *ck = ctx;
+    g_key k = {mod, name, modn, namen};
+    uint64_t h = g_hash2(mod, modn, name, namen);
+    uint32_t *slot = index_slot(&ck->g_index, ck, h, &k, 0, g_eq);
+    if (slot && *slot) {
+        ck->g[*slot - 1].count++;
+        *id = *slot - 1;
+        return ST_OK;
+    }
+    if (ck->ng >= UINT32_MAX - 1 || index_grow(&ck->g_index, ck, g_hash) ||
+        grow((void **)&ck->g, &ck->gcap, ck->ng + 1, sizeof *ck->g))
+        return nomem(err);
+    st_ckpt_global *g = &ck->g[ck->ng];
+    bool over = false;
+    g->module = st_arena_strdup(&ck->arena, mod, modn, &over);
+    g->name = st_arena_strdup(&ck->arena, name, namen, &over);
+    if (!g->module || !g->name)
+        return nomem(err);
+    g->module_len = modn;
+    g->name_len = namen;
+    g->safety = st_ckpt_classify(mod, modn, name, namen);
+    g->count = 1;
+    g->pickle = ck->pickle_label;
+    g->offset = offset;
+    if (g->safety == ST_SAFETY_DANGEROUS)
+        ck->ndanger++;
+    index_insert(&ck->g_index, h, (uint32_t)ck->ng);
+    *id = (uint32_t)ck->ng++;
+    return ST_OK;
+}
+
+static const struct {
+    const char *name;
+    int dtype;
+    unsigned elem;
+} storage_types[] = {
+    {"DoubleStorage", ST_F64, 8},       {"FloatStorage", ST_F32, 4},
+    {"HalfStorage", ST_F16, 2},         {"BFloat16Storage", ST_BF16, 2},
+    {"LongStorage", ST_I64, 8},         {"IntStorage", ST_I32, 4},
+    {"ShortStorage", ST_I16, 2},        {"CharStorage", ST_I8, 1},
+    {"ByteStorage", ST_U8, 1},          {"BoolStorage", ST_BOOL, 1},
+    {"ComplexFloatStorage", ST_C64, 8}, {"ComplexDoubleStorage", -1, 16},
+    {"UInt16Storage", ST_U16, 2},       {"UInt32Storage", ST_U32, 4},
+    {"UInt64Storage", ST_U64, 8},       {"Float8_e5m2Storage", ST_F8_E5M2, 1},
+    {"Float8_e4m3fnStorage", ST_F8_E4M3, 1}, {"Float8_e5m2fnuzStorage", ST_F8_E5M2FNUZ, 1},
+    {"Float8_e4m3fnuzStorage", ST_F8_E4M3FNUZ, 1}, {"Float8_e8m0fnuStorage", ST_F8_E8M0, 1},
+    {"QUInt8Storage", -1, 1},           {"QInt8Storage", -1, 1},
+    {"QInt32Storage", -1, 4},           {"QUInt4x2Storage", -1, 1},
+    {"QUInt2x4Storage", -1, 1},         {"UntypedStorage", ST_U8, 1},
+};
+
+static int pid_error(st_error *err, const char *what)
+{
+    return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "persistent id: %s", what);
+}
+
+/* ('storage', storage_type, key, location, numel[, view_metadata]) */
+static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
+{
+    st_ckpt *ck = ctx;
+    if (!pid || pid->kind != PK_TUPLE || pid->u.seq.n < 5 || !pk_is_str(pid->u.seq.v[0], "storage"))
+        return pid_error(err, "not a ('storage', type, key, location, size) tuple");
+    pk_value **a = pid->u.seq.v;
+    pk_value *type = a[1], *key = a[2], *numel = a[4];
+    if (type->kind != PK_GLOBAL || key->kind != PK_STR || numel->kind != PK_INT || numel->u.i < 0)
+        return pid_error(err, "storage type, key or size of the wrong kind");
+    /* exact lengths: a module name may hold a NUL byte */
+    size_t ml = type->u.g.modn;
+    const char *mod = type->u.g.mod;
+    if (!((ml == 5 && memcmp(mod, "torch", 5) == 0) || (ml == 10 && memcmp(mod, "torch.cuda", 10) == 0) ||
+          (ml == 13 && memcmp(mod, "torch.storage", 13) == 0)))
+        return pid_error(err, "storage type is not a torch storage class");
+    int found = -1;
+    for (size_t i = 0; i < sizeof storage_types / sizeof storage_types[0]; i++)
+        if (strlen(storage_types[i].name) == type->u.g.namen &&
+            memcmp(storage_types[i].name, type->u.g.name, type->u.g.namen) == 0)
+            found = (int)i;
+    if (found < 0) {
+        char q[120];
+        st_quote_name(q, sizeof q, type->u.g.name, type->u.g.namen);
+        return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET, "unknown storage class torch.%s", q);
+    }
+    bool legacy = ck->format == ST_FORMAT_LEGACY_PICKLE;
+    pk_value *view = legacy && pid->u.seq.n >= 6 ? a[5] : NULL;
+    if (view && view->kind == PK_NONE)
+        view = NULL;
+    if (view && (view->kind != PK_TUPLE || view->u.seq.n != 3 || view->u.seq.v[0]->kind != PK_STR ||
+                 view->u.seq.v[1]->kind != PK_INT || view->u.seq.v[2]->kind != PK_INT ||
+                 view->u.seq.v[1]->u.i < 0 || view->u.seq.v[2]->u.i < 0))
+        return pid_error(err, "bad storage view metadata");
+    /* The storage this pid names: a view's own key, else the root key. */
+    const char *k = view ? view->u.seq.v[0]->u.s.p : key->u.s.p;
+    size_t kn = view ? view->u.seq.v[0]->u.s.n : key->u.s.n;
+    uint64_t h = st_hash_bytes(k, kn);
+    uint32_t *slot = index_slot(&ck->st_index, ck, h, k, kn, st_eq);
+    if (slot && *slot) {
+        ck_storage *s = &ck->st[*slot - 1];
+        if (strcmp(s->type_name, storage_types[found].name) != 0)
+            return pid_error(err, "one storage used with two element types");
+        *index = *slot - 1;
+        return ST_OK;
+    }
+    int64_t root = -1;
+    if (view) { /* the root first */
+        uint32_t ri;
+        pk_value rootpid = *pid;
+        pk_value *items[6];
+        memcpy(items, a, 5 * sizeof *items);
+        items[5] = NULL;
+        pk_value none = {.kind = PK_NONE};
+        items[5] = &none;
+        rootpid.u.seq.v = items;
+        rootpid.u.seq.n = 6;
+        int rc = on_persid(ctx, &rootpid, &ri, err);
+        if (rc)
+            return rc;
+        root = ri;
+        uint64_t vo = (uint64_t)view->u.seq.v[1]->u.i, vs = (uint64_t)view->u.seq.v[2]->u.i;
+        if (vo > ck->st[ri].numel || vs > ck->st[ri].numel - vo)
+            return pid_error(err, "storage view outside its root storage");
+    }
+    if (ck->nst >= UINT32_MAX - 1 || index_grow(&ck->st_index, ck, st_hash) ||
+        grow((void **)&ck->st, &ck->stcap, ck->nst + 1, sizeof *ck->st))
+        return nomem(err);
+    ck_storage *s = &ck->st[ck->nst];
+    memset(s, 0, sizeof *s);
+    s->key = st_arena_strdup(&ck->arena, k, kn, NULL);
+    if (!s->key)
+        return nomem(err);
+    s->key_len = kn;
+    s->type_name = storage_types[found].name;
+    s->dtype = storage_types[found].dtype;
+    s->elem = storage_types[found].elem;
+    s->swap = s->dtype == ST_C64 ? 4 : s->elem > 1 ? s->elem : 0;
+    s->numel = view ? (uint64_t)view->u.seq.v[2]->u.i : (uint64_t)numel->u.i;
+    s->root = root;
+    s->view_off = view ? (uint64_t)view->u.seq.v[1]->u.i : 0;
+    if (s->numel > UINT64_MAX / s->elem)
+        return pid_error(err, "storage size overflows");
+    if (ck->format == ST_FORMAT_ZIP_PICKLE) {
+        /* the record: <prefix>data/<key> */
+        size_t need = ck->zip.prefix_len + 5 + kn;
+        char *rec = malloc(need + 1);
+        if (!rec)
+            return nomem(err);
+        memcpy(rec, ck->zip.prefix, ck->zip.prefix_len);
+        memcpy(rec + ck->zip.prefix_len, "data/", 5);
+        memcpy(rec + ck->zip.prefix_len + 5, k, kn);
+        rec[need] = 0;
+        const st_zip_entry *en = st_zip_find(&ck->zip, rec, need);
+        char q[200];
+        st_quote_name(q, sizeof q, rec, need);
+        free(rec);
+        if (!en)
+            return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "storage record %s is missing from the archive", q);
+        if (en->method != 0)
+            return st_fail(err, ST_E_UNSUPPORTED, en->header_offset, "storage record %s is compressed", q);
+        if (en->size != s->numel * s->elem)
+            return st_fail(err, ST_E_CKPT_TENSOR, en->header_offset,
+                           "storage record %s holds %llu bytes, its pickle says %llu", q,
+                           (unsigned long long)en->size, (unsigned long long)(s->numel * s->elem));
+        s->offset = en->data_offset;
+        s->located = true;
+    }
+    index_insert(&ck->st_index, h, (uint32_t)ck->nst);
+    *index = (uint32_t)ck->nst++;
+    return ST_OK;
+}
+
+/* ---- naming: flattening the unpickled object ---- */
+
+static int name_push(st_ckpt *ck, const char *s, size_t n, size_t *saved, st_error *err)
+{
+    *saved = ck->name_len;
+    size_t need = ck->name_len + 1 + n + 1;
+    if (grow((void **)&ck->name, &ck->name_cap, need, 1))
+        return nomem(err);
+    if (ck->name_len)
+        ck->name[ck->name_len++] = '.';
+    memcpy(ck->name + ck->name_len, s, n);
+    ck->name_len += n;
+    ck->name[ck->name_len] = 0;
+    return ST_OK;
+}
+
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t k;
+        uint32_t cp;
+        if (c < 0x80) { i++; continue; }
+        else if ((c & 0xe0) == 0xc0) { k = 1; cp = c & 0x1f; }
+        else if ((c & 0xf0) == 0xe0) { k = 2; cp = c & 0x0f; }
+        else if ((c & 0xf8) == 0xf0) { k = 3; cp = c & 0x07; }
+        else return false;
+        if (n - i <= k)
+            return false;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + j] & 0x3f);
+        }
+        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+static int emit_tensor(st_ckpt *ck, const pk_value *tv, st_error *err)
+{
+    char q[160];
+    st_quote_name(q, sizeof q, ck->name, ck->name_len);
+    if (ck->nt >= ck->lim.max_tensors)
+        return st_fail(err, ST_E_PICKLE_LIMIT, ST_NO_OFFSET, "more than %llu tensors",
+                       (unsigned long long)ck->lim.max_tensors);
+    if (!utf8_valid((const unsigned char *)ck->name, ck->name_len))
+        return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "tensor name %s is not UTF-8", q);
+    const ck_storage *s = &ck->st[tv->u.t.storage->u.st.index];
+    if (s->dtype < 0)
+        return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET, "tensor %s is a torch.%s, which safetensors cannot hold",
+                       q, s->type_name);
+    uint32_t rank = tv->u.t.rank;
+    uint64_t nel;
+    if (!st_shape_product(tv->u.t.shape, rank, &nel) || nel > UINT64_MAX / s->elem)
+        return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "tensor %s: element count overflows", q);
+    int contiguous = 1;
+    if (nel) {
+        /* last element's index in the storage must exist */
+        uint64_t last = tv->u.t.offset, expect = 1;
+        for (uint32_t i = rank; i-- > 0;) {
+            uint64_t d = tv->u.t.shape[i], st = tv->u.t.stride[i], span;
+            if (__builtin_mul_overflow(d - 1, st, &span) || __builtin_add_overflow(last, span, &last))
+                return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "tensor %s: strides overflow", q);
+            if (d != 1 && st != expect)
+                contiguous = 0;
+            expect *= d;
+        }
+        if (last >= s->numel)
+            return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET,
+                           "tensor %s reaches element %llu of a storage of %llu elements", q,
+                           (unsigned long long)last, (unsigned long long)s->numel);
+    } else if (tv->u.t.offset > s->numel) {
+        return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "tensor %s: offset past its storage", q);
+    }
+    uint64_t h = st_hash_bytes(ck->name, ck->name_len);
+    uint32_t *slot = index_slot(&ck->t_index, ck, h, ck->name, ck->name_len, t_eq);
+    if (slot && *slot)
+        return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "two tensors are named %s", q);
+    if (index_grow(&ck->t_index, ck, t_hash) || grow((void **)&ck->t, &ck->tcap, ck->nt + 1, sizeof *ck->t))
+        return nomem(err);
+    ck_tensor *t = &ck->t[ck->nt];
+    memset(t, 0, sizeof *t);
+    t->storage = tv->u.t.storage->u.st.index;
+    st_ckpt_tensor *p = &t->pub;
+    p->name = st_arena_strdup(&ck->arena, ck->name, ck->name_len, NULL);
+    uint64_t *shape = st_arena_alloc(&ck->arena, (rank ? rank : 1) * sizeof *shape * 2, NULL);
+    if (!p->name || !shape)
+        return nomem(err);
+    memcpy(shape, tv->u.t.shape, rank * sizeof *shape);
+    memcpy(shape + rank, tv->u.t.stride, rank * sizeof *shape);
+    p->name_len = ck->name_len;
+    p->dtype = (st_dtype)s->dtype;
+    p->rank = rank;
+    p->shape = shape;
+    p->strides = shape + rank;
+    p->storage_offset = tv->u.t.offset;
+    p->nelements = nel;
+    p->nbytes = nel * s->elem;
+    p->storage_key = s->key;
+    p->contiguous = contiguous;
+    index_insert(&ck->t_index, h, (uint32_t)ck->nt);
+    ck->nt++;
+    return ST_OK;
+}
+
+static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err);
+
+/* A tensor torch rebuilds with a function we do not read (sparse,
+ * quantized, nested, meta, numpy-backed...): an error where it would be
+ * named, rather than a tensor silently missing from the output. */
+static bool unsupported_tensor(const pk_value *v)
+{
+    if (v->kind != PK_OBJECT || !v->u.o.cls || v->u.o.cls->kind != PK_GLOBAL)
+        return false;
+    const pk_value *g = v->u.o.cls;
+    bool torch_mod = (g->u.g.modn == 12 && memcmp(g->u.g.mod, "torch._utils", 12) == 0) ||
+                     (g->u.g.modn == 13 && memcmp(g->u.g.mod, "torch._tensor", 13) == 0);
+    return torch_mod && g->u.g.namen > 9 && memcmp(g->u.g.name, "_rebuild_", 9) == 0;
+}
+
+static int flatten_child(st_ckpt *ck, const char *key, size_t keylen, pk_value *v, uint32_t depth, st_error *err)
+{
+    if (unsupported_tensor(v)) {
+        size_t saved;
+        int rc = name_push(ck, key, keylen, &saved, err);
+        char q[160];
+        st_quote_name(q, sizeof q, ck->name, ck->name_len);
+        if (!rc)
+            rc = st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
+                         "tensor %s is rebuilt by torch.%s.%s (a sparse, quantized or other special "
+                         "tensor), which safetensors cannot hold",
+                         q, v->u.o.cls->u.g.mod + 6, v->u.o.cls->u.g.name);
+        ck->name_len = saved;
+        return rc;
+    }
+    if (v->kind != PK_TENSOR && v->kind != PK_DICT && v->kind != PK_LIST && v->kind != PK_TUPLE)
+        return ST_OK; /* non-tensor values are dropped */
+    size_t saved;
+    int rc = name_push(ck, key, keylen, &saved, err);
+    if (!rc)
+        rc = flatten(ck, v, depth + 1, err);
+    ck->name_len = saved;
+    if (ck->name)
+        ck->name[saved] = 0;
+    return rc;
+}
+
+static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err)
+{
+    if (++ck->visits > ck->lim.max_visits)
+        return st_fail(err, ST_E_PICKLE_LIMIT, ST_NO_OFFSET,
+                       "more than %llu container entries to walk (shared containers nested like a bomb?)",
+                       (unsigned long long)ck->lim.max_visits);
+    if (depth > ck->lim.max_depth)
+        return st_fail(err, ST_E_PICKLE_LIMIT, ST_NO_OFFSET, "containers nested deeper than %u",
+                       ck->lim.max_depth);
+    if (v->kind == PK_TENSOR)
+        return emit_tensor(ck, v, err);
+    if (v->visiting)
+        return ST_OK; /* a cycle holds nothing new */
+    int rc = ST_OK;
+    v->visiting = 1;
+    if (v->kind == PK_DICT) {
+        for (size_t i = 0; i < v->u.seq.n && !rc; i++) {
+            pk_value *k = v->u.seq.v[2 * i], *val = v->u.seq.v[2 * i + 1];
+            char num[32];
+            if (k->kind == PK_STR)
+                rc = flatten_child(ck, k->u.s.p, k->u.s.n, val, depth, err);
+            else if (k->kind == PK_INT) {
+                int n = snprintf(num, sizeof num, "%lld", (long long)k->u.i);
+                rc = flatten_child(ck, num, (size_t)n, val, depth, err);
+            } /* other key kinds: dropped */
+        }
+    } else if (v->kind == PK_LIST || v->kind == PK_TUPLE) {
+        for (size_t i = 0; i < v->u.seq.n && !rc; i++) {
+            char num[32];
+            int n = snprintf(num, sizeof num, "%zu", i);
+            rc = flatten_child(ck, num, (size_t)n, v->u.seq.v[i], depth, err);
+        }
+    }
+    v->visiting = 0;
+    return rc;
+}
+
+static pk_value *dict_get(pk_value *d, const char *key)
+{
+    if (!d || d->kind != PK_DICT)
+        return NULL;
+    pk_value *found = NULL;
+    for (size_t i = 0; i < d->u.seq.n; i++)
+        if (pk_is_str(d->u.seq.v[2 * i], key))
+            found = d->u.seq.v[2 * i + 1]; /* last one wins, as in a dict */
+    return found;
+}
+
+static int add_meta(st_ckpt *ck, const char *k, size_t kn, const char *v, size_t vn)
+{
+    const char *vs = st_arena_strdup(&ck->arena, v, vn, NULL);
+    if (!vs)
+        return ST_E_NOMEM;
+    /* a repeated key replaces the earlier value, as in a dict */
+    for (size_t i = 0; i < ck->nmeta; i++)
+        if (ck->meta[i].kl == kn && memcmp(ck->meta[i].k, k, kn) == 0) {
+            ck->meta[i].v = vs;
+            ck->meta[i].vl = vn;
+            return ST_OK;
+        }
+    const char *ks = st_arena_strdup(&ck->arena, k, kn, NULL);
+    if (!ks || grow((void **)&ck->meta, &ck->mcap, ck->nmeta + 1, sizeof *ck->meta))
+        return ST_E_NOMEM;
+    ck->meta[ck->nmeta++] = (struct ck_meta){ks, vs, kn, vn};
+    return ST_OK;
+}
+
+static int collect_meta(st_ckpt *ck, pk_value *root, st_error *err)
+{
+    if (!root || root->kind != PK_DICT)
+        return ST_OK;
+    for (size_t i = 0; i < root->u.seq.n && ck->nmeta < 1024; i++) {
+        pk_value *k = root->u.seq.v[2 * i], *v = root->u.seq.v[2 * i + 1];
+        if (k->kind != PK_STR || k->u.s.n > 256 || !utf8_valid((const unsigned char *)k->u.s.p, k->u.s.n))
+            continue;
+        char buf[64];
+        const char *val = buf;
+        size_t vn;
+        if (v->kind == PK_BOOL)
+            vn = (size_t)snprintf(buf, sizeof buf, "%s", v->u.i ? "True" : "False");
+        else if (v->kind == PK_INT)
+            vn = (size_t)snprintf(buf, sizeof buf, "%lld", (long long)v->u.i);
+        else if (v->kind == PK_FLOAT) {
+            /* shortest text that reads back exactly, as Python's repr */
+            int prec = 1;
+            for (; prec < 17; prec++) {
+                snprintf(buf, sizeof buf, "%.*g", prec, v->u.f);
+                if (strtod(buf, NULL) == v->u.f)
+                    break;
+            }
+            vn = (size_t)snprintf(buf, sizeof buf, "%.*g", prec, v->u.f);
+        } else if (v->kind == PK_STR && v->u.s.n <= 1024 &&
+                   utf8_valid((const unsigned char *)v->u.s.p, v->u.s.n)) {
+            val = v->u.s.p;
+            vn = v->u.s.n;
+        } else
+            continue;
+        if (add_meta(ck, k->u.s.p, k->u.s.n, val, vn))
+            return nomem(err);
+    }
+    return ST_OK;
+}
+
+static int name_tensors(st_ckpt *ck, pk_value *root, st_error *err)
+{
+    int rc = collect_meta(ck, root, err);
+    if (rc)
+        return rc;
+    pk_value *v = root;
+    for (int i = 0; i < 2; i++) { /* state_dict, also nested once more */
+        pk_value *sd = dict_get(v, "state_dict");
+        if (sd && sd->kind == PK_DICT)
+            v = sd;
+    }
+    ck->name_len = 0;
+    if (v->kind == PK_TENSOR) {
+        size_t saved;
+        if ((rc = name_push(ck, "tensor", 6, &saved, err)))
+            return rc;
+        return emit_tensor(ck, v, err);
+    }
+    return flatten(ck, v, 0, err);
+}
+
+/* ---- containers ---- */
+
+static void scan_note(st_ckpt *ck, const st_error *e)
+{
+    if (!ck->has_scan_err) {
+        ck->scan_err = *e;
+        ck->has_scan_err = true;
+    }
+}
+
+static const pk_hooks *hooks_for(st_ckpt *ck, pk_hooks *h)
+{
+    h->ctx = ck;
+    h->global = on_global;
+    h->persid = on_persid;
+    return h;
+}
+
+/* A pickle inside the zip: stored (pread straight) or deflated (inflated
+ * into memory, bounded by max_pickle_bytes). CRC checked either way. */
+static int run_zip_pickle(st_ckpt *ck, const st_zip_entry *en, bool interpret, pk_machine **m, pk_value **res,
+                          st_error *err)
+{
+    pk_hooks h;
+    hooks_for(ck, &h);
+    char q[200];
+    st_quote_name(q, sizeof q, en->name, en->name_len);
+    if (en->size > ck->lim.max_pickle_bytes)
+        return st_fail(err, ST_E_PICKLE_LIMIT, en->data_offset, "pickle %s is larger than the limit", q);
+    /* CRC over the raw bytes first, in chunks */
+    unsigned char *buf = malloc(1u << 16);
+    unsigned char *out = NULL;
+    if (!buf)
+        return nomem(err);
+    int rc = ST_OK;
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    bool inflating = en->method == 8;
+    if (inflating) {
+        out = malloc(en->size ? (size_t)en->size : 1);
+        if (!out || inflateInit2(&zs, -15) != Z_OK) {
+            free(buf);
+            free(out);
+            return nomem(err);
+        }
+        zs.next_out = out;
+        zs.avail_out = (uInt)en->size;
+        if (en->size > UINT32_MAX) {
+            rc = st_fail(err, ST_E_UNSUPPORTED, en->data_offset, "compressed pickle %s over 4 GiB", q);
+            goto done;
+        }
+    }
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (uint64_t off = 0; off < en->csize;) {
+        size_t n = en->csize - off < (1u << 16) ? (size_t)(en->csize - off) : (1u << 16);
+        if (st_pread_full(ck->fd, buf, n, en->data_offset + off)) {
+            rc = st_fail(err, ST_E_IO, en->data_offset + off, "read error");
+            goto done;
+        }
+        if (inflating) {
+            zs.next_in = buf;
+            zs.avail_in = (uInt)n;
+            int zr = inflate(&zs, Z_NO_FLUSH);
+            if (zr != Z_OK && zr != Z_STREAM_END) {
+                rc = st_fail(err, ST_E_ZIP, en->data_offset, "bad deflate data in %s", q);
+                goto done;
+            }
+        } else
+            crc = crc32(crc, buf, (uInt)n);
+        off += n;
+    }
+    if (inflating) {
+        if (zs.total_out != en->size) {
+            rc = st_fail(err, ST_E_ZIP, en->data_offset, "%s inflates to the wrong size", q);
+            goto done;
+        }
+        crc = crc32(0L, out, (uInt)en->size);
+    }
+    if (crc != en->crc32) {
+        rc = st_fail(err, ST_E_ZIP, en->data_offset, "CRC-32 mismatch in %s", q);
+        goto done;
+    }
+    if (inflating)
+        rc = pk_run_memory(out, (size_t)en->size, &ck->lim, &h, interpret, m, res, NULL, err);
+    else
+        rc = pk_run(ck->fd, en->data_offset, en->data_offset + en->size, &ck->lim, &h, interpret, m, res, NULL, err);
+done:
+    if (inflating)
+        inflateEnd(&zs);
+    free(buf);
+    free(out);
+    return rc;
+}
+
+static int open_zip(st_ckpt *ck, st_error *err)
+{
+    int rc = st_zip_open(ck->fd, ck->size, &ck->zip, err);
+    if (rc)
+        return rc;
+    if (ck->scan_only) {
+        /* every pickle in the archive (data.pkl, constants.pkl, ...) */
+        for (size_t i = 0; i < ck->zip.count; i++) {
+            const st_zip_entry *en = &ck->zip.entries[i];
+            if (en->name_len < 4 || memcmp(en->name + en->name_len - 4, ".pkl", 4) != 0)
+                continue;
+            ck->pickle_label = en->name;
+            st_error e = {0};
+            pk_machine *m = NULL;
+            pk_value *res;
+            if (run_zip_pickle(ck, en, false, &m, &res, &e))
+                scan_note(ck, &e);
+            pk_free(m);
+        }
+        return ST_OK;
+    }
+    size_t pl = ck->zip.prefix_len;
+    char name[4096];
+    if (pl + 16 > sizeof name)
+        return st_fail(err, ST_E_ZIP, ST_NO_OFFSET, "top-level folder name too long");
+    memcpy(name, ck->zip.prefix, pl);
+    memcpy(name + pl, "byteorder", 10);
+    const st_zip_entry *bo = st_zip_find(&ck->zip, name, pl + 9);
+    if (bo) {
+        char b[8] = {0};
+        if (bo->method != 0 || bo->size > 6 || st_pread_full(ck->fd, b, (size_t)bo->size, bo->data_offset))
+            return st_fail(err, ST_E_ZIP, bo->header_offset, "unreadable byteorder record");
+        if (bo->size == 3 && memcmp(b, "big", 3) == 0)
+            ck->big_endian = true;
+        else if (!(bo->size == 6 && memcmp(b, "little", 6) == 0))
+            return st_fail(err, ST_E_CKPT_FORMAT, bo->data_offset, "byteorder record is neither 'little' nor 'big'");
+    }
+    memcpy(name + pl, "data.pkl", 9);
+    const st_zip_entry *en = st_zip_find(&ck->zip, name, pl + 8);
+    if (!en)
+        return st_fail(err, ST_E_CKPT_FORMAT, ST_NO_OFFSET, "zip archive without %s (not a PyTorch checkpoint)", name);
+    ck->pickle_label = en->name;
+    pk_machine *m = NULL;
+    pk_value *res = NULL;
+    rc = run_zip_pickle(ck, en, true, &m, &res, err);
+    if (!rc)
+        rc = name_tensors(ck, res, err);
+    pk_free(m);
+    return rc;
+}
+
+static const char *const legacy_labels[5] = {"pickle 1 (magic number)", "pickle 2 (protocol)",
+                                             "pickle 3 (sys info)", "pickle 4 (object)",
+                                             "pickle 5 (storage keys)"};
+
+static int open_legacy(st_ckpt *ck, st_error *err)
+{
+    pk_hooks h;
+    hooks_for(ck, &h);
+    uint64_t pos = 0;
+    int rc = ST_OK;
+    pk_machine *main_m = NULL;
+    pk_value *keys = NULL;
+    pk_machine *keys_m = NULL;
+    for (int i = 0; i < 5; i++) {
+        ck->pickle_label = legacy_labels[i];
+        pk_machine *m = NULL;
+        pk_value *res = NULL;
+        uint64_t end = 0;
+        st_error e = {0};
+        rc = pk_run(ck->fd, pos, ck->size, &ck->lim, &h, !ck->scan_only, &m, &res, &end, &e);
+        if (rc) {
+            pk_free(m);
+            if (ck->scan_only) {
+                scan_note(ck, &e);
+                rc = ST_OK;
+                goto out;
+            }
+            if (err)
+                *err = e;
+            goto out;
+        }
+        pos = end;
+        if (ck->scan_only) {
+            pk_free(m);
+            continue;
+        }
+        if (i == 0 && !is_legacy_magic(res))
+            rc = st_fail(err, ST_E_CKPT_FORMAT, 0, "legacy checkpoint: wrong magic number");
+        else if (i == 1 && !(res->kind == PK_INT && res->u.i == 1001))
+            rc = st_fail(err, ST_E_CKPT_FORMAT, 0, "legacy checkpoint: protocol version is not 1001");
+        else if (i == 2) {
+            pk_value *le = dict_get(res, "little_endian");
+            if (res->kind != PK_DICT || !le || le->kind != PK_BOOL)
+                rc = st_fail(err, ST_E_CKPT_FORMAT, 0, "legacy checkpoint: bad sys info");
+            else
+                ck->big_endian = !le->u.i;
+        } else if (i == 3) {
+            main_m = m;
+            m = NULL;
+            rc = name_tensors(ck, res, err);
+        } else if (i == 4) {
+            keys = res;
+            keys_m = m;
+            m = NULL;
+        }
+        pk_free(m);
+        if (rc)
+            goto out;
+    }
+    if (ck->scan_only)
+        goto out;
+    /* Raw storages follow, in the order of the keys list: a u64 element
+     * count, then the bytes. */
+    if (keys->kind != PK_LIST) {
+        rc = st_fail(err, ST_E_CKPT_FORMAT, pos, "legacy checkpoint: storage keys are not a list");
+        goto out;
+    }
+    for (size_t i = 0; i < keys->u.seq.n; i++) {
+        pk_value *k = keys->u.seq.v[i];
+        if (k->kind != PK_STR) {
+            rc = st_fail(err, ST_E_CKPT_FORMAT, pos, "legacy checkpoint: a storage key is not a string");
+            goto out;
+        }
+        uint32_t *slot = index_slot(&ck->st_index, ck, st_hash_bytes(k->u.s.p, k->u.s.n), k->u.s.p, k->u.s.n, st_eq);
+        char q[120];
+        st_quote_name(q, sizeof q, k->u.s.p, k->u.s.n);
+        if (!slot || !*slot) {
+            rc = st_fail(err, ST_E_CKPT_TENSOR, pos, "legacy checkpoint: storage %s is not used by the object", q);
+            goto out;
+        }
+        ck_storage *s = &ck->st[*slot - 1];
+        unsigned char nb[8];
+        if (s->root >= 0 || s->located) {
+            rc = st_fail(err, ST_E_CKPT_TENSOR, pos, "legacy checkpoint: storage %s listed twice or is a view", q);
+            goto out;
+        }
+        if (pos > ck->size || ck->size - pos < 8 || st_pread_full(ck->fd, nb, 8, pos)) {
+            rc = st_fail(err, ST_E_CKPT_FORMAT, pos, "legacy checkpoint: truncated at storage %s", q);
+            goto out;
+        }
+        uint64_t numel = 0;
+        for (int j = 0; j < 8; j++)
+            numel |= (uint64_t)nb[ck->big_endian ? 7 - j : j] << (8 * j);
+        if (numel != s->numel) {
+            rc = st_fail(err, ST_E_CKPT_TENSOR, pos,
+                         "legacy checkpoint: storage %s holds %llu elements, its pickle says %llu", q,
+                         (unsigned long long)numel, (unsigned long long)s->numel);
+            goto out;
+        }
+        pos += 8;
+        uint64_t nbytes = s->numel * s->elem;
+        if (nbytes > ck->size - pos) {
+            rc = st_fail(err, ST_E_CKPT_FORMAT, pos, "legacy checkpoint: storage %s runs past the end of the file", q);
+            goto out;
+        }
+        s->offset = pos;
+        s->located = true;
+        pos += nbytes;
+    }
+    for (size_t i = 0; i < ck->nst; i++) {
+        ck_storage *s = &ck->st[i];
+        if (s->root >= 0) {
+            const ck_storage *r = &ck->st[s->root];
+            s->offset = r->offset + s->view_off * r->elem;
+            s->located = r->located;
+        }
+        if (!s->located) {
+            char q[120];
+            st_quote_name(q, sizeof q, s->key, s->key_len);
+            rc = st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "legacy checkpoint: storage %s has no data", q);
+            goto out;
+        }
+    }
+out:
+    pk_free(main_m);
+    pk_free(keys_m);
+    return rc;
+}
+
+static void open_raw_scan(st_ckpt *ck)
+{
+    pk_hooks h;
+    hooks_for(ck, &h);
+    uint64_t pos = 0;
+    static const char *const labels[] = {"pickle 1", "pickle 2", "pickle 3", "pickle 4", "pickle 5+"};
+    /* Consecutive pickles, as picklescan does, while one seems to follow. */
+    for (int i = 0; pos < ck->size; i++) {
+        if (i > 0) {
+            unsigned char b;
+            if (st_pread_full(ck->fd, &b, 1, pos) || b != 0x80)
+                break;
+        }
+        ck->pickle_label = labels[i < 4 ? i : 4];
+        pk_machine *m = NULL;
+        pk_value *res;
+        uint64_t end = pos;
+        st_error e = {0};
+        int rc = pk_run(ck->fd, pos, ck->size, &ck->lim, &h, false, &m, &res, &end, &e);
+        pk_free(m);
+        if (rc) {
+            scan_note(ck, &e);
+            break;
+        }
+        pos = end;
+    }
+}
+
+int st_ckpt_open(const char *path, unsigned flags, const st_ckpt_limits *limits, st_ckpt **out, st_error *err)
+{
+    if (!out)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "no output handle");
+    *out = NULL;
+    st_ckpt *ck = calloc(1, sizeof *ck);
+    if (!ck)
+        return nomem(err);
+    ck->fd = -1;
+    if (limits)
+        ck->lim = *limits;
+    else
+        st_ckpt_default_limits(&ck->lim);
+    ck->scan_only = flags & ST_CKPT_SCAN;
+    int rc = open_fd(path, &ck->fd, &ck->size, err);
+    bool tar = false;
+    if (!rc)
+        rc = detect_fd(ck->fd, ck->size, &ck->format, &tar, err);
+    if (!rc) {
+        switch (ck->format) {
+        case ST_FORMAT_ZIP_PICKLE:
+            rc = open_zip(ck, err);
+            break;
+        case ST_FORMAT_LEGACY_PICKLE:
+            rc = open_legacy(ck, err);
+            break;
+        case ST_FORMAT_RAW_PICKLE:
+            if (ck->scan_only)
+                open_raw_scan(ck);
+            else
+                rc = st_fail(err, ST_E_CKPT_FORMAT, 0,
+                             "a bare pickle holds no tensor storages (only scanning is supported)");
+            break;
+        case ST_FORMAT_SAFETENSORS:
+            rc = st_fail(err, ST_E_CKPT_FORMAT, 0, "a safetensors file, not a pickle (it cannot contain code)");
+            break;
+        default:
+            rc = st_fail(err, ST_E_CKPT_FORMAT, 0, tar ? "a tar checkpoint (torch < 0.4) is not supported"
+                                                       : "not a PyTorch checkpoint or pickle");
+        }
+    }
+    if (rc) {
+        st_ckpt_close(ck);
+        return rc;
+    }
+    free(ck->name);
+    ck->name = NULL;
+    ck->name_cap = 0;
+    *out = ck;
+    return ST_OK;
+}
+
+void st_ckpt_close(st_ckpt *ck)
+{
+    if (!ck)
+        return;
+    if (ck->fd >= 0)
+        close(ck->fd);
+    st_zip_free(&ck->zip);
+    st_arena_free(&ck->arena);
+    free(ck->st);
+    free(ck->st_index.slots);
+    free(ck->t);
+    free(ck->t_index.slots);
+    free(ck->g);
+    free(ck->g_index.slots);
+    free(ck->meta);
+    free(ck->name);
+    free(ck);
+}
+
+st_format st_ckpt_format(const st_ckpt *ck) { return ck ? ck->format : ST_FORMAT_UNKNOWN; }
+const st_error *st_ckpt_scan_error(const st_ckpt *ck) { return ck && ck->has_scan_err ? &ck->scan_err : NULL; }
+size_t st_ckpt_tensor_count(const st_ckpt *ck) { return ck ? ck->nt : 0; }
+const st_ckpt_tensor *st_ckpt_tensor_at(const st_ckpt *ck, size_t i)
+{
+    return ck && i < ck->nt ? &ck->t[i].pub : NULL;
+}
+size_t st_ckpt_global_count(const st_ckpt *ck) { return ck ? ck->ng : 0; }
+const st_ckpt_global *st_ckpt_global_at(const st_ckpt *ck, size_t i) { return ck && i < ck->ng ? &ck->g[i] : NULL; }
+size_t st_ckpt_dangerous_count(const st_ckpt *ck) { return ck ? ck->ndanger : 0; }
+size_t st_ckpt_metadata_count(const st_ckpt *ck) { return ck ? ck->nmeta : 0; }
+
+int st_ckpt_metadata_at(const st_ckpt *ck, size_t i, const char **key, size_t *key_len, const char **value,
+                        size_t *value_len)
+{
+    if (!ck || i >= ck->nmeta)
+        return ST_E_NOT_FOUND;
+    if (key) *key = ck->meta[i].k;
+    if (key_len) *key_len = ck->meta[i].kl;
+    if (value) *value = ck->meta[i].v;
+    if (value_len) *value_len = ck->meta[i].vl;
+    return ST_OK;
+}
+
+/* ---- reading tensor data ---- */
+
+static void swap_units(unsigned char *p, size_t n, unsigned unit)
+{
+    for (size_t i = 0; i + unit <= n; i += unit)
+        for (unsigned a = 0, b = unit - 1; a < b; a++, b--) {
+            unsigned char t = p[i + a];
+            p[i + a] = p[i + b];
+            p[i + b] = t;
+        }
+}
+
+/* Gathering a non-contiguous tensor (a view, transpose, expand): each
+ * output element is fetched through a small direct-mapped cache of
+ * 512-byte blocks read with pread. Memory stays at the cache's 8 MiB
+ * whatever the tensor (a file mapping would not: the kernel maps the pages
+ * around every fault, so a transpose would pull in the whole storage). A
+ * transpose of a matrix with up to 16 Ki rows keeps its working set (one
+ * block per row) in the cache. */
+#define GC_BLOCK 512u
+#define GC_SLOTS 16384u
+#define GC_WAYS 8u
+
+typedef struct gcache {
+    uint64_t *tag;         /* per way: block index + 1; 0 = empty */
+    unsigned char *next;   /* per set: the way to replace next    */
+    unsigned char *data;
+} gcache;
+
+static int gc_fetch(const st_ckpt *ck, gcache *gc, uint64_t fo, unsigned char *dst, unsigned n, st_error *err)
+{
+    uint64_t blk = fo / GC_BLOCK;
+    size_t at = (size_t)(fo % GC_BLOCK);
+    if (at + n > GC_BLOCK) { /* straddles two blocks: read it directly */
+        if (st_pread_full(ck->fd, dst, n, fo))
+            return st_fail(err, ST_E_IO, fo, "read error at offset %llu", (unsigned long long)fo);
+        return ST_OK;
+    }
+    /* 8-way sets, splitmix64-mixed index: strided block numbers (one per
+     * matrix row) spread evenly; a full set replaces in FIFO order. */
+    uint64_t h = blk + 0x9e3779b97f4a7c15ull;
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+    h ^= h >> 31;
+    size_t set = (size_t)(h & (GC_SLOTS / GC_WAYS - 1)), base = set * GC_WAYS, way = GC_WAYS;
+    for (size_t w = 0; w < GC_WAYS; w++)
+        if (gc->tag[base + w] == blk + 1) {
+            way = w;
+            break;
+        }
+    if (way == GC_WAYS) {
+        way = gc->next[set];
+        gc->next[set] = (unsigned char)((way + 1) % GC_WAYS);
+        uint64_t start = blk * GC_BLOCK;
+        size_t len = ck->size - start < GC_BLOCK ? (size_t)(ck->size - start) : GC_BLOCK;
+        if (st_pread_full(ck->fd, gc->data + (base + way) * GC_BLOCK, len, start))
+            return st_fail(err, ST_E_IO, start, "read error at offset %llu (file shorter?)",
+                           (unsigned long long)start);
+        gc->tag[base + way] = blk + 1;
+    }
+    memcpy(dst, gc->data + (base + way) * GC_BLOCK + at, n);
+    return ST_OK;
+}
+
+static int read_gather(const st_ckpt *ck, const ck_tensor *t, const ck_storage *s, uint64_t offset,
+                       unsigned char *dst, size_t len, st_error *err)
+{
+    const st_ckpt_tensor *p = &t->pub;
+    unsigned es = s->elem;
+    uint64_t e0 = offset / es, e1 = (offset + len + es - 1) / es;
+    uint32_t rank = p->rank;
+    uint64_t idx[64];
+    if (rank > 64)
+        return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET, "non-contiguous tensor of rank %u", rank);
+    uint64_t rem = e0;
+    for (uint32_t i = rank; i-- > 0;) {
+        idx[i] = p->shape[i] ? rem % p->shape[i] : 0;
+        rem = p->shape[i] ? rem / p->shape[i] : 0;
+    }
+    gcache gc;
+    gc.tag = calloc(GC_SLOTS, sizeof *gc.tag);
+    gc.next = calloc(GC_SLOTS / GC_WAYS, 1);
+    gc.data = malloc((size_t)GC_SLOTS * GC_BLOCK);
+    if (!gc.tag || !gc.next || !gc.data) {
+        free(gc.tag);
+        free(gc.next);
+        free(gc.data);
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    }
+    unsigned char el[16];
+    size_t o = 0;
+    int rc = ST_OK;
+    for (uint64_t e = e0; e < e1 && !rc; e++) {
+        uint64_t src = p->storage_offset;
+        for (uint32_t i = 0; i < rank; i++)
+            src += idx[i] * p->strides[i];
+        rc = gc_fetch(ck, &gc, s->offset + src * es, el, es, err);
+        if (ck->big_endian && s->swap)
+            swap_units(el, es, s->swap);
+        size_t from = e == e0 ? (size_t)(offset % es) : 0;
+        size_t k = es - from;
+        if (k > len - o)
+            k = len - o;
+        memcpy(dst + o, el + from, k);
+        o += k;
+        for (uint32_t i = rank; i-- > 0;) { /* odometer */
+            if (++idx[i] < p->shape[i])
+                break;
+            idx[i] = 0;
+        }
+    }
+    free(gc.tag);
+    free(gc.next);
+    free(gc.data);
+    return rc;
+}
+
+int st_ckpt_tensor_read(const st_ckpt *ck, const st_ckpt_tensor *tensor, uint64_t offset, void *buf, size_t len,
+                        st_error *err)
+{
+    if (!ck || !tensor || (!buf && len))
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "invalid argument");
+    const ck_tensor *t = (const ck_tensor *)tensor;
+    if (t < ck->t || t >= ck->t + ck->nt)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "tensor does not belong to this checkpoint");
+    if (offset > tensor->nbytes || len > tensor->nbytes - offset) {
+        char q[160];
+        st_quote_name(q, sizeof q, tensor->name, tensor->name_len);
+        return st_fail(err, ST_E_RANGE, ST_NO_OFFSET, "read past the end of tensor %s", q);
+    }
+    if (!len)
+        return ST_OK;
+    const ck_storage *s = &ck->st[t->storage];
+    if (!tensor->contiguous)
+        return read_gather(ck, t, s, offset, buf, len, err);
+    uint64_t src = s->offset + tensor->storage_offset * s->elem;
+    if (!(ck->big_endian && s->swap)) {
+        if (st_pread_full(ck->fd, buf, len, src + offset))
+            return st_fail(err, ST_E_IO, src + offset, "read error at offset %llu (file shorter?)",
+                           (unsigned long long)(src + offset));
+        return ST_OK;
+    }
+    /* big-endian data: read whole elements, swap, copy the wanted part */
+    unsigned char tmp[4096];
+    unsigned es = s->elem;
+    uint64_t a = offset - offset % es, end = offset + len;
+    unsigned char *d = buf;
+    while (a < end) {
+        size_t n = sizeof tmp;
+        if (end - a + es < n)
+            n = (size_t)((end - a + es - 1) / es * es);
+        if (a + n > tensor->nbytes)
+            n = (size_t)(tensor->nbytes - a);
+        if (st_pread_full(ck->fd, tmp, n, src + a))
+            return st_fail(err, ST_E_IO, src + a, "read error");
+        swap_units(tmp, n, s->swap);
+        uint64_t from = a < offset ? offset - a : 0, to = a + n < end ? n : end - a;
+        memcpy(d, tmp + from, (size_t)(to - from));
+        d += to - from;
+        a += n;
+    }
+    return ST_OK;
+}

@@ -1,0 +1,117 @@
+/* Internal interfaces of the checkpoint importer: the zip container reader
+ * (zip.c), the restricted pickle machine (pickle.c) and the pieces of
+ * checkpoint.c they call back into. Not installed. */
+#ifndef ST_CKPT_INTERNAL_H
+#define ST_CKPT_INTERNAL_H
+
+#include "internal.h"
+
+/* ---- Whole-file I/O ---- */
+
+/* pread until len bytes are read; ST_E_IO (short file included) otherwise. */
+ST_INTERNAL int st_pread_full(int fd, void *buf, size_t len, uint64_t offset);
+
+/* ---- Arena: bump allocator with a byte budget, freed all at once ---- */
+
+typedef struct st_arena {
+    struct st_arena_chunk *head;
+    uint64_t used;  /* bytes handed out, counted against limit           */
+    uint64_t limit; /* 0 = unlimited                                     */
+} st_arena;
+
+/* NULL when out of memory or over the budget (*over set to true then). */
+ST_INTERNAL void *st_arena_alloc(st_arena *a, size_t n, bool *over);
+ST_INTERNAL char *st_arena_strdup(st_arena *a, const char *s, size_t n, bool *over);
+ST_INTERNAL void st_arena_free(st_arena *a);
+
+/* ---- Zip container (PyTorch's "stored" archives) ---- */
+
+typedef struct st_zip_entry {
+    const char *name;      /* full name, NUL-terminated                    */
+    size_t name_len;
+    uint64_t header_offset;/* local header                                 */
+    uint64_t data_offset;  /* first byte of the stored data                */
+    uint64_t size;         /* uncompressed == compressed size for stored  */
+    uint64_t csize;
+    uint32_t crc32;
+    uint16_t method;       /* 0 stored, 8 deflated (only pickles may be)   */
+} st_zip_entry;
+
+typedef struct st_zip {
+    st_zip_entry *entries; /* sorted by name                               */
+    size_t count;
+    const char *prefix;    /* the common top-level folder, with its '/'   */
+    size_t prefix_len;
+    st_arena arena;
+} st_zip;
+
+ST_INTERNAL int st_zip_open(int fd, uint64_t file_size, st_zip *zip, st_error *err);
+ST_INTERNAL void st_zip_free(st_zip *zip);
+/* Exact name lookup (full name, prefix included). */
+ST_INTERNAL const st_zip_entry *st_zip_find(const st_zip *zip, const char *name, size_t len);
+
+/* ---- Pickle machine ---- */
+
+typedef enum pk_kind {
+    PK_NONE, PK_BOOL, PK_INT, PK_BIGINT, PK_FLOAT, PK_STR, PK_BYTES,
+    PK_TUPLE, PK_LIST, PK_DICT, PK_SET, PK_GLOBAL, PK_OBJECT, PK_PERSID,
+    PK_STORAGE, PK_TENSOR
+} pk_kind;
+
+typedef struct pk_value pk_value;
+struct pk_value {
+    uint8_t kind;
+    uint8_t visiting; /* set while a traversal is inside (cycle guard)    */
+    union {
+        int64_t i;    /* PK_INT, PK_BOOL                                   */
+        double f;
+        struct { const char *p; size_t n; } s; /* STR (UTF-8), BYTES,      */
+                      /* BIGINT (little-endian two's complement)           */
+        struct { pk_value **v; size_t n, cap; } seq; /* TUPLE LIST SET;    */
+                      /* DICT: n pairs at v[2i], v[2i+1]                   */
+        struct { const char *mod, *name; size_t modn, namen; uint32_t id; } g;
+        struct { pk_value *cls, *args, *state, *list, *dict; } o;
+        struct { pk_value *pid; } pid;
+        struct { uint32_t index; } st;  /* into the checkpoint's storages   */
+        struct {
+            pk_value *storage;
+            uint64_t offset;  /* elements                                  */
+            uint32_t rank;
+            uint64_t *shape, *stride;
+        } t;
+    } u;
+};
+
+typedef struct pk_hooks {
+    void *ctx;
+    /* Called for every global the pickle names (GLOBAL, STACK_GLOBAL, INST,
+     * EXT*), before anything else happens with it. Sets *id. */
+    int (*global)(void *ctx, const char *mod, size_t modn, const char *name,
+                  size_t namen, uint64_t offset, uint32_t *id, st_error *err);
+    /* Turns a persistent id into a value (a PK_STORAGE); NULL hook: the id
+     * stays an inert PK_PERSID. */
+    int (*persid)(void *ctx, pk_value *pid, uint32_t *storage_index, st_error *err);
+} pk_hooks;
+
+typedef struct pk_machine pk_machine;
+
+/* Runs one pickle read from fd over [start, end) until STOP. *stop_end is
+ * the offset just past the STOP opcode; *result the unpickled value. All
+ * values live in the machine's arena until pk_free. With interpret == false
+ * no torch call is interpreted (scan mode: every REDUCE is inert). */
+ST_INTERNAL int pk_run(int fd, uint64_t start, uint64_t end,
+                       const st_ckpt_limits *limits, const pk_hooks *hooks,
+                       bool interpret, pk_machine **out_machine,
+                       pk_value **result, uint64_t *stop_end, st_error *err);
+ST_INTERNAL void pk_free(pk_machine *m);
+
+/* Same, from memory (tests, deflated entries). */
+ST_INTERNAL int pk_run_memory(const void *data, size_t len,
+                              const st_ckpt_limits *limits, const pk_hooks *hooks,
+                              bool interpret, pk_machine **out_machine,
+                              pk_value **result, uint64_t *stop_end, st_error *err);
+
+/* Equality of a str value with a C string. */
+ST_INTERNAL bool pk_is_str(const pk_value *v, const char *s);
+
+#endif

@@ -1,0 +1,183 @@
+/* `safetensors scan`: lists every global the pickles of a file reference,
+ * classified dangerous / unknown / safe, without running anything (the
+ * library's restricted pickle machine reads them). */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "Usage: " CLI_NAME " scan [--json] FILE...\n"
+    "\n"
+    "Report what the pickles in PyTorch checkpoints (.ckpt .pt .pth .bin) and\n"
+    "other pickle files would import and call if Python loaded them. Nothing\n"
+    "in FILE is ever executed. Each global is classed dangerous (runs code,\n"
+    "touches processes, files or the network), unknown (never resolved), or\n"
+    "safe (torch tensor rebuilding, storages, OrderedDict, numpy arrays).\n"
+    "Safetensors files hold no code; scan says so.\n"
+    "\n"
+    "Options:\n"
+    "      --json  one JSON document on stdout\n"
+    "  -h, --help  show this help\n"
+    "\n"
+    "Exit status: 0 nothing dangerous, 1 a dangerous global was found,\n"
+    "2 a file could not be read to its end (or usage error).\n";
+
+typedef struct scan_totals {
+    int dangerous_files;
+    int error_files;
+    bool first;
+} scan_totals;
+
+static void count_classes(const st_ckpt *ck, size_t n[3])
+{
+    n[0] = n[1] = n[2] = 0;
+    for (size_t i = 0; i < st_ckpt_global_count(ck); i++)
+        n[st_ckpt_global_at(ck, i)->safety]++;
+}
+
+static void print_text(const char *path, st_format fmt, const st_ckpt *ck, const st_error *err)
+{
+    char *p = cli_printable(path, strlen(path));
+    const char *shown = p ? p : path;
+    if (fmt == ST_FORMAT_SAFETENSORS) {
+        printf("%s: safetensors: holds no code (nothing to scan)\n", shown);
+    } else if (!ck) {
+        char buf[700];
+        printf("%s: %s: error: %s: %s\n", shown, st_format_name(fmt), st_code_name(err->code),
+               cli_error_message(err, buf, sizeof buf));
+    } else {
+        size_t n[3];
+        count_classes(ck, n);
+        size_t ng = st_ckpt_global_count(ck);
+        printf("%s: %s: %zu global%s: %zu dangerous, %zu unknown, %zu safe\n", shown,
+               st_format_name(fmt), ng, ng == 1 ? "" : "s", n[2], n[1], n[0]);
+        /* dangerous first, then unknown, then safe */
+        for (int cls = 2; cls >= 0; cls--)
+            for (size_t i = 0; i < ng; i++) {
+                const st_ckpt_global *g = st_ckpt_global_at(ck, i);
+                if ((int)g->safety != cls)
+                    continue;
+                char *m = cli_printable(g->module, g->module_len), *nm = cli_printable(g->name, g->name_len);
+                printf("  %-9s %s.%s", st_safety_name(g->safety), m ? m : "?", nm ? nm : "?");
+                if (g->count > 1)
+                    printf(" (x%llu)", (unsigned long long)g->count);
+                if (cls == 2)
+                    printf("  [%s, offset %llu]", g->pickle, (unsigned long long)g->offset);
+                putchar('\n');
+                free(m);
+                free(nm);
+            }
+        const st_error *se = st_ckpt_scan_error(ck);
+        if (se) {
+            char buf[700];
+            printf("  error: the scan stopped early: %s: %s\n", st_code_name(se->code),
+                   cli_error_message(se, buf, sizeof buf));
+        }
+        if (n[2])
+            printf("  DANGEROUS: loading this file in Python (torch.load, pickle.load) can run code\n");
+    }
+    free(p);
+}
+
+static void print_json(const char *path, st_format fmt, const st_ckpt *ck, const st_error *err, scan_totals *t)
+{
+    if (!t->first)
+        fputs(",\n", stdout);
+    t->first = false;
+    fputs("  {\"file\":", stdout);
+    cli_json_cstr(stdout, path);
+    fputs(",\"format\":", stdout);
+    cli_json_cstr(stdout, st_format_name(fmt));
+    const st_error *e = ck ? st_ckpt_scan_error(ck) : fmt == ST_FORMAT_SAFETENSORS ? NULL : err;
+    size_t n[3] = {0, 0, 0};
+    if (ck)
+        count_classes(ck, n);
+    const char *status = n[2] ? "dangerous" : e ? "error" : "clean";
+    fputs(",\"status\":", stdout);
+    cli_json_cstr(stdout, status);
+    printf(",\"dangerous\":%zu,\"unknown\":%zu,\"safe\":%zu,\"error\":", n[2], n[1], n[0]);
+    if (e) {
+        char buf[700];
+        fputs("{\"code\":", stdout);
+        cli_json_cstr(stdout, st_code_name(e->code));
+        fputs(",\"message\":", stdout);
+        cli_json_cstr(stdout, cli_error_message(e, buf, sizeof buf));
+        fputs("}", stdout);
+    } else
+        fputs("null", stdout);
+    fputs(",\"globals\":[", stdout);
+    for (size_t i = 0; ck && i < st_ckpt_global_count(ck); i++) {
+        const st_ckpt_global *g = st_ckpt_global_at(ck, i);
+        fputs(i ? ",{\"module\":" : "{\"module\":", stdout);
+        cli_json_string(stdout, g->module, g->module_len);
+        fputs(",\"name\":", stdout);
+        cli_json_string(stdout, g->name, g->name_len);
+        fputs(",\"safety\":", stdout);
+        cli_json_cstr(stdout, st_safety_name(g->safety));
+        fputs(",\"count\":", stdout);
+        cli_json_u64(stdout, g->count);
+        fputs(",\"pickle\":", stdout);
+        cli_json_cstr(stdout, g->pickle);
+        fputs(",\"offset\":", stdout);
+        cli_json_u64(stdout, g->offset);
+        fputs("}", stdout);
+    }
+    fputs("]}", stdout);
+}
+
+static void scan_one(const char *path, bool json, scan_totals *t)
+{
+    st_error err;
+    memset(&err, 0, sizeof err);
+    st_format fmt = ST_FORMAT_UNKNOWN;
+    st_ckpt *ck = NULL;
+    int rc = st_ckpt_detect(path, &fmt, &err);
+    if (rc == ST_OK && fmt == ST_FORMAT_UNKNOWN) {
+        rc = err.code = ST_E_CKPT_FORMAT;
+        err.offset = ST_NO_OFFSET;
+        snprintf(err.message, sizeof err.message, "neither a pickle-based file nor safetensors");
+    }
+    if (rc == ST_OK && fmt != ST_FORMAT_SAFETENSORS)
+        rc = st_ckpt_open(path, ST_CKPT_SCAN, NULL, &ck, &err);
+    if (rc != ST_OK && err.code == ST_OK)
+        err.code = rc;
+    if (ck && st_ckpt_dangerous_count(ck))
+        t->dangerous_files++;
+    else if (rc != ST_OK || (ck && st_ckpt_scan_error(ck)))
+        t->error_files++;
+    if (json)
+        print_json(path, fmt, ck, &err, t);
+    else
+        print_text(path, fmt, ck, &err);
+    st_ckpt_close(ck);
+}
+
+int cmd_scan(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bool json = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = true; break;
+        case 'h': return cli_help(usage);
+        default: return cli_usage_error(usage, NULL);
+        }
+    }
+    if (optind >= argc)
+        return cli_usage_error(usage, "scan: expected at least one FILE");
+    scan_totals t = {0, 0, true};
+    if (json)
+        fputs("{\"files\":[\n", stdout);
+    for (int i = optind; i < argc; i++)
+        scan_one(argv[i], json, &t);
+    if (json)
+        printf("\n],\"dangerous_files\":%d,\"error_files\":%d}\n", t.dangerous_files, t.error_files);
+    return t.dangerous_files ? 1 : t.error_files ? CLI_EXIT_ERROR : CLI_EXIT_OK;
+}

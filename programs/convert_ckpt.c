@@ -1,0 +1,142 @@
+/* `safetensors convert` for PyTorch checkpoints: the input's pickles are
+ * scanned first (nothing is executed, ever); a dangerous global refuses
+ * the conversion unless --allow-unsafe-globals. Tensors stream from the
+ * checkpoint through the library's writer (st_writer_add_stream), so
+ * memory use does not grow with the checkpoint. */
+#include "convert_ckpt.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct ckpt_source {
+    const st_ckpt *ck;
+    const st_ckpt_tensor *t;
+    st_error *err;
+    bool *failed;
+} ckpt_source;
+
+static int ckpt_read(void *ctx, uint64_t offset, void *buf, size_t len)
+{
+    ckpt_source *s = ctx;
+    st_error e;
+    int rc = st_ckpt_tensor_read(s->ck, s->t, offset, buf, len, &e);
+    if (rc != ST_OK && !*s->failed) {
+        *s->err = e;
+        *s->failed = true;
+    }
+    return rc;
+}
+
+static bool same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+static int report(const char *path, st_error *err, int rc)
+{
+    if (err->code == ST_OK)
+        err->code = rc;
+    cli_print_error(path, err);
+    return CLI_EXIT_ERROR;
+}
+
+int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe)
+{
+    st_error err;
+    memset(&err, 0, sizeof err);
+    st_ckpt *scan = NULL, *ck = NULL;
+    /* Scan every pickle of the file (also those torch.load would not run). */
+    int rc = st_ckpt_open(in_path, ST_CKPT_SCAN, NULL, &scan, &err);
+    if (rc != ST_OK)
+        return report(in_path, &err, rc);
+    size_t nd = st_ckpt_dangerous_count(scan);
+    for (size_t i = 0; i < st_ckpt_global_count(scan); i++) {
+        const st_ckpt_global *g = st_ckpt_global_at(scan, i);
+        if (g->safety != ST_SAFETY_DANGEROUS)
+            continue;
+        char *m = cli_printable(g->module, g->module_len), *n = cli_printable(g->name, g->name_len);
+        cli_errorf("%s: %s: dangerous global %s.%s (%s, offset %llu)", in_path,
+                   allow_unsafe ? "warning" : "unsafe", m ? m : "?", n ? n : "?", g->pickle,
+                   (unsigned long long)g->offset);
+        free(m);
+        free(n);
+    }
+    st_ckpt_close(scan);
+    if (nd && !allow_unsafe) {
+        cli_errorf("%s: refusing to convert: %zu dangerous global%s (nothing was executed; "
+                   "--allow-unsafe-globals converts the tensors anyway, still without running anything)",
+                   in_path, nd, nd == 1 ? "" : "s");
+        return CLI_EXIT_INVALID;
+    }
+    if (same_file(in_path, out_path)) {
+        cli_errorf("invalid_argument: OUT '%s' is the input file; inputs are never overwritten", out_path);
+        return CLI_EXIT_ERROR;
+    }
+    rc = st_ckpt_open(in_path, 0, NULL, &ck, &err);
+    if (rc != ST_OK)
+        return report(in_path, &err, rc);
+
+    int ret = CLI_EXIT_ERROR;
+    size_t n = st_ckpt_tensor_count(ck);
+    if (n == 0)
+        cli_errorf("%s: warning: no tensors found (only dicts, lists and tuples of tensors are read; "
+                   "a pickled nn.Module object is not)", in_path);
+    st_writer *w = st_writer_new();
+    ckpt_source *src = calloc(n ? n : 1, sizeof *src);
+    st_error read_err;
+    bool read_failed = false;
+    memset(&read_err, 0, sizeof read_err);
+    if (!w || !src) {
+        cli_errorf("nomem: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const st_ckpt_tensor *t = st_ckpt_tensor_at(ck, i);
+        src[i] = (ckpt_source){ck, t, &read_err, &read_failed};
+        rc = st_writer_add_stream(w, t->name, t->name_len, t->dtype, t->shape, t->rank, t->nbytes,
+                                  ckpt_read, &src[i], &err);
+        if (rc != ST_OK) {
+            report(out_path, &err, rc);
+            goto done;
+        }
+    }
+    size_t nmeta = st_ckpt_metadata_count(ck);
+    for (size_t i = 0; i < nmeta; i++) {
+        const char *k, *v;
+        size_t kl, vl;
+        if (st_ckpt_metadata_at(ck, i, &k, &kl, &v, &vl) == ST_OK && !(kl == 6 && memcmp(k, "format", 6) == 0) &&
+            (rc = st_writer_set_metadata(w, k, kl, v, vl, &err)) != ST_OK) {
+            report(out_path, &err, rc);
+            goto done;
+        }
+    }
+    if ((rc = st_writer_set_metadata(w, "format", 6, "pt", 2, &err)) != ST_OK) {
+        report(out_path, &err, rc);
+        goto done;
+    }
+    rc = st_writer_write(w, out_path, &err);
+    if (rc != ST_OK) {
+        if (read_failed)
+            cli_print_error(in_path, &read_err);
+        else
+            report(out_path, &err, rc);
+        goto done;
+    }
+    {
+        uint64_t size = st_writer_output_size(w);
+        char a[32], b[32];
+        char *p = cli_printable(out_path, strlen(out_path));
+        printf("wrote %s: %zu tensor%s from a %s checkpoint, %zu metadata key%s, %s (%s bytes)\n",
+               p ? p : out_path, n, n == 1 ? "" : "s", st_format_name(st_ckpt_format(ck)), nmeta + 1,
+               nmeta ? "s" : "", cli_human_size(size, a, sizeof a), cli_grouped(size, b, sizeof b));
+        free(p);
+    }
+    ret = CLI_EXIT_OK;
+done:
+    st_writer_free(w);
+    free(src);
+    st_ckpt_close(ck);
+    return ret;
+}
