@@ -618,9 +618,13 @@ size_t st_header_lookup(const st_header *h, const char *name, size_t len)
 }
 
 /* Builds the index over the tensors in their current order; fails on the
- * first name (in document order) that repeats an earlier one. */
+ * first name (in document order) that repeats an earlier one. Hashes are
+ * computed a batch ahead and their slots prefetched: on a million tensors
+ * the table is far larger than the cache, and each insert would otherwise
+ * wait for memory. */
 static int build_index(parser *p)
 {
+    enum { BATCH = 16 };
     st_header *h = p->h;
     size_t cap = 16;
     while (cap < h->count * 2)
@@ -629,20 +633,30 @@ static int build_index(parser *p)
     if (!h->index)
         return nomem(p);
     h->index_mask = cap - 1;
-    for (size_t k = 0; k < h->count; k++) {
-        const st_tensor *t = &h->tensors[k];
-        uint64_t hash = st_hash_bytes_seeded(h->hash_seed, t->name, t->name_len);
-        uint64_t tag = hash >> 32;
-        for (size_t slot = hash & h->index_mask;; slot = (slot + 1) & h->index_mask) {
-            uint64_t v = h->index[slot];
-            if (!v) {
-                h->index[slot] = tag << 32 | (uint64_t)(k + 1);
-                break;
+    uint64_t hashes[BATCH];
+    for (size_t base = 0; base < h->count; base += BATCH) {
+        size_t m = h->count - base < BATCH ? h->count - base : BATCH;
+        for (size_t j = 0; j < m; j++) {
+            const st_tensor *t = &h->tensors[base + j];
+            hashes[j] = st_hash_bytes_seeded(h->hash_seed, t->name, t->name_len);
+            __builtin_prefetch(&h->index[hashes[j] & h->index_mask], 1);
+        }
+        for (size_t j = 0; j < m; j++) {
+            size_t k = base + j;
+            const st_tensor *t = &h->tensors[k];
+            uint64_t tag = hashes[j] >> 32;
+            for (size_t slot = hashes[j] & h->index_mask;; slot = (slot + 1) & h->index_mask) {
+                uint64_t v = h->index[slot];
+                if (!v) {
+                    h->index[slot] = tag << 32 | (uint64_t)(k + 1);
+                    break;
+                }
+                const st_tensor *o = &h->tensors[(uint32_t)v - 1];
+                if (v >> 32 == tag && o->name_len == t->name_len &&
+                    memcmp(o->name, t->name, t->name_len) == 0)
+                    return duplicate_error(p, t->name, t->name_len, t->header_offset,
+                                           "the header (tensor names)");
             }
-            const st_tensor *o = &h->tensors[(uint32_t)v - 1];
-            if (v >> 32 == tag && o->name_len == t->name_len && memcmp(o->name, t->name, t->name_len) == 0)
-                return duplicate_error(p, t->name, t->name_len, t->header_offset,
-                                       "the header (tensor names)");
         }
     }
     return ST_OK;

@@ -110,6 +110,16 @@ const char *cli_grouped(uint64_t n, char *buf, size_t cap);
  * string (NULL when out of memory). */
 char *cli_shape_text(const uint64_t *shape, uint32_t rank);
 
+/* ---- dtypes and shapes ---- */
+
+/* A --dtype argument: a floating dtype's name in any case ("f16", "BF16",
+ * "f8_e4m3"), or an alias ("fp16", "half", "bfloat16", "float", "double",
+ * ...), that the conversion engine can produce from F32. */
+bool cli_parse_dtype(const char *arg, st_dtype *out);
+
+/* Same rank and dimensions. */
+bool cli_same_shape(const st_tensor *x, const st_tensor *y);
+
 /* ---- names and text ---- */
 
 /* A tensor name or metadata string made printable for a terminal: control

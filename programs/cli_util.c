@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -577,4 +578,42 @@ int cli_terminal_width(void)
             return (int)v;
     }
     return 80;
+}
+
+/* --dtype names (convert, merge): a floating dtype the engine can write. */
+bool cli_parse_dtype(const char *arg, st_dtype *out)
+{
+    static const struct {
+        const char *name;
+        st_dtype d;
+    } aliases[] = {
+        {"fp16", ST_F16}, {"half", ST_F16}, {"float16", ST_F16},
+        {"bfloat16", ST_BF16}, {"fp32", ST_F32}, {"float", ST_F32},
+        {"float32", ST_F32}, {"fp64", ST_F64}, {"double", ST_F64},
+        {"float64", ST_F64},
+    };
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
+        if (strcasecmp(arg, aliases[i].name) == 0) {
+            *out = aliases[i].d;
+            return true;
+        }
+    for (int d = 0; d < ST_DTYPE_COUNT; d++) {
+        const char *name = st_dtype_name((st_dtype)d);
+        if (name && strcasecmp(arg, name) == 0 && st_dtype_is_float((st_dtype)d) &&
+            st_convert_supported(ST_F32, (st_dtype)d)) {
+            *out = (st_dtype)d;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool cli_same_shape(const st_tensor *x, const st_tensor *y)
+{
+    if (x->rank != y->rank)
+        return false;
+    for (uint32_t i = 0; i < x->rank; i++)
+        if (x->shape[i] != y->shape[i])
+            return false;
+    return true;
 }

@@ -574,34 +574,6 @@ done:
     return ret;
 }
 
-/* --dtype names: the format's names in any case, plus common aliases. */
-static bool parse_dtype(const char *arg, st_dtype *out)
-{
-    static const struct {
-        const char *name;
-        st_dtype d;
-    } aliases[] = {
-        {"fp16", ST_F16}, {"half", ST_F16}, {"float16", ST_F16},
-        {"bfloat16", ST_BF16}, {"fp32", ST_F32}, {"float", ST_F32},
-        {"float32", ST_F32}, {"fp64", ST_F64}, {"double", ST_F64},
-        {"float64", ST_F64},
-    };
-    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
-        if (strcasecmp(arg, aliases[i].name) == 0) {
-            *out = aliases[i].d;
-            return true;
-        }
-    for (int d = 0; d < ST_DTYPE_COUNT; d++) {
-        const char *name = st_dtype_name((st_dtype)d);
-        if (name && strcasecmp(arg, name) == 0 && st_dtype_is_float((st_dtype)d) &&
-            st_convert_supported(ST_F32, (st_dtype)d)) {
-            *out = (st_dtype)d;
-            return true;
-        }
-    }
-    return false;
-}
-
 static bool push_pattern(const char ***list, size_t *n, const char *pat)
 {
     const char **l = realloc(*list, (*n + 1) * sizeof *l);
@@ -643,7 +615,7 @@ int cmd_convert(int argc, char **argv)
             co.allow_unsafe_globals = true;
             break;
         case OPT_DTYPE:
-            if (!parse_dtype(optarg, &co.to)) {
+            if (!cli_parse_dtype(optarg, &co.to)) {
                 ret = cli_usage_error(usage, "convert: unknown or unsupported --dtype '%s'",
                                       optarg);
                 goto out;

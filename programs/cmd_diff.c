@@ -61,16 +61,6 @@ static int name_cmp(const st_tensor *x, const st_tensor *y)
     return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
 }
 
-static bool same_shape(const st_tensor *x, const st_tensor *y)
-{
-    if (x->rank != y->rank)
-        return false;
-    for (uint32_t i = 0; i < x->rank; i++)
-        if (x->shape[i] != y->shape[i])
-            return false;
-    return true;
-}
-
 static bool decodable(st_dtype d)
 {
     return d != ST_C64 && st_convert_supported(d, ST_F64);
@@ -321,7 +311,7 @@ static int diff_tensors(diff_job *job)
         j++;
         tensor_cmp cmp;
         memset(&cmp, 0, sizeof cmp);
-        if (!same_shape(ta, tb)) {
+        if (!cli_same_shape(ta, tb)) {
             report_changed(job, ta, tb, &cmp, false);
             job->changed++;
             continue;

@@ -120,16 +120,6 @@ static bool mergeable(st_dtype d)
            st_convert_supported(d, ST_F32);
 }
 
-static bool same_shape(const st_tensor *x, const st_tensor *y)
-{
-    if (x->rank != y->rank)
-        return false;
-    for (uint32_t i = 0; i < x->rank; i++)
-        if (x->shape[i] != y->shape[i])
-            return false;
-    return true;
-}
-
 /* Shapes equal but for dimension 1 (A1111: a.shape[0:1] + a.shape[2:]). */
 static bool same_but_channels(const st_tensor *x, const st_tensor *y)
 {
@@ -261,25 +251,6 @@ static int merge_read(void *ctx, uint64_t offset, void *buf, size_t len)
     return ST_OK;
 }
 
-static bool parse_dtype(const char *s, st_dtype *out)
-{
-    static const struct {
-        const char *name;
-        st_dtype d;
-    } names[] = {
-        {"f16", ST_F16},  {"fp16", ST_F16},  {"half", ST_F16},   {"float16", ST_F16},
-        {"bf16", ST_BF16}, {"bfloat16", ST_BF16}, {"f32", ST_F32}, {"fp32", ST_F32},
-        {"float", ST_F32}, {"float32", ST_F32}, {"f64", ST_F64},  {"fp64", ST_F64},
-        {"double", ST_F64}, {"float64", ST_F64},
-    };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strcasecmp(s, names[i].name) == 0) {
-            *out = names[i].d;
-            return true;
-        }
-    return false;
-}
-
 static void print_tensor_error(const char *what, const st_tensor *t)
 {
     char *p = cli_printable(t->name, t->name_len);
@@ -314,14 +285,14 @@ static int plan_all(merge_job *job, plan *plans, bool has_dtype, st_dtype dtype,
             continue; /* nothing to compute (and no rows to divide by) */
         if (C) {
             p->c = st_find(C, p->a->name, p->a->name_len);
-            if (p->c && (!same_shape(p->b, p->c) || !mergeable(p->c->dtype))) {
-                print_tensor_error(!same_shape(p->b, p->c) ? "B and C have different shapes"
+            if (p->c && (!cli_same_shape(p->b, p->c) || !mergeable(p->c->dtype))) {
+                print_tensor_error(!cli_same_shape(p->b, p->c) ? "B and C have different shapes"
                                                           : "C's dtype cannot be merged",
                                    p->a);
                 return CLI_EXIT_ERROR;
             }
         }
-        if (same_shape(p->a, p->b)) {
+        if (cli_same_shape(p->a, p->b)) {
             p->kind = PLAN_MERGE;
         } else if (same_but_channels(p->a, p->b)) {
             uint64_t ca = p->a->shape[1], cb = p->b->shape[1];
@@ -398,7 +369,7 @@ static int bake_vae(merge_job *job, plan *plans, size_t n, bool has_dtype, st_dt
         free(key);
         if (!a)
             continue;
-        if (!same_shape(a, v)) {
+        if (!cli_same_shape(a, v)) {
             print_tensor_error("the VAE's tensor has another shape", a);
             return CLI_EXIT_ERROR;
         }
@@ -840,7 +811,8 @@ int cmd_merge(int argc, char **argv)
                                        optarg);
             break;
         case OPT_DTYPE:
-            if (!parse_dtype(optarg, &dtype))
+            if (!cli_parse_dtype(optarg, &dtype) ||
+                (dtype != ST_F16 && dtype != ST_BF16 && dtype != ST_F32 && dtype != ST_F64))
                 return cli_usage_error(usage, "merge: --dtype wants f16, bf16, f32 or f64, got "
                                               "'%s'",
                                        optarg);
