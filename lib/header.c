@@ -435,16 +435,37 @@ static int parse_offsets(parser *p, st_tensor *e, const char *name)
     return ST_OK;
 }
 
+/* A dtype: its name as a string, or, as the reference's serde enum also
+ * accepts, an object with the name as its only key and null as the value
+ * ({"F32": null}). */
 static int parse_dtype(parser *p, st_tensor *e, const char *name)
 {
     skip_ws(p);
     size_t start = p->i;
+    bool map_form = cur(p) == '{';
+    int rc;
+    if (map_form) {
+        p->i++;
+        skip_ws(p);
+    }
     if (cur(p) != '"')
-        return schema_error(p, start, name, e->name_len, "dtype must be a string");
+        return schema_error(p, start, name, e->name_len,
+                            map_form ? "dtype object must have exactly one key" : "dtype must be a string");
     token t;
-    int rc = read_string(p, &t);
-    if (rc)
+    if ((rc = read_string(p, &t)))
         return rc;
+    if (map_form) {
+        if ((rc = expect(p, ':')))
+            return rc;
+        skip_ws(p);
+        if (cur(p) != 'n')
+            return schema_error(p, p->i, name, e->name_len, "the value in a dtype object must be null");
+        int more;
+        if ((rc = literal(p, "null", 4)) || (rc = next_or_close(p, '}', &more)))
+            return rc;
+        if (more)
+            return schema_error(p, start, name, e->name_len, "dtype object must have exactly one key");
+    }
     char buf[32];
     size_t len = t.len;
     if (t.len <= sizeof buf) {
@@ -460,12 +481,39 @@ static int parse_dtype(parser *p, st_tensor *e, const char *name)
     return schema_error(p, start, name, e->name_len, "unknown dtype %s", q);
 }
 
+/* The sequence form of an entry the reference's serde derive accepts:
+ * [dtype, shape, data_offsets], exactly three elements. */
+static int parse_tensor_array(parser *p, st_tensor *e)
+{
+    size_t start = p->i;
+    p->i++; /* '[' */
+    int rc, more = 1;
+    skip_ws(p);
+    if (cur(p) == ']')
+        more = 0;
+    for (int k = 0; k < 3; k++) {
+        if (!more)
+            return schema_error(p, start, e->name, e->name_len,
+                                "an entry given as an array must have 3 elements (dtype, shape, data_offsets)");
+        rc = k == 0 ? parse_dtype(p, e, e->name) : k == 1 ? parse_shape(p, e, e->name)
+                                                          : parse_offsets(p, e, e->name);
+        if (rc || (rc = next_or_close(p, ']', &more)))
+            return rc;
+    }
+    if (more)
+        return schema_error(p, start, e->name, e->name_len,
+                            "an entry given as an array must have 3 elements (dtype, shape, data_offsets)");
+    return ST_OK;
+}
+
 enum { F_DTYPE = 1, F_SHAPE = 2, F_OFFSETS = 4 };
 
 static int parse_tensor(parser *p, st_tensor *e)
 {
     const char *name = e->name;
     skip_ws(p);
+    if (cur(p) == '[')
+        return parse_tensor_array(p, e);
     if (cur(p) != '{')
         return schema_error(p, p->i, name, e->name_len,
                             "expected an object with dtype, shape and data_offsets");

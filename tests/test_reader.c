@@ -1279,6 +1279,45 @@ static void test_mutations(void)
     printf("mutants: %d of %d still valid\n", opened, rounds);
 }
 
+/* The serde forms the reference also accepts (checked against the reference
+ * crate's verdicts): an entry as a 3-element array, a dtype as a one-key
+ * object with a null value. */
+static void test_serde_forms(void)
+{
+    static const struct {
+        const char *hdr;
+        int want;
+    } cases[] = {
+        {"{\"w\":[\"F32\",[1],[0,4]]}", ST_OK},
+        {"{\"w\":[{\"F32\":null},[1],[0,4]]}", ST_OK},
+        {"{\"w\":{\"dtype\":{\"F32\":null},\"shape\":[1],\"data_offsets\":[0,4]}}", ST_OK},
+        {"{\"w\":{\"dtype\":{\"F\\u0033\\u0032\":null},\"shape\":[1],\"data_offsets\":[0,4]}}", ST_OK},
+        {"{\"w\":[\"F32\",[1]]}", ST_E_HEADER_SCHEMA},
+        {"{\"w\":[\"F32\",[1],[0,4],5]}", ST_E_HEADER_SCHEMA},
+        {"{\"w\":[]}", ST_E_HEADER_SCHEMA},
+        {"{\"w\":[\"F32\",[1],[0,4],]}", ST_E_HEADER_JSON},
+        {"{\"w\":{\"dtype\":{},\"shape\":[1],\"data_offsets\":[0,4]}}", ST_E_HEADER_SCHEMA},
+        {"{\"w\":{\"dtype\":{\"F32\":null,\"F16\":null},\"shape\":[1],\"data_offsets\":[0,4]}}",
+         ST_E_HEADER_SCHEMA},
+        {"{\"w\":{\"dtype\":{\"F32\":1},\"shape\":[1],\"data_offsets\":[0,4]}}", ST_E_HEADER_SCHEMA},
+        {"{\"w\":{\"dtype\":{\"F32\":[]},\"shape\":[1],\"data_offsets\":[0,4]}}", ST_E_HEADER_SCHEMA},
+        {"{\"w\":{\"dtype\":{\"X\":null},\"shape\":[1],\"data_offsets\":[0,4]}}", ST_E_HEADER_SCHEMA},
+        {"{\"w\":[\"F32\",[1],[0,4]],\"w\":[\"F32\",[1],[0,4]]}", ST_E_DUPLICATE_KEY},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect(cases[i].hdr, cases[i].hdr, 4, cases[i].want);
+    /* The array form reads back like the object form. */
+    blob b = mkfile("{\"w\":[\"F16\",[2],[0,4]]}", 4);
+    st_file *f = open_mem("array form", &b);
+    if (f) {
+        const st_tensor *t = st_find(f, "w", 1);
+        CHECK(t && t->dtype == ST_F16 && t->rank == 1 && t->shape[0] == 2 && t->end == 4,
+              "array-form entry read back wrong");
+        st_close(f);
+    }
+    free(b.bytes);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir)) {
@@ -1287,6 +1326,7 @@ int main(void)
     }
     snprintf(tmpfile_path, sizeof tmpfile_path, "%s/t.safetensors", tmpdir);
 
+    test_serde_forms();
     test_escaped_keys();
     test_escaped_names();
     test_duplicates();
