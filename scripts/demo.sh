@@ -49,6 +49,8 @@ step 0 "$bin" check examples/sample.safetensors
 step 0 "$bin" info examples/sample.safetensors
 step 0 "$bin" ls examples/sample.safetensors
 step 0 "$bin" ls --sort size examples/sample.safetensors '*lora_te*'
+step 0 "$bin" identify examples/sample.safetensors
+step 0 "$bin" hash --civitai examples/sample.safetensors
 step 0 "$bin" convert examples/sample.safetensors "$tmp/canonical.safetensors"
 step 0 "$bin" check "$tmp/canonical.safetensors"
 if cmp -s examples/sample.safetensors "$tmp/canonical.safetensors"; then
