@@ -6,8 +6,8 @@ set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 jobs=$(nproc 2>/dev/null || echo 2)
-pass=0 fail=0 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+pass=0 fail=0 log=$(mktemp) suite_log=$(mktemp)
+trap 'rm -f "$log" "$suite_log"' EXIT
 
 suite() {
     local build=$1; shift
@@ -15,8 +15,11 @@ suite() {
         cat "$log"; echo "build of $build failed"
         fail=$((fail + 1)); return
     fi
+    # The suite's lines go straight to stdout as they come; its last line
+    # (the SUITE total) is read back from a copy.
     local out
-    out=$(bash tests/run-suite.sh "$build" | tee /dev/stderr | tail -n 1)
+    bash tests/run-suite.sh "$build" | tee "$suite_log"
+    out=$(tail -n 1 "$suite_log")
     set -- $out
     pass=$((pass + $4)); fail=$((fail + $6))
 }
