@@ -66,6 +66,7 @@ struct st_ckpt {
     char *name;
     size_t name_len, name_cap;
     uint64_t visits;
+    uint64_t hash_seed; /* the indexes hash names the file chose: seeded */
 };
 
 /* ---- small helpers ---- */
@@ -146,13 +147,18 @@ static int index_insert(ck_index *ix, uint64_t h, uint32_t pos)
 }
 
 /* storages by key */
+static uint64_t ck_hash(const st_ckpt *ck, const void *data, size_t len)
+{
+    return st_hash_bytes_seeded(ck->hash_seed, data, len);
+}
+
 static bool st_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
 {
     return ck->st[pos].key_len == len && memcmp(ck->st[pos].key, key, len) == 0;
 }
 static uint64_t st_hash(const st_ckpt *ck, uint32_t pos)
 {
-    return st_hash_bytes(ck->st[pos].key, ck->st[pos].key_len);
+    return ck_hash(ck, ck->st[pos].key, ck->st[pos].key_len);
 }
 /* tensors by name */
 static bool t_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
@@ -161,12 +167,12 @@ static bool t_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
 }
 static uint64_t t_hash(const st_ckpt *ck, uint32_t pos)
 {
-    return st_hash_bytes(ck->t[pos].pub.name, ck->t[pos].pub.name_len);
+    return ck_hash(ck, ck->t[pos].pub.name, ck->t[pos].pub.name_len);
 }
 /* globals by "module\nname" */
-static uint64_t g_hash2(const char *mod, size_t modn, const char *name, size_t namen)
+static uint64_t g_hash2(const st_ckpt *ck, const char *mod, size_t modn, const char *name, size_t namen)
 {
-    return st_hash_bytes(mod, modn) * 31u ^ st_hash_bytes(name, namen);
+    return ck_hash(ck, mod, modn) * 31u ^ ck_hash(ck, name, namen);
 }
 typedef struct { const char *mod, *name; size_t modn, namen; } g_key;
 static bool g_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
@@ -179,7 +185,7 @@ static bool g_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
 }
 static uint64_t g_hash(const st_ckpt *ck, uint32_t pos)
 {
-    return g_hash2(ck->g[pos].module, ck->g[pos].module_len, ck->g[pos].name, ck->g[pos].name_len);
+    return g_hash2(ck, ck->g[pos].module, ck->g[pos].module_len, ck->g[pos].name, ck->g[pos].name_len);
 }
 
 /* ---- format detection ---- */
@@ -286,7 +292,7 @@ static int on_global(void *ctx, const char *mod, size_t modn, const char *name, 
 {
     st_ckpt *ck = ctx;
     g_key k = {mod, name, modn, namen};
-    uint64_t h = g_hash2(mod, modn, name, namen);
+    uint64_t h = g_hash2(ck, mod, modn, name, namen);
     uint32_t *slot = index_slot(&ck->g_index, ck, h, &k, 0, g_eq);
     if (slot && *slot) {
         ck->g[*slot - 1].count++;
@@ -377,7 +383,7 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
     /* The storage this pid names: a view's own key, else the root key. */
     const char *k = view ? view->u.seq.v[0]->u.s.p : key->u.s.p;
     size_t kn = view ? view->u.seq.v[0]->u.s.n : key->u.s.n;
-    uint64_t h = st_hash_bytes(k, kn);
+    uint64_t h = ck_hash(ck, k, kn);
     uint32_t *slot = index_slot(&ck->st_index, ck, h, k, kn, st_eq);
     if (slot && *slot) {
         ck_storage *s = &ck->st[*slot - 1];
@@ -531,7 +537,7 @@ static int emit_tensor(st_ckpt *ck, const pk_value *tv, st_error *err)
     } else if (tv->u.t.offset > s->numel) {
         return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "tensor %s: offset past its storage", q);
     }
-    uint64_t h = st_hash_bytes(ck->name, ck->name_len);
+    uint64_t h = ck_hash(ck, ck->name, ck->name_len);
     uint32_t *slot = index_slot(&ck->t_index, ck, h, ck->name, ck->name_len, t_eq);
     if (slot && *slot)
         return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "two tensors are named %s", q);
@@ -946,7 +952,7 @@ static int open_legacy(st_ckpt *ck, st_error *err)
             rc = st_fail(err, ST_E_CKPT_FORMAT, pos, "legacy checkpoint: a storage key is not a string");
             goto out;
         }
-        uint32_t *slot = index_slot(&ck->st_index, ck, st_hash_bytes(k->u.s.p, k->u.s.n), k->u.s.p, k->u.s.n, st_eq);
+        uint32_t *slot = index_slot(&ck->st_index, ck, ck_hash(ck, k->u.s.p, k->u.s.n), k->u.s.p, k->u.s.n, st_eq);
         char q[120];
         st_quote_name(q, sizeof q, k->u.s.p, k->u.s.n);
         if (!slot || !*slot) {
@@ -1039,6 +1045,7 @@ int st_ckpt_open(const char *path, unsigned flags, const st_ckpt_limits *limits,
     if (!ck)
         return nomem(err);
     ck->fd = -1;
+    ck->hash_seed = st_hash_seed(ck);
     if (limits)
         ck->lim = *limits;
     else

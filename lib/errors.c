@@ -3,6 +3,8 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 static const struct {
     int code;
@@ -112,11 +114,6 @@ int st_name_cmp(const char *a, size_t alen, const char *b, size_t blen)
     return alen < blen ? -1 : alen > blen ? 1 : 0;
 }
 
-uint64_t st_hash_bytes(const void *data, size_t len)
-{
-    return st_hash_bytes_seeded(0, data, len);
-}
-
 uint64_t st_hash_bytes_seeded(uint64_t seed, const void *data, size_t len)
 {
     /* 8 bytes per step, multiply-xorshift mixing; good enough for a table
@@ -139,4 +136,16 @@ uint64_t st_hash_bytes_seeded(uint64_t seed, const void *data, size_t len)
     h *= 0xbf58476d1ce4e5b9ull;
     h ^= h >> 32;
     return h;
+}
+
+uint64_t st_hash_seed(const void *salt)
+{
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        seed = ((uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 32) * 0x9e3779b97f4a7c15ull ^
+               (uint64_t)(uintptr_t)salt;
+    }
+    return seed;
 }

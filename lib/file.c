@@ -13,9 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 enum { MODE_MMAP, MODE_PREAD, MODE_MEMORY };
@@ -33,17 +31,6 @@ struct st_file {
     const st_tensor *tensors;    /* f->h.tensors: file order */
     _Atomic(void *) name_order;  /* const st_tensor *[count], built on first use */
 };
-
-static uint64_t fresh_seed(const void *salt)
-{
-    uint64_t seed = 0;
-    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        seed = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)salt;
-    }
-    return seed;
-}
 
 static uint64_t read_le64(const unsigned char *b)
 {
@@ -111,7 +98,7 @@ static int load(st_file *f, st_error *err)
         return st_fail(err, ST_E_HEADER_UTF8, 8 + bad,
                        "header is not valid UTF-8: bad byte 0x%02x at header byte %zu (file offset %" PRIu64 ")",
                        (unsigned char)f->header[bad], bad, (uint64_t)(8 + bad));
-    f->h.hash_seed = fresh_seed(f);
+    f->h.hash_seed = st_hash_seed(f);
     int rc = st_header_parse(&f->h, f->header, n, 8, err);
     if (!rc)
         rc = st_header_validate(&f->h, f->file_size - 8 - n, 8 + n, err);

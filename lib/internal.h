@@ -29,12 +29,14 @@ ST_INTERNAL int st_bytes_for(st_dtype dtype, uint64_t nelements, uint64_t *nbyte
  * false on 64-bit overflow. */
 ST_INTERNAL bool st_shape_product(const uint64_t *shape, uint32_t rank, uint64_t *out);
 
-/* A fast 64-bit hash of a byte string (not cryptographic). */
-ST_INTERNAL uint64_t st_hash_bytes(const void *data, size_t len);
-
-/* The same with a seed, so tables indexed by names from a file cannot be
- * flooded with collisions chosen in advance. */
+/* A fast 64-bit hash of a byte string (not cryptographic), seeded so that
+ * tables indexed by names from a file cannot be flooded with collisions
+ * chosen in advance. */
 ST_INTERNAL uint64_t st_hash_bytes_seeded(uint64_t seed, const void *data, size_t len);
+
+/* A fresh seed for st_hash_bytes_seeded: from getrandom, else the clock
+ * mixed with `salt` (an address). */
+ST_INTERNAL uint64_t st_hash_seed(const void *salt);
 
 /* Bytewise order of two byte strings, shorter first on a common prefix. */
 ST_INTERNAL int st_name_cmp(const char *a, size_t alen, const char *b, size_t blen);

@@ -18,9 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Staging buffer for the output stream: small pieces (header, tiny tensors)
@@ -153,12 +151,7 @@ st_writer *st_writer_new(void)
     st_writer *w = calloc(1, sizeof(st_writer));
     if (!w)
         return NULL;
-    if (getrandom(&w->seed, sizeof w->seed, GRND_NONBLOCK) != (ssize_t)sizeof w->seed) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        w->seed = ((uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 32) * 0x9e3779b97f4a7c15ull ^
-                  (uint64_t)(uintptr_t)w;
-    }
+    w->seed = st_hash_seed(w);
     return w;
 }
 
