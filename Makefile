@@ -26,7 +26,7 @@ CFLAGS  += -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-
 LDFLAGS += -fsanitize=address,undefined
 endif
 
-LIB_SRC  := $(sort $(wildcard lib/*.c))
+LIB_SRC  := $(sort $(wildcard lib/*/*.c))
 PROG_SRC := $(sort $(wildcard programs/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)

@@ -1,7 +1,7 @@
 /* Fuzz target: PyTorch checkpoint import (zip container, legacy stream,
  * raw pickles) through the public st_ckpt_* API.
  *
- * fuzz-requires: lib/checkpoint.c lib/zip.c lib/pickle.c
+ * fuzz-requires: lib/ckpt/checkpoint.c lib/ckpt/zip.c lib/ckpt/pickle.c
  *
  * The first byte picks the mode (scan only or full import, default or
  * tight limits); the rest is written to an anonymous memory file and

@@ -1,7 +1,7 @@
-/* Fuzz target: the restricted pickle machine (lib/pickle.c) on arbitrary
+/* Fuzz target: the restricted pickle machine (lib/ckpt/pickle.c) on arbitrary
  * bytes, through its internal entry point pk_run_memory.
  *
- * fuzz-requires: lib/pickle.c lib/ckpt_internal.h
+ * fuzz-requires: lib/ckpt/pickle.c lib/ckpt/ckpt_internal.h
  *
  * The first input byte picks the mode: interpret torch calls or not (scan
  * mode), the default limits or tight ones (small memory, memo, depth,
@@ -12,7 +12,7 @@
  * reported to the hook with NUL-free lengths inside the input; on success
  * the result is walked (cycles guarded by depth) to touch every value. */
 #include "fuzz_util.h"
-#include "ckpt_internal.h"
+#include "ckpt/ckpt_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -63,8 +63,8 @@ mkdir -p "$out/obj" "$out/crashes" "$out/logs"
 # The library, instrumented for coverage, once for all targets.
 build_lib() {
     local objs=() src obj
-    for src in lib/*.c; do
-        obj="$out/obj/$(basename "$src" .c).o"
+    for src in lib/*/*.c; do
+        obj="$out/obj/$(basename "$(dirname "$src")")_$(basename "$src" .c).o"
         if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find lib include -newer "$obj" -name '*.h' 2>/dev/null | head -n 1)" ]; then
             "$cc" $cflags -fsanitize=fuzzer-no-link -c "$src" -o "$obj" || return 1
         fi

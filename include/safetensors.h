@@ -347,6 +347,16 @@ typedef struct st_writer st_writer;
  */
 typedef int (*st_read_fn)(void *ctx, uint64_t offset, void *buf, size_t len);
 
+/**
+ * Progress of long work (anything that reads or writes tensor data): called
+ * from the thread doing the work with the bytes done so far and the total
+ * expected (0 when not known), at most a few times a second and once at the
+ * end. Return 0 to go on, non-zero to stop the work, which then fails with
+ * ST_E_CALLBACK and leaves no partial output. Every operation that takes
+ * one accepts NULL for "no progress".
+ */
+typedef int (*st_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
 /** Creates an empty writer. Returns NULL only when out of memory. */
 ST_API st_writer *st_writer_new(void);
 
@@ -566,7 +576,7 @@ ST_API int st_convert_mt(st_dtype to, void *dst, st_dtype from, const void *src,
 ST_API const char *st_convert_simd_name(void);
 
 /* ------------------------------------------------------------------------ */
-/* Hashing (lib/hash.c, lib/blake3.c)                                        */
+/* Hashing (lib/sd/hash.c, lib/sd/blake3.c)                                  */
 /* ------------------------------------------------------------------------ */
 
 /*
@@ -661,7 +671,7 @@ ST_API int st_hash_from_name(const char *name, size_t len, unsigned *algo);
 /* ---- end of Hashing ---- */
 
 /* ------------------------------------------------------------------------ */
-/* Identifying Stable Diffusion files (lib/identify.c)                       */
+/* Identifying Stable Diffusion files (lib/sd/identify.c)                    */
 /* ------------------------------------------------------------------------ */
 
 /*
@@ -849,7 +859,7 @@ ST_API const char *st_safety_name(st_safety safety);
 /**
  * Classifies a global (module, qualified name) the way picklescan and
  * modelscan do. A whole module listed as dangerous covers its submodules
- * (os.path, subprocess.x...). The lists are documented in lib/scan.c.
+ * (os.path, subprocess.x...). The lists are documented in lib/ckpt/scan.c.
  */
 ST_API st_safety st_ckpt_classify(const char *module, size_t module_len,
                                   const char *name, size_t name_len);

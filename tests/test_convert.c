@@ -3,7 +3,7 @@
  * every halfway point (and its neighbours) of every target against an
  * independent nearest-value search, integer and BOOL semantics, SIMD vs
  * scalar vs the general path on large random arrays, threads, arguments. */
-#include "convert.h"
+#include "dtype/convert.h"
 #include "safetensors.h"
 #include "test.h"
 

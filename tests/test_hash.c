@@ -4,7 +4,7 @@
  * check values; the autov1/autov3 rules; text styles; fd and pipe input. */
 #include "test.h"
 
-#include "blake3.h"
+#include "sd/blake3.h"
 #include "safetensors.h"
 
 #include <ctype.h>

@@ -1,9 +1,9 @@
-/* The restricted pickle machine (lib/pickle.c) on its own: every protocol
+/* The restricted pickle machine (lib/ckpt/pickle.c) on its own: every protocol
  * gives the same inert graph, limits fail fast with pickle_limit, malformed
  * and truncated input fails cleanly (no crash under ASan, whatever the
  * cut or mutation), globals are reported and never resolved, and the
  * global classifier. */
-#include "ckpt_internal.h"
+#include "ckpt/ckpt_internal.h"
 #include "test.h"
 
 #include <stdint.h>

@@ -30,10 +30,6 @@
 #define LLVMFuzzerTestOneInput fuzz_identify_one
 #include "../fuzz/fuzz_identify.c"
 #undef LLVMFuzzerTestOneInput
-/* The checkpoint targets exist once lib/ckpt_internal.h (branch ckpt) does;
- * until then their inputs are skipped, not failed. */
-#if defined(__has_include)
-#if __has_include("ckpt_internal.h")
 #define HAVE_CKPT 1
 #define LLVMFuzzerTestOneInput fuzz_pickle_one
 #include "../fuzz/fuzz_pickle.c"
@@ -41,8 +37,6 @@
 #define LLVMFuzzerTestOneInput fuzz_ckpt_one
 #include "../fuzz/fuzz_ckpt.c"
 #undef LLVMFuzzerTestOneInput
-#endif
-#endif
 
 /* A replay longer than this is a hang (libFuzzer's limit was 20 s). */
 #define REPLAY_SECONDS 10.0

@@ -20,8 +20,8 @@ mkdir -p "$out/obj"
 flags="-std=c11 -g -O1 -pthread -fsanitize=thread -Iinclude -Ilib -Itests -D_GNU_SOURCE
        -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla"
 objs=()
-for src in lib/*.c; do
-    obj="$out/obj/$(basename "$src" .c).o"
+for src in lib/*/*.c; do
+    obj="$out/obj/$(basename "$(dirname "$src")")_$(basename "$src" .c).o"
     if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find lib include -name '*.h' -newer "$obj" | head -n 1)" ]; then
         clang $flags -c "$src" -o "$obj" || { echo "# passed 0 failed 1"; exit 1; }
     fi

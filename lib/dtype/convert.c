@@ -7,7 +7,7 @@
  * every value into sign, class, a 64-bit significand and an exponent: every
  * source value (F64's 53 bits, a U64's 64 bits) fits exactly, so each result
  * is rounded exactly once. The semantics are documented in safetensors.h. */
-#include "convert.h"
+#include "dtype/convert.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
 #ifndef ST_BLAKE3_H
 #define ST_BLAKE3_H
 
-#include "internal.h"
+#include "common/internal.h"
 
 #include <stddef.h>
 #include <stdint.h>

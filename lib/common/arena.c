@@ -1,7 +1,7 @@
 /* A bump allocator with a byte budget, and a full-length pread, for the
- * checkpoint importer. The budget is what turns a hostile pickle's growth
- * into a clean error instead of an out-of-memory kill. */
-#include "ckpt_internal.h"
+ * importers. The budget is what turns a hostile pickle's growth into a
+ * clean error instead of an out-of-memory kill. */
+#include "common/arena.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * storages from persistent ids, tensor naming (flattening), and reading a
  * tensor's bytes in C order. Nothing from the file is ever executed: the
  * pickles run on the restricted machine in pickle.c. */
-#include "ckpt_internal.h"
+#include "ckpt/ckpt_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -23,8 +23,8 @@
  *    sd-scripts library/train_util.py: n = u64 LE of the first 8 bytes,
  *    SHA-256 of everything from offset n + 8 to EOF.
  */
-#include "internal.h"
-#include "blake3.h"
+#include "common/internal.h"
+#include "sd/blake3.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -2,8 +2,8 @@
  * File access: opening (mmap, pread or a caller's buffer), the length
  * prefix checks, and the accessors over a validated header.
  */
-#include "header.h"
-#include "json.h"
+#include "format/header.h"
+#include "format/json.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -10,8 +10,8 @@
  * "__metadata__" object first (keys sorted bytewise here, so the output is
  * deterministic; the reference uses a HashMap), then one
  * {"dtype":..,"shape":[..],"data_offsets":[b,e]} object per tensor. */
-#include "internal.h"
-#include "json.h"
+#include "common/internal.h"
+#include "format/json.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -15,7 +15,7 @@
  * follow, so the last chunk (and the parents above it) can still be
  * compressed with the ROOT flag at the end.
  */
-#include "blake3.h"
+#include "sd/blake3.h"
 
 #include <string.h>
 

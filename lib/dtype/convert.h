@@ -4,7 +4,7 @@
 #ifndef ST_CONVERT_H
 #define ST_CONVERT_H
 
-#include "internal.h"
+#include "common/internal.h"
 
 /* SIMD levels, from none to the widest this CPU and OS support. */
 enum { ST_SIMD_NONE = 0, ST_SIMD_AVX2 = 1, ST_SIMD_AVX512 = 2 };

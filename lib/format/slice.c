@@ -18,7 +18,7 @@
  * of underflowing. The reference also forgets its runs after an empty range
  * in an outer dimension; we mirror the effect on the alignment checks, but
  * return the (empty) result its shape describes. */
-#include "internal.h"
+#include "common/internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -2,7 +2,7 @@
 #ifndef ST_JSON_H
 #define ST_JSON_H
 
-#include "internal.h"
+#include "common/internal.h"
 
 /* Index of the first byte that starts an invalid UTF-8 sequence (as Rust's
  * str::from_utf8 judges: no overlongs, surrogates or code points above

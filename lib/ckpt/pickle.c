@@ -12,7 +12,7 @@
  * checked against the bytes left before anything is allocated, so a pickle
  * bomb fails fast with ST_E_PICKLE_LIMIT or ST_E_PICKLE. Work is linear in
  * the input: each opcode does O(1) work plus the items it consumes. */
-#include "ckpt_internal.h"
+#include "ckpt/ckpt_internal.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -42,7 +42,7 @@
  * UNets ComfyUI's test: the standard deviation of output_blocks.11.1.
  * transformer_blocks.0.norm1.bias above 0.09.
  */
-#include "internal.h"
+#include "common/internal.h"
 
 #include <ctype.h>
 #include <math.h>

@@ -19,7 +19,7 @@
  *  - F32 -> FP8 is integer only: rounding at a fixed shift where the result
  *    is normal, at a per-lane shift (VPSRLVD) where it is subnormal, then
  *    the overflow, Inf and NaN codes of the kind by masks. */
-#include "convert.h"
+#include "dtype/convert.h"
 
 /* -DST_NO_SIMD builds the portable code only (as on other CPUs). */
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(ST_NO_SIMD)

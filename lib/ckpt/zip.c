@@ -23,7 +23,7 @@
  * crc/sizes unless a data descriptor follows), data inside the file and
  * before the central directory, no two entries overlapping, no duplicate
  * names, one common top-level folder. */
-#include "ckpt_internal.h"
+#include "ckpt/ckpt_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -16,8 +16,8 @@
  * the last one. Every loop is iterative and every allocation is bounded by
  * the header's length.
  */
-#include "header.h"
-#include "json.h"
+#include "format/header.h"
+#include "format/json.h"
 
 #include <stdarg.h>
 #include <stdio.h>

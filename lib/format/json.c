@@ -10,7 +10,7 @@
  * IEEE double is an error ("number out of range") even in a field that is
  * otherwise ignored.
  */
-#include "json.h"
+#include "format/json.h"
 
 #include <string.h>
 

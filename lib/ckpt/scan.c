@@ -33,7 +33,7 @@
  *   data only; the pickle machine interprets the torch ones itself.
  * unknown: everything else (e.g. pytorch_lightning callback classes,
  *   argparse.Namespace): never resolved, reported. */
-#include "ckpt_internal.h"
+#include "ckpt/ckpt_internal.h"
 
 #include <string.h>
 

@@ -3,7 +3,7 @@
 #ifndef ST_HEADER_H
 #define ST_HEADER_H
 
-#include "internal.h"
+#include "common/internal.h"
 
 typedef struct st_meta_entry {
     size_t key_off, key_len, value_off, value_len;

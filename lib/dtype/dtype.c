@@ -1,5 +1,5 @@
 /* Data type names and sizes, in the reference's order. */
-#include "internal.h"
+#include "common/internal.h"
 
 #include <string.h>
 

@@ -7,7 +7,7 @@
  * bytes; then the range must be exactly that many bytes. Finally the data
  * must end exactly at the end of the file.
  */
-#include "header.h"
+#include "format/header.h"
 
 #include <inttypes.h>
 #include <stdio.h>
