@@ -357,6 +357,24 @@ typedef int (*st_read_fn)(void *ctx, uint64_t offset, void *buf, size_t len);
  */
 typedef int (*st_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
+/**
+ * Told of each temporary file an operation creates (created = 1, right
+ * after it exists and before any byte is written) and of its end (created =
+ * 0: renamed into place or removed). A program keeps these paths in a fixed
+ * table that its SIGINT/SIGTERM handler unlinks, so an interrupted run
+ * leaves nothing behind. Called on the thread doing the work.
+ */
+typedef void (*st_temp_fn)(void *ctx, const char *path, int created);
+
+/* What an operation that writes a file reports while it works. Zeroed
+ * (or a NULL pointer where one is taken): no reports. */
+typedef struct st_output_hooks {
+    st_progress_fn progress; /* bytes written of the output's total size     */
+    void *progress_ctx;
+    st_temp_fn temp;         /* the temporary file beside the target         */
+    void *temp_ctx;
+} st_output_hooks;
+
 /** Creates an empty writer. Returns NULL only when out of memory. */
 ST_API st_writer *st_writer_new(void);
 
@@ -417,6 +435,14 @@ ST_API void st_writer_set_metadata_present(st_writer *writer, int present);
  * of 8. Memory use is the header plus a fixed buffer.
  */
 ST_API int st_writer_write(st_writer *writer, const char *path, st_error *err);
+
+/**
+ * Sets the hooks st_writer_write, st_writer_write_to and
+ * st_writer_serialize report through (copied; NULL clears them). Progress
+ * counts bytes of the serialized file; a progress callback returning
+ * non-zero stops the write with ST_E_CALLBACK and no output.
+ */
+ST_API void st_writer_set_hooks(st_writer *writer, const st_output_hooks *hooks);
 
 /**
  * Serializes to a freshly malloc'ed buffer (*out, *out_len; free() it).
