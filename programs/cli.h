@@ -14,6 +14,7 @@
 #define ST_CLI_H
 
 #include "safetensors.h"
+#include "common/jsonval.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -157,39 +158,7 @@ bool cli_stdout_is_tty(void);
 /* Width of the terminal on stdout, else $COLUMNS, else 80. */
 int cli_terminal_width(void);
 
-/* ---- JSON inside metadata values (cli_jsonval.c) ---- */
-
-/* A byte range of a JSON text. */
-typedef struct cli_span {
-    const char *s;
-    size_t n;
-} cli_span;
-
-/* True when s is one JSON value (whitespace around it allowed), nested at
- * most 64 deep. */
-bool cli_jv_valid(const char *s, size_t n);
-
-/* True when s is a valid JSON object or array (a value worth
- * pretty-printing: kohya's ss_tag_frequency, modelspec.*, ...). */
-bool cli_jv_is_container(const char *s, size_t n);
-
-/* Pretty-prints a valid JSON value, two spaces per level, continuation
- * lines indented `level` levels. Strings are written as they are in s.
- * Returns false (printing nothing) when s is not valid. */
-bool cli_jv_pretty(FILE *out, const char *s, size_t n, int level);
-
-/* Iterates the members of a JSON object: start with *pos = 0; each call
- * sets key (the raw string, quotes included) and value (raw JSON) and
- * returns true, false at the end or on a syntax error. */
-bool cli_jv_object_next(const char *s, size_t n, size_t *pos, cli_span *key, cli_span *value);
-
-/* Decodes a raw JSON string (quotes included) to a malloc'ed
- * NUL-terminated UTF-8 string; NULL when s is not one string or on
- * out-of-memory. A lone surrogate escape becomes U+FFFD. */
-char *cli_jv_string_decode(const char *s, size_t n, size_t *out_len);
-
-/* The shortest decimal text that reads back as v (Python's float repr). */
-const char *cli_format_double(double v, char *buf, size_t cap);
+/* JSON values inside metadata: lib/common/jsonval.h (st_jv_*, st_span). */
 
 /* ---- streaming tensors from an input into a writer (cli_stream.c) ---- */
 

@@ -411,7 +411,7 @@ typedef struct input_hash {
 /* sd_merge_models members, in insertion order, replaced in place on a
  * repeated key (Python's dict.update). */
 typedef struct members {
-    cli_span *keys;  /* raw JSON strings */
+    st_span *keys;  /* raw JSON strings */
     char **values;   /* raw JSON, malloc'ed */
     size_t n, cap;
     char **owned_keys;
@@ -434,7 +434,7 @@ static bool members_put(members *m, const char *k, size_t kl, const char *v, siz
         return true; /* a hostile history: the rest is left out */
     if (m->n == m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 8;
-        cli_span *nk = realloc(m->keys, cap * sizeof *nk);
+        st_span *nk = realloc(m->keys, cap * sizeof *nk);
         if (nk)
             m->keys = nk;
         char **nv = realloc(m->values, cap * sizeof *nv);
@@ -454,7 +454,7 @@ static bool members_put(members *m, const char *k, size_t kl, const char *v, siz
         return false;
     }
     m->owned_keys[m->n] = ko;
-    m->keys[m->n] = (cli_span){ko, kl};
+    m->keys[m->n] = (st_span){ko, kl};
     m->values[m->n] = vo;
     m->n++;
     return true;
@@ -479,7 +479,7 @@ static void json_meta_value(FILE *o, const st_file *f, const char *key)
     const char *v = st_metadata_get(f, key, strlen(key), &vl);
     if (!v)
         fputs("null", o);
-    else if (cli_jv_is_container(v, vl))
+    else if (st_jv_is_container(v, vl))
         fwrite(v, 1, vl, o);
     else
         cli_json_string(o, v, vl);
@@ -525,10 +525,10 @@ static char *build_merge_models(merge_job *job, const input_hash *h)
             goto fail;
         size_t hl;
         const char *hist = st_metadata_get(f, "sd_merge_models", 15, &hl);
-        if (hist && cli_jv_valid(hist, hl)) {
+        if (hist && st_jv_valid(hist, hl)) {
             size_t pos = 0;
-            cli_span k, v;
-            while (cli_jv_object_next(hist, hl, &pos, &k, &v))
+            st_span k, v;
+            while (st_jv_object_next(hist, hl, &pos, &k, &v))
                 if (!members_put(&m, k.s, k.n, v.s, v.n))
                     goto fail;
         }
@@ -570,7 +570,7 @@ static char *build_recipe(const merge_job *job, const input_hash *h, const char 
     fputs(", \"tertiary_model_hash\": ", o);
     cli_json_cstr(o, job->ninputs > 2 ? h[2].sha256 : NULL);
     fprintf(o, ", \"interp_method\": \"%s\"", job->add_diff ? "Add difference" : "Weighted sum");
-    fprintf(o, ", \"multiplier\": %s", cli_format_double(job->alpha, num, sizeof num));
+    fprintf(o, ", \"multiplier\": %s", st_format_double(job->alpha, num, sizeof num));
     fprintf(o, ", \"save_as_half\": %s", half ? "true" : "false");
     /* custom_name: the output's name without its extension */
     const char *b = base_name(out_path);
@@ -740,7 +740,7 @@ static int run(merge_job *job, const char *out_path, bool has_dtype, st_dtype dt
     char num[40], a[32], b[32];
     printf("merged %zu tensor%s (%s, alpha %s)%s%s; %zu kept from A\n", merged,
            merged == 1 ? "" : "s", job->add_diff ? "add difference" : "weighted sum",
-           cli_format_double(job->alpha, num, sizeof num), inpainting ? ", inpainting" : "",
+           st_format_double(job->alpha, num, sizeof num), inpainting ? ", inpainting" : "",
            pix2pix ? ", instruct-pix2pix" : "", n - merged);
     if (job->vae.file)
         printf("baked in %zu VAE tensor%s\n", baked, baked == 1 ? "" : "s");
