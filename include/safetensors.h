@@ -992,6 +992,64 @@ ST_API int st_ckpt_metadata_at(const st_ckpt *ckpt, size_t i,
 
 /* ======================== end of Checkpoints ============================ */
 
+/* ------------------------------------------------------------------------ */
+/* Model operations (lib/sd/): merge, diff, convert with selection           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * What the CLI's merge, diff and convert commands do, as library calls: a C
+ * program or the Python package gets the same results. Each streams: memory
+ * is a few fixed buffers whatever the model size. Outputs are written
+ * atomically (temporary file beside the target, fsync, rename); an input
+ * is never overwritten (OUT naming an input is ST_E_ARG).
+ */
+
+typedef enum st_merge_mode {
+    ST_MERGE_WEIGHTED = 0,   /* (1 - M) * A + M * B          (A, B)          */
+    ST_MERGE_ADD_DIFF = 1    /* A + M * (B - C)              (A, B, C)       */
+} st_merge_mode;
+
+typedef struct st_merge_options {
+    st_merge_mode mode;
+    double alpha;            /* M, finite                                    */
+    int set_dtype;           /* non-zero: floating tensors written as dtype  */
+    st_dtype dtype;          /* ST_F16, ST_BF16, ST_F32 or ST_F64            */
+    const char *vae_path;    /* bake in this VAE file (NULL: none)           */
+    const char *discard;     /* POSIX ERE: leave out matching names (NULL)   */
+    st_output_hooks hooks;   /* progress of the write, temporary file        */
+} st_merge_options;
+
+typedef struct st_merge_report {
+    size_t tensors;          /* A's tensors                                  */
+    size_t merged;           /* computed from A and B (and C)                */
+    size_t baked;            /* replaced by the VAE's                        */
+    size_t discarded;        /* left out by the discard pattern              */
+    size_t written;          /* tensors in the output                        */
+    int inpainting;          /* an inpainting A merged on 4 channels         */
+    int pix2pix;             /* an instruct-pix2pix A merged on 4 channels   */
+    uint64_t output_size;    /* bytes of the output file                     */
+    int failed_input;        /* on error: the input it is about (0..2 = A, B,*/
+                             /* C; 3 = the VAE), -1 when none                */
+} st_merge_report;
+
+/**
+ * A1111's Checkpoint Merger (modules/extras.py run_modelmerger) on
+ * safetensors files: inputs[0..ninputs) are A, B (and C for add-diff).
+ * The output has A's tensors; those whose name contains "model" and that B
+ * has are merged in float32 (CLIP's position_ids never); an inpainting (9
+ * input channels) or instruct-pix2pix (8) A merges with a normal B on its
+ * first 4 channels. Metadata: A's, B's, C's (later wins), then format=pt
+ * and A1111's sd_merge_recipe and sd_merge_models (the inputs' SHA-256,
+ * which takes a read of each input). report may be NULL. Errors: the
+ * input's st_open code (report->failed_input says which), ST_E_ARG for bad
+ * options and incompatible models (the message names the tensor), ST_E_IO.
+ */
+ST_API int st_merge(const char *const *inputs, size_t ninputs, const char *out_path,
+                    const st_merge_options *opt, st_merge_report *report,
+                    st_error *err);
+
+/* ======================= end of Model operations ======================== */
+
 #ifdef __cplusplus
 }
 #endif

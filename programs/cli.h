@@ -79,6 +79,46 @@ void cli_getopt_reset(void);
  * returns 2, else returns rc. Called by main after every command. */
 int cli_finish_stdout(int rc);
 
+/* ---- options (cli_options.c) ---- */
+
+/* Shared flags a command takes (bits of cli_command.which); --help always. */
+#define CLI_OPT_JSON 0x1u     /* --json                                    */
+#define CLI_OPT_PROGRESS 0x2u /* -q/--quiet and --progress                 */
+#define CLI_OPT_OUTPUT 0x4u   /* -o/--output OUT                           */
+
+/* The shared flags, as parsed. */
+typedef struct cli_common {
+    bool json;
+    bool quiet;        /* no progress line                                 */
+    bool progress;     /* a progress line even when stderr is no terminal  */
+    const char *output;/* -o OUT, or NULL                                  */
+    int first_arg;     /* argv index of the first operand                  */
+} cli_common;
+
+struct option;
+
+/* A command's options: its usage text, the shared flags it takes, and its
+ * own (a getopt_long table ending in a zeroed entry, plus short letters),
+ * handed to on_option(ctx, val, optarg), which returns 0 or prints a usage
+ * error and returns non-zero. */
+typedef struct cli_command {
+    const char *usage;
+    unsigned which;
+    const struct option *options;
+    const char *shortopts;
+    int (*on_option)(void *ctx, int val, const char *arg);
+    bool in_order;     /* stop at the first operand (subcommands)          */
+} cli_command;
+
+/* Parses argv. Returns -1 to go on (operands from common->first_arg), or
+ * the exit code to return now: 0 after --help, 2 after a usage error. */
+int cli_parse_options(int argc, char **argv, const cli_command *cmd, cli_common *common,
+                      void *ctx);
+
+/* Prints a library error ("safetensors: PATH: CODE: message", or without
+ * PATH when NULL) and returns its exit code (1 invalid input, else 2). */
+int cli_report(const char *path, int rc, const st_error *err);
+
 /* ---- JSON output ---- */
 
 /* Writes bytes as a JSON string, quotes included. Valid UTF-8 is kept as is;
