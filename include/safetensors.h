@@ -1048,6 +1048,65 @@ ST_API int st_merge(const char *const *inputs, size_t ninputs, const char *out_p
                     const st_merge_options *opt, st_merge_report *report,
                     st_error *err);
 
+/* Diff statuses (st_tensor_diff.status and the metadata callback's). */
+#define ST_DIFF_SAME 0      /* same dtype, shape and bytes                   */
+#define ST_DIFF_CHANGED 1   /* in both, different dtype, shape or bytes      */
+#define ST_DIFF_ONLY_A 2
+#define ST_DIFF_ONLY_B 3
+
+typedef struct st_tensor_diff {
+    int status;              /* ST_DIFF_*                                    */
+    const st_tensor *a, *b;  /* NULL where absent                            */
+    int same_shape;          /* both present with the same shape: compared   */
+    int bytes_equal;         /* compared and byte for byte equal             */
+    int numeric;             /* max_abs and cosine are meaningful (both      */
+                             /* dtypes decode to numbers; C64 does not)      */
+    double max_abs;          /* max |a - b| in double precision (NaN if any  */
+                             /* difference is NaN)                           */
+    double cosine;           /* a.b / (|a| |b|); NaN when a norm is zero     */
+} st_tensor_diff;
+
+typedef struct st_diff_options {
+    /* Called for each tensor that differs (and each identical one too when
+     * report_identical), in name-byte order; non-zero return stops the
+     * diff with ST_E_CALLBACK. */
+    int (*on_tensor)(void *ctx, const st_tensor_diff *diff);
+    /* Called for each metadata key only in one file or with another value,
+     * in key-byte order (status ST_DIFF_CHANGED / ONLY_A / ONLY_B). */
+    int (*on_metadata)(void *ctx, int status, const char *key, size_t key_len);
+    void *ctx;
+    int report_identical;
+    st_progress_fn progress; /* bytes of A's compared tensors                */
+    void *progress_ctx;
+} st_diff_options;
+
+typedef struct st_diff_summary {
+    size_t identical, changed, only_a, only_b; /* tensors                    */
+    size_t metadata;         /* metadata differences                         */
+    int identical_files;     /* same tensors (names, dtypes, shapes, bytes)  */
+                             /* and metadata                                 */
+    int failed_input;        /* on a read error: 0 = A, 1 = B; else -1       */
+} st_diff_summary;
+
+/**
+ * Compares two open files: tensors by name (values of same-shape pairs in
+ * double precision, any numeric dtype), then metadata. opt and summary may
+ * be NULL. Returns ST_OK whether or not they differ (see
+ * summary->identical_files), or the read error met (summary->failed_input
+ * says in which file).
+ */
+ST_API int st_diff(const st_file *a, const st_file *b, const st_diff_options *opt,
+                   st_diff_summary *summary, st_error *err);
+
+/** The metadata half of st_diff alone (no tensor data is read). */
+ST_API int st_diff_metadata(const st_file *a, const st_file *b, const st_diff_options *opt,
+                            st_diff_summary *summary, st_error *err);
+
+/** Compares one pair of tensors as st_diff does (status ST_DIFF_SAME or
+ * ST_DIFF_CHANGED). */
+ST_API int st_tensor_compare(const st_file *a, const st_tensor *ta, const st_file *b,
+                             const st_tensor *tb, st_tensor_diff *out, st_error *err);
+
 /* ======================= end of Model operations ======================== */
 
 #ifdef __cplusplus
