@@ -1107,6 +1107,61 @@ ST_API int st_diff_metadata(const st_file *a, const st_file *b, const st_diff_op
 ST_API int st_tensor_compare(const st_file *a, const st_tensor *ta, const st_file *b,
                              const st_tensor *tb, st_tensor_diff *out, st_error *err);
 
+/**
+ * Glob match of a tensor name (name_len bytes, may contain NUL) against a
+ * NUL-terminated pattern: `*` any run of bytes (dots and slashes too), `?`
+ * one byte, `[abc]`, `[a-z]`, `[!x]` or `[^x]` one byte of a set, `\c` a
+ * literal c. Linear-time: no pattern can make it slow. Returns 1 or 0.
+ */
+ST_API int st_name_glob_match(const char *pattern, const char *name, size_t name_len);
+
+/* EMA handling of st_convert_file (LDM checkpoints' model_ema.* shadows). */
+#define ST_EMA_KEEP 0 /* write every tensor                                  */
+#define ST_EMA_DROP 1 /* leave out model_ema.*: a pruned checkpoint          */
+#define ST_EMA_ONLY 2 /* write each model.X's EMA twin under model.X's name  */
+                      /* (LitEma naming: model_ema. + X without its dots)    */
+                      /* and leave out model_ema.*                           */
+
+typedef struct st_convert_file_options {
+    int set_dtype;              /* non-zero: convert floating tensors to dtype */
+    st_dtype dtype;             /* a floating dtype of whole bytes             */
+    unsigned convert_flags;     /* ST_CONVERT_SATURATE                         */
+    const char *const *only;    /* convert only names matching one of these    */
+    size_t nonly;               /* (0: all; MX kinds only when named here)     */
+    const char *const *exclude; /* never convert names matching these          */
+    size_t nexclude;
+    int ema;                    /* ST_EMA_*                                    */
+    const char *const *drop;    /* leave out names matching these              */
+    size_t ndrop;
+    st_output_hooks hooks;
+} st_convert_file_options;
+
+typedef struct st_convert_file_report {
+    size_t written;             /* tensors in the output                       */
+    size_t converted;           /* of those, converted to the dtype            */
+    size_t already;             /* kept: already of the dtype                  */
+    size_t kept;                /* written unconverted                         */
+    size_t from_count[ST_DTYPE_COUNT]; /* converted, by their input dtype      */
+    size_t dropped;             /* left out by a drop pattern                  */
+    size_t ema_dropped;         /* model_ema.* left out                        */
+    size_t ema_used;            /* model.* weights replaced by their EMA       */
+    size_t metadata;            /* metadata pairs carried over                 */
+    uint64_t input_size, output_size;
+    int failed_input;           /* 0 when the error is about IN, else -1       */
+} st_convert_file_report;
+
+/**
+ * Rewrites the safetensors file in_path as out_path in the canonical
+ * layout, streaming: tensors copied or converted (dtype, only, exclude,
+ * flags), selected (drop, ema), metadata kept (an empty "__metadata__"
+ * too). OUT may not be IN (ST_E_ARG). report may be NULL. Errors: IN's
+ * st_open code (report->failed_input = 0), ST_E_ARG (options, EMA twins of
+ * another shape, no EMA to keep), ST_E_IO.
+ */
+ST_API int st_convert_file(const char *in_path, const char *out_path,
+                           const st_convert_file_options *opt,
+                           st_convert_file_report *report, st_error *err);
+
 /* ======================= end of Model operations ======================== */
 
 #ifdef __cplusplus
