@@ -1162,6 +1162,68 @@ ST_API int st_convert_file(const char *in_path, const char *out_path,
                            const st_convert_file_options *opt,
                            st_convert_file_report *report, st_error *err);
 
+/* ---- Installing a model where a UI looks for it ---- */
+
+typedef enum st_ui {
+    ST_UI_A1111 = 0, /* AUTOMATIC1111 stable-diffusion-webui               */
+    ST_UI_FORGE,     /* stable-diffusion-webui-forge                        */
+    ST_UI_COMFYUI,
+    ST_UI_SDNEXT,
+    ST_UI_COUNT
+} st_ui;
+
+#define ST_INSTALL_COPY 0 /* temporary file in the folder, fsync, rename      */
+#define ST_INSTALL_MOVE 1 /* rename (copy + delete across file systems)       */
+#define ST_INSTALL_LINK 2 /* symbolic link to the file's absolute path        */
+
+/** "a1111", "forge", "comfyui", "sdnext"; NULL for anything else. */
+ST_API const char *st_ui_name(int ui);
+/** The st_ui of a name; ST_E_NOT_FOUND if none. */
+ST_API int st_ui_from_name(const char *name, int *ui);
+/** The folder (relative to the UI's root) where `ui` reads files of `kind`
+ * ("models/Lora", ...); NULL when the UI has none for that kind. */
+ST_API const char *st_install_folder(int ui, st_model_kind kind);
+/** The installable kind named as st_kind_name names it; ST_E_NOT_FOUND. */
+ST_API int st_install_kind_from_name(const char *name, st_model_kind *kind);
+
+typedef struct st_install_item {
+    const char *src;  /* the file, or a sidecar next to it (same stem:      */
+                      /* .yaml .json .civitai.info .preview.png/.jpg/...)   */
+    const char *dst;  /* where it goes                                      */
+    int exists;       /* dst exists now: the plan cannot be executed        */
+} st_install_item;
+
+typedef struct st_install_plan st_install_plan;
+
+/**
+ * Plans the installation of `file` (which must pass st_open's checks) for
+ * `ui` under `root` (an existing folder): the kind is `kind`, or
+ * st_identify's when ST_KIND_UNKNOWN; the items are the file and its
+ * sidecars. Nothing is changed. Errors: the file's st_open code,
+ * ST_E_UNSUPPORTED (unknown kind, or the UI has no folder for it), ST_E_IO
+ * (root missing: "no such folder", or not a folder).
+ */
+ST_API int st_install_plan_new(const char *file, int ui, const char *root,
+                               st_model_kind kind, st_install_plan **out,
+                               st_error *err);
+ST_API size_t st_install_plan_count(const st_install_plan *plan);
+ST_API const st_install_item *st_install_plan_item(const st_install_plan *plan, size_t i);
+/** The destination folder (root + st_install_folder). */
+ST_API const char *st_install_plan_dir(const st_install_plan *plan);
+ST_API st_model_kind st_install_plan_kind(const st_install_plan *plan);
+/** What st_identify said (zeroed when the kind was given). */
+ST_API const st_identity *st_install_plan_identity(const st_install_plan *plan);
+
+/**
+ * Carries a plan out with ST_INSTALL_COPY, _MOVE or _LINK: all or nothing.
+ * Every destination is checked first and nothing is ever overwritten (each
+ * file is put in place by an operation that fails if the name exists); if
+ * a step fails, what was already installed is taken back. Missing folders
+ * under root are created.
+ */
+ST_API int st_install_execute(st_install_plan *plan, int method, st_error *err);
+ST_API void st_install_plan_free(st_install_plan *plan);
+
 /* ======================= end of Model operations ======================== */
 
 #ifdef __cplusplus
