@@ -15,6 +15,7 @@
 
 #include "safetensors.h"
 #include "common/jsonval.h"
+#include "format/stream.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -203,25 +204,12 @@ int cli_terminal_width(void);
 /* ---- streaming tensors from an input into a writer (cli_stream.c) ---- */
 
 /* An open input file and the first read error met while the writer pulls
- * its tensors (reported instead of the writer's "callback" error). */
-typedef struct cli_input {
-    const char *path;
-    st_file *file;
-    bool failed;
-    st_error err;
-} cli_input;
-
-/* One tensor copied unchanged from an input. */
-typedef struct cli_copy_src {
-    cli_input *in;
-    const st_tensor *t;
-} cli_copy_src;
-
-/* st_read_fn for a cli_copy_src: st_tensor_read, recording a failure. */
-int cli_copy_read(void *ctx, uint64_t offset, void *buf, size_t len);
-
-/* Records a read failure on the input (the first one is kept); returns rc. */
-int cli_input_fail(cli_input *in, int rc, const st_error *err);
+ * its tensors, and one tensor copied unchanged from it: the library's own
+ * (lib/format/stream.h). */
+typedef st_op_input cli_input;
+typedef st_op_source cli_copy_src;
+#define cli_copy_read st_op_copy_read
+#define cli_input_fail st_op_input_fail
 
 /* st_writer_write to out_path; on failure prints the input's read error
  * (when one of `inputs` failed) or the writer's, and returns 2. Returns 0

@@ -453,10 +453,5 @@ bool cli_parse_dtype(const char *arg, st_dtype *out)
 
 bool cli_same_shape(const st_tensor *x, const st_tensor *y)
 {
-    if (x->rank != y->rank)
-        return false;
-    for (uint32_t i = 0; i < x->rank; i++)
-        if (x->shape[i] != y->shape[i])
-            return false;
-    return true;
+    return st_op_same_shape(x, y);
 }
