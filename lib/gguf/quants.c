@@ -112,9 +112,9 @@ static inline float rd_half(const uint8_t *p)
  * (int8_t)/(uint8_t) casts of floats are this, then the low byte. */
 static inline int32_t cvtt(float v)
 {
-    if (!(v > -2147483904.0f && v < 2147483648.0f))
-        return INT32_MIN;
-    return (int32_t)v;
+    /* a select rather than a branch, so that loops still vectorize */
+    float in = (v > -2147483904.0f && v < 2147483648.0f) ? v : -2147483648.0f;
+    return (int32_t)in;
 }
 
 static inline uint8_t lowbyte(int32_t v)
@@ -555,60 +555,69 @@ static inline void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t
 /* k-quants                                                           */
 /* ------------------------------------------------------------------ */
 
-/* q2_K: scales[16], qs[64], d, dmin (f16) */
+/* q2_K: scales[16], qs[64], d, dmin (f16). After the 16 sub-block fits:
+ * 4-bit scales and mins, d, dmin, the final levels and the packing. */
+void st_quant_q2_K_finish(const float *x, const float *scales, const float *mins, uint8_t *L,
+                          uint8_t *y)
+{
+    const float q4scale = 15.f;
+    uint8_t *ysc = y, *qs = y + 16;
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 16; j++) {
+        if (scales[j] > max_scale)
+            max_scale = scales[j];
+        if (mins[j] > max_min)
+            max_min = mins[j];
+    }
+    uint16_t hd, hdmin;
+    if (max_scale > 0) {
+        float iscale = q4scale / max_scale;
+        for (int j = 0; j < 16; j++)
+            ysc[j] = lowbyte(nearest_int(iscale * scales[j]));
+        hd = st_ggml_f32_to_f16(max_scale / q4scale);
+    } else {
+        memset(ysc, 0, 16);
+        hd = st_ggml_f32_to_f16(0.f);
+    }
+    if (max_min > 0) {
+        float iscale = q4scale / max_min;
+        for (int j = 0; j < 16; j++)
+            ysc[j] = (uint8_t)(ysc[j] | ((unsigned)nearest_int(iscale * mins[j]) << 4));
+        hdmin = st_ggml_f32_to_f16(max_min / q4scale);
+    } else {
+        hdmin = st_ggml_f32_to_f16(0.f);
+    }
+    wr16(y + 80, hd);
+    wr16(y + 82, hdmin);
+    const float fd = st_ggml_f16_to_f32(hd), fdmin = st_ggml_f16_to_f32(hdmin);
+    for (int j = 0; j < 16; j++) {
+        const float d = fd * (float)(ysc[j] & 0xF);
+        if (!d)
+            continue;
+        const float dm = fdmin * (float)(ysc[j] >> 4);
+        for (int ii = 0; ii < 16; ii++) {
+            int l = nearest_int((x[16 * j + ii] + dm) / d);
+            L[16 * j + ii] = (uint8_t)imax(0, imin(3, l));
+        }
+    }
+    for (int j = 0; j < QKK; j += 128)
+        for (int l = 0; l < 32; l++)
+            qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
+                                      (L[j + l + 96] << 6));
+}
+
 static void quant_q2_K(const float *x, uint8_t *y, size_t nb)
 {
     uint8_t L[QKK];
     float weights[16], mins[16], scales[16];
-    const float q4scale = 15.f;
     for (size_t i = 0; i < nb; i++, x += QKK, y += 84) {
-        uint8_t *ysc = y, *qs = y + 16;
-        float max_scale = 0, max_min = 0;
         for (int j = 0; j < 16; j++) {
             for (int l = 0; l < 16; l++)
                 weights[l] = fabsf(x[16 * j + l]);
             scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], -0.5f,
                                          0.1f, 15, true);
-            if (scales[j] > max_scale)
-                max_scale = scales[j];
-            if (mins[j] > max_min)
-                max_min = mins[j];
         }
-        uint16_t hd, hdmin;
-        if (max_scale > 0) {
-            float iscale = q4scale / max_scale;
-            for (int j = 0; j < 16; j++)
-                ysc[j] = lowbyte(nearest_int(iscale * scales[j]));
-            hd = st_ggml_f32_to_f16(max_scale / q4scale);
-        } else {
-            memset(ysc, 0, 16);
-            hd = st_ggml_f32_to_f16(0.f);
-        }
-        if (max_min > 0) {
-            float iscale = q4scale / max_min;
-            for (int j = 0; j < 16; j++)
-                ysc[j] = (uint8_t)(ysc[j] | ((unsigned)nearest_int(iscale * mins[j]) << 4));
-            hdmin = st_ggml_f32_to_f16(max_min / q4scale);
-        } else {
-            hdmin = st_ggml_f32_to_f16(0.f);
-        }
-        wr16(y + 80, hd);
-        wr16(y + 82, hdmin);
-        const float fd = st_ggml_f16_to_f32(hd), fdmin = st_ggml_f16_to_f32(hdmin);
-        for (int j = 0; j < 16; j++) {
-            const float d = fd * (float)(ysc[j] & 0xF);
-            if (!d)
-                continue;
-            const float dm = fdmin * (float)(ysc[j] >> 4);
-            for (int ii = 0; ii < 16; ii++) {
-                int l = nearest_int((x[16 * j + ii] + dm) / d);
-                L[16 * j + ii] = (uint8_t)imax(0, imin(3, l));
-            }
-        }
-        for (int j = 0; j < QKK; j += 128)
-            for (int l = 0; l < 32; l++)
-                qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
-                                          (L[j + l + 96] << 6));
+        st_quant_q2_K_finish(x, scales, mins, L, y);
     }
 }
 
@@ -632,70 +641,77 @@ static void dequant_q2_K(const uint8_t *x, float *y, size_t nb)
     }
 }
 
-/* q3_K: hmask[32], qs[64], scales[12], d (f16) */
+/* q3_K: hmask[32], qs[64], scales[12], d (f16). After the 16 sub-block
+ * fits: 6-bit signed scales, d, the final levels and the packing. */
+void st_quant_q3_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y)
+{
+    uint8_t *hmask = y, *qs = y + 32, *ysc = y + 96;
+    float max_scale = 0, amax = 0;
+    for (int j = 0; j < 16; j++) {
+        float scale = fabsf(scales[j]);
+        if (scale > amax) {
+            amax = scale;
+            max_scale = scales[j];
+        }
+    }
+    memset(ysc, 0, 12);
+    uint16_t hd;
+    if (max_scale) {
+        float iscale = -32.f / max_scale;
+        for (int j = 0; j < 16; j++) {
+            int8_t l8 = to_i8(nearest_int(iscale * scales[j]));
+            int l = imax(-32, imin(31, l8)) + 32;
+            if (j < 8)
+                ysc[j] = (uint8_t)(l & 0xF);
+            else
+                ysc[j - 8] = (uint8_t)(ysc[j - 8] | ((l & 0xF) << 4));
+            l >>= 4;
+            ysc[j % 4 + 8] = (uint8_t)(ysc[j % 4 + 8] | (l << (2 * (j / 4))));
+        }
+        hd = st_ggml_f32_to_f16(1 / iscale);
+    } else {
+        hd = st_ggml_f32_to_f16(0.f);
+    }
+    wr16(y + 108, hd);
+    const float fd = st_ggml_f16_to_f32(hd);
+    for (int j = 0; j < 16; j++) {
+        int sc = j < 8 ? ysc[j] & 0xF : ysc[j - 8] >> 4;
+        sc = (sc | (((ysc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+        float d = fd * (float)sc;
+        if (!d)
+            continue;
+        for (int ii = 0; ii < 16; ii++) {
+            int l = nearest_int(x[16 * j + ii] / d);
+            L[16 * j + ii] = (int8_t)(imax(-4, imin(3, l)) + 4);
+        }
+    }
+    memset(hmask, 0, 32);
+    int m = 0;
+    uint8_t hm = 1;
+    for (int j = 0; j < QKK; j++) {
+        if (L[j] > 3) {
+            hmask[m] |= hm;
+            L[j] -= 4;
+        }
+        if (++m == 32) {
+            m = 0;
+            hm = (uint8_t)(hm << 1);
+        }
+    }
+    for (int j = 0; j < QKK; j += 128)
+        for (int l = 0; l < 32; l++)
+            qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
+                                      (L[j + l + 96] << 6));
+}
+
 static void quant_q3_K(const float *x, uint8_t *y, size_t nb)
 {
     int8_t L[QKK];
     float scales[16];
     for (size_t i = 0; i < nb; i++, x += QKK, y += 110) {
-        uint8_t *hmask = y, *qs = y + 32, *ysc = y + 96;
-        float max_scale = 0, amax = 0;
-        for (int j = 0; j < 16; j++) {
+        for (int j = 0; j < 16; j++)
             scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
-            float scale = fabsf(scales[j]);
-            if (scale > amax) {
-                amax = scale;
-                max_scale = scales[j];
-            }
-        }
-        memset(ysc, 0, 12);
-        uint16_t hd;
-        if (max_scale) {
-            float iscale = -32.f / max_scale;
-            for (int j = 0; j < 16; j++) {
-                int8_t l8 = to_i8(nearest_int(iscale * scales[j]));
-                int l = imax(-32, imin(31, l8)) + 32;
-                if (j < 8)
-                    ysc[j] = (uint8_t)(l & 0xF);
-                else
-                    ysc[j - 8] = (uint8_t)(ysc[j - 8] | ((l & 0xF) << 4));
-                l >>= 4;
-                ysc[j % 4 + 8] = (uint8_t)(ysc[j % 4 + 8] | (l << (2 * (j / 4))));
-            }
-            hd = st_ggml_f32_to_f16(1 / iscale);
-        } else {
-            hd = st_ggml_f32_to_f16(0.f);
-        }
-        wr16(y + 108, hd);
-        const float fd = st_ggml_f16_to_f32(hd);
-        for (int j = 0; j < 16; j++) {
-            int sc = j < 8 ? ysc[j] & 0xF : ysc[j - 8] >> 4;
-            sc = (sc | (((ysc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
-            float d = fd * (float)sc;
-            if (!d)
-                continue;
-            for (int ii = 0; ii < 16; ii++) {
-                int l = nearest_int(x[16 * j + ii] / d);
-                L[16 * j + ii] = (int8_t)(imax(-4, imin(3, l)) + 4);
-            }
-        }
-        memset(hmask, 0, 32);
-        int m = 0;
-        uint8_t hm = 1;
-        for (int j = 0; j < QKK; j++) {
-            if (L[j] > 3) {
-                hmask[m] |= hm;
-                L[j] -= 4;
-            }
-            if (++m == 32) {
-                m = 0;
-                hm = (uint8_t)(hm << 1);
-            }
-        }
-        for (int j = 0; j < QKK; j += 128)
-            for (int l = 0; l < 32; l++)
-                qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
-                                          (L[j + l + 96] << 6));
+        st_quant_q3_K_finish(x, scales, L, y);
     }
 }
 
@@ -892,52 +908,58 @@ static void dequant_q5_K(const uint8_t *x, float *y, size_t nb)
     }
 }
 
-/* q6_K: ql[128], qh[64], scales[16] (int8), d (f16) */
+/* q6_K: ql[128], qh[64], scales[16] (int8), d (f16). After the 16
+ * sub-block fits: 8-bit scales, d, the final levels and the packing. */
+void st_quant_q6_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y)
+{
+    float max_scale = 0, max_abs_scale = 0;
+    for (int ib = 0; ib < 16; ib++) {
+        const float abs_scale = fabsf(scales[ib]);
+        if (abs_scale > max_abs_scale) {
+            max_abs_scale = abs_scale;
+            max_scale = scales[ib];
+        }
+    }
+    if (max_abs_scale < GROUP_MAX_EPS) {
+        memset(y, 0, 210);
+        return;
+    }
+    uint8_t *ql = y, *qh = y + 128, *ysc = y + 192;
+    float iscale = -128.f / max_scale;
+    uint16_t hd = st_ggml_f32_to_f16(1 / iscale);
+    wr16(y + 208, hd);
+    for (int ib = 0; ib < 16; ib++)
+        ysc[ib] = lowbyte(imin(127, nearest_int(iscale * scales[ib])));
+    const float fd = st_ggml_f16_to_f32(hd);
+    for (int j = 0; j < 16; j++) {
+        float d = fd * (float)(int8_t)ysc[j];
+        if (!d)
+            continue;
+        for (int ii = 0; ii < 16; ii++) {
+            int l = nearest_int(x[16 * j + ii] / d);
+            L[16 * j + ii] = (int8_t)(imax(-32, imin(31, l)) + 32);
+        }
+    }
+    for (int j = 0; j < QKK; j += 128, ql += 64, qh += 32) {
+        for (int l = 0; l < 32; l++) {
+            const uint8_t q1 = L[j + l + 0] & 0xF, q2 = L[j + l + 32] & 0xF;
+            const uint8_t q3 = L[j + l + 64] & 0xF, q4 = L[j + l + 96] & 0xF;
+            ql[l + 0] = (uint8_t)(q1 | (q3 << 4));
+            ql[l + 32] = (uint8_t)(q2 | (q4 << 4));
+            qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) |
+                              ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6));
+        }
+    }
+}
+
 static void quant_q6_K(const float *x, uint8_t *y, size_t nb)
 {
     int8_t L[QKK];
     float scales[16];
     for (size_t i = 0; i < nb; i++, x += QKK, y += 210) {
-        float max_scale = 0, max_abs_scale = 0;
-        for (int ib = 0; ib < 16; ib++) {
-            const float scale = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1);
-            scales[ib] = scale;
-            const float abs_scale = fabsf(scale);
-            if (abs_scale > max_abs_scale) {
-                max_abs_scale = abs_scale;
-                max_scale = scale;
-            }
-        }
-        if (max_abs_scale < GROUP_MAX_EPS) {
-            memset(y, 0, 210);
-            continue;
-        }
-        uint8_t *ql = y, *qh = y + 128, *ysc = y + 192;
-        float iscale = -128.f / max_scale;
-        uint16_t hd = st_ggml_f32_to_f16(1 / iscale);
-        wr16(y + 208, hd);
         for (int ib = 0; ib < 16; ib++)
-            ysc[ib] = lowbyte(imin(127, nearest_int(iscale * scales[ib])));
-        const float fd = st_ggml_f16_to_f32(hd);
-        for (int j = 0; j < 16; j++) {
-            float d = fd * (float)(int8_t)ysc[j];
-            if (!d)
-                continue;
-            for (int ii = 0; ii < 16; ii++) {
-                int l = nearest_int(x[16 * j + ii] / d);
-                L[16 * j + ii] = (int8_t)(imax(-32, imin(31, l)) + 32);
-            }
-        }
-        for (int j = 0; j < QKK; j += 128, ql += 64, qh += 32) {
-            for (int l = 0; l < 32; l++) {
-                const uint8_t q1 = L[j + l + 0] & 0xF, q2 = L[j + l + 32] & 0xF;
-                const uint8_t q3 = L[j + l + 64] & 0xF, q4 = L[j + l + 96] & 0xF;
-                ql[l + 0] = (uint8_t)(q1 | (q3 << 4));
-                ql[l + 32] = (uint8_t)(q2 | (q4 << 4));
-                qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) |
-                                  ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6));
-            }
-        }
+            scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1);
+        st_quant_q6_K_finish(x, scales, L, y);
     }
 }
 

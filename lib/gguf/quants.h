@@ -36,6 +36,12 @@ ST_INTERNAL void st_quant_k4_finish(const float *x, const float *scales, const f
                                     int nmax, uint8_t *L, uint8_t *hdr);
 ST_INTERNAL void st_quant_q4_K_pack(const uint8_t *L, uint8_t *y);
 ST_INTERNAL void st_quant_q5_K_pack(const uint8_t *L, uint8_t *y);
+/* The same for q2_K (after the 16 fits of make_qkx2_quants), q3_K (after
+ * make_q3_quants) and q6_K (after make_qx_quants): the whole block. */
+ST_INTERNAL void st_quant_q2_K_finish(const float *x, const float *scales, const float *mins,
+                                      uint8_t *L, uint8_t *y);
+ST_INTERNAL void st_quant_q3_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y);
+ST_INTERNAL void st_quant_q6_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y);
 
 /* x86 kernels (quants_simd.c). Each handles a prefix of the nblocks blocks
  * (a whole number of vector groups) when the CPU allows, and returns how
