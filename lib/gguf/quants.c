@@ -1169,8 +1169,11 @@ void st_quant_blocks(int type, const float *x, void *y, size_t nblocks, int path
     uint8_t *out = y;
     if (path == ST_QUANT_BEST && st_quant_simd_available()) {
         simd_fn k = simd_kernel(type);
-        if (k) {
+        /* a kernel may stop at a block it leaves to the portable code */
+        while (k && nblocks) {
             size_t done = k(x, out, nblocks);
+            if (done < nblocks)
+                t->quant(x + done * t->blck, out + done * t->bytes, 1), done++;
             x += done * t->blck;
             out += done * t->bytes;
             nblocks -= done;

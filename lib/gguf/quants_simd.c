@@ -1,15 +1,517 @@
-/* x86 kernels for the GGUF quantizers (placeholder: portable only). */
+/* x86 AVX2 kernels for the GGUF quantizers, giving the bytes of the
+ * portable code in quants.c.
+ *
+ * The k-quants spend their time fitting each sub-block (make_qkx2_quants,
+ * make_qx_quants, make_q3_quants): dozens of passes over 16 or 32 values,
+ * each a chain of float operations whose order decides the result. Those
+ * chains are kept as they are and run 8 at a time: lane j of every vector
+ * is sub-block j, so each lane performs exactly the scalar sequence (same
+ * operations, same order, each rounded to float; no FMA, as the target
+ * attribute does not enable it and the Makefile forbids contraction).
+ * Branches of the scalar code become per-lane masks; a lane that the
+ * scalar code would have left (an all-zero sub-block) is computed anyway
+ * and its result replaced at the end. What follows the fits (scale
+ * quantization, final levels, packing) is the portable code.
+ *
+ * Q8_0 vectorizes within a block: its max is order-independent when no
+ * value is NaN, and blocks holding NaN or Inf go to the portable code.
+ *
+ * Compiled without -m flags; each kernel carries its own target attribute
+ * and is only called when st_quant_simd_available() (CPUID + XGETBV, via
+ * st_simd_level). */
 #include "gguf/quants.h"
+#include "dtype/convert.h"
+
+#include <string.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(ST_NO_SIMD)
+#include <immintrin.h>
+
+int st_quant_simd_available(void)
+{
+    return st_simd_level() >= ST_SIMD_AVX2;
+}
+
+#define AVX2_T __attribute__((target("avx2")))
+
+AVX2_T static inline __m256i nearest_v(__m256 f)
+{
+    __m256i i = _mm256_castps_si256(_mm256_add_ps(f, _mm256_set1_ps(12582912.f)));
+    return _mm256_sub_epi32(_mm256_and_si256(i, _mm256_set1_epi32(0x007FFFFF)),
+                            _mm256_set1_epi32(0x00400000));
+}
+
+AVX2_T static inline __m256 absv(__m256 v)
+{
+    return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)));
+}
+
+AVX2_T static inline __m256 negv(__m256 v)
+{
+    return _mm256_xor_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u)));
+}
+
+AVX2_T static inline __m256i clampi(__m256i v, int lo, int hi)
+{
+    return _mm256_max_epi32(_mm256_set1_epi32(lo), _mm256_min_epi32(_mm256_set1_epi32(hi), v));
+}
+
+#define GT(a, b) _mm256_cmp_ps(a, b, _CMP_GT_OQ)
+#define LT(a, b) _mm256_cmp_ps(a, b, _CMP_LT_OQ)
+
+/* X[i] (i < ncols, a multiple of 8) gets element i of 8 rows, row j at
+ * base + j * stride: an 8x8 transpose per 8 columns. */
+AVX2_T static void load_cols(const float *base, size_t stride, int ncols, __m256 *X)
+{
+    for (int c = 0; c < ncols; c += 8) {
+        __m256 r[8];
+        for (int j = 0; j < 8; j++)
+            r[j] = _mm256_loadu_ps(base + (size_t)j * stride + c);
+        __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        X[c + 0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+        X[c + 1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+        X[c + 2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+        X[c + 3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+        X[c + 4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+        X[c + 5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+        X[c + 6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+        X[c + 7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+    }
+}
+
+/* The inverse for levels: L[j * stride + i] = lane j of Lv[i]. */
+AVX2_T static void store_levels_u8(const __m256i *Lv, int ncols, size_t stride, uint8_t *L)
+{
+    for (int i = 0; i < ncols; i++) {
+        int32_t t[8];
+        _mm256_storeu_si256((__m256i *)t, Lv[i]);
+        for (int j = 0; j < 8; j++)
+            L[(size_t)j * stride + i] = (uint8_t)t[j];
+    }
+}
+
+AVX2_T static void store_levels_i8(const __m256i *Lv, int ncols, size_t stride, int8_t *L)
+{
+    for (int i = 0; i < ncols; i++) {
+        int32_t t[8];
+        _mm256_storeu_si256((__m256i *)t, Lv[i]);
+        for (int j = 0; j < 8; j++)
+            L[(size_t)j * stride + i] = (int8_t)t[j];
+    }
+}
+
+/* make_qkx2_quants on 8 sub-blocks at once (see quants.c). Outputs the
+ * scale and the_min (= -min) per lane, and the levels Lv[i]. */
+AVX2_T static void qkx2_v(const __m256 *X, const __m256 *W, int n, int nmax, float rmin,
+                          float rdelta, int nstep, int use_mad, __m256i *Lv, __m256 *out_scale,
+                          __m256 *out_min)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256i Laux[32];
+    __m256 min = X[0], max = X[0];
+    __m256 sum_w = W[0], sum_x = _mm256_mul_ps(W[0], X[0]);
+    for (int i = 1; i < n; i++) {
+        min = _mm256_min_ps(X[i], min); /* X < min ? X : min */
+        max = _mm256_max_ps(X[i], max);
+        sum_w = _mm256_add_ps(sum_w, W[i]);
+        sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(W[i], X[i]));
+    }
+    min = _mm256_blendv_ps(min, zero, GT(min, zero));
+    const __m256 min0 = min;
+    const __m256 flat = _mm256_cmp_ps(max, min, _CMP_EQ_OQ);
+    __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)nmax), _mm256_sub_ps(max, min));
+    __m256 scale = _mm256_div_ps(_mm256_set1_ps(1.f), iscale);
+    __m256 best_error = zero;
+    for (int i = 0; i < n; i++) {
+        __m256i l = clampi(nearest_v(_mm256_mul_ps(iscale, _mm256_sub_ps(X[i], min))), 0, nmax);
+        Lv[i] = l;
+        __m256 diff =
+            _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(l)), min), X[i]);
+        diff = use_mad ? absv(diff) : _mm256_mul_ps(diff, diff);
+        best_error = _mm256_add_ps(best_error, _mm256_mul_ps(W[i], diff));
+    }
+    for (int is = 0; is <= nstep; is++) {
+        const float num = rmin + rdelta * (float)is + (float)nmax;
+        /* max - min with min as updated so far, as the scalar code has it */
+        iscale = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(max, min));
+        __m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
+        for (int i = 0; i < n; i++) {
+            __m256i l =
+                clampi(nearest_v(_mm256_mul_ps(iscale, _mm256_sub_ps(X[i], min))), 0, nmax);
+            Laux[i] = l;
+            __m256 lf = _mm256_cvtepi32_ps(l), wl = _mm256_mul_ps(W[i], lf);
+            sum_l = _mm256_add_ps(sum_l, wl);
+            sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, lf));
+            sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, X[i]));
+        }
+        __m256 D = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+        __m256 dpos = GT(D, zero);
+        if (!_mm256_movemask_ps(dpos))
+            continue;
+        __m256 this_scale =
+            _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), D);
+        __m256 this_min =
+            _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), D);
+        __m256 mpos = GT(this_min, zero);
+        this_min = _mm256_blendv_ps(this_min, zero, mpos);
+        this_scale = _mm256_blendv_ps(this_scale, _mm256_div_ps(sum_xl, sum_l2), mpos);
+        __m256 cur_error = zero;
+        for (int i = 0; i < n; i++) {
+            __m256 diff = _mm256_sub_ps(
+                _mm256_add_ps(_mm256_mul_ps(this_scale, _mm256_cvtepi32_ps(Laux[i])), this_min), X[i]);
+            diff = use_mad ? absv(diff) : _mm256_mul_ps(diff, diff);
+            cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(W[i], diff));
+        }
+        __m256 take = _mm256_and_ps(dpos, LT(cur_error, best_error));
+        if (!_mm256_movemask_ps(take))
+            continue;
+        __m256i takei = _mm256_castps_si256(take);
+        for (int i = 0; i < n; i++)
+            Lv[i] = _mm256_blendv_epi8(Lv[i], Laux[i], takei);
+        best_error = _mm256_blendv_ps(best_error, cur_error, take);
+        scale = _mm256_blendv_ps(scale, this_scale, take);
+        min = _mm256_blendv_ps(min, this_min, take);
+    }
+    /* lanes where all values were equal: the scalar code returned early */
+    __m256i flati = _mm256_castps_si256(flat);
+    for (int i = 0; i < n; i++)
+        Lv[i] = _mm256_andnot_si256(flati, Lv[i]);
+    *out_scale = _mm256_blendv_ps(scale, zero, flat);
+    *out_min = negv(_mm256_blendv_ps(min, min0, flat));
+}
+
+/* ---- q4_K, q5_K: 8 sub-blocks of 32 = one super-block per call ---- */
+
+AVX2_T static void k4_block(const float *x, int nmax, float rmin, int nstep, uint8_t *L,
+                            float *scales, float *mins)
+{
+    __m256 X[32], W[32], Lsc, Lmn;
+    __m256i Lv[32];
+    load_cols(x, 32, 32, X);
+    __m256 sum_x2 = _mm256_setzero_ps();
+    for (int l = 0; l < 32; l++)
+        sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(X[l], X[l]));
+    __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.f)));
+    for (int l = 0; l < 32; l++)
+        W[l] = _mm256_add_ps(av_x, absv(X[l]));
+    qkx2_v(X, W, 32, nmax, rmin, 0.1f, nstep, 0, Lv, &Lsc, &Lmn);
+    _mm256_storeu_ps(scales, Lsc);
+    _mm256_storeu_ps(mins, Lmn);
+    store_levels_u8(Lv, 32, 32, L);
+}
+
+AVX2_T size_t st_simd_quant_q4_K(const float *x, uint8_t *y, size_t nblocks)
+{
+    if (!st_quant_simd_available())
+        return 0;
+    uint8_t L[256];
+    float scales[8], mins[8];
+    for (size_t i = 0; i < nblocks; i++, x += 256, y += 144) {
+        memset(y + 4, 0, 12);
+        k4_block(x, 15, -1.f, 20, L, scales, mins);
+        st_quant_k4_finish(x, scales, mins, 15, L, y);
+        st_quant_q4_K_pack(L, y);
+    }
+    return nblocks;
+}
+
+AVX2_T size_t st_simd_quant_q5_K(const float *x, uint8_t *y, size_t nblocks)
+{
+    if (!st_quant_simd_available())
+        return 0;
+    uint8_t L[256];
+    float scales[8], mins[8];
+    for (size_t i = 0; i < nblocks; i++, x += 256, y += 176) {
+        memset(y + 4, 0, 12);
+        k4_block(x, 31, -0.5f, 15, L, scales, mins);
+        st_quant_k4_finish(x, scales, mins, 31, L, y);
+        st_quant_q5_K_pack(L, y);
+    }
+    return nblocks;
+}
+
+/* ---- q2_K: 16 sub-blocks of 16, two groups of 8 ---- */
+
+AVX2_T size_t st_simd_quant_q2_K(const float *x, uint8_t *y, size_t nblocks)
+{
+    if (!st_quant_simd_available())
+        return 0;
+    uint8_t L[256];
+    float scales[16], mins[16];
+    for (size_t i = 0; i < nblocks; i++, x += 256, y += 84) {
+        for (int g = 0; g < 2; g++) {
+            __m256 X[16], W[16], sc, mn;
+            __m256i Lv[16];
+            load_cols(x + 128 * g, 16, 16, X);
+            for (int l = 0; l < 16; l++)
+                W[l] = absv(X[l]);
+            qkx2_v(X, W, 16, 3, -0.5f, 0.1f, 15, 1, Lv, &sc, &mn);
+            _mm256_storeu_ps(scales + 8 * g, sc);
+            _mm256_storeu_ps(mins + 8 * g, mn);
+            store_levels_u8(Lv, 16, 16, L + 128 * g);
+        }
+        st_quant_q2_K_finish(x, scales, mins, L, y);
+    }
+    return nblocks;
+}
+
+/* ---- q6_K: make_qx_quants(16, 32, rmse_type 1) on 8 sub-blocks ---- */
+
+#define GROUP_MAX_EPS 1e-15f
+
+AVX2_T static void qx_v(const __m256 *X, int n, int nmax, __m256i *Lv, __m256 *out_scale)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 max = zero, amax = zero;
+    for (int i = 0; i < n; i++) {
+        __m256 ax = absv(X[i]);
+        __m256 gt = GT(ax, amax);
+        amax = _mm256_blendv_ps(amax, ax, gt);
+        max = _mm256_blendv_ps(max, X[i], gt);
+    }
+    const __m256 tiny = LT(amax, _mm256_set1_ps(GROUP_MAX_EPS));
+    __m256 W[32];
+    for (int i = 0; i < n; i++)
+        W[i] = _mm256_mul_ps(X[i], X[i]);
+    __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
+    __m256 sumlx = zero, suml2 = zero;
+    for (int i = 0; i < n; i++) {
+        __m256i l = clampi(nearest_v(_mm256_mul_ps(iscale, X[i])), -nmax, nmax - 1);
+        Lv[i] = _mm256_add_epi32(l, _mm256_set1_epi32(nmax));
+        __m256 lf = _mm256_cvtepi32_ps(l);
+        sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(W[i], X[i]), lf));
+        suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
+    }
+    /* suml2 ? sumlx/suml2 : 0 (NaN counts as true) */
+    __m256 scale = _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_NEQ_UQ), _mm256_div_ps(sumlx, suml2));
+    __m256 best = _mm256_mul_ps(scale, sumlx);
+    for (int is = -9; is <= 9; is++) {
+        if (is == 0)
+            continue;
+        const float num = -((float)nmax + 0.1f * (float)is);
+        iscale = _mm256_div_ps(_mm256_set1_ps(num), max);
+        sumlx = suml2 = zero;
+        __m256i Lt[32];
+        for (int i = 0; i < n; i++) {
+            __m256i l = clampi(nearest_v(_mm256_mul_ps(iscale, X[i])), -nmax, nmax - 1);
+            Lt[i] = l;
+            __m256 lf = _mm256_cvtepi32_ps(l);
+            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(W[i], X[i]), lf));
+            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
+        }
+        __m256 take = _mm256_and_ps(GT(suml2, zero),
+                                    GT(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2)));
+        if (!_mm256_movemask_ps(take))
+            continue;
+        __m256i takei = _mm256_castps_si256(take);
+        for (int i = 0; i < n; i++)
+            Lv[i] = _mm256_blendv_epi8(Lv[i], _mm256_add_epi32(Lt[i], _mm256_set1_epi32(nmax)), takei);
+        __m256 s = _mm256_div_ps(sumlx, suml2);
+        scale = _mm256_blendv_ps(scale, s, take);
+        best = _mm256_blendv_ps(best, _mm256_mul_ps(s, sumlx), take);
+    }
+    __m256i tinyi = _mm256_castps_si256(tiny);
+    for (int i = 0; i < n; i++)
+        Lv[i] = _mm256_andnot_si256(tinyi, Lv[i]);
+    *out_scale = _mm256_blendv_ps(scale, zero, tiny);
+}
+
+AVX2_T size_t st_simd_quant_q6_K(const float *x, uint8_t *y, size_t nblocks)
+{
+    if (!st_quant_simd_available())
+        return 0;
+    int8_t L[256];
+    float scales[16];
+    for (size_t i = 0; i < nblocks; i++, x += 256, y += 210) {
+        for (int g = 0; g < 2; g++) {
+            __m256 X[16], sc;
+            __m256i Lv[16];
+            load_cols(x + 128 * g, 16, 16, X);
+            qx_v(X, 16, 32, Lv, &sc);
+            _mm256_storeu_ps(scales + 8 * g, sc);
+            store_levels_i8(Lv, 16, 16, L + 128 * g);
+        }
+        st_quant_q6_K_finish(x, scales, L, y);
+    }
+    return nblocks;
+}
+
+/* ---- q3_K: make_q3_quants(16, 4, do_rmse) on 8 sub-blocks ---- */
+
+AVX2_T static void q3_v(const __m256 *X, int n, int nmax, __m256i *Lv, __m256 *out_scale)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 max = zero, amax = zero;
+    for (int i = 0; i < n; i++) {
+        __m256 ax = absv(X[i]);
+        __m256 gt = GT(ax, amax);
+        amax = _mm256_blendv_ps(amax, ax, gt);
+        max = _mm256_blendv_ps(max, X[i], gt);
+    }
+    const __m256 tiny = LT(amax, _mm256_set1_ps(GROUP_MAX_EPS));
+    __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
+    __m256 sumlx = zero, suml2 = zero, W[32], WX[32];
+    for (int i = 0; i < n; i++) {
+        __m256i l = clampi(nearest_v(_mm256_mul_ps(iscale, X[i])), -nmax, nmax - 1);
+        Lv[i] = l;
+        W[i] = _mm256_mul_ps(X[i], X[i]);
+        WX[i] = _mm256_mul_ps(W[i], X[i]);
+        __m256 lf = _mm256_cvtepi32_ps(l);
+        sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(WX[i], lf));
+        suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
+    }
+    /* A lane whose pass changes nothing would change nothing on the next
+     * pass either (same state, same arithmetic), so running passes for all
+     * lanes until none changes, at most 5, matches the scalar loop. */
+    for (int itry = 0; itry < 5; itry++) {
+        __m256 changed = zero;
+        for (int i = 0; i < n; i++) {
+            __m256 Lf = _mm256_cvtepi32_ps(Lv[i]);
+            __m256 slx = _mm256_sub_ps(sumlx, _mm256_mul_ps(WX[i], Lf));
+            __m256 ok = GT(slx, zero);
+            if (!_mm256_movemask_ps(ok))
+                continue;
+            __m256 sl2 = _mm256_sub_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], Lf), Lf));
+            __m256i nl = clampi(nearest_v(_mm256_div_ps(_mm256_mul_ps(X[i], sl2), slx)), -nmax,
+                                nmax - 1);
+            __m256 diff = _mm256_castsi256_ps(
+                _mm256_xor_si256(_mm256_cmpeq_epi32(nl, Lv[i]), _mm256_set1_epi32(-1)));
+            ok = _mm256_and_ps(ok, diff);
+            __m256 nf = _mm256_cvtepi32_ps(nl);
+            slx = _mm256_add_ps(slx, _mm256_mul_ps(WX[i], nf));
+            sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(W[i], nf), nf));
+            __m256 better =
+                GT(_mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2),
+                   _mm256_mul_ps(_mm256_mul_ps(sumlx, sumlx), sl2));
+            ok = _mm256_and_ps(ok, _mm256_and_ps(GT(sl2, zero), better));
+            Lv[i] = _mm256_blendv_epi8(Lv[i], nl, _mm256_castps_si256(ok));
+            sumlx = _mm256_blendv_ps(sumlx, slx, ok);
+            suml2 = _mm256_blendv_ps(suml2, sl2, ok);
+            changed = _mm256_or_ps(changed, ok);
+        }
+        if (!_mm256_movemask_ps(changed))
+            break;
+    }
+    __m256i tinyi = _mm256_castps_si256(tiny);
+    for (int i = 0; i < n; i++)
+        Lv[i] = _mm256_andnot_si256(tinyi, _mm256_add_epi32(Lv[i], _mm256_set1_epi32(nmax)));
+    __m256 s = _mm256_and_ps(GT(suml2, zero), _mm256_div_ps(sumlx, suml2));
+    *out_scale = _mm256_blendv_ps(s, zero, tiny);
+}
+
+AVX2_T size_t st_simd_quant_q3_K(const float *x, uint8_t *y, size_t nblocks)
+{
+    if (!st_quant_simd_available())
+        return 0;
+    int8_t L[256];
+    float scales[16];
+    for (size_t i = 0; i < nblocks; i++, x += 256, y += 110) {
+        for (int g = 0; g < 2; g++) {
+            __m256 X[16], sc;
+            __m256i Lv[16];
+            load_cols(x + 128 * g, 16, 16, X);
+            q3_v(X, 16, 4, Lv, &sc);
+            _mm256_storeu_ps(scales + 8 * g, sc);
+            store_levels_i8(Lv, 16, 16, L + 128 * g);
+        }
+        st_quant_q3_K_finish(x, scales, L, y);
+    }
+    return nblocks;
+}
+
+/* ---- q8_0 ---- */
+
+/* round half away from zero (roundf), exact: truncate, then step away
+ * from zero where the dropped fraction is >= 0.5 */
+AVX2_T static inline __m256 roundf_v(__m256 v)
+{
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 frac = absv(_mm256_sub_ps(v, t));
+    __m256 away = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f),
+                              _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u))));
+    return _mm256_add_ps(t, _mm256_and_ps(away, one));
+}
+
+AVX2_T size_t st_simd_quant_q8_0(const float *x, uint8_t *y, size_t nblocks)
+{
+    if (!st_quant_simd_available())
+        return 0;
+    const __m256 inf = _mm256_set1_ps(__builtin_inff());
+    size_t done = 0;
+    for (; done < nblocks; done++, x += 32, y += 34) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+        __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+        __m256 a0 = absv(v0), a1 = absv(v1), a2 = absv(v2), a3 = absv(v3);
+        /* NaN or Inf anywhere: not (|v| < Inf) */
+        __m256 bad = _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(a0, inf, _CMP_NLT_UQ),
+                                               _mm256_cmp_ps(a1, inf, _CMP_NLT_UQ)),
+                                  _mm256_or_ps(_mm256_cmp_ps(a2, inf, _CMP_NLT_UQ),
+                                               _mm256_cmp_ps(a3, inf, _CMP_NLT_UQ)));
+        if (_mm256_movemask_ps(bad))
+            break; /* the portable code takes it from here */
+        __m256 m = _mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(a2, a3));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+        const float amax = _mm_cvtss_f32(h);
+        const float d = amax / 127;
+        const float id = d ? 1.0f / d : 0.0f;
+        if (!(id < __builtin_inff()))
+            break; /* 1/d overflowed: x * id is not bounded by 127 */
+        uint16_t hd = st_ggml_f32_to_f16(d);
+        y[0] = (uint8_t)hd;
+        y[1] = (uint8_t)(hd >> 8);
+        __m256 vid = _mm256_set1_ps(id);
+        __m256i q0 = _mm256_cvttps_epi32(roundf_v(_mm256_mul_ps(v0, vid)));
+        __m256i q1 = _mm256_cvttps_epi32(roundf_v(_mm256_mul_ps(v1, vid)));
+        __m256i q2 = _mm256_cvttps_epi32(roundf_v(_mm256_mul_ps(v2, vid)));
+        __m256i q3 = _mm256_cvttps_epi32(roundf_v(_mm256_mul_ps(v3, vid)));
+        /* |q| <= 127 for finite input: the saturating packs do not clip */
+        __m256i p01 = _mm256_packs_epi32(q0, q1), p23 = _mm256_packs_epi32(q2, q3);
+        __m256i p = _mm256_packs_epi16(p01, p23);
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(y + 2), p);
+    }
+    return done;
+}
+
+size_t st_simd_quant_q4_0(const float *x, uint8_t *y, size_t nblocks)
+{
+    (void)x;
+    (void)y;
+    (void)nblocks;
+    return 0;
+}
+
+#else /* no x86 SIMD */
 
 int st_quant_simd_available(void)
 {
     return 0;
 }
 
-size_t st_simd_quant_q8_0(const float *x, uint8_t *y, size_t nblocks) { (void)x; (void)y; (void)nblocks; return 0; }
-size_t st_simd_quant_q4_0(const float *x, uint8_t *y, size_t nblocks) { (void)x; (void)y; (void)nblocks; return 0; }
-size_t st_simd_quant_q4_K(const float *x, uint8_t *y, size_t nblocks) { (void)x; (void)y; (void)nblocks; return 0; }
-size_t st_simd_quant_q5_K(const float *x, uint8_t *y, size_t nblocks) { (void)x; (void)y; (void)nblocks; return 0; }
-size_t st_simd_quant_q2_K(const float *x, uint8_t *y, size_t nblocks) { (void)x; (void)y; (void)nblocks; return 0; }
-size_t st_simd_quant_q6_K(const float *x, uint8_t *y, size_t nblocks) { (void)x; (void)y; (void)nblocks; return 0; }
-size_t st_simd_quant_q3_K(const float *x, uint8_t *y, size_t nblocks) { (void)x; (void)y; (void)nblocks; return 0; }
+#define NO_KERNEL(name)                                                    \
+    size_t name(const float *x, uint8_t *y, size_t nblocks)                \
+    {                                                                      \
+        (void)x;                                                           \
+        (void)y;                                                           \
+        (void)nblocks;                                                     \
+        return 0;                                                          \
+    }
+NO_KERNEL(st_simd_quant_q8_0)
+NO_KERNEL(st_simd_quant_q4_0)
+NO_KERNEL(st_simd_quant_q4_K)
+NO_KERNEL(st_simd_quant_q5_K)
+NO_KERNEL(st_simd_quant_q2_K)
+NO_KERNEL(st_simd_quant_q6_K)
+NO_KERNEL(st_simd_quant_q3_K)
+
+#endif
