@@ -347,6 +347,19 @@ static void dequant_q8_1(const uint8_t *x, float *y, size_t nb)
 /* k-quant helpers                                                    */
 /* ------------------------------------------------------------------ */
 
+/* The final levels of a sub-block once its scale is known:
+ * L[i] = clamp(nearest_int((x[i] + dm) / d), lo, hi) + bias, or with
+ * x[i] / d when !with_dm (adding 0 would turn -0 into +0; the level is the
+ * same, but the code says what ggml's does). */
+void st_requant(const float *x, int n, int with_dm, float dm, float d, int lo, int hi, int bias,
+                uint8_t *L)
+{
+    for (int i = 0; i < n; i++) {
+        int l = nearest_int(with_dm ? (x[i] + dm) / d : x[i] / d);
+        L[i] = (uint8_t)(imax(lo, imin(hi, l)) + bias);
+    }
+}
+
 /* ggml's make_qx_quants with qw == NULL: symmetric quantization of n
  * values to [-nmax, nmax-1], searching 18 scales around nmax/max for the
  * best weighted fit (weights x^2 for rmse_type 1). */
@@ -558,7 +571,7 @@ static inline void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t
 /* q2_K: scales[16], qs[64], d, dmin (f16). After the 16 sub-block fits:
  * 4-bit scales and mins, d, dmin, the final levels and the packing. */
 void st_quant_q2_K_finish(const float *x, const float *scales, const float *mins, uint8_t *L,
-                          uint8_t *y)
+                          uint8_t *y, st_requant_fn rq)
 {
     const float q4scale = 15.f;
     uint8_t *ysc = y, *qs = y + 16;
@@ -595,10 +608,7 @@ void st_quant_q2_K_finish(const float *x, const float *scales, const float *mins
         if (!d)
             continue;
         const float dm = fdmin * (float)(ysc[j] >> 4);
-        for (int ii = 0; ii < 16; ii++) {
-            int l = nearest_int((x[16 * j + ii] + dm) / d);
-            L[16 * j + ii] = (uint8_t)imax(0, imin(3, l));
-        }
+        rq(x + 16 * j, 16, 1, dm, d, 0, 3, 0, L + 16 * j);
     }
     for (int j = 0; j < QKK; j += 128)
         for (int l = 0; l < 32; l++)
@@ -617,7 +627,7 @@ static void quant_q2_K(const float *x, uint8_t *y, size_t nb)
             scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], -0.5f,
                                          0.1f, 15, true);
         }
-        st_quant_q2_K_finish(x, scales, mins, L, y);
+        st_quant_q2_K_finish(x, scales, mins, L, y, st_requant);
     }
 }
 
@@ -643,7 +653,8 @@ static void dequant_q2_K(const uint8_t *x, float *y, size_t nb)
 
 /* q3_K: hmask[32], qs[64], scales[12], d (f16). After the 16 sub-block
  * fits: 6-bit signed scales, d, the final levels and the packing. */
-void st_quant_q3_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y)
+void st_quant_q3_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y,
+                          st_requant_fn rq)
 {
     uint8_t *hmask = y, *qs = y + 32, *ysc = y + 96;
     float max_scale = 0, amax = 0;
@@ -680,23 +691,14 @@ void st_quant_q3_K_finish(const float *x, const float *scales, int8_t *L, uint8_
         float d = fd * (float)sc;
         if (!d)
             continue;
-        for (int ii = 0; ii < 16; ii++) {
-            int l = nearest_int(x[16 * j + ii] / d);
-            L[16 * j + ii] = (int8_t)(imax(-4, imin(3, l)) + 4);
-        }
+        rq(x + 16 * j, 16, 0, 0.f, d, -4, 3, 4, (uint8_t *)L + 16 * j);
     }
     memset(hmask, 0, 32);
-    int m = 0;
-    uint8_t hm = 1;
+    /* the high bit of level j goes to bit j / 32 of hmask[j % 32] */
     for (int j = 0; j < QKK; j++) {
-        if (L[j] > 3) {
-            hmask[m] |= hm;
-            L[j] -= 4;
-        }
-        if (++m == 32) {
-            m = 0;
-            hm = (uint8_t)(hm << 1);
-        }
+        int h = L[j] > 3;
+        hmask[j & 31] = (uint8_t)(hmask[j & 31] | (h << (j >> 5)));
+        L[j] = (int8_t)(L[j] - 4 * h);
     }
     for (int j = 0; j < QKK; j += 128)
         for (int l = 0; l < 32; l++)
@@ -711,7 +713,7 @@ static void quant_q3_K(const float *x, uint8_t *y, size_t nb)
     for (size_t i = 0; i < nb; i++, x += QKK, y += 110) {
         for (int j = 0; j < 16; j++)
             scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
-        st_quant_q3_K_finish(x, scales, L, y);
+        st_quant_q3_K_finish(x, scales, L, y, st_requant);
     }
 }
 
@@ -765,7 +767,7 @@ static void k4_fits(const float *x, int nmax, float rmin, int nstep, uint8_t *L,
 /* The rest of q4_K / q5_K after the fits: 6-bit scales and mins packed
  * into 12 bytes, d and dmin, and the final levels in L. */
 void st_quant_k4_finish(const float *x, const float *scales, const float *mins, int nmax,
-                        uint8_t *L, uint8_t *hdr)
+                        uint8_t *L, uint8_t *hdr, st_requant_fn rq)
 {
     uint8_t *ysc = hdr + 4;
     float max_scale = 0, max_min = 0;
@@ -803,10 +805,7 @@ void st_quant_k4_finish(const float *x, const float *scales, const float *mins, 
         if (!d)
             continue;
         const float dm = fdmin * (float)m;
-        for (int ii = 0; ii < 32; ii++) {
-            int l = nearest_int((x[32 * j + ii] + dm) / d);
-            L[32 * j + ii] = (uint8_t)imax(0, imin(nmax, l));
-        }
+        rq(x + 32 * j, 32, 1, dm, d, 0, nmax, 0, L + 32 * j);
     }
 }
 
@@ -826,7 +825,7 @@ static void quant_q4_K(const float *x, uint8_t *y, size_t nb)
     for (size_t i = 0; i < nb; i++, x += QKK, y += 144) {
         memset(y + 4, 0, 12);
         k4_fits(x, 15, -1.f, 20, L, scales, mins);
-        st_quant_k4_finish(x, scales, mins, 15, L, y);
+        st_quant_k4_finish(x, scales, mins, 15, L, y, st_requant);
         st_quant_q4_K_pack(L, y);
     }
 }
@@ -840,15 +839,8 @@ void st_quant_q5_K_pack(const uint8_t *L, uint8_t *y)
     for (int n = 0; n < QKK; n += 64, ql += 32) {
         for (int j = 0; j < 32; j++) {
             int l1 = L[n + j], l2 = L[n + j + 32];
-            if (l1 > 15) {
-                l1 -= 16;
-                qh[j] |= m1;
-            }
-            if (l2 > 15) {
-                l2 -= 16;
-                qh[j] |= m2;
-            }
-            ql[j] = (uint8_t)(l1 | (l2 << 4));
+            qh[j] = (uint8_t)(qh[j] | (l1 > 15 ? m1 : 0) | (l2 > 15 ? m2 : 0));
+            ql[j] = (uint8_t)((l1 & 15) | ((l2 & 15) << 4));
         }
         m1 = (uint8_t)(m1 << 2);
         m2 = (uint8_t)(m2 << 2);
@@ -862,7 +854,7 @@ static void quant_q5_K(const float *x, uint8_t *y, size_t nb)
     for (size_t i = 0; i < nb; i++, x += QKK, y += 176) {
         memset(y + 4, 0, 12);
         k4_fits(x, 31, -0.5f, 15, L, scales, mins);
-        st_quant_k4_finish(x, scales, mins, 31, L, y);
+        st_quant_k4_finish(x, scales, mins, 31, L, y, st_requant);
         st_quant_q5_K_pack(L, y);
     }
 }
@@ -910,7 +902,8 @@ static void dequant_q5_K(const uint8_t *x, float *y, size_t nb)
 
 /* q6_K: ql[128], qh[64], scales[16] (int8), d (f16). After the 16
  * sub-block fits: 8-bit scales, d, the final levels and the packing. */
-void st_quant_q6_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y)
+void st_quant_q6_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y,
+                          st_requant_fn rq)
 {
     float max_scale = 0, max_abs_scale = 0;
     for (int ib = 0; ib < 16; ib++) {
@@ -935,10 +928,7 @@ void st_quant_q6_K_finish(const float *x, const float *scales, int8_t *L, uint8_
         float d = fd * (float)(int8_t)ysc[j];
         if (!d)
             continue;
-        for (int ii = 0; ii < 16; ii++) {
-            int l = nearest_int(x[16 * j + ii] / d);
-            L[16 * j + ii] = (int8_t)(imax(-32, imin(31, l)) + 32);
-        }
+        rq(x + 16 * j, 16, 0, 0.f, d, -32, 31, 32, (uint8_t *)L + 16 * j);
     }
     for (int j = 0; j < QKK; j += 128, ql += 64, qh += 32) {
         for (int l = 0; l < 32; l++) {
@@ -959,7 +949,7 @@ static void quant_q6_K(const float *x, uint8_t *y, size_t nb)
     for (size_t i = 0; i < nb; i++, x += QKK, y += 210) {
         for (int ib = 0; ib < 16; ib++)
             scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1);
-        st_quant_q6_K_finish(x, scales, L, y);
+        st_quant_q6_K_finish(x, scales, L, y, st_requant);
     }
 }
 

@@ -29,19 +29,31 @@ ST_INTERNAL uint16_t st_ggml_f32_to_f16(float f);
 ST_INTERNAL float st_ggml_f16_to_f32(uint16_t h);
 ST_INTERNAL uint16_t st_ggml_f32_to_bf16(float f);
 
-/* Pieces of q4_K/q5_K shared with the SIMD kernels: from the 8 sub-block
- * fits (scales, mins) to the 6-bit scale bytes, d, dmin and final levels
- * L (hdr is the block's start), and the packing of L into the block. */
+/* The final levels of a sub-block once its scale is known:
+ * L[i] = clamp(nearest_int((x[i] + dm) / d), lo, hi) + bias (x[i] / d
+ * when !with_dm); portable and AVX2 versions. */
+typedef void (*st_requant_fn)(const float *x, int n, int with_dm, float dm, float d, int lo,
+                              int hi, int bias, uint8_t *L);
+ST_INTERNAL void st_requant(const float *x, int n, int with_dm, float dm, float d, int lo, int hi,
+                            int bias, uint8_t *L);
+ST_INTERNAL void st_requant_avx2(const float *x, int n, int with_dm, float dm, float d, int lo,
+                                 int hi, int bias, uint8_t *L);
+
+/* Pieces of the k-quants shared with the SIMD kernels, which do the
+ * sub-block fits themselves: from the fits (scales, mins) to the block's
+ * bytes (quantized scales, d, dmin, final levels through rq, packing).
+ * st_quant_k4_finish writes q4_K/q5_K's header (hdr = the block) and the
+ * levels L; the _pack functions then write the quants. */
 ST_INTERNAL void st_quant_k4_finish(const float *x, const float *scales, const float *mins,
-                                    int nmax, uint8_t *L, uint8_t *hdr);
+                                    int nmax, uint8_t *L, uint8_t *hdr, st_requant_fn rq);
 ST_INTERNAL void st_quant_q4_K_pack(const uint8_t *L, uint8_t *y);
 ST_INTERNAL void st_quant_q5_K_pack(const uint8_t *L, uint8_t *y);
-/* The same for q2_K (after the 16 fits of make_qkx2_quants), q3_K (after
- * make_q3_quants) and q6_K (after make_qx_quants): the whole block. */
 ST_INTERNAL void st_quant_q2_K_finish(const float *x, const float *scales, const float *mins,
-                                      uint8_t *L, uint8_t *y);
-ST_INTERNAL void st_quant_q3_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y);
-ST_INTERNAL void st_quant_q6_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y);
+                                      uint8_t *L, uint8_t *y, st_requant_fn rq);
+ST_INTERNAL void st_quant_q3_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y,
+                                      st_requant_fn rq);
+ST_INTERNAL void st_quant_q6_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y,
+                                      st_requant_fn rq);
 
 /* x86 kernels (quants_simd.c). Each handles a prefix of the nblocks blocks
  * (a whole number of vector groups) when the CPU allows, and returns how

@@ -187,6 +187,30 @@ AVX2_T static void qkx2_v(const __m256 *X, const __m256 *W, int n, int nmax, flo
     *out_min = negv(_mm256_blendv_ps(min, min0, flat));
 }
 
+/* st_requant, 8 values at a time (n is 16 or 32): each value's own
+ * division and rounding, so the order question does not arise. */
+AVX2_T void st_requant_avx2(const float *x, int n, int with_dm, float dm, float d, int lo, int hi,
+                            int bias, uint8_t *L)
+{
+    const __m256 vd = _mm256_set1_ps(d), vdm = _mm256_set1_ps(dm);
+    for (int i = 0; i < n; i += 16) {
+        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+        if (with_dm) {
+            a = _mm256_add_ps(a, vdm);
+            b = _mm256_add_ps(b, vdm);
+        }
+        __m256i la = clampi(nearest_v(_mm256_div_ps(a, vd)), lo, hi);
+        __m256i lb = clampi(nearest_v(_mm256_div_ps(b, vd)), lo, hi);
+        la = _mm256_add_epi32(la, _mm256_set1_epi32(bias));
+        lb = _mm256_add_epi32(lb, _mm256_set1_epi32(bias));
+        /* 0..255 after the bias (levels are at most 63): packs do not clip */
+        __m256i p = _mm256_packs_epi32(la, lb);             /* a0-3 b0-3 a4-7 b4-7 */
+        p = _mm256_permute4x64_epi64(p, 0xD8);              /* a0-7 b0-7 */
+        __m128i q = _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+        _mm_storeu_si128((__m128i *)(L + i), q);
+    }
+}
+
 /* ---- q4_K, q5_K: 8 sub-blocks of 32 = one super-block per call ---- */
 
 AVX2_T static void k4_block(const float *x, int nmax, float rmin, int nstep, uint8_t *L,
@@ -216,7 +240,7 @@ AVX2_T size_t st_simd_quant_q4_K(const float *x, uint8_t *y, size_t nblocks)
     for (size_t i = 0; i < nblocks; i++, x += 256, y += 144) {
         memset(y + 4, 0, 12);
         k4_block(x, 15, -1.f, 20, L, scales, mins);
-        st_quant_k4_finish(x, scales, mins, 15, L, y);
+        st_quant_k4_finish(x, scales, mins, 15, L, y, st_requant_avx2);
         st_quant_q4_K_pack(L, y);
     }
     return nblocks;
@@ -231,7 +255,7 @@ AVX2_T size_t st_simd_quant_q5_K(const float *x, uint8_t *y, size_t nblocks)
     for (size_t i = 0; i < nblocks; i++, x += 256, y += 176) {
         memset(y + 4, 0, 12);
         k4_block(x, 31, -0.5f, 15, L, scales, mins);
-        st_quant_k4_finish(x, scales, mins, 31, L, y);
+        st_quant_k4_finish(x, scales, mins, 31, L, y, st_requant_avx2);
         st_quant_q5_K_pack(L, y);
     }
     return nblocks;
@@ -257,7 +281,7 @@ AVX2_T size_t st_simd_quant_q2_K(const float *x, uint8_t *y, size_t nblocks)
             _mm256_storeu_ps(mins + 8 * g, mn);
             store_levels_u8(Lv, 16, 16, L + 128 * g);
         }
-        st_quant_q2_K_finish(x, scales, mins, L, y);
+        st_quant_q2_K_finish(x, scales, mins, L, y, st_requant_avx2);
     }
     return nblocks;
 }
@@ -338,7 +362,7 @@ AVX2_T size_t st_simd_quant_q6_K(const float *x, uint8_t *y, size_t nblocks)
             _mm256_storeu_ps(scales + 8 * g, sc);
             store_levels_i8(Lv, 16, 16, L + 128 * g);
         }
-        st_quant_q6_K_finish(x, scales, L, y);
+        st_quant_q6_K_finish(x, scales, L, y, st_requant_avx2);
     }
     return nblocks;
 }
@@ -421,7 +445,7 @@ AVX2_T size_t st_simd_quant_q3_K(const float *x, uint8_t *y, size_t nblocks)
             _mm256_storeu_ps(scales + 8 * g, sc);
             store_levels_i8(Lv, 16, 16, L + 128 * g);
         }
-        st_quant_q3_K_finish(x, scales, L, y);
+        st_quant_q3_K_finish(x, scales, L, y, st_requant_avx2);
     }
     return nblocks;
 }
@@ -513,5 +537,11 @@ NO_KERNEL(st_simd_quant_q5_K)
 NO_KERNEL(st_simd_quant_q2_K)
 NO_KERNEL(st_simd_quant_q6_K)
 NO_KERNEL(st_simd_quant_q3_K)
+
+void st_requant_avx2(const float *x, int n, int with_dm, float dm, float d, int lo, int hi,
+                     int bias, uint8_t *L)
+{
+    st_requant(x, n, with_dm, dm, d, lo, hi, bias, L);
+}
 
 #endif
