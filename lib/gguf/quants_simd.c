@@ -369,27 +369,37 @@ AVX2_T size_t st_simd_quant_q6_K(const float *x, uint8_t *y, size_t nblocks)
 
 /* ---- q3_K: make_q3_quants(16, 4, do_rmse) on 8 sub-blocks ---- */
 
-AVX2_T static void q3_v(const __m256 *X, int n, int nmax, __m256i *Lv, __m256 *out_scale)
+/* The refinement passes are a chain of dependent operations per lane
+ * (each value's move changes the sums the next one sees), so Q3_G groups
+ * of 8 sub-blocks (two super-blocks) go through the loop side by side
+ * for the CPU to overlap their chains. */
+#define Q3_G 4
+
+AVX2_T static void q3_v(const __m256 (*X)[16], int G, __m256i (*Lv)[16], __m256 *out_scale)
 {
+    const int n = 16, nmax = 4;
     const __m256 zero = _mm256_setzero_ps();
-    __m256 max = zero, amax = zero;
-    for (int i = 0; i < n; i++) {
-        __m256 ax = absv(X[i]);
-        __m256 gt = GT(ax, amax);
-        amax = _mm256_blendv_ps(amax, ax, gt);
-        max = _mm256_blendv_ps(max, X[i], gt);
-    }
-    const __m256 tiny = LT(amax, _mm256_set1_ps(GROUP_MAX_EPS));
-    __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
-    __m256 sumlx = zero, suml2 = zero, W[32], WX[32];
-    for (int i = 0; i < n; i++) {
-        __m256i l = clampi(nearest_v(_mm256_mul_ps(iscale, X[i])), -nmax, nmax - 1);
-        Lv[i] = l;
-        W[i] = _mm256_mul_ps(X[i], X[i]);
-        WX[i] = _mm256_mul_ps(W[i], X[i]);
-        __m256 lf = _mm256_cvtepi32_ps(l);
-        sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(WX[i], lf));
-        suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
+    __m256 W[Q3_G][16], WX[Q3_G][16], sumlx[Q3_G], suml2[Q3_G], tiny[Q3_G];
+    for (int g = 0; g < G; g++) {
+        __m256 max = zero, amax = zero;
+        for (int i = 0; i < n; i++) {
+            __m256 ax = absv(X[g][i]);
+            __m256 gt = GT(ax, amax);
+            amax = _mm256_blendv_ps(amax, ax, gt);
+            max = _mm256_blendv_ps(max, X[g][i], gt);
+        }
+        tiny[g] = LT(amax, _mm256_set1_ps(GROUP_MAX_EPS));
+        __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
+        sumlx[g] = suml2[g] = zero;
+        for (int i = 0; i < n; i++) {
+            __m256i l = clampi(nearest_v(_mm256_mul_ps(iscale, X[g][i])), -nmax, nmax - 1);
+            Lv[g][i] = l;
+            W[g][i] = _mm256_mul_ps(X[g][i], X[g][i]);
+            WX[g][i] = _mm256_mul_ps(W[g][i], X[g][i]);
+            __m256 lf = _mm256_cvtepi32_ps(l);
+            sumlx[g] = _mm256_add_ps(sumlx[g], _mm256_mul_ps(WX[g][i], lf));
+            suml2[g] = _mm256_add_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(W[g][i], lf), lf));
+        }
     }
     /* A lane whose pass changes nothing would change nothing on the next
      * pass either (same state, same arithmetic), so running passes for all
@@ -397,55 +407,61 @@ AVX2_T static void q3_v(const __m256 *X, int n, int nmax, __m256i *Lv, __m256 *o
     for (int itry = 0; itry < 5; itry++) {
         __m256 changed = zero;
         for (int i = 0; i < n; i++) {
-            __m256 Lf = _mm256_cvtepi32_ps(Lv[i]);
-            __m256 slx = _mm256_sub_ps(sumlx, _mm256_mul_ps(WX[i], Lf));
-            __m256 ok = GT(slx, zero);
-            if (!_mm256_movemask_ps(ok))
-                continue;
-            __m256 sl2 = _mm256_sub_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], Lf), Lf));
-            __m256i nl = clampi(nearest_v(_mm256_div_ps(_mm256_mul_ps(X[i], sl2), slx)), -nmax,
-                                nmax - 1);
-            __m256 diff = _mm256_castsi256_ps(
-                _mm256_xor_si256(_mm256_cmpeq_epi32(nl, Lv[i]), _mm256_set1_epi32(-1)));
-            ok = _mm256_and_ps(ok, diff);
-            __m256 nf = _mm256_cvtepi32_ps(nl);
-            slx = _mm256_add_ps(slx, _mm256_mul_ps(WX[i], nf));
-            sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(W[i], nf), nf));
-            __m256 better =
-                GT(_mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2),
-                   _mm256_mul_ps(_mm256_mul_ps(sumlx, sumlx), sl2));
-            ok = _mm256_and_ps(ok, _mm256_and_ps(GT(sl2, zero), better));
-            Lv[i] = _mm256_blendv_epi8(Lv[i], nl, _mm256_castps_si256(ok));
-            sumlx = _mm256_blendv_ps(sumlx, slx, ok);
-            suml2 = _mm256_blendv_ps(suml2, sl2, ok);
-            changed = _mm256_or_ps(changed, ok);
+            for (int g = 0; g < G; g++) {
+                __m256 Lf = _mm256_cvtepi32_ps(Lv[g][i]);
+                __m256 slx = _mm256_sub_ps(sumlx[g], _mm256_mul_ps(WX[g][i], Lf));
+                __m256 ok = GT(slx, zero);
+                __m256 sl2 = _mm256_sub_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(W[g][i], Lf), Lf));
+                __m256i nl = clampi(nearest_v(_mm256_div_ps(_mm256_mul_ps(X[g][i], sl2), slx)),
+                                    -nmax, nmax - 1);
+                __m256 diff = _mm256_castsi256_ps(
+                    _mm256_xor_si256(_mm256_cmpeq_epi32(nl, Lv[g][i]), _mm256_set1_epi32(-1)));
+                ok = _mm256_and_ps(ok, diff);
+                __m256 nf = _mm256_cvtepi32_ps(nl);
+                slx = _mm256_add_ps(slx, _mm256_mul_ps(WX[g][i], nf));
+                sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(W[g][i], nf), nf));
+                __m256 better = GT(_mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2[g]),
+                                   _mm256_mul_ps(_mm256_mul_ps(sumlx[g], sumlx[g]), sl2));
+                ok = _mm256_and_ps(ok, _mm256_and_ps(GT(sl2, zero), better));
+                Lv[g][i] = _mm256_blendv_epi8(Lv[g][i], nl, _mm256_castps_si256(ok));
+                sumlx[g] = _mm256_blendv_ps(sumlx[g], slx, ok);
+                suml2[g] = _mm256_blendv_ps(suml2[g], sl2, ok);
+                changed = _mm256_or_ps(changed, ok);
+            }
         }
         if (!_mm256_movemask_ps(changed))
             break;
     }
-    __m256i tinyi = _mm256_castps_si256(tiny);
-    for (int i = 0; i < n; i++)
-        Lv[i] = _mm256_andnot_si256(tinyi, _mm256_add_epi32(Lv[i], _mm256_set1_epi32(nmax)));
-    __m256 s = _mm256_and_ps(GT(suml2, zero), _mm256_div_ps(sumlx, suml2));
-    *out_scale = _mm256_blendv_ps(s, zero, tiny);
+    for (int g = 0; g < G; g++) {
+        __m256i tinyi = _mm256_castps_si256(tiny[g]);
+        for (int i = 0; i < n; i++)
+            Lv[g][i] =
+                _mm256_andnot_si256(tinyi, _mm256_add_epi32(Lv[g][i], _mm256_set1_epi32(nmax)));
+        __m256 s = _mm256_and_ps(GT(suml2[g], zero), _mm256_div_ps(sumlx[g], suml2[g]));
+        out_scale[g] = _mm256_blendv_ps(s, zero, tiny[g]);
+    }
 }
 
 AVX2_T size_t st_simd_quant_q3_K(const float *x, uint8_t *y, size_t nblocks)
 {
     if (!st_quant_simd_available())
         return 0;
-    int8_t L[256];
-    float scales[16];
-    for (size_t i = 0; i < nblocks; i++, x += 256, y += 110) {
-        for (int g = 0; g < 2; g++) {
-            __m256 X[16], sc;
-            __m256i Lv[16];
-            load_cols(x + 128 * g, 16, 16, X);
-            q3_v(X, 16, 4, Lv, &sc);
-            _mm256_storeu_ps(scales + 8 * g, sc);
-            store_levels_i8(Lv, 16, 16, L + 128 * g);
+    int8_t L[Q3_G / 2][256];
+    float scales[Q3_G / 2][16];
+    size_t i = 0;
+    while (i < nblocks) {
+        int nbk = nblocks - i >= Q3_G / 2 ? Q3_G / 2 : 1;
+        __m256 X[Q3_G][16], sc[Q3_G];
+        __m256i Lv[Q3_G][16];
+        for (int g = 0; g < 2 * nbk; g++)
+            load_cols(x + 256 * (g / 2) + 128 * (g % 2), 16, 16, X[g]);
+        q3_v((const __m256(*)[16])X, 2 * nbk, Lv, sc);
+        for (int g = 0; g < 2 * nbk; g++) {
+            _mm256_storeu_ps(scales[g / 2] + 8 * (g % 2), sc[g]);
+            store_levels_i8(Lv[g], 16, 16, L[g / 2] + 128 * (g % 2));
         }
-        st_quant_q3_K_finish(x, scales, L, y, st_requant_avx2);
+        for (int b = 0; b < nbk; b++, i++, x += 256, y += 110)
+            st_quant_q3_K_finish(x, scales[b], L[b], y, st_requant_avx2);
     }
     return nblocks;
 }
