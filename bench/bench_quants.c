@@ -2,6 +2,8 @@
  * st_ggml_quantize writes, on 1 thread (portable path and best path) and
  * on all threads, and, when given ggml's reference code as a shared
  * library, ggml's quantize_row_<type>_ref on the same input, 1 thread.
+ * One-thread figures are MB per CPU-second of the thread; "all" is wall
+ * time.
  *
  *   bench_quants [MIB] [RUNS] [REF.so]
  *
@@ -17,6 +19,16 @@
 #include <dlfcn.h>
 
 typedef void (*ref_fn)(const float *, void *, int64_t);
+
+/* CPU time of this thread: the one-thread figures are compared on it, so
+ * that other processes on a shared machine distort them less than wall
+ * time would (cache and memory contention remain). */
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static double best_of(int runs, double *t)
 {
@@ -78,22 +90,23 @@ int main(int argc, char **argv)
         }
         int same = 1;
         for (int r = 0; r < runs; r++) {
-            uint64_t t0 = bench_now_ns();
+            uint64_t t0 = cpu_ns();
             st_quant_blocks(type, x, y, nb, ST_QUANT_PORTABLE);
-            uint64_t t1 = bench_now_ns();
+            uint64_t t1 = cpu_ns();
             st_ggml_quantize(type, x, y, n / nper, nper, 1, NULL);
-            uint64_t t2 = bench_now_ns();
+            uint64_t t2 = cpu_ns();
+            uint64_t w0 = bench_now_ns();
             st_ggml_quantize(type, x, y, n / nper, nper, 0, NULL);
-            uint64_t t3 = bench_now_ns();
+            uint64_t w1 = bench_now_ns();
             t_port[r] = (double)(t1 - t0) / 1e9;
             t_one[r] = (double)(t2 - t1) / 1e9;
-            t_all[r] = (double)(t3 - t2) / 1e9;
+            t_all[r] = (double)(w1 - w0) / 1e9;
             if (ref) {
                 size_t rb = out / (n / nper);
-                uint64_t t4 = bench_now_ns();
+                uint64_t t4 = cpu_ns();
                 for (size_t row = 0; row < n / nper; row++)
                     ref(x + row * nper, yref + row * rb, (int64_t)nper);
-                t_ref[r] = (double)(bench_now_ns() - t4) / 1e9;
+                t_ref[r] = (double)(cpu_ns() - t4) / 1e9;
                 same &= !memcmp(y, yref, out);
             }
         }
