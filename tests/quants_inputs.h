@@ -47,11 +47,12 @@ enum {
     QI_OUTLIER,      /* normal with one large value per 32-group */
     QI_SCALES,       /* per-group scale 2^-20 .. 2^20, some one-signed groups */
     QI_SPECIAL,      /* NaN, +-Inf and huge values sprinkled over normal data */
+    QI_TRICKY,       /* a few values only: ties, signed zeros, extremes */
     QI_NDIST
 };
 
 static const char *const qi_dist_names[QI_NDIST] = {
-    "normal", "uniform", "heavy", "zero_blocks", "tiny", "constant", "outlier", "scales", "special",
+    "normal", "uniform", "heavy", "zero_blocks", "tiny", "constant", "outlier", "scales", "special", "tricky",
 };
 
 /* Fills x[0..n) (n a multiple of 256) with distribution `dist`, seed. */
@@ -145,6 +146,15 @@ static inline void qi_fill(float *x, size_t n, int dist, uint64_t seed)
                 bits = 0x7F812345u; /* signalling NaN */
             if (bits)
                 memcpy(&x[i], &bits, 4);
+        }
+        break;
+    case QI_TRICKY:
+        for (size_t g = 0; g < n; g += 32) {
+            static const float vals[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.5f, -0.5f, 1e-40f, -1e-40f,
+                                         65504.0f, -3.0e38f, 3.0e38f, 1.17549435e-38f, 7.0f};
+            size_t span = 1 + (size_t)(qi_next(&r) % 13);
+            for (size_t i = 0; i < 32; i++)
+                x[g + i] = vals[(size_t)(qi_next(&r) % span)];
         }
         break;
     default:

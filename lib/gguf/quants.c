@@ -1144,6 +1144,12 @@ static simd_fn simd_kernel(int type)
         return st_simd_quant_q8_0;
     case ST_GGML_Q4_0:
         return st_simd_quant_q4_0;
+    case ST_GGML_Q4_1:
+        return st_simd_quant_q4_1;
+    case ST_GGML_Q5_0:
+        return st_simd_quant_q5_0;
+    case ST_GGML_Q5_1:
+        return st_simd_quant_q5_1;
     case ST_GGML_Q2_K:
         return st_simd_quant_q2_K;
     case ST_GGML_Q3_K:

@@ -61,6 +61,9 @@ ST_INTERNAL void st_quant_q6_K_finish(const float *x, const float *scales, int8_
 ST_INTERNAL int st_quant_simd_available(void);
 ST_INTERNAL size_t st_simd_quant_q8_0(const float *x, uint8_t *y, size_t nblocks);
 ST_INTERNAL size_t st_simd_quant_q4_0(const float *x, uint8_t *y, size_t nblocks);
+ST_INTERNAL size_t st_simd_quant_q4_1(const float *x, uint8_t *y, size_t nblocks);
+ST_INTERNAL size_t st_simd_quant_q5_0(const float *x, uint8_t *y, size_t nblocks);
+ST_INTERNAL size_t st_simd_quant_q5_1(const float *x, uint8_t *y, size_t nblocks);
 ST_INTERNAL size_t st_simd_quant_q4_K(const float *x, uint8_t *y, size_t nblocks);
 ST_INTERNAL size_t st_simd_quant_q5_K(const float *x, uint8_t *y, size_t nblocks);
 ST_INTERNAL size_t st_simd_quant_q2_K(const float *x, uint8_t *y, size_t nblocks);

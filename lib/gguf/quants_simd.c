@@ -523,12 +523,149 @@ AVX2_T size_t st_simd_quant_q8_0(const float *x, uint8_t *y, size_t nblocks)
     return done;
 }
 
+/* ---- q4_0, q4_1, q5_0, q5_1: one block of 32 in 4 vectors ---- */
+
+/* Loads a block; 0 if a value is NaN or Inf (left to the portable code,
+ * whose float -> int conversions of NaN the vector code does not mimic). */
+AVX2_T static inline int load_block(const float *x, __m256 *v, __m256 *a)
+{
+    const __m256 inf = _mm256_set1_ps(__builtin_inff());
+    __m256 bad = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        a[k] = absv(v[k]);
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(a[k], inf, _CMP_NLT_UQ));
+    }
+    return !_mm256_movemask_ps(bad);
+}
+
+AVX2_T static inline float hmax8(__m256 m)
+{
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
+AVX2_T static inline float hmin8(__m256 m)
+{
+    __m128 h = _mm_min_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_min_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_min_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
+/* 16 bytes lo[j] | hi[j] << 4 from two pairs of int32 vectors (j < 8 in
+ * lo0/hi0, j >= 8 in lo1/hi1), every value 0..15 */
+AVX2_T static inline void store_nibbles(__m256i lo0, __m256i lo1, __m256i hi0, __m256i hi1,
+                                        uint8_t *out)
+{
+    __m256i a = _mm256_or_si256(lo0, _mm256_slli_epi32(hi0, 4));
+    __m256i b = _mm256_or_si256(lo1, _mm256_slli_epi32(hi1, 4));
+    __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+    __m128i q = _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    _mm_storeu_si128((__m128i *)out, q);
+}
+
+/* bit 4 of each of the 32 values, value k -> bit k */
+AVX2_T static inline uint32_t high_bits(const __m256i *q)
+{
+    uint32_t m = 0;
+    for (int k = 0; k < 4; k++)
+        m |= (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(q[k], 27)))
+             << (8 * k);
+    return m;
+}
+
+enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1 };
+
+AVX2_T static size_t quant_small(const float *x, uint8_t *y, size_t nblocks, int kind)
+{
+    if (!st_quant_simd_available())
+        return 0;
+    const int five = kind == K_Q5_0 || kind == K_Q5_1;
+    const int asym = kind == K_Q4_1 || kind == K_Q5_1;
+    const size_t bytes = kind == K_Q4_0 ? 18 : kind == K_Q4_1 ? 20 : kind == K_Q5_0 ? 22 : 24;
+    size_t done = 0;
+    for (; done < nblocks; done++, x += 32, y += bytes) {
+        __m256 v[4], a[4];
+        if (!load_block(x, v, a))
+            break;
+        float d, min = 0;
+        __m256 off;
+        if (asym) {
+            float max = hmax8(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
+            min = hmin8(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
+            /* a zero extreme's sign depends on which zero came first */
+            if (min == 0 || max == 0)
+                break;
+            d = (max - min) / (five ? 31 : 15);
+            off = _mm256_set1_ps(0.5f);
+        } else {
+            float amax = hmax8(_mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3])));
+            float max = 0.0f;
+            if (amax > 0) { /* the first value of largest magnitude */
+                __m256 am = _mm256_set1_ps(amax);
+                uint32_t m = 0;
+                for (int k = 0; k < 4; k++)
+                    m |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a[k], am, _CMP_EQ_OQ)) << (8 * k);
+                max = x[__builtin_ctz(m)];
+            }
+            d = max / (five ? -16 : -8);
+            off = _mm256_set1_ps(five ? 16.5f : 8.5f);
+        }
+        const float id = d ? 1.0f / d : 0.0f;
+        if (!(d < __builtin_inff()) || !(id < __builtin_inff()) || !(id > -__builtin_inff()))
+            break; /* the portable code handles overflowing scales */
+        __m256 vid = _mm256_set1_ps(id), vmin = _mm256_set1_ps(min);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 t = asym ? _mm256_mul_ps(_mm256_sub_ps(v[k], vmin), vid) : _mm256_mul_ps(v[k], vid);
+            q[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, off));
+            if (kind != K_Q5_1) /* ggml's MIN(15 or 31, ...); q5_1 has none */
+                q[k] = _mm256_min_epi32(q[k], _mm256_set1_epi32(five ? 31 : 15));
+        }
+        uint16_t hd = st_ggml_f32_to_f16(d);
+        y[0] = (uint8_t)hd;
+        y[1] = (uint8_t)(hd >> 8);
+        uint8_t *p = y + 2;
+        if (asym) {
+            uint16_t hm = st_ggml_f32_to_f16(min);
+            p[0] = (uint8_t)hm;
+            p[1] = (uint8_t)(hm >> 8);
+            p += 2;
+        }
+        if (five) {
+            uint32_t qh = high_bits(q);
+            memcpy(p, &qh, 4); /* little-endian, as x86 is */
+            p += 4;
+            const __m256i m15 = _mm256_set1_epi32(15);
+            for (int k = 0; k < 4; k++)
+                q[k] = _mm256_and_si256(q[k], m15);
+        }
+        store_nibbles(q[0], q[1], q[2], q[3], p);
+    }
+    return done;
+}
+
 size_t st_simd_quant_q4_0(const float *x, uint8_t *y, size_t nblocks)
 {
-    (void)x;
-    (void)y;
-    (void)nblocks;
-    return 0;
+    return quant_small(x, y, nblocks, K_Q4_0);
+}
+
+size_t st_simd_quant_q4_1(const float *x, uint8_t *y, size_t nblocks)
+{
+    return quant_small(x, y, nblocks, K_Q4_1);
+}
+
+size_t st_simd_quant_q5_0(const float *x, uint8_t *y, size_t nblocks)
+{
+    return quant_small(x, y, nblocks, K_Q5_0);
+}
+
+size_t st_simd_quant_q5_1(const float *x, uint8_t *y, size_t nblocks)
+{
+    return quant_small(x, y, nblocks, K_Q5_1);
 }
 
 #else /* no x86 SIMD */
@@ -548,6 +685,9 @@ int st_quant_simd_available(void)
     }
 NO_KERNEL(st_simd_quant_q8_0)
 NO_KERNEL(st_simd_quant_q4_0)
+NO_KERNEL(st_simd_quant_q4_1)
+NO_KERNEL(st_simd_quant_q5_0)
+NO_KERNEL(st_simd_quant_q5_1)
 NO_KERNEL(st_simd_quant_q4_K)
 NO_KERNEL(st_simd_quant_q5_K)
 NO_KERNEL(st_simd_quant_q2_K)
