@@ -11,7 +11,8 @@
  * Branches of the scalar code become per-lane masks; a lane that the
  * scalar code would have left (an all-zero sub-block) is computed anyway
  * and its result replaced at the end. What follows the fits (scale
- * quantization, final levels, packing) is the portable code.
+ * quantization, final levels, packing) is the portable code. Super-blocks
+ * holding a NaN are left to the portable code (see has_nan).
  *
  * Q8_0 vectorizes within a block: its max is order-independent when no
  * value is NaN, and blocks holding NaN or Inf go to the portable code.
@@ -84,6 +85,22 @@ AVX2_T static void load_cols(const float *base, size_t stride, int ncols, __m256
         X[c + 6] = _mm256_permute2f128_ps(u2, u6, 0x31);
         X[c + 7] = _mm256_permute2f128_ps(u3, u7, 0x31);
     }
+}
+
+/* 1 if any of x[0..n) (n a multiple of 8) is NaN. Super-blocks with a NaN
+ * go to the portable code: with two NaN operands an operation returns the
+ * first one's payload, and which operand is first in a commutative
+ * operation is the compiler's choice; the payload then reaches the levels
+ * through nearest_int's bit trick. The portable code is the one compiled
+ * like ggml's. */
+AVX2_T static int has_nan(const float *x, int n)
+{
+    __m256 u = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        u = _mm256_or_ps(u, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    return _mm256_movemask_ps(u) != 0;
 }
 
 /* The inverse for levels: L[j * stride + i] = lane j of Lv[i]. */
@@ -238,6 +255,8 @@ AVX2_T size_t st_simd_quant_q4_K(const float *x, uint8_t *y, size_t nblocks)
     uint8_t L[256];
     float scales[8], mins[8];
     for (size_t i = 0; i < nblocks; i++, x += 256, y += 144) {
+        if (has_nan(x, 256))
+            return i;
         memset(y + 4, 0, 12);
         k4_block(x, 15, -1.f, 20, L, scales, mins);
         st_quant_k4_finish(x, scales, mins, 15, L, y, st_requant_avx2);
@@ -253,6 +272,8 @@ AVX2_T size_t st_simd_quant_q5_K(const float *x, uint8_t *y, size_t nblocks)
     uint8_t L[256];
     float scales[8], mins[8];
     for (size_t i = 0; i < nblocks; i++, x += 256, y += 176) {
+        if (has_nan(x, 256))
+            return i;
         memset(y + 4, 0, 12);
         k4_block(x, 31, -0.5f, 15, L, scales, mins);
         st_quant_k4_finish(x, scales, mins, 31, L, y, st_requant_avx2);
@@ -270,6 +291,8 @@ AVX2_T size_t st_simd_quant_q2_K(const float *x, uint8_t *y, size_t nblocks)
     uint8_t L[256];
     float scales[16], mins[16];
     for (size_t i = 0; i < nblocks; i++, x += 256, y += 84) {
+        if (has_nan(x, 256))
+            return i;
         for (int g = 0; g < 2; g++) {
             __m256 X[16], W[16], sc, mn;
             __m256i Lv[16];
@@ -354,6 +377,8 @@ AVX2_T size_t st_simd_quant_q6_K(const float *x, uint8_t *y, size_t nblocks)
     int8_t L[256];
     float scales[16];
     for (size_t i = 0; i < nblocks; i++, x += 256, y += 210) {
+        if (has_nan(x, 256))
+            return i;
         for (int g = 0; g < 2; g++) {
             __m256 X[16], sc;
             __m256i Lv[16];
@@ -450,7 +475,9 @@ AVX2_T size_t st_simd_quant_q3_K(const float *x, uint8_t *y, size_t nblocks)
     float scales[Q3_G / 2][16];
     size_t i = 0;
     while (i < nblocks) {
-        int nbk = nblocks - i >= Q3_G / 2 ? Q3_G / 2 : 1;
+        if (has_nan(x, 256))
+            return i;
+        int nbk = nblocks - i >= Q3_G / 2 && !has_nan(x + 256, 256) ? Q3_G / 2 : 1;
         __m256 X[Q3_G][16], sc[Q3_G];
         __m256i Lv[Q3_G][16];
         for (int g = 0; g < 2 * nbk; g++)
