@@ -428,11 +428,19 @@ AVX2_T static void q3_v(const __m256 (*X)[16], int G, __m256i (*Lv)[16], __m256 
     }
     /* A lane whose pass changes nothing would change nothing on the next
      * pass either (same state, same arithmetic), so running passes for all
-     * lanes until none changes, at most 5, matches the scalar loop. */
+     * 8 lanes of a group until none changes, at most 5, matches the scalar
+     * loop. */
+    int active[Q3_G];
+    for (int g = 0; g < G; g++)
+        active[g] = 1;
     for (int itry = 0; itry < 5; itry++) {
-        __m256 changed = zero;
+        __m256 changed[Q3_G];
+        for (int g = 0; g < G; g++)
+            changed[g] = zero;
         for (int i = 0; i < n; i++) {
             for (int g = 0; g < G; g++) {
+                if (!active[g]) /* converged: a pass would change nothing */
+                    continue;
                 __m256 Lf = _mm256_cvtepi32_ps(Lv[g][i]);
                 __m256 slx = _mm256_sub_ps(sumlx[g], _mm256_mul_ps(WX[g][i], Lf));
                 __m256 ok = GT(slx, zero);
@@ -451,10 +459,15 @@ AVX2_T static void q3_v(const __m256 (*X)[16], int G, __m256i (*Lv)[16], __m256 
                 Lv[g][i] = _mm256_blendv_epi8(Lv[g][i], nl, _mm256_castps_si256(ok));
                 sumlx[g] = _mm256_blendv_ps(sumlx[g], slx, ok);
                 suml2[g] = _mm256_blendv_ps(suml2[g], sl2, ok);
-                changed = _mm256_or_ps(changed, ok);
+                changed[g] = _mm256_or_ps(changed[g], ok);
             }
         }
-        if (!_mm256_movemask_ps(changed))
+        int any = 0;
+        for (int g = 0; g < G; g++) {
+            active[g] = active[g] && _mm256_movemask_ps(changed[g]) != 0;
+            any |= active[g];
+        }
+        if (!any)
             break;
     }
     for (int g = 0; g < G; g++) {
