@@ -974,7 +974,10 @@ ST_API int st_ckpt_metadata_at(const st_ckpt *ckpt, size_t i,
  * ggml's block quantizations, byte for byte. st_ggml_quantize gives exactly
  * the bytes of ggml's reference quantizers (quantize_row_<type>_ref in
  * ggml's src/ggml-quants.c, what llama.cpp's quantize writes without an
- * importance matrix) for every input, NaN and Inf included; F16 and BF16
+ * importance matrix) for every input, Inf and overflowing scales included
+ * (there as ggml on x86). Blocks holding NaN follow ggml's code too, but
+ * ggml's own bytes for them depend on its compiler (which of two NaN
+ * payloads an operation propagates); ours match a gcc build. F16 and BF16
  * are ggml's own conversions (round to nearest even; F16: NaN -> 0x7E00
  * with the sign; BF16: NaN -> the top half with the quiet bit set).
  * st_ggml_dequantize uses ggml's dequantize_row_<type> formulas, so it gives
