@@ -454,6 +454,25 @@ static void test_half_conversions(void)
             ok &= st_ggml_f32_to_f16(f) == h;
     }
     CHECK(ok, "f16 -> f32 -> f16 not the identity");
+
+    /* the F16 and BF16 "quantizers" (the F16 one through the dtype room's
+     * SIMD conversion) on every exponent and top mantissa bits */
+    size_t n = (size_t)1 << 20;
+    float *x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        uint32_t w = (uint32_t)i << 12 | (uint32_t)(qi_next(&r) & 0xFFF);
+        memcpy(&x[i], &w, 4);
+    }
+    size_t len;
+    free(quantize_both(ST_GGML_F16, x, 1, n, 1, &len));
+    free(quantize_both(ST_GGML_BF16, x, 1, n, 1, &len));
+    unsigned char *h = quantize_both(ST_GGML_F16, x, 4, n / 4, 3, &len);
+    int same = 1;
+    for (size_t i = 0; i < n; i++)
+        same &= (h[2 * i] | h[2 * i + 1] << 8) == st_ggml_f32_to_f16(x[i]);
+    CHECK(same, "F16 quantization differs from ggml's conversion");
+    free(h);
+    free(x);
 }
 
 int main(void)

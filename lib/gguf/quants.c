@@ -1169,6 +1169,13 @@ void st_quant_blocks(int type, const float *x, void *y, size_t nblocks, int path
 {
     const qtype *t = &TYPES[type];
     uint8_t *out = y;
+    if (path == ST_QUANT_BEST && type == ST_GGML_F16) {
+        /* the dtype room's F32 -> F16 (non-saturating) is ggml's exactly:
+         * round to nearest even, overflow to Inf, NaN -> 0x7E00 | sign;
+         * it has SIMD kernels */
+        st_convert(ST_F16, y, ST_F32, x, nblocks, 0, NULL);
+        return;
+    }
     if (path == ST_QUANT_BEST && st_quant_simd_available()) {
         simd_fn k = simd_kernel(type);
         /* a kernel may stop at a block it leaves to the portable code */
