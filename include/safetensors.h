@@ -984,7 +984,8 @@ ST_API int st_ckpt_metadata_at(const st_ckpt *ckpt, size_t i,
  * ggml's floats, NaN payloads included.
  *
  * SIMD kernels (x86 AVX2, chosen at run time) and the portable code give
- * identical bytes. Both calls split large arrays over threads they create
+ * identical bytes; ST_GGML_PORTABLE=1 in the environment makes both calls
+ * use the portable code only (for tests and benchmarks). Both calls split large arrays over threads they create
  * and join before returning (threads: 0 = one per CPU); they are reentrant
  * and use no global state. Buffers must not overlap.
  */

@@ -19,6 +19,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -1199,7 +1200,7 @@ void st_dequant_blocks(int type, const void *x, float *y, size_t nblocks, int pa
 }
 
 typedef struct job {
-    int type, quant;
+    int type, quant, path;
     const void *src;
     void *dst;
     size_t nblocks;
@@ -1209,9 +1210,9 @@ static void *job_run(void *arg)
 {
     job *j = arg;
     if (j->quant)
-        st_quant_blocks(j->type, j->src, j->dst, j->nblocks, ST_QUANT_BEST);
+        st_quant_blocks(j->type, j->src, j->dst, j->nblocks, j->path);
     else
-        st_dequant_blocks(j->type, j->src, j->dst, j->nblocks, ST_QUANT_BEST);
+        st_dequant_blocks(j->type, j->src, j->dst, j->nblocks, j->path);
     return NULL;
 }
 
@@ -1224,6 +1225,10 @@ static void run_split(int type, int quant, const void *src, void *dst, size_t nb
                       unsigned threads, size_t min_blocks)
 {
     const qtype *t = &TYPES[type];
+    /* ST_GGML_PORTABLE=1 in the environment: portable code only (tests and
+     * benchmarks of programs over the library; the bytes are the same) */
+    const char *env = getenv("ST_GGML_PORTABLE");
+    int path = env && env[0] == '1' ? ST_QUANT_PORTABLE : ST_QUANT_BEST;
     if (threads == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         threads = cpus > 0 ? (unsigned)cpus : 1;
@@ -1244,6 +1249,7 @@ static void run_split(int type, int quant, const void *src, void *dst, size_t nb
     for (size_t at = 0; at < nblocks && nj < threads; at += piece, nj++) {
         jobs[nj].type = type;
         jobs[nj].quant = quant;
+        jobs[nj].path = path;
         jobs[nj].src = (const uint8_t *)src + at * in_size;
         jobs[nj].dst = (uint8_t *)dst + at * out_size;
         jobs[nj].nblocks = nblocks - at < piece ? nblocks - at : piece;
