@@ -123,6 +123,26 @@ int main(int argc, char **argv)
         bench_keep(y[0]);
         fflush(stdout);
     }
+    /* dequantization, 1 thread: MB/s of F32 output */
+    static const int dtypes[] = {ST_GGML_F16,  ST_GGML_BF16, ST_GGML_Q8_0, ST_GGML_Q5_1,
+                                 ST_GGML_Q5_0, ST_GGML_Q4_1, ST_GGML_Q4_0, ST_GGML_Q6_K,
+                                 ST_GGML_Q5_K, ST_GGML_Q4_K, ST_GGML_Q3_K, ST_GGML_Q2_K};
+    printf("dequantize, 1 thread, MB/s of F32 output:");
+    float *z = malloc(n * sizeof(float));
+    for (size_t ti = 0; z && ti < sizeof dtypes / sizeof dtypes[0]; ti++) {
+        int type = dtypes[ti];
+        st_ggml_quantize(type, x, y, n / nper, nper, 0, NULL);
+        double best = 1e30;
+        for (int r = 0; r < runs; r++) {
+            uint64_t t0 = cpu_ns();
+            st_ggml_dequantize(type, y, z, n, 1, NULL);
+            double t = (double)(cpu_ns() - t0) / 1e9;
+            best = t < best ? t : best;
+        }
+        printf(" %s %.0f", st_ggml_type_name(type), mb / best);
+    }
+    printf("\n");
+    free(z);
     if (lib)
         dlclose(lib);
     free(x);

@@ -471,6 +471,17 @@ static void test_half_conversions(void)
     for (size_t i = 0; i < n; i++)
         same &= (h[2 * i] | h[2 * i + 1] << 8) == st_ggml_f32_to_f16(x[i]);
     CHECK(same, "F16 quantization differs from ggml's conversion");
+    /* F16 -> F32 of every half, both paths */
+    uint16_t *hs = malloc(65536 * 2);
+    float *f1 = malloc(65536 * 4), *f2 = malloc(65536 * 4);
+    for (uint32_t i = 0; i < 65536; i++)
+        hs[i] = (uint16_t)i;
+    CHECK(st_ggml_dequantize(ST_GGML_F16, hs, f1, 65536, 1, NULL) == ST_OK);
+    st_dequant_blocks(ST_GGML_F16, hs, f2, 65536, ST_QUANT_PORTABLE);
+    CHECK(!memcmp(f1, f2, 65536 * 4), "F16 dequantization paths differ");
+    free(hs);
+    free(f1);
+    free(f2);
     free(h);
     free(x);
 }
