@@ -619,7 +619,9 @@ AVX2_T static inline uint32_t high_bits(const __m256i *q)
 
 enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1 };
 
-AVX2_T static size_t quant_small(const float *x, uint8_t *y, size_t nblocks, int kind)
+/* inlined into each wrapper, so that `kind` is a constant there */
+AVX2_T static inline __attribute__((always_inline)) size_t quant_small(const float *x, uint8_t *y,
+                                                                       size_t nblocks, int kind)
 {
     if (!st_quant_simd_available())
         return 0;
@@ -688,22 +690,22 @@ AVX2_T static size_t quant_small(const float *x, uint8_t *y, size_t nblocks, int
     return done;
 }
 
-size_t st_simd_quant_q4_0(const float *x, uint8_t *y, size_t nblocks)
+AVX2_T size_t st_simd_quant_q4_0(const float *x, uint8_t *y, size_t nblocks)
 {
     return quant_small(x, y, nblocks, K_Q4_0);
 }
 
-size_t st_simd_quant_q4_1(const float *x, uint8_t *y, size_t nblocks)
+AVX2_T size_t st_simd_quant_q4_1(const float *x, uint8_t *y, size_t nblocks)
 {
     return quant_small(x, y, nblocks, K_Q4_1);
 }
 
-size_t st_simd_quant_q5_0(const float *x, uint8_t *y, size_t nblocks)
+AVX2_T size_t st_simd_quant_q5_0(const float *x, uint8_t *y, size_t nblocks)
 {
     return quant_small(x, y, nblocks, K_Q5_0);
 }
 
-size_t st_simd_quant_q5_1(const float *x, uint8_t *y, size_t nblocks)
+AVX2_T size_t st_simd_quant_q5_1(const float *x, uint8_t *y, size_t nblocks)
 {
     return quant_small(x, y, nblocks, K_Q5_1);
 }
