@@ -18,8 +18,9 @@
  * value is NaN, and blocks holding NaN or Inf go to the portable code.
  *
  * Compiled without -m flags; each kernel carries its own target attribute
- * and is only called when st_quant_simd_available() (CPUID + XGETBV, via
- * st_simd_level). */
+ * and may only be called when st_quant_simd_available() (CPUID + XGETBV,
+ * via st_simd_level), which the dispatcher checks once per call rather
+ * than each kernel per block run (CPUID traps to the hypervisor in a VM). */
 #include "gguf/quants.h"
 #include "dtype/convert.h"
 
@@ -250,8 +251,6 @@ AVX2_T static void k4_block(const float *x, int nmax, float rmin, int nstep, uin
 
 AVX2_T size_t st_simd_quant_q4_K(const float *x, uint8_t *y, size_t nblocks)
 {
-    if (!st_quant_simd_available())
-        return 0;
     uint8_t L[256];
     float scales[8], mins[8];
     for (size_t i = 0; i < nblocks; i++, x += 256, y += 144) {
@@ -267,8 +266,6 @@ AVX2_T size_t st_simd_quant_q4_K(const float *x, uint8_t *y, size_t nblocks)
 
 AVX2_T size_t st_simd_quant_q5_K(const float *x, uint8_t *y, size_t nblocks)
 {
-    if (!st_quant_simd_available())
-        return 0;
     uint8_t L[256];
     float scales[8], mins[8];
     for (size_t i = 0; i < nblocks; i++, x += 256, y += 176) {
@@ -286,8 +283,6 @@ AVX2_T size_t st_simd_quant_q5_K(const float *x, uint8_t *y, size_t nblocks)
 
 AVX2_T size_t st_simd_quant_q2_K(const float *x, uint8_t *y, size_t nblocks)
 {
-    if (!st_quant_simd_available())
-        return 0;
     uint8_t L[256];
     float scales[16], mins[16];
     for (size_t i = 0; i < nblocks; i++, x += 256, y += 84) {
@@ -372,8 +367,6 @@ AVX2_T static void qx_v(const __m256 *X, int n, int nmax, __m256i *Lv, __m256 *o
 
 AVX2_T size_t st_simd_quant_q6_K(const float *x, uint8_t *y, size_t nblocks)
 {
-    if (!st_quant_simd_available())
-        return 0;
     int8_t L[256];
     float scales[16];
     for (size_t i = 0; i < nblocks; i++, x += 256, y += 210) {
@@ -482,8 +475,6 @@ AVX2_T static void q3_v(const __m256 (*X)[16], int G, __m256i (*Lv)[16], __m256 
 
 AVX2_T size_t st_simd_quant_q3_K(const float *x, uint8_t *y, size_t nblocks)
 {
-    if (!st_quant_simd_available())
-        return 0;
     int8_t L[Q3_G / 2][256];
     float scales[Q3_G / 2][16];
     size_t i = 0;
@@ -522,8 +513,6 @@ AVX2_T static inline __m256 roundf_v(__m256 v)
 
 AVX2_T size_t st_simd_quant_q8_0(const float *x, uint8_t *y, size_t nblocks)
 {
-    if (!st_quant_simd_available())
-        return 0;
     const __m256 inf = _mm256_set1_ps(__builtin_inff());
     size_t done = 0;
     for (; done < nblocks; done++, x += 32, y += 34) {
@@ -623,8 +612,6 @@ enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1 };
 AVX2_T static inline __attribute__((always_inline)) size_t quant_small(const float *x, uint8_t *y,
                                                                        size_t nblocks, int kind)
 {
-    if (!st_quant_simd_available())
-        return 0;
     const int five = kind == K_Q5_0 || kind == K_Q5_1;
     const int asym = kind == K_Q4_1 || kind == K_Q5_1;
     const size_t bytes = kind == K_Q4_0 ? 18 : kind == K_Q4_1 ? 20 : kind == K_Q5_0 ? 22 : 24;
