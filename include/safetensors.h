@@ -1034,6 +1034,17 @@ ST_API int st_ggml_quantize(int type, const float *src, void *dst, uint64_t nrow
                             uint64_t n_per_row, unsigned threads, st_error *err);
 
 /**
+ * st_ggml_quantize with progress: the work is done in pieces of about
+ * 4 MiB of input, and progress(ctx, input bytes done, input bytes total)
+ * is called between pieces (at most every 200 ms) and at the end; a
+ * non-zero return stops the work with ST_E_CALLBACK (dst then holds a
+ * prefix of the result). progress may be NULL.
+ */
+ST_API int st_ggml_quantize_progress(int type, const float *src, void *dst, uint64_t nrows,
+                                     uint64_t n_per_row, unsigned threads,
+                                     st_progress_fn progress, void *ctx, st_error *err);
+
+/**
  * Dequantizes n elements (a multiple of the block size) of `type` from src
  * (n / block elements * block bytes) into dst, with ggml's
  * dequantize_row_<type> formulas. Errors as st_ggml_quantize's.

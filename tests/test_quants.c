@@ -486,6 +486,49 @@ static void test_half_conversions(void)
     free(x);
 }
 
+typedef struct prog {
+    int calls, stop_at;
+    uint64_t last, total;
+    int monotonic;
+} prog;
+
+static int on_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    prog *p = ctx;
+    p->calls++;
+    if (done < p->last || done > total)
+        p->monotonic = 0;
+    p->last = done;
+    p->total = total;
+    return p->stop_at && p->calls >= p->stop_at;
+}
+
+static void test_progress(void)
+{
+    /* 3 pieces of 4 MiB and a bit: the last call reports everything */
+    size_t nper = 4096, nrows = 800;
+    size_t n = nper * nrows;
+    float *x = malloc(n * sizeof(float));
+    unsigned char *a = malloc(2 * n), *b = malloc(2 * n); /* q8_0: 34 bytes per 32 */
+    qi_fill(x, n, QI_NORMAL, 5);
+    prog p = {0, 0, 0, 0, 1};
+    st_error err;
+    CHECK(st_ggml_quantize_progress(ST_GGML_Q8_0, x, a, nrows, nper, 2, on_progress, &p, &err) ==
+          ST_OK);
+    CHECK(p.calls >= 1 && p.monotonic && p.last == n * 4 && p.total == n * 4, "%d calls, %llu/%llu",
+          p.calls, (unsigned long long)p.last, (unsigned long long)p.total);
+    CHECK(st_ggml_quantize(ST_GGML_Q8_0, x, b, nrows, nper, 1, &err) == ST_OK);
+    CHECK(!memcmp(a, b, (size_t)st_ggml_row_bytes(ST_GGML_Q8_0, nper) * nrows));
+    prog stop = {0, 1, 0, 0, 1};
+    CHECK_EQ_INT(st_ggml_quantize_progress(ST_GGML_Q4_K, x, a, nrows, nper, 1, on_progress, &stop,
+                                           &err),
+                 ST_E_CALLBACK);
+    CHECK_EQ_INT(stop.calls, 1);
+    free(x);
+    free(a);
+    free(b);
+}
+
 int main(void)
 {
     test_table_and_args();
@@ -494,6 +537,7 @@ int main(void)
     test_paths_agree();
     test_error_bounds();
     test_dequant_random();
+    test_progress();
     printf("# simd: %s\n", st_quant_simd_available() ? "yes" : "no");
     TEST_END();
 }

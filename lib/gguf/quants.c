@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define QK 32   /* elements in a Q4_0 .. Q8_1 block */
@@ -1297,6 +1298,24 @@ static int check_type(int type, int quant, const qtype **out, st_error *err)
 int st_ggml_quantize(int type, const float *src, void *dst, uint64_t nrows, uint64_t n_per_row,
                      unsigned threads, st_error *err)
 {
+    return st_ggml_quantize_progress(type, src, dst, nrows, n_per_row, threads, NULL, NULL, err);
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Elements per piece when reporting progress: 4 MiB of input, a few ms to
+ * a few tens of ms of work, so a cancel is heard quickly. */
+#define PROGRESS_PIECE ((size_t)1 << 20)
+
+int st_ggml_quantize_progress(int type, const float *src, void *dst, uint64_t nrows,
+                              uint64_t n_per_row, unsigned threads, st_progress_fn progress,
+                              void *ctx, st_error *err)
+{
     const qtype *t;
     int rc = check_type(type, 1, &t, err);
     if (rc)
@@ -1312,11 +1331,31 @@ int st_ggml_quantize(int type, const float *src, void *dst, uint64_t nrows, uint
     if (n > SIZE_MAX / 4 || nblocks > SIZE_MAX / t->bytes)
         return st_fail(err, ST_E_OVERFLOW, ST_NO_OFFSET, "%s: %llu elements do not fit in memory",
                        t->name, (unsigned long long)n);
-    if (!nblocks)
-        return ST_OK;
-    if (!src || !dst)
+    if (nblocks && (!src || !dst))
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "%s: NULL buffer", t->name);
-    run_split(type, 1, src, dst, (size_t)nblocks, threads, min_blocks_per_thread(type, 1));
+    size_t min_blocks = min_blocks_per_thread(type, 1);
+    if (!progress) {
+        if (nblocks)
+            run_split(type, 1, src, dst, (size_t)nblocks, threads, min_blocks);
+        return ST_OK;
+    }
+    /* pieces, with a report at most every 200 ms and at the end */
+    size_t piece = PROGRESS_PIECE / t->blck;
+    uint64_t last = now_ms();
+    for (size_t at = 0; at < nblocks; at += piece) {
+        size_t len = nblocks - at < piece ? (size_t)nblocks - at : piece;
+        run_split(type, 1, src + at * t->blck, (uint8_t *)dst + at * t->bytes, len, threads,
+                  min_blocks);
+        uint64_t now = now_ms();
+        if (at + len < nblocks && now - last < 200)
+            continue;
+        last = now;
+        if (progress(ctx, (uint64_t)(at + len) * t->blck * 4, n * 4))
+            return st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "%s quantization cancelled",
+                           t->name);
+    }
+    if (!nblocks && progress(ctx, 0, 0))
+        return st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "%s quantization cancelled", t->name);
     return ST_OK;
 }
 
