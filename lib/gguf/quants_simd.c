@@ -644,8 +644,12 @@ AVX2_T static inline __attribute__((always_inline)) size_t quant_small(const flo
             off = _mm256_set1_ps(five ? 16.5f : 8.5f);
         }
         const float id = d ? 1.0f / d : 0.0f;
+        /* With 1/d finite, |d| >= 2^-128, where even a subnormal d is
+         * within 2^-21 of the exact quotient, so every level is in range
+         * (0..15 or 0..31 up to rounding) and the vector conversions and
+         * packs see what the scalar casts see. Otherwise: portable code. */
         if (!(d < __builtin_inff()) || !(id < __builtin_inff()) || !(id > -__builtin_inff()))
-            break; /* the portable code handles overflowing scales */
+            break;
         __m256 vid = _mm256_set1_ps(id), vmin = _mm256_set1_ps(min);
         __m256i q[4];
         for (int k = 0; k < 4; k++) {
