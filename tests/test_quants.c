@@ -239,6 +239,24 @@ static void test_paths_agree(void)
             }
         }
     }
+    /* groups scaled into and around the subnormal range, where the
+     * scales' reciprocals overflow or lose precision */
+    for (int round = 0; round < 8; round++) {
+        qi_fill(x, nrows * nper, QI_OUTLIER, 50 + (uint64_t)round);
+        qi_rng rs = {500 + (uint64_t)round};
+        for (size_t g = 0; g < nrows * nper; g += 32) {
+            float sc = 1.0f;
+            for (int e = 100 + (int)(qi_next(&rs) % 50); e > 0; e--)
+                sc *= 0.5f;
+            for (size_t i = 0; i < 32; i++)
+                x[g + i] *= sc;
+        }
+        for (size_t ti = 0; ti < NQ; ti++) {
+            size_t len;
+            free(quantize_both(QTYPES[ti], x, nrows, nper, 1, &len));
+        }
+    }
+
     /* values drawn from a few that make ties and signed zeros: which
      * equal-magnitude value or which zero the scalar code meets first
      * decides the bytes, and the vector code must agree */
