@@ -45,23 +45,6 @@ static inline float bitsf(uint32_t u)
     return f;
 }
 
-/* ggml's FP32 -> FP16 (from Maratyszcza's FP16 library): the magnitude is
- * scaled so that adding a power of two chosen from the exponent rounds the
- * mantissa at FP16's precision, in float arithmetic; NaN -> 0x7E00. */
-uint16_t st_ggml_f32_to_f16(float f)
-{
-    uint32_t w = fbits(f), shl1 = w << 1, sign = w & 0x80000000u;
-    if (shl1 > 0xFF000000u)
-        return (uint16_t)((sign >> 16) | 0x7E00u);
-    float base = (fabsf(f) * 0x1p+112f) * 0x1p-110f;
-    uint32_t bias = shl1 & 0xFF000000u;
-    if (bias < 0x71000000u)
-        bias = 0x71000000u;
-    base = bitsf((bias >> 1) + 0x07800000u) + base;
-    uint32_t b = fbits(base);
-    return (uint16_t)((sign >> 16) | (((b >> 13) & 0x7C00u) + (b & 0x0FFFu)));
-}
-
 /* Exact; a signalling NaN comes out quiet, as from ggml's float formula. */
 float st_ggml_f16_to_f32(uint16_t h)
 {

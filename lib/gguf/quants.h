@@ -7,8 +7,10 @@
 
 #include "common/internal.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Which kernels may be used: the portable C code only, or the best this CPU
  * has. Both give identical bytes. */
@@ -25,7 +27,7 @@ ST_INTERNAL void st_dequant_blocks(int type, const void *x, float *y, size_t nbl
 /* ggml's scalar conversions (ggml-impl.h), as ggml's quantizers apply them
  * to scales: F32 -> F16 rounds to nearest even, NaN -> 0x7E00 | sign;
  * F32 -> BF16 rounds to nearest even, NaN -> (bits >> 16) | 0x40. */
-ST_INTERNAL uint16_t st_ggml_f32_to_f16(float f);
+static inline uint16_t st_ggml_f32_to_f16(float f);
 ST_INTERNAL float st_ggml_f16_to_f32(uint16_t h);
 ST_INTERNAL uint16_t st_ggml_f32_to_bf16(float f);
 
@@ -38,6 +40,29 @@ ST_INTERNAL void st_requant(const float *x, int n, int with_dm, float dm, float 
                             int bias, uint8_t *L);
 ST_INTERNAL void st_requant_avx2(const float *x, int n, int with_dm, float dm, float d, int lo,
                                  int hi, int bias, uint8_t *L);
+
+/* ggml's FP32 -> FP16 (from Maratyszcza's FP16 library): the magnitude is
+ * scaled so that adding a power of two chosen from the exponent rounds the
+ * mantissa at FP16's precision, in float arithmetic. Inline: the vector
+ * kernels call it once or twice per block. */
+static inline uint16_t st_ggml_f32_to_f16(float f)
+{
+    uint32_t w, b;
+    memcpy(&w, &f, 4);
+    uint32_t shl1 = w << 1, sign = w & 0x80000000u;
+    if (shl1 > 0xFF000000u)
+        return (uint16_t)((sign >> 16) | 0x7E00u);
+    float base = (fabsf(f) * 0x1p+112f) * 0x1p-110f;
+    uint32_t bias = shl1 & 0xFF000000u;
+    if (bias < 0x71000000u)
+        bias = 0x71000000u;
+    uint32_t pb = (bias >> 1) + 0x07800000u;
+    float p;
+    memcpy(&p, &pb, 4);
+    base = p + base;
+    memcpy(&b, &base, 4);
+    return (uint16_t)((sign >> 16) | (((b >> 13) & 0x7C00u) + (b & 0x0FFFu)));
+}
 
 /* Pieces of the k-quants shared with the SIMD kernels, which do the
  * sub-block fits themselves: from the fits (scales, mins) to the block's
