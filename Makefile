@@ -18,7 +18,9 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
             -Wpointer-arith -Wformat=2 -Wvla
 CPPFLAGS += -Iinclude -Ilib -D_GNU_SOURCE
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -fPIC -fvisibility=hidden -pthread $(WARN)
+# -ffp-contract=off: no fused multiply-add even when -march allows it (the
+# GGUF quantizers must round each operation as ggml's reference does).
+CFLAGS   += -std=c11 -fPIC -fvisibility=hidden -pthread -ffp-contract=off $(WARN)
 LDLIBS   := -lcrypto -lz -lpthread -lm
 
 ifeq ($(SAN),1)

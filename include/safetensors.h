@@ -1226,6 +1226,98 @@ ST_API void st_install_plan_free(st_install_plan *plan);
 
 /* ======================= end of Model operations ======================== */
 
+/* ------------------------------------------------------------------------ */
+/* GGUF quantization (lib/gguf/quants.c)                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * ggml's block quantizations, byte for byte. st_ggml_quantize gives exactly
+ * the bytes of ggml's reference quantizers (quantize_row_<type>_ref in
+ * ggml's src/ggml-quants.c, what llama.cpp's quantize writes without an
+ * importance matrix) for every input, Inf and overflowing scales included
+ * (there as ggml on x86). Blocks holding NaN follow ggml's code too, but
+ * ggml's own bytes for them depend on its compiler (which of two NaN
+ * payloads an operation propagates); ours match a gcc build. F16 and BF16
+ * are ggml's own conversions (round to nearest even; F16: NaN -> 0x7E00
+ * with the sign; BF16: NaN -> the top half with the quiet bit set).
+ * st_ggml_dequantize uses ggml's dequantize_row_<type> formulas, so it gives
+ * ggml's floats, NaN payloads included.
+ *
+ * SIMD kernels (x86 AVX2, chosen at run time) and the portable code give
+ * identical bytes; ST_GGML_PORTABLE=1 in the environment makes both calls
+ * use the portable code only (for tests and benchmarks). Both calls split large arrays over threads they create
+ * and join before returning (threads: 0 = one per CPU); they are reentrant
+ * and use no global state. Buffers must not overlap.
+ */
+
+/* ggml's enum ggml_type, values exactly (gaps are types ggml removed). */
+typedef enum st_ggml_type {
+    ST_GGML_F32 = 0, ST_GGML_F16 = 1, ST_GGML_Q4_0 = 2, ST_GGML_Q4_1 = 3,
+    ST_GGML_Q5_0 = 6, ST_GGML_Q5_1 = 7, ST_GGML_Q8_0 = 8, ST_GGML_Q8_1 = 9,
+    ST_GGML_Q2_K = 10, ST_GGML_Q3_K = 11, ST_GGML_Q4_K = 12, ST_GGML_Q5_K = 13,
+    ST_GGML_Q6_K = 14, ST_GGML_Q8_K = 15, ST_GGML_IQ2_XXS = 16,
+    ST_GGML_IQ2_XS = 17, ST_GGML_IQ3_XXS = 18, ST_GGML_IQ1_S = 19,
+    ST_GGML_IQ4_NL = 20, ST_GGML_IQ3_S = 21, ST_GGML_IQ2_S = 22,
+    ST_GGML_IQ4_XS = 23, ST_GGML_I8 = 24, ST_GGML_I16 = 25, ST_GGML_I32 = 26,
+    ST_GGML_I64 = 27, ST_GGML_F64 = 28, ST_GGML_IQ1_M = 29, ST_GGML_BF16 = 30,
+    ST_GGML_TQ1_0 = 34, ST_GGML_TQ2_0 = 35, ST_GGML_MXFP4 = 39,
+    ST_GGML_NVFP4 = 40, ST_GGML_Q1_0 = 41, ST_GGML_Q2_0 = 42
+} st_ggml_type;
+
+/** ggml's name of a type ("f32", "q4_K", "iq2_xxs", ...); NULL if unknown. */
+ST_API const char *st_ggml_type_name(int type);
+
+/** Elements per block (1 for F32, F16, BF16 and the integer types); 0 if
+ * the type is unknown. Every type of the enum has a size. */
+ST_API uint32_t st_ggml_block_elements(int type);
+
+/** Bytes per block; 0 if the type is unknown. */
+ST_API uint32_t st_ggml_block_bytes(int type);
+
+/** 1 for the types st_ggml_quantize writes: F32, F16, BF16, Q8_0, Q5_1,
+ * Q5_0, Q4_1, Q4_0, Q6_K, Q5_K, Q4_K, Q3_K, Q2_K; else 0. */
+ST_API int st_ggml_can_quantize(int type);
+
+/** 1 for the types st_ggml_dequantize reads: those of st_ggml_can_quantize
+ * plus Q8_1 and Q8_K; else 0. */
+ST_API int st_ggml_can_dequantize(int type);
+
+/**
+ * Quantizes nrows rows of n_per_row floats (n_per_row a multiple of the
+ * block size) into dst, rows back to back (st_ggml_row_bytes(type,
+ * n_per_row) bytes each), bytes identical to ggml's
+ * quantize_row_<type>_ref. Errors: ST_E_ARG (unknown type, n_per_row not
+ * a multiple of the block size, NULL buffer), ST_E_UNSUPPORTED (a type
+ * that cannot be quantized), ST_E_OVERFLOW (size does not fit).
+ */
+ST_API int st_ggml_quantize(int type, const float *src, void *dst, uint64_t nrows,
+                            uint64_t n_per_row, unsigned threads, st_error *err);
+
+/**
+ * st_ggml_quantize with progress: the work is done in pieces of about
+ * 4 MiB of input, and progress(ctx, input bytes done, input bytes total)
+ * is called between pieces (at most every 200 ms) and at the end; a
+ * non-zero return stops the work with ST_E_CALLBACK (dst then holds a
+ * prefix of the result). progress may be NULL.
+ */
+ST_API int st_ggml_quantize_progress(int type, const float *src, void *dst, uint64_t nrows,
+                                     uint64_t n_per_row, unsigned threads,
+                                     st_progress_fn progress, void *ctx, st_error *err);
+
+/**
+ * Dequantizes n elements (a multiple of the block size) of `type` from src
+ * (n / block elements * block bytes) into dst, with ggml's
+ * dequantize_row_<type> formulas. Errors as st_ggml_quantize's.
+ */
+ST_API int st_ggml_dequantize(int type, const void *src, float *dst, uint64_t n,
+                              unsigned threads, st_error *err);
+
+/** Bytes of a row of n_per_row elements; 0 if n_per_row is not a multiple
+ * of the block size, the type is unknown or the size overflows. */
+ST_API uint64_t st_ggml_row_bytes(int type, uint64_t n_per_row);
+
+/* ===================== end of GGUF quantization ========================= */
+
 #ifdef __cplusplus
 }
 #endif
