@@ -23,7 +23,7 @@ static int open_ckpt(const char *path, st_ckpt **ck)
     if (err.code == ST_OK)
         err.code = rc;
     cli_print_error(path, &err);
-    return CLI_EXIT_ERROR;
+    return cli_exit_code(err.code);
 }
 
 static int by_name(const void *pa, const void *pb)

@@ -21,12 +21,14 @@ static const char usage[] =
     "      --json  one JSON document on stdout\n"
     "  -h, --help  show this help\n"
     "\n"
-    "Exit status: 0 nothing dangerous, 1 a dangerous global was found,\n"
-    "2 a file could not be read to its end (or usage error).\n";
+    "Exit status: 0 nothing dangerous, 1 a file is dangerous or invalid (a\n"
+    "malformed or over-limit pickle or container), 2 usage or I/O error. The\n"
+    "worst outcome over all files wins.\n";
 
 typedef struct scan_totals {
     int dangerous_files;
     int error_files;
+    int exit;  /* worst so far: I/O error (2) outranks a verdict (1) */
     bool first;
 } scan_totals;
 
@@ -143,10 +145,16 @@ static void scan_one(const char *path, bool json, scan_totals *t)
         rc = st_ckpt_open(path, ST_CKPT_SCAN, NULL, &ck, &err);
     if (rc != ST_OK && err.code == ST_OK)
         err.code = rc;
-    if (ck && st_ckpt_dangerous_count(ck))
+    int ex = CLI_EXIT_OK;
+    if (ck && st_ckpt_dangerous_count(ck)) {
         t->dangerous_files++;
-    else if (rc != ST_OK || (ck && st_ckpt_scan_error(ck)))
+        ex = CLI_EXIT_INVALID;
+    } else if (rc != ST_OK || (ck && st_ckpt_scan_error(ck))) {
         t->error_files++;
+        ex = cli_exit_code(rc != ST_OK ? err.code : st_ckpt_scan_error(ck)->code);
+    }
+    if (ex > t->exit)
+        t->exit = ex;
     if (json)
         print_json(path, fmt, ck, &err, t);
     else
@@ -172,12 +180,12 @@ int cmd_scan(int argc, char **argv)
     }
     if (optind >= argc)
         return cli_usage_error(usage, "scan: expected at least one FILE");
-    scan_totals t = {0, 0, true};
+    scan_totals t = {0, 0, CLI_EXIT_OK, true};
     if (json)
         fputs("{\"files\":[\n", stdout);
     for (int i = optind; i < argc; i++)
         scan_one(argv[i], json, &t);
     if (json)
         printf("\n],\"dangerous_files\":%d,\"error_files\":%d}\n", t.dangerous_files, t.error_files);
-    return t.dangerous_files ? 1 : t.error_files ? CLI_EXIT_ERROR : CLI_EXIT_OK;
+    return t.exit;
 }

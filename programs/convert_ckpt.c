@@ -39,7 +39,7 @@ static int report(const char *path, st_error *err, int rc)
     if (err->code == ST_OK)
         err->code = rc;
     cli_print_error(path, err);
-    return CLI_EXIT_ERROR;
+    return cli_exit_code(err->code);
 }
 
 int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe)
