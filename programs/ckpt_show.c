@@ -10,7 +10,8 @@ bool ckpt_is_pickle_file(const char *path)
 {
     st_format fmt = ST_FORMAT_UNKNOWN;
     return st_ckpt_detect(path, &fmt, NULL) == ST_OK &&
-           (fmt == ST_FORMAT_ZIP_PICKLE || fmt == ST_FORMAT_LEGACY_PICKLE || fmt == ST_FORMAT_RAW_PICKLE);
+           (fmt == ST_FORMAT_ZIP_PICKLE || fmt == ST_FORMAT_LEGACY_PICKLE || fmt == ST_FORMAT_RAW_PICKLE ||
+            fmt == ST_FORMAT_TORCHSCRIPT || fmt == ST_FORMAT_TAR_PICKLE);
 }
 
 static int open_ckpt(const char *path, st_ckpt **ck)

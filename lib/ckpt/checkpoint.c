@@ -25,7 +25,22 @@ typedef struct ck_storage {
     bool located;
     int64_t root;          /* legacy views: index of the root storage, or -1 */
     uint64_t view_off;     /* elements into the root                         */
+    const unsigned char *mem; /* numpy arrays: the bytes, in a kept pickle  */
+    bool be;               /* big-endian data                                */
 } ck_storage;
+
+typedef struct ck_array {
+    st_ckpt_array pub;
+} ck_array;
+
+/* tar checkpoints: a tensor of the "tensors" member, by its key */
+typedef struct ck_tar_tensor {
+    const char *key;
+    pk_value value;        /* a PK_TENSOR                                    */
+    pk_value storage;      /* its PK_STORAGE                                 */
+} ck_tar_tensor;
+
+#define MAX_OPS 65536u
 
 typedef struct ck_tensor {
     st_ckpt_tensor pub;
@@ -67,6 +82,22 @@ struct st_ckpt {
     size_t name_len, name_cap;
     uint64_t visits;
     uint64_t hash_seed; /* the indexes hash names the file chose: seeded */
+    /* TorchScript */
+    const char *rec_dir;   /* records of the pickle being read: "data/"...  */
+    bool const_keys;       /* storage keys get "constants/" (not data's)    */
+    st_ckpt_code *code;
+    size_t ncode, codecap;
+    st_ckpt_op *ops;
+    size_t nops, opscap;
+    ck_index op_index;
+    /* numpy arrays and the pickles whose arenas hold their bytes */
+    ck_array *arr;
+    size_t narr, arrcap;
+    pk_machine **keep;
+    size_t nkeep, keepcap;
+    /* tar */
+    ck_tar_tensor **tt;    /* entries in the arena, sorted by key when read */
+    size_t ntt, ttcap;
 };
 
 /* ---- small helpers ---- */
@@ -188,6 +219,16 @@ static uint64_t g_hash(const st_ckpt *ck, uint32_t pos)
     return g_hash2(ck, ck->g[pos].module, ck->g[pos].module_len, ck->g[pos].name, ck->g[pos].name_len);
 }
 
+/* operators by name */
+static bool op_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
+{
+    return ck->ops[pos].name_len == len && memcmp(ck->ops[pos].name, key, len) == 0;
+}
+static uint64_t op_hash(const st_ckpt *ck, uint32_t pos)
+{
+    return ck_hash(ck, ck->ops[pos].name, ck->ops[pos].name_len);
+}
+
 /* ---- format detection ---- */
 
 static const unsigned char legacy_magic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
@@ -230,15 +271,36 @@ static st_format detect_buf(const unsigned char *h, size_t n, uint64_t size, con
     return ST_FORMAT_UNKNOWN;
 }
 
-static int detect_fd(int fd, uint64_t size, st_format *out, bool *tar, st_error *err)
+/* TorchScript archives have code/ (and constants.pkl) beside data.pkl. */
+static bool zip_is_torchscript(const st_zip *z)
+{
+    for (size_t i = 0; i < z->count; i++) {
+        const st_zip_entry *en = &z->entries[i];
+        const char *rest = en->name + z->prefix_len;
+        size_t rl = en->name_len - z->prefix_len;
+        if ((rl > 5 && memcmp(rest, "code/", 5) == 0) || (rl == 13 && memcmp(rest, "constants.pkl", 13) == 0))
+            return true;
+    }
+    return false;
+}
+
+static int detect_fd(int fd, uint64_t size, st_format *out, st_error *err)
 {
     unsigned char h[4096], last = 0;
     size_t n = size < sizeof h ? (size_t)size : sizeof h;
     if (st_pread_full(fd, h, n, 0) || (size && st_pread_full(fd, &last, 1, size - 1)))
         return st_fail(err, ST_E_IO, 0, "read error");
     *out = detect_buf(h, n, size, size ? &last : NULL);
-    if (tar)
-        *tar = n >= 262 && memcmp(h + 257, "ustar", 5) == 0;
+    if (*out == ST_FORMAT_UNKNOWN && n >= 263 && memcmp(h + 257, "ustar", 5) == 0)
+        *out = ST_FORMAT_TAR_PICKLE;
+    if (*out == ST_FORMAT_ZIP_PICKLE) {
+        st_zip z;
+        if (st_zip_open(fd, size, &z, NULL) == ST_OK) { /* a bad zip: open says why */
+            if (zip_is_torchscript(&z))
+                *out = ST_FORMAT_TORCHSCRIPT;
+            st_zip_free(&z);
+        }
+    }
     return ST_OK;
 }
 
@@ -268,7 +330,7 @@ int st_ckpt_detect(const char *path, st_format *out, st_error *err)
     int rc = open_fd(path, &fd, &size, err);
     if (rc)
         return rc;
-    rc = detect_fd(fd, size, out, NULL, err);
+    rc = detect_fd(fd, size, out, err);
     close(fd);
     return rc;
 }
@@ -280,6 +342,8 @@ const char *st_format_name(st_format f)
     case ST_FORMAT_ZIP_PICKLE: return "zip-pickle";
     case ST_FORMAT_LEGACY_PICKLE: return "legacy-pickle";
     case ST_FORMAT_RAW_PICKLE: return "raw-pickle";
+    case ST_FORMAT_TORCHSCRIPT: return "torchscript";
+    case ST_FORMAT_TAR_PICKLE: return "tar-pickle";
     case ST_FORMAT_UNKNOWN: break;
     }
     return "unknown";
@@ -318,6 +382,37 @@ static int on_global(void *ctx, const char *mod, size_t modn, const char *name, 
         ck->ndanger++;
     index_insert(&ck->g_index, h, (uint32_t)ck->ng);
     *id = (uint32_t)ck->ng++;
+    return ST_OK;
+}
+
+static int on_array(void *ctx, pk_value *v, st_error *err)
+{
+    st_ckpt *ck = ctx;
+    if (ck->narr >= ck->lim.max_tensors)
+        return st_fail(err, ST_E_PICKLE_LIMIT, v->u.arr.offset, "more than %llu numpy arrays",
+                       (unsigned long long)ck->lim.max_tensors);
+    if (grow((void **)&ck->arr, &ck->arrcap, ck->narr + 1, sizeof *ck->arr))
+        return nomem(err);
+    ck_array *a = &ck->arr[ck->narr];
+    memset(a, 0, sizeof *a);
+    uint32_t rank = v->u.arr.rank;
+    char *dt = st_arena_alloc(&ck->arena, v->u.arr.coden + 2, NULL);
+    uint64_t *shape = st_arena_alloc(&ck->arena, (rank ? rank : 1) * sizeof *shape, NULL);
+    if (!dt || !shape)
+        return nomem(err);
+    dt[0] = v->u.arr.order;
+    memcpy(dt + 1, v->u.arr.code, v->u.arr.coden);
+    dt[v->u.arr.coden + 1] = 0;
+    memcpy(shape, v->u.arr.shape, rank * sizeof *shape);
+    a->pub.pickle = ck->pickle_label;
+    a->pub.offset = v->u.arr.offset;
+    a->pub.numpy_dtype = dt;
+    a->pub.dtype = v->u.arr.dtype;
+    a->pub.rank = rank;
+    a->pub.shape = shape;
+    a->pub.fortran = v->u.arr.fortran;
+    a->pub.refused = v->u.arr.dtype < 0 ? v->u.arr.why : NULL;
+    v->u.arr.rec = (uint32_t)++ck->narr;
     return ST_OK;
 }
 
@@ -383,6 +478,18 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
     /* The storage this pid names: a view's own key, else the root key. */
     const char *k = view ? view->u.seq.v[0]->u.s.p : key->u.s.p;
     size_t kn = view ? view->u.seq.v[0]->u.s.n : key->u.s.n;
+    const char *rk = k; /* the record's own name */
+    size_t rkn = kn;
+    if (ck->const_keys) { /* constants/0 is not data/0 */
+        char *ckey = st_arena_alloc(&ck->arena, kn + 11, NULL);
+        if (!ckey)
+            return nomem(err);
+        memcpy(ckey, "constants/", 10);
+        memcpy(ckey + 10, k, kn);
+        ckey[kn + 10] = 0;
+        k = ckey;
+        kn += 10;
+    }
     uint64_t h = ck_hash(ck, k, kn);
     uint32_t *slot = index_slot(&ck->st_index, ck, h, k, kn, st_eq);
     if (slot && *slot) {
@@ -427,17 +534,19 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
     s->numel = view ? (uint64_t)view->u.seq.v[2]->u.i : (uint64_t)numel->u.i;
     s->root = root;
     s->view_off = view ? (uint64_t)view->u.seq.v[1]->u.i : 0;
+    s->be = ck->big_endian;
     if (s->numel > UINT64_MAX / s->elem)
         return pid_error(err, "storage size overflows");
-    if (ck->format == ST_FORMAT_ZIP_PICKLE) {
-        /* the record: <prefix>data/<key> */
-        size_t need = ck->zip.prefix_len + 5 + kn;
+    if (ck->format == ST_FORMAT_ZIP_PICKLE || ck->format == ST_FORMAT_TORCHSCRIPT) {
+        /* the record: <prefix>data/<key> (constants/<key> for constants.pkl) */
+        const char *dir = ck->rec_dir ? ck->rec_dir : "data/";
+        size_t dl = strlen(dir), need = ck->zip.prefix_len + dl + rkn;
         char *rec = malloc(need + 1);
         if (!rec)
             return nomem(err);
         memcpy(rec, ck->zip.prefix, ck->zip.prefix_len);
-        memcpy(rec + ck->zip.prefix_len, "data/", 5);
-        memcpy(rec + ck->zip.prefix_len + 5, k, kn);
+        memcpy(rec + ck->zip.prefix_len, dir, dl);
+        memcpy(rec + ck->zip.prefix_len + dl, rk, rkn);
         rec[need] = 0;
         const st_zip_entry *en = st_zip_find(&ck->zip, rec, need);
         char q[200];
@@ -570,6 +679,86 @@ static int emit_tensor(st_ckpt *ck, const pk_value *tv, st_error *err)
 
 static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err);
 
+/* A TorchScript module object: an instance of a class the archive's code
+ * defines (__torch__.*), its attributes set by BUILD as a dict. */
+static bool ts_module(const st_ckpt *ck, const pk_value *v)
+{
+    if (ck->format != ST_FORMAT_TORCHSCRIPT || v->kind != PK_OBJECT || !v->u.o.cls ||
+        v->u.o.cls->kind != PK_GLOBAL || !v->u.o.state || v->u.o.state->kind != PK_DICT)
+        return false;
+    const pk_value *g = v->u.o.cls;
+    return g->u.g.modn >= 9 && memcmp(g->u.g.mod, "__torch__", 9) == 0 &&
+           (g->u.g.modn == 9 || g->u.g.mod[9] == '.');
+}
+
+/* A numpy array where a tensor would be: a tensor on a storage made of
+ * the array's bytes (kept in its pickle's arena), or, for a dtype that is
+ * no tensor's, a note on the array's record and nothing else. */
+static int emit_array(st_ckpt *ck, pk_value *v, st_error *err)
+{
+    ck_array *rec = v->u.arr.rec ? &ck->arr[v->u.arr.rec - 1] : NULL;
+    if (rec && !rec->pub.name) {
+        rec->pub.name = st_arena_strdup(&ck->arena, ck->name, ck->name_len, NULL);
+        rec->pub.name_len = ck->name_len;
+        if (!rec->pub.name)
+            return nomem(err);
+    }
+    if (v->u.arr.dtype < 0 || !v->u.arr.data) {
+        if (rec && !rec->pub.refused)
+            rec->pub.refused = v->u.arr.why ? v->u.arr.why : "no data";
+        return ST_OK;
+    }
+    char key[40];
+    int kl = snprintf(key, sizeof key, "numpy@%llu", (unsigned long long)v->u.arr.offset);
+    uint64_t h = ck_hash(ck, key, (size_t)kl);
+    uint32_t *slot = index_slot(&ck->st_index, ck, h, key, (size_t)kl, st_eq), si;
+    if (slot && *slot) {
+        si = *slot - 1;
+    } else {
+        if (ck->nst >= UINT32_MAX - 1 || index_grow(&ck->st_index, ck, st_hash) ||
+            grow((void **)&ck->st, &ck->stcap, ck->nst + 1, sizeof *ck->st))
+            return nomem(err);
+        ck_storage *s = &ck->st[ck->nst];
+        memset(s, 0, sizeof *s);
+        s->key = st_arena_strdup(&ck->arena, key, (size_t)kl, NULL);
+        if (!s->key)
+            return nomem(err);
+        s->key_len = (size_t)kl;
+        s->type_name = "numpy.ndarray";
+        s->dtype = v->u.arr.dtype;
+        s->elem = v->u.arr.elem;
+        s->swap = s->dtype == ST_C64 ? 4 : s->elem > 1 ? s->elem : 0;
+        s->be = v->u.arr.order == '>';
+        s->numel = v->u.arr.numel;
+        s->root = -1;
+        s->mem = v->u.arr.data;
+        s->located = true;
+        index_insert(&ck->st_index, h, (uint32_t)ck->nst);
+        si = (uint32_t)ck->nst++;
+    }
+    uint32_t rank = v->u.arr.rank;
+    uint64_t *stride = malloc((rank ? rank : 1) * sizeof *stride);
+    if (!stride)
+        return nomem(err);
+    /* C order, or Fortran order (first index fastest), in elements */
+    uint64_t acc = 1;
+    for (uint32_t i = 0; i < rank; i++) {
+        uint32_t d = v->u.arr.fortran ? i : rank - 1 - i;
+        stride[d] = acc;
+        acc *= v->u.arr.shape[d] ? v->u.arr.shape[d] : 1;
+    }
+    pk_value sv = {.kind = PK_STORAGE};
+    sv.u.st.index = si;
+    pk_value tv = {.kind = PK_TENSOR};
+    tv.u.t.storage = &sv;
+    tv.u.t.rank = rank;
+    tv.u.t.shape = v->u.arr.shape;
+    tv.u.t.stride = stride;
+    int rc = emit_tensor(ck, &tv, err);
+    free(stride);
+    return rc;
+}
+
 /* A tensor torch rebuilds with a function we do not read (sparse,
  * quantized, nested, meta, numpy-backed...): an error where it would be
  * named, rather than a tensor silently missing from the output. */
@@ -598,7 +787,8 @@ static int flatten_child(st_ckpt *ck, const char *key, size_t keylen, pk_value *
         ck->name_len = saved;
         return rc;
     }
-    if (v->kind != PK_TENSOR && v->kind != PK_DICT && v->kind != PK_LIST && v->kind != PK_TUPLE)
+    if (v->kind != PK_TENSOR && v->kind != PK_DICT && v->kind != PK_LIST && v->kind != PK_TUPLE &&
+        v->kind != PK_ARRAY && !ts_module(ck, v))
         return ST_OK; /* non-tensor values are dropped */
     size_t saved;
     int rc = name_push(ck, key, keylen, &saved, err);
@@ -621,13 +811,16 @@ static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err)
                        ck->lim.max_depth);
     if (v->kind == PK_TENSOR)
         return emit_tensor(ck, v, err);
+    if (v->kind == PK_ARRAY)
+        return emit_array(ck, v, err);
     if (v->visiting)
         return ST_OK; /* a cycle holds nothing new */
     int rc = ST_OK;
     v->visiting = 1;
-    if (v->kind == PK_DICT) {
-        for (size_t i = 0; i < v->u.seq.n && !rc; i++) {
-            pk_value *k = v->u.seq.v[2 * i], *val = v->u.seq.v[2 * i + 1];
+    pk_value *d = ts_module(ck, v) ? v->u.o.state : v;
+    if (d->kind == PK_DICT) {
+        for (size_t i = 0; i < d->u.seq.n && !rc; i++) {
+            pk_value *k = d->u.seq.v[2 * i], *val = d->u.seq.v[2 * i + 1];
             char num[32];
             if (k->kind == PK_STR)
                 rc = flatten_child(ck, k->u.s.p, k->u.s.n, val, depth, err);
@@ -725,11 +918,11 @@ static int name_tensors(st_ckpt *ck, pk_value *root, st_error *err)
             v = sd;
     }
     ck->name_len = 0;
-    if (v->kind == PK_TENSOR) {
+    if (v->kind == PK_TENSOR || v->kind == PK_ARRAY) {
         size_t saved;
         if ((rc = name_push(ck, "tensor", 6, &saved, err)))
             return rc;
-        return emit_tensor(ck, v, err);
+        return v->kind == PK_TENSOR ? emit_tensor(ck, v, err) : emit_array(ck, v, err);
     }
     return flatten(ck, v, 0, err);
 }
@@ -749,6 +942,8 @@ static const pk_hooks *hooks_for(st_ckpt *ck, pk_hooks *h)
     h->ctx = ck;
     h->global = on_global;
     h->persid = on_persid;
+    h->array = on_array;
+    h->persid_value = NULL;
     return h;
 }
 
@@ -828,16 +1023,228 @@ done:
     return rc;
 }
 
+/* Keeps a pickle's arena alive with the checkpoint when numpy arrays the
+ * tensors read from were rebuilt in it; else frees it. */
+static int keep_machine(st_ckpt *ck, pk_machine *m, size_t narr_before, st_error *err)
+{
+    if (!m || ck->narr == narr_before) {
+        pk_free(m);
+        return ST_OK;
+    }
+    if (grow((void **)&ck->keep, &ck->keepcap, ck->nkeep + 1, sizeof *ck->keep)) {
+        pk_free(m);
+        return nomem(err);
+    }
+    ck->keep[ck->nkeep++] = m;
+    return ST_OK;
+}
+
+/* Streams an entry's bytes (inflated if deflated) to fn in 64 KiB pieces;
+ * size and CRC-32 checked at the end. */
+typedef int (*chunk_fn)(void *ctx, const unsigned char *p, size_t n);
+
+static int zip_stream(st_ckpt *ck, const st_zip_entry *en, chunk_fn fn, void *ctx, st_error *err)
+{
+    enum { CH = 1 << 16 };
+    char q[200];
+    st_quote_name(q, sizeof q, en->name, en->name_len);
+    unsigned char *in = malloc(CH), *out = malloc(CH);
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    bool inflating = en->method == 8;
+    int rc = ST_OK;
+    if (!in || !out || (inflating && inflateInit2(&zs, -15) != Z_OK)) {
+        free(in);
+        free(out);
+        return nomem(err);
+    }
+    uLong crc = crc32(0L, Z_NULL, 0);
+    uint64_t total = 0;
+    bool ended = !inflating;
+    for (uint64_t off = 0; off < en->csize && !rc;) {
+        size_t n = en->csize - off < CH ? (size_t)(en->csize - off) : CH;
+        if (st_pread_full(ck->fd, in, n, en->data_offset + off)) {
+            rc = st_fail(err, ST_E_IO, en->data_offset + off, "read error");
+            break;
+        }
+        off += n;
+        if (!inflating) {
+            crc = crc32(crc, in, (uInt)n);
+            total += n;
+            if ((rc = fn(ctx, in, n)))
+                break;
+            continue;
+        }
+        zs.next_in = in;
+        zs.avail_in = (uInt)n;
+        while (zs.avail_in && !ended && !rc) {
+            zs.next_out = out;
+            zs.avail_out = CH;
+            int zr = inflate(&zs, Z_NO_FLUSH);
+            if (zr != Z_OK && zr != Z_STREAM_END) {
+                rc = st_fail(err, ST_E_ZIP, en->data_offset, "bad deflate data in %s", q);
+                break;
+            }
+            size_t got = CH - zs.avail_out;
+            total += got;
+            if (total > en->size) {
+                rc = st_fail(err, ST_E_ZIP, en->data_offset, "%s inflates past its stated size", q);
+                break;
+            }
+            crc = crc32(crc, out, (uInt)got);
+            if (got && (rc = fn(ctx, out, got)))
+                break;
+            if (zr == Z_STREAM_END)
+                ended = true;
+            else if (got == 0 && zs.avail_in == 0)
+                break;
+        }
+    }
+    if (!rc && (total != en->size || !ended))
+        rc = st_fail(err, ST_E_ZIP, en->data_offset, "%s inflates to the wrong size", q);
+    if (!rc && crc != en->crc32)
+        rc = st_fail(err, ST_E_ZIP, en->data_offset, "CRC-32 mismatch in %s", q);
+    if (inflating)
+        inflateEnd(&zs);
+    free(in);
+    free(out);
+    return rc;
+}
+
+typedef struct code_ctx {
+    st_ckpt *ck;
+    st_ts_lexer lx;
+    st_error *err;
+} code_ctx;
+
+static int on_call(void *ctx, const char *name, size_t len)
+{
+    code_ctx *c = ctx;
+    st_ckpt *ck = c->ck;
+    ck->code[ck->ncode - 1].calls++;
+    uint64_t h = ck_hash(ck, name, len);
+    uint32_t *slot = index_slot(&ck->op_index, ck, h, name, len, op_eq);
+    if (slot && *slot) {
+        ck->ops[*slot - 1].count++;
+        return 0;
+    }
+    if (ck->nops >= MAX_OPS)
+        return 0; /* counted in the file's calls, not listed */
+    if (index_grow(&ck->op_index, ck, op_hash) || grow((void **)&ck->ops, &ck->opscap, ck->nops + 1, sizeof *ck->ops))
+        return nomem(c->err);
+    st_ckpt_op *op = &ck->ops[ck->nops];
+    op->name = st_arena_strdup(&ck->arena, name, len, NULL);
+    if (!op->name)
+        return nomem(c->err);
+    op->name_len = len;
+    op->count = 1;
+    op->first_code = ck->ncode - 1;
+    index_insert(&ck->op_index, h, (uint32_t)ck->nops++);
+    return 0;
+}
+
+static int lex_chunk(void *ctx, const unsigned char *p, size_t n)
+{
+    code_ctx *c = ctx;
+    return st_ts_lex(&c->lx, p, n, on_call, c);
+}
+
+static int scan_code(st_ckpt *ck, const st_zip_entry *en, st_error *err)
+{
+    if (grow((void **)&ck->code, &ck->codecap, ck->ncode + 1, sizeof *ck->code))
+        return nomem(err);
+    st_ckpt_code *cd = &ck->code[ck->ncode++];
+    memset(cd, 0, sizeof *cd);
+    cd->path = en->name;
+    cd->path_len = en->name_len;
+    cd->size = en->size;
+    code_ctx c;
+    c.ck = ck;
+    c.err = err;
+    st_ts_lex_init(&c.lx);
+    return zip_stream(ck, en, lex_chunk, &c, err);
+}
+
+static bool has_suffix(const char *s, size_t n, const char *suf)
+{
+    size_t l = strlen(suf);
+    return n >= l && memcmp(s + n - l, suf, l) == 0;
+}
+
+/* Every pickle of an archive: *.pkl, TorchScript's *.debug_pkl, and
+ * stored entries under extra/ that begin as a pickle does. */
+static bool is_pickle_entry(const st_ckpt *ck, const st_zip_entry *en)
+{
+    const char *rest = en->name + ck->zip.prefix_len;
+    size_t rl = en->name_len - ck->zip.prefix_len;
+    if (has_suffix(rest, rl, ".pkl") || has_suffix(rest, rl, ".debug_pkl"))
+        return true;
+    unsigned char b = 0;
+    return rl > 6 && memcmp(rest, "extra/", 6) == 0 && en->method == 0 && en->size >= 2 &&
+           st_pread_full(ck->fd, &b, 1, en->data_offset) == 0 && b == 0x80;
+}
+
+static bool is_code_entry(const st_ckpt *ck, const st_zip_entry *en)
+{
+    const char *rest = en->name + ck->zip.prefix_len;
+    size_t rl = en->name_len - ck->zip.prefix_len;
+    return rl > 5 && memcmp(rest, "code/", 5) == 0 && has_suffix(rest, rl, ".py");
+}
+
+/* constants.pkl: a tuple the code calls CONSTANTS.c0, c1, ... */
+static int name_constants(st_ckpt *ck, pk_value *res, st_error *err)
+{
+    if (!res || res->kind != PK_TUPLE)
+        return st_fail(err, ST_E_CKPT_FORMAT, ST_NO_OFFSET, "constants.pkl does not hold a tuple");
+    int rc = ST_OK;
+    for (size_t i = 0; i < res->u.seq.n && !rc; i++) {
+        pk_value *v = res->u.seq.v[i];
+        if (v->kind != PK_TENSOR && v->kind != PK_ARRAY)
+            continue;
+        char nm[48];
+        int n = snprintf(nm, sizeof nm, "CONSTANTS.c%zu", i);
+        ck->name_len = 0;
+        size_t saved;
+        if ((rc = name_push(ck, nm, (size_t)n, &saved, err)))
+            break;
+        rc = v->kind == PK_TENSOR ? emit_tensor(ck, v, err) : emit_array(ck, v, err);
+    }
+    ck->name_len = 0;
+    return rc;
+}
+
 static int open_zip(st_ckpt *ck, st_error *err)
 {
     int rc = st_zip_open(ck->fd, ck->size, &ck->zip, err);
     if (rc)
         return rc;
+    if (ck->format == ST_FORMAT_ZIP_PICKLE && zip_is_torchscript(&ck->zip))
+        ck->format = ST_FORMAT_TORCHSCRIPT;
+    /* TorchScript code: listed and lexed, never run (both modes) */
+    for (size_t i = 0; i < ck->zip.count; i++) {
+        const st_zip_entry *en = &ck->zip.entries[i];
+        if (!is_code_entry(ck, en))
+            continue;
+        st_error e = {0};
+        if (en->size > ck->lim.max_pickle_bytes)
+            rc = st_fail(&e, ST_E_PICKLE_LIMIT, en->data_offset, "code file larger than the limit");
+        else
+            rc = scan_code(ck, en, &e);
+        if (rc) {
+            if (!ck->scan_only) {
+                if (err)
+                    *err = e;
+                return rc;
+            }
+            scan_note(ck, &e);
+            rc = ST_OK;
+        }
+    }
     if (ck->scan_only) {
         /* every pickle in the archive (data.pkl, constants.pkl, ...) */
         for (size_t i = 0; i < ck->zip.count; i++) {
             const st_zip_entry *en = &ck->zip.entries[i];
-            if (en->name_len < 4 || memcmp(en->name + en->name_len - 4, ".pkl", 4) != 0)
+            if (!is_pickle_entry(ck, en))
                 continue;
             ck->pickle_label = en->name;
             st_error e = {0};
@@ -865,18 +1272,39 @@ static int open_zip(st_ckpt *ck, st_error *err)
         else if (!(bo->size == 6 && memcmp(b, "little", 6) == 0))
             return st_fail(err, ST_E_CKPT_FORMAT, bo->data_offset, "byteorder record is neither 'little' nor 'big'");
     }
+    pk_machine *m = NULL;
+    pk_value *res = NULL;
+    size_t before;
+    if (ck->format == ST_FORMAT_TORCHSCRIPT) {
+        memcpy(name + pl, "constants.pkl", 14);
+        const st_zip_entry *ce = st_zip_find(&ck->zip, name, pl + 13);
+        if (ce) {
+            ck->pickle_label = ce->name;
+            ck->rec_dir = "constants/";
+            ck->const_keys = true;
+            before = ck->narr;
+            rc = run_zip_pickle(ck, ce, true, &m, &res, err);
+            if (!rc)
+                rc = name_constants(ck, res, err);
+            ck->rec_dir = NULL;
+            ck->const_keys = false;
+            int krc = keep_machine(ck, m, before, err);
+            m = NULL;
+            if (rc || krc)
+                return rc ? rc : krc;
+        }
+    }
     memcpy(name + pl, "data.pkl", 9);
     const st_zip_entry *en = st_zip_find(&ck->zip, name, pl + 8);
     if (!en)
         return st_fail(err, ST_E_CKPT_FORMAT, ST_NO_OFFSET, "zip archive without %s (not a PyTorch checkpoint)", name);
     ck->pickle_label = en->name;
-    pk_machine *m = NULL;
-    pk_value *res = NULL;
+    before = ck->narr;
     rc = run_zip_pickle(ck, en, true, &m, &res, err);
     if (!rc)
         rc = name_tensors(ck, res, err);
-    pk_free(m);
-    return rc;
+    int krc = keep_machine(ck, m, before, err);
+    return rc ? rc : krc;
 }
 
 static const char *const legacy_labels[5] = {"pickle 1 (magic number)", "pickle 2 (protocol)",
@@ -1003,7 +1431,10 @@ static int open_legacy(st_ckpt *ck, st_error *err)
         }
     }
 out:
-    pk_free(main_m);
+    if (rc)
+        pk_free(main_m);
+    else
+        rc = keep_machine(ck, main_m, 0, err);
     pk_free(keys_m);
     return rc;
 }
@@ -1036,6 +1467,378 @@ static void open_raw_scan(st_ckpt *ck)
     }
 }
 
+/* ---- tar checkpoints (torch < 0.4) ---- */
+
+static int tar_key(const pk_value *v, char *buf, size_t cap, size_t *n)
+{
+    if (v->kind == PK_INT) {
+        *n = (size_t)snprintf(buf, cap, "%lld", (long long)v->u.i);
+        return ST_OK;
+    }
+    if (v->kind == PK_STR && v->u.s.n && v->u.s.n < cap) {
+        for (size_t i = 0; i < v->u.s.n; i++)
+            if (v->u.s.p[i] < '0' || v->u.s.p[i] > '9')
+                return -1;
+        memcpy(buf, v->u.s.p, v->u.s.n);
+        buf[v->u.s.n] = 0;
+        *n = v->u.s.n;
+        return ST_OK;
+    }
+    return -1;
+}
+
+static int tar_type(const pk_value *t)
+{
+    if (!t || t->kind != PK_GLOBAL ||
+        !((t->u.g.modn == 5 && memcmp(t->u.g.mod, "torch", 5) == 0) ||
+          (t->u.g.modn == 10 && memcmp(t->u.g.mod, "torch.cuda", 10) == 0)))
+        return -1;
+    for (size_t i = 0; i < sizeof storage_types / sizeof storage_types[0]; i++)
+        if (strlen(storage_types[i].name) == t->u.g.namen && memcmp(storage_types[i].name, t->u.g.name, t->u.g.namen) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int cmp_tt(const void *a, const void *b)
+{
+    const ck_tar_tensor *x = *(const ck_tar_tensor *const *)a, *y = *(const ck_tar_tensor *const *)b;
+    return strcmp(x->key, y->key);
+}
+
+static ck_tar_tensor *tt_find(const st_ckpt *ck, const char *key)
+{
+    size_t lo = 0, hi = ck->ntt;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(ck->tt[mid]->key, key);
+        if (c == 0)
+            return ck->tt[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+static int tar_persid(void *ctx, pk_value *pid, pk_value *out, st_error *err)
+{
+    st_ckpt *ck = ctx;
+    if (pid->kind == PK_TUPLE && pid->u.seq.n >= 1 && pk_is_str(pid->u.seq.v[0], "module"))
+        return ST_OK; /* a module's class and source: stays an inert None */
+    char key[32];
+    size_t kn;
+    if (tar_key(pid, key, sizeof key, &kn))
+        return pid_error(err, "not a tensor or storage key");
+    ck_tar_tensor *t = tt_find(ck, key);
+    if (t) {
+        *out = t->value;
+        return ST_OK;
+    }
+    uint32_t *slot = index_slot(&ck->st_index, ck, ck_hash(ck, key, kn), key, kn, st_eq);
+    if (!slot || !*slot)
+        return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "tar checkpoint: persistent id %s names no tensor or storage", key);
+    out->kind = PK_STORAGE;
+    out->u.st.index = *slot - 1;
+    return ST_OK;
+}
+
+/* A new located storage (tar "storages" member, or one of its views). */
+static int tar_storage(st_ckpt *ck, const char *key, size_t kn, int type, uint64_t numel, uint64_t offset,
+                       st_error *err)
+{
+    uint64_t h = ck_hash(ck, key, kn);
+    uint32_t *slot = index_slot(&ck->st_index, ck, h, key, kn, st_eq);
+    if (slot && *slot)
+        return st_fail(err, ST_E_CKPT_TENSOR, offset, "tar checkpoint: storage %s defined twice", key);
+    if (ck->nst >= UINT32_MAX - 1 || index_grow(&ck->st_index, ck, st_hash) ||
+        grow((void **)&ck->st, &ck->stcap, ck->nst + 1, sizeof *ck->st))
+        return nomem(err);
+    ck_storage *s = &ck->st[ck->nst];
+    memset(s, 0, sizeof *s);
+    s->key = st_arena_strdup(&ck->arena, key, kn, NULL);
+    if (!s->key)
+        return nomem(err);
+    s->key_len = kn;
+    s->type_name = storage_types[type].name;
+    s->dtype = storage_types[type].dtype;
+    s->elem = storage_types[type].elem;
+    s->swap = s->dtype == ST_C64 ? 4 : s->elem > 1 ? s->elem : 0;
+    s->be = ck->big_endian;
+    s->numel = numel;
+    s->offset = offset;
+    s->located = true;
+    s->root = -1;
+    index_insert(&ck->st_index, h, (uint32_t)ck->nst++);
+    return ST_OK;
+}
+
+typedef struct tar_reader {
+    st_ckpt *ck;
+    uint64_t pos, end;
+    pk_machine *m;
+    pk_value *v;
+} tar_reader;
+
+/* The next pickle of a member; the previous one's values are freed. */
+static int tar_next(tar_reader *r, const char *label, bool main, st_error *err)
+{
+    pk_free(r->m);
+    r->m = NULL;
+    pk_hooks h;
+    hooks_for(r->ck, &h);
+    if (main)
+        h.persid_value = tar_persid;
+    r->ck->pickle_label = label;
+    uint64_t stop = r->pos;
+    int rc = pk_run(r->ck->fd, r->pos, r->end, &r->ck->lim, &h, !r->ck->scan_only, &r->m, &r->v, &stop, err);
+    if (!rc)
+        r->pos = stop;
+    return rc;
+}
+
+static int tar_raw(tar_reader *r, void *buf, size_t n, const char *what, st_error *err)
+{
+    if (r->end - r->pos < n)
+        return st_fail(err, ST_E_CKPT_FORMAT, r->pos, "tar checkpoint: %s truncated at offset %llu", what,
+                       (unsigned long long)r->pos);
+    if (st_pread_full(r->ck->fd, buf, n, r->pos))
+        return st_fail(err, ST_E_IO, r->pos, "read error at offset %llu", (unsigned long long)r->pos);
+    r->pos += n;
+    return ST_OK;
+}
+
+static int64_t le64s(const unsigned char *b)
+{
+    uint64_t x = 0;
+    for (int i = 7; i >= 0; i--)
+        x = x << 8 | b[i];
+    return (int64_t)x;
+}
+
+static int tar_count(tar_reader *r, const char *label, uint64_t *n, st_error *err)
+{
+    int rc = tar_next(r, label, false, err);
+    if (rc)
+        return rc;
+    if (r->v->kind != PK_INT || r->v->u.i < 0 || (uint64_t)r->v->u.i > r->end - r->pos)
+        return st_fail(err, ST_E_CKPT_FORMAT, r->pos, "tar checkpoint: %s is not a plausible count", label);
+    *n = (uint64_t)r->v->u.i;
+    return ST_OK;
+}
+
+static int tar_storages(st_ckpt *ck, const st_tar_member *mb, st_error *err)
+{
+    tar_reader r = {ck, mb->data_offset, mb->data_offset + mb->size, NULL, NULL};
+    uint64_t n;
+    int rc = tar_count(&r, "storages (count)", &n, err);
+    for (uint64_t i = 0; i < n && !rc; i++) {
+        if ((rc = tar_next(&r, "storages (header)", false, err)))
+            break;
+        pk_value *a = r.v;
+        char key[32];
+        size_t kn;
+        int type;
+        if (a->kind != PK_TUPLE || a->u.seq.n != 3 || tar_key(a->u.seq.v[0], key, sizeof key, &kn) ||
+            a->u.seq.v[1]->kind != PK_STR || (type = tar_type(a->u.seq.v[2])) < 0) {
+            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos, "tar checkpoint: storage %llu is not (key, location, storage class)",
+                         (unsigned long long)i);
+            break;
+        }
+        unsigned char nb[8];
+        if ((rc = tar_raw(&r, nb, 8, "storage size", err)))
+            break;
+        int64_t numel = le64s(nb);
+        uint64_t nbytes;
+        if (numel < 0 || __builtin_mul_overflow((uint64_t)numel, (uint64_t)storage_types[type].elem, &nbytes) ||
+            nbytes > r.end - r.pos) {
+            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos - 8, "tar checkpoint: storage %s of %lld elements runs past its member",
+                         key, (long long)numel);
+            break;
+        }
+        if (storage_types[type].dtype < 0) {
+            rc = st_fail(err, ST_E_UNSUPPORTED, r.pos, "tar checkpoint: storage %s is a torch.%s, which safetensors cannot hold",
+                         key, storage_types[type].name);
+            break;
+        }
+        if (!ck->scan_only)
+            rc = tar_storage(ck, key, kn, type, (uint64_t)numel, r.pos, err);
+        r.pos += nbytes;
+    }
+    /* views: [(target, root, offset, numel), ...] */
+    if (!rc)
+        rc = tar_next(&r, "storages (views)", false, err);
+    if (!rc && r.v->kind != PK_LIST)
+        rc = st_fail(err, ST_E_CKPT_FORMAT, r.pos, "tar checkpoint: storage views are not a list");
+    for (size_t i = 0; !rc && i < r.v->u.seq.n; i++) {
+        pk_value *a = r.v->u.seq.v[i];
+        char key[32], root[32];
+        size_t kn, rn;
+        if (a->kind != PK_TUPLE || a->u.seq.n != 4 || tar_key(a->u.seq.v[0], key, sizeof key, &kn) ||
+            tar_key(a->u.seq.v[1], root, sizeof root, &rn) || a->u.seq.v[2]->kind != PK_INT ||
+            a->u.seq.v[3]->kind != PK_INT || a->u.seq.v[2]->u.i < 0 || a->u.seq.v[3]->u.i < 0) {
+            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos, "tar checkpoint: bad storage view %zu", i);
+            break;
+        }
+        if (ck->scan_only)
+            continue;
+        uint32_t *slot = index_slot(&ck->st_index, ck, ck_hash(ck, root, rn), root, rn, st_eq);
+        if (!slot || !*slot) {
+            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos, "tar checkpoint: view %s of a missing storage %s", key, root);
+            break;
+        }
+        ck_storage rs = ck->st[*slot - 1];
+        uint64_t off = (uint64_t)a->u.seq.v[2]->u.i, cnt = (uint64_t)a->u.seq.v[3]->u.i;
+        if (rs.mem || off > rs.numel || cnt > rs.numel - off) {
+            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos, "tar checkpoint: view %s outside its storage %s", key, root);
+            break;
+        }
+        int type = -1;
+        for (size_t k = 0; k < sizeof storage_types / sizeof storage_types[0]; k++)
+            if (storage_types[k].name == rs.type_name)
+                type = (int)k;
+        rc = tar_storage(ck, key, kn, type, cnt, rs.offset + off * rs.elem, err);
+    }
+    pk_free(r.m);
+    return rc;
+}
+
+static int tar_tensors(st_ckpt *ck, const st_tar_member *mb, st_error *err)
+{
+    tar_reader r = {ck, mb->data_offset, mb->data_offset + mb->size, NULL, NULL};
+    uint64_t n;
+    int rc = tar_count(&r, "tensors (count)", &n, err);
+    if (!rc && n > ck->lim.max_tensors)
+        rc = st_fail(err, ST_E_PICKLE_LIMIT, r.pos, "more than %llu tensors", (unsigned long long)ck->lim.max_tensors);
+    for (uint64_t i = 0; i < n && !rc; i++) {
+        if ((rc = tar_next(&r, "tensors (header)", false, err)))
+            break;
+        pk_value *a = r.v;
+        char key[32], sid[32];
+        size_t kn, sn;
+        if (a->kind != PK_TUPLE || a->u.seq.n != 3 || tar_key(a->u.seq.v[0], key, sizeof key, &kn) ||
+            tar_key(a->u.seq.v[1], sid, sizeof sid, &sn)) {
+            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos, "tar checkpoint: tensor %llu is not (key, storage, type)",
+                         (unsigned long long)i);
+            break;
+        }
+        unsigned char b8[8];
+        if ((rc = tar_raw(&r, b8, 8, "tensor rank", err)))
+            break;
+        int32_t ndim = (int32_t)((uint32_t)b8[0] | (uint32_t)b8[1] << 8 | (uint32_t)b8[2] << 16 | (uint32_t)b8[3] << 24);
+        if (ndim < 0 || ndim > ST_MAX_RANK || (uint64_t)ndim * 16 + 8 > r.end - r.pos) {
+            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos - 8, "tar checkpoint: tensor %s has rank %d", key, ndim);
+            break;
+        }
+        uint64_t *dims = ck->scan_only ? NULL : st_arena_alloc(&ck->arena, (size_t)(2 * ndim + 1) * 8, NULL);
+        ck_tar_tensor *t = ck->scan_only ? NULL : st_arena_alloc(&ck->arena, sizeof *t, NULL);
+        char *kc = ck->scan_only ? NULL : st_arena_strdup(&ck->arena, key, kn, NULL);
+        if (!ck->scan_only && (!dims || !t || !kc)) {
+            rc = nomem(err);
+            break;
+        }
+        int64_t off = 0;
+        for (int j = 0; j < 2 * ndim + 1 && !rc; j++) {
+            if ((rc = tar_raw(&r, b8, 8, "tensor geometry", err)))
+                break;
+            int64_t x = le64s(b8);
+            if (x < 0)
+                rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos - 8, "tar checkpoint: tensor %s has a negative size, stride or offset",
+                             key);
+            else if (j == 2 * ndim)
+                off = x;
+            else if (dims)
+                dims[j] = (uint64_t)x;
+        }
+        if (rc || ck->scan_only)
+            continue;
+        uint32_t *slot = index_slot(&ck->st_index, ck, ck_hash(ck, sid, sn), sid, sn, st_eq);
+        if (!slot || !*slot) {
+            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos, "tar checkpoint: tensor %s on a missing storage %s", key, sid);
+            break;
+        }
+        memset(t, 0, sizeof *t);
+        t->key = kc;
+        t->storage.kind = PK_STORAGE;
+        t->storage.u.st.index = *slot - 1;
+        t->value.kind = PK_TENSOR;
+        t->value.u.t.storage = &t->storage;
+        t->value.u.t.offset = (uint64_t)off;
+        t->value.u.t.rank = (uint32_t)ndim;
+        t->value.u.t.shape = dims;
+        t->value.u.t.stride = dims + ndim;
+        if (grow((void **)&ck->tt, &ck->ttcap, ck->ntt + 1, sizeof *ck->tt)) {
+            rc = nomem(err);
+            break;
+        }
+        ck->tt[ck->ntt++] = t;
+    }
+    pk_free(r.m);
+    if (!rc && ck->ntt > 1) {
+        qsort(ck->tt, ck->ntt, sizeof *ck->tt, cmp_tt);
+        for (size_t i = 0; i + 1 < ck->ntt; i++)
+            if (strcmp(ck->tt[i]->key, ck->tt[i + 1]->key) == 0)
+                return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "tar checkpoint: tensor %s defined twice",
+                               ck->tt[i]->key);
+    }
+    return rc;
+}
+
+static int open_tar(st_ckpt *ck, st_error *err)
+{
+    st_tar_member mb[8];
+    size_t n;
+    int rc = st_tar_list(ck->fd, ck->size, mb, sizeof mb / sizeof mb[0], &n, err);
+    if (rc)
+        return rc;
+    const st_tar_member *sys = NULL, *sto = NULL, *ten = NULL, *pkl = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const st_tar_member *m = &mb[i];
+        if (strcmp(m->name, "sys_info") == 0) sys = m;
+        else if (strcmp(m->name, "storages") == 0) sto = m;
+        else if (strcmp(m->name, "tensors") == 0) ten = m;
+        else if (strcmp(m->name, "pickle") == 0) pkl = m;
+        else {
+            char q[160];
+            st_quote_name(q, sizeof q, m->name, strlen(m->name));
+            return st_fail(err, ST_E_CKPT_FORMAT, m->header_offset, "tar checkpoint: unexpected member %s", q);
+        }
+    }
+    if (!sto || !ten || !pkl)
+        return st_fail(err, ST_E_CKPT_FORMAT, 0, "a tar archive without the storages, tensors and pickle members of a torch checkpoint");
+    st_error e = {0};
+    st_error *pe = ck->scan_only ? &e : err;
+    if (sys) {
+        tar_reader r = {ck, sys->data_offset, sys->data_offset + sys->size, NULL, NULL};
+        rc = tar_next(&r, "sys_info", false, pe);
+        if (!rc && !ck->scan_only) {
+            pk_value *le = dict_get(r.v, "little_endian");
+            if (le && le->kind == PK_BOOL)
+                ck->big_endian = !le->u.i;
+        }
+        pk_free(r.m);
+    }
+    if (!rc)
+        rc = tar_storages(ck, sto, pe);
+    if (!rc)
+        rc = tar_tensors(ck, ten, pe);
+    if (!rc) {
+        tar_reader r = {ck, pkl->data_offset, pkl->data_offset + pkl->size, NULL, NULL};
+        rc = tar_next(&r, "pickle", true, pe);
+        if (!rc && !ck->scan_only)
+            rc = name_tensors(ck, r.v, pe);
+        if (rc)
+            pk_free(r.m);
+        else
+            rc = keep_machine(ck, r.m, 0, pe);
+    }
+    if (rc && ck->scan_only) {
+        scan_note(ck, &e);
+        rc = ST_OK;
+    }
+    return rc;
+}
+
 int st_ckpt_open(const char *path, unsigned flags, const st_ckpt_limits *limits, st_ckpt **out, st_error *err)
 {
     if (!out)
@@ -1052,13 +1855,16 @@ int st_ckpt_open(const char *path, unsigned flags, const st_ckpt_limits *limits,
         st_ckpt_default_limits(&ck->lim);
     ck->scan_only = flags & ST_CKPT_SCAN;
     int rc = open_fd(path, &ck->fd, &ck->size, err);
-    bool tar = false;
     if (!rc)
-        rc = detect_fd(ck->fd, ck->size, &ck->format, &tar, err);
+        rc = detect_fd(ck->fd, ck->size, &ck->format, err);
     if (!rc) {
         switch (ck->format) {
         case ST_FORMAT_ZIP_PICKLE:
+        case ST_FORMAT_TORCHSCRIPT:
             rc = open_zip(ck, err);
+            break;
+        case ST_FORMAT_TAR_PICKLE:
+            rc = open_tar(ck, err);
             break;
         case ST_FORMAT_LEGACY_PICKLE:
             rc = open_legacy(ck, err);
@@ -1074,8 +1880,7 @@ int st_ckpt_open(const char *path, unsigned flags, const st_ckpt_limits *limits,
             rc = st_fail(err, ST_E_CKPT_FORMAT, 0, "a safetensors file, not a pickle (it cannot contain code)");
             break;
         default:
-            rc = st_fail(err, ST_E_CKPT_FORMAT, 0, tar ? "a tar checkpoint (torch < 0.4) is not supported"
-                                                       : "not a PyTorch checkpoint or pickle");
+            rc = st_fail(err, ST_E_CKPT_FORMAT, 0, "not a PyTorch checkpoint or pickle");
         }
     }
     if (rc) {
@@ -1105,6 +1910,14 @@ void st_ckpt_close(st_ckpt *ck)
     free(ck->g_index.slots);
     free(ck->meta);
     free(ck->name);
+    free(ck->code);
+    free(ck->ops);
+    free(ck->op_index.slots);
+    free(ck->arr);
+    for (size_t i = 0; i < ck->nkeep; i++)
+        pk_free(ck->keep[i]);
+    free(ck->keep);
+    free(ck->tt);
     free(ck);
 }
 
@@ -1118,6 +1931,24 @@ const st_ckpt_tensor *st_ckpt_tensor_at(const st_ckpt *ck, size_t i)
 size_t st_ckpt_global_count(const st_ckpt *ck) { return ck ? ck->ng : 0; }
 const st_ckpt_global *st_ckpt_global_at(const st_ckpt *ck, size_t i) { return ck && i < ck->ng ? &ck->g[i] : NULL; }
 size_t st_ckpt_dangerous_count(const st_ckpt *ck) { return ck ? ck->ndanger : 0; }
+size_t st_ckpt_code_count(const st_ckpt *ck) { return ck ? ck->ncode : 0; }
+const st_ckpt_code *st_ckpt_code_at(const st_ckpt *ck, size_t i) { return ck && i < ck->ncode ? &ck->code[i] : NULL; }
+size_t st_ckpt_op_count(const st_ckpt *ck) { return ck ? ck->nops : 0; }
+const st_ckpt_op *st_ckpt_op_at(const st_ckpt *ck, size_t i) { return ck && i < ck->nops ? &ck->ops[i] : NULL; }
+size_t st_ckpt_array_count(const st_ckpt *ck) { return ck ? ck->narr : 0; }
+const st_ckpt_array *st_ckpt_array_at(const st_ckpt *ck, size_t i) { return ck && i < ck->narr ? &ck->arr[i].pub : NULL; }
+
+st_safety st_ckpt_safety(const st_ckpt *ck)
+{
+    if (!ck)
+        return ST_SAFETY_UNKNOWN;
+    if (ck->ndanger || ck->ncode || ck->format == ST_FORMAT_TORCHSCRIPT)
+        return ST_SAFETY_DANGEROUS;
+    for (size_t i = 0; i < ck->ng; i++)
+        if (ck->g[i].safety == ST_SAFETY_UNKNOWN)
+            return ST_SAFETY_UNKNOWN;
+    return ST_SAFETY_SAFE;
+}
 size_t st_ckpt_metadata_count(const st_ckpt *ck) { return ck ? ck->nmeta : 0; }
 
 int st_ckpt_metadata_at(const st_ckpt *ck, size_t i, const char **key, size_t *key_len, const char **value,
@@ -1211,11 +2042,13 @@ static int read_gather(const st_ckpt *ck, const ck_tensor *t, const ck_storage *
         idx[i] = p->shape[i] ? rem % p->shape[i] : 0;
         rem = p->shape[i] ? rem / p->shape[i] : 0;
     }
-    gcache gc;
-    gc.tag = calloc(GC_SLOTS, sizeof *gc.tag);
-    gc.next = calloc(GC_SLOTS / GC_WAYS, 1);
-    gc.data = malloc((size_t)GC_SLOTS * GC_BLOCK);
-    if (!gc.tag || !gc.next || !gc.data) {
+    gcache gc = {NULL, NULL, NULL};
+    if (!s->mem) {
+        gc.tag = calloc(GC_SLOTS, sizeof *gc.tag);
+        gc.next = calloc(GC_SLOTS / GC_WAYS, 1);
+        gc.data = malloc((size_t)GC_SLOTS * GC_BLOCK);
+    }
+    if (!s->mem && (!gc.tag || !gc.next || !gc.data)) {
         free(gc.tag);
         free(gc.next);
         free(gc.data);
@@ -1228,8 +2061,11 @@ static int read_gather(const st_ckpt *ck, const ck_tensor *t, const ck_storage *
         uint64_t src = p->storage_offset;
         for (uint32_t i = 0; i < rank; i++)
             src += idx[i] * p->strides[i];
-        rc = gc_fetch(ck, &gc, s->offset + src * es, el, es, err);
-        if (ck->big_endian && s->swap)
+        if (s->mem)
+            memcpy(el, s->mem + src * es, es);
+        else
+            rc = gc_fetch(ck, &gc, s->offset + src * es, el, es, err);
+        if (s->be && s->swap)
             swap_units(el, es, s->swap);
         size_t from = e == e0 ? (size_t)(offset % es) : 0;
         size_t k = es - from;
@@ -1267,8 +2103,29 @@ int st_ckpt_tensor_read(const st_ckpt *ck, const st_ckpt_tensor *tensor, uint64_
     const ck_storage *s = &ck->st[t->storage];
     if (!tensor->contiguous)
         return read_gather(ck, t, s, offset, buf, len, err);
+    if (s->mem) { /* a numpy array's bytes, in memory */
+        const unsigned char *m0 = s->mem + tensor->storage_offset * s->elem;
+        unsigned char *d = buf;
+        if (!(s->be && s->swap)) {
+            memcpy(d, m0 + offset, len);
+            return ST_OK;
+        }
+        for (uint64_t i = offset; i < offset + len;) {
+            unsigned char el[16];
+            uint64_t e = i / s->elem, at = i % s->elem;
+            memcpy(el, m0 + e * s->elem, s->elem);
+            swap_units(el, s->elem, s->swap);
+            size_t k = s->elem - (size_t)at;
+            if (k > offset + len - i)
+                k = (size_t)(offset + len - i);
+            memcpy(d, el + at, k);
+            d += k;
+            i += k;
+        }
+        return ST_OK;
+    }
     uint64_t src = s->offset + tensor->storage_offset * s->elem;
-    if (!(ck->big_endian && s->swap)) {
+    if (!(s->be && s->swap)) {
         if (st_pread_full(ck->fd, buf, len, src + offset))
             return st_fail(err, ST_E_IO, src + offset, "read error at offset %llu (file shorter?)",
                            (unsigned long long)(src + offset));
