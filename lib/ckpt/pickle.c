@@ -737,6 +737,16 @@ static pk_value *interpret_call(pk_machine *m, pk_value *fn, pk_value *args, int
         return call(m, a[0], a[2], depth + 1);
     if (is_global(fn, "collections", "OrderedDict") && n == 0)
         return newv(m, PK_DICT);
+    /* protocol < 3 pickles b'' as bytes() */
+    if ((is_global(fn, "builtins", "bytes") || is_global(fn, "__builtin__", "bytes")) && n == 0) {
+        pk_value *v = newv(m, PK_BYTES);
+        char *z = v ? palloc(m, 1) : NULL;
+        if (!z)
+            return NULL;
+        z[0] = 0;
+        v->u.s.p = z;
+        return v;
+    }
     /* TorchScript's typed containers: build_intlist(list) and friends
      * return their list; restore_type_tag(value, type) its value. */
     if (is_global(fn, "torch.jit._pickle", "restore_type_tag") && n == 2)
