@@ -978,9 +978,11 @@ ST_API int st_ckpt_metadata_at(const st_ckpt *ckpt, size_t i,
  * outside comments and strings). Every pickle of the archive (data.pkl,
  * constants.pkl, code/ *.debug_pkl, pickles under extra/) runs on the inert
  * machine. Importing reads the tensors of data.pkl named by attribute path
- * as state_dict() names them ("fc.weight"; tensor attributes that are
- * neither parameters nor buffers are included too) and those of
- * constants.pkl as "CONSTANTS.c0", "CONSTANTS.c1", ... (the code's names).
+ * as state_dict() names them ("fc.weight"): of a module whose class the
+ * code declares, the tensors its `__parameters__` / `__buffers__` lists
+ * name (read lexically too); of any other, every tensor attribute. Those of
+ * constants.pkl are named "CONSTANTS.c0", "CONSTANTS.c1", ... (the code's
+ * names).
  *
  * Tar checkpoints (ST_FORMAT_TAR_PICKLE, torch < 0.4): the members
  * storages, tensors and pickle (and sys_info) of a ustar archive, each

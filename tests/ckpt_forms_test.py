@@ -113,8 +113,31 @@ class Consts(torch.nn.Module):
         return self.lin(x) + torch.tensor([1.0, 2.0])
 
 
+class Plain(torch.nn.Module):
+    """A plain tensor attribute (not in state_dict()), a non-persistent
+    buffer (in a scripted module's state_dict() all the same), two Linear
+    of different shapes (TorchScript mangles the second class's name)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(2, 2)
+        self.b = torch.nn.Linear(2, 3)
+        self.plain = torch.ones(2)
+        self.register_buffer("nb", torch.zeros(1), persistent=False)
+        self.lst = torch.nn.ModuleList([torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)])
+
+    def forward(self, x):
+        y = self.b(self.a(x)) + self.plain.sum() + self.nb
+        for m in self.lst:
+            y = m(y)
+        return y
+
+
 torch.manual_seed(0)
 ts_files = {}
+pl = torch.jit.script(Plain())
+torch.jit.save(pl, p("plain.pt"))
+ts_files["plain.pt"] = pl
 net = torch.jit.script(Net())
 torch.jit.save(net, p("script.pt"))
 ts_files["script.pt"] = net

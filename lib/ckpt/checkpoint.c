@@ -90,6 +90,13 @@ struct st_ckpt {
     st_ckpt_op *ops;
     size_t nops, opscap;
     ck_index op_index;
+    /* TorchScript classes ("module.Class") and their parameters and
+     * buffers ("module.Class\nname"), from the code's __parameters__ and
+     * __buffers__ lists; full: too many to trust the set, no filtering */
+    struct ck_str { const char *s; size_t n; } *tsn;
+    size_t ntsn, tsncap;
+    ck_index tsn_index;
+    bool tsn_full;
     /* numpy arrays and the pickles whose arenas hold their bytes */
     ck_array *arr;
     size_t narr, arrcap;
@@ -227,6 +234,40 @@ static bool op_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
 static uint64_t op_hash(const st_ckpt *ck, uint32_t pos)
 {
     return ck_hash(ck, ck->ops[pos].name, ck->ops[pos].name_len);
+}
+
+/* TorchScript class facts */
+static bool tsn_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
+{
+    return ck->tsn[pos].n == len && memcmp(ck->tsn[pos].s, key, len) == 0;
+}
+static uint64_t tsn_hash(const st_ckpt *ck, uint32_t pos)
+{
+    return ck_hash(ck, ck->tsn[pos].s, ck->tsn[pos].n);
+}
+static bool tsn_has(const st_ckpt *ck, const char *s, size_t n)
+{
+    uint32_t *slot = index_slot(&ck->tsn_index, ck, ck_hash(ck, s, n), s, n, tsn_eq);
+    return slot && *slot;
+}
+static int tsn_add(st_ckpt *ck, const char *s, size_t n)
+{
+    uint64_t h = ck_hash(ck, s, n);
+    uint32_t *slot = index_slot(&ck->tsn_index, ck, h, s, n, tsn_eq);
+    if (slot && *slot)
+        return ST_OK;
+    if (ck->ntsn >= MAX_OPS) {
+        ck->tsn_full = true;
+        return ST_OK;
+    }
+    if (index_grow(&ck->tsn_index, ck, tsn_hash) || grow((void **)&ck->tsn, &ck->tsncap, ck->ntsn + 1, sizeof *ck->tsn))
+        return ST_E_NOMEM;
+    char *c = st_arena_strdup(&ck->arena, s, n, NULL);
+    if (!c)
+        return ST_E_NOMEM;
+    ck->tsn[ck->ntsn] = (struct ck_str){c, n};
+    index_insert(&ck->tsn_index, h, (uint32_t)ck->ntsn++);
+    return ST_OK;
 }
 
 /* ---- format detection ---- */
@@ -817,10 +858,39 @@ static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err)
         return ST_OK; /* a cycle holds nothing new */
     int rc = ST_OK;
     v->visiting = 1;
-    pk_value *d = ts_module(ck, v) ? v->u.o.state : v;
+    bool mod = ts_module(ck, v);
+    pk_value *d = mod ? v->u.o.state : v;
+    /* a module whose class the code declares: only the tensors its
+     * __parameters__ / __buffers__ name, as state_dict() */
+    char *qual = NULL;
+    size_t qn = 0;
+    if (mod && !ck->tsn_full) {
+        const pk_value *g = v->u.o.cls;
+        qn = g->u.g.modn + 1 + g->u.g.namen;
+        qual = malloc(qn + 1 + 257);
+        if (!qual) {
+            v->visiting = 0;
+            return nomem(err);
+        }
+        memcpy(qual, g->u.g.mod, g->u.g.modn);
+        qual[g->u.g.modn] = '.';
+        memcpy(qual + g->u.g.modn + 1, g->u.g.name, g->u.g.namen);
+        if (!tsn_has(ck, qual, qn)) {
+            free(qual);
+            qual = NULL;
+        }
+    }
     if (d->kind == PK_DICT) {
         for (size_t i = 0; i < d->u.seq.n && !rc; i++) {
             pk_value *k = d->u.seq.v[2 * i], *val = d->u.seq.v[2 * i + 1];
+            if (qual && k->kind == PK_STR && (val->kind == PK_TENSOR || val->kind == PK_ARRAY)) {
+                if (k->u.s.n > 256)
+                    continue;
+                qual[qn] = '\n';
+                memcpy(qual + qn + 1, k->u.s.p, k->u.s.n);
+                if (!tsn_has(ck, qual, qn + 1 + k->u.s.n))
+                    continue; /* a plain tensor attribute: not in state_dict() */
+            }
             char num[32];
             if (k->kind == PK_STR)
                 rc = flatten_child(ck, k->u.s.p, k->u.s.n, val, depth, err);
@@ -829,6 +899,7 @@ static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err)
                 rc = flatten_child(ck, num, (size_t)n, val, depth, err);
             } /* other key kinds: dropped */
         }
+        free(qual);
     } else if (v->kind == PK_LIST || v->kind == PK_TUPLE) {
         for (size_t i = 0; i < v->u.seq.n && !rc; i++) {
             char num[32];
@@ -1114,8 +1185,42 @@ static int zip_stream(st_ckpt *ck, const st_zip_entry *en, chunk_fn fn, void *ct
 typedef struct code_ctx {
     st_ckpt *ck;
     st_ts_lexer lx;
+    st_ts_sink sink;
     st_error *err;
+    char *qual;        /* "module.Class" of the class being read, then '\n' */
+    size_t modn, qn, qcap;
+    bool in_class;
 } code_ctx;
+
+/* `class NAME` in code/a/b.py: the class a.b.NAME of the pickles */
+static int on_class(void *ctx, const char *name, size_t len)
+{
+    code_ctx *c = ctx;
+    c->in_class = false;
+    size_t need = c->modn + 1 + len + 1 + 256 + 1;
+    if (grow((void **)&c->qual, &c->qcap, need, 1))
+        return nomem(c->err);
+    c->qual[c->modn] = '.';
+    memcpy(c->qual + c->modn + 1, name, len);
+    c->qn = c->modn + 1 + len;
+    if (tsn_add(c->ck, c->qual, c->qn))
+        return nomem(c->err);
+    c->in_class = true;
+    return 0;
+}
+
+static int on_attr(void *ctx, int kind, const char *name, size_t len)
+{
+    (void)kind; /* parameters and buffers alike are in state_dict() */
+    code_ctx *c = ctx;
+    if (!c->in_class || len > 256)
+        return 0;
+    c->qual[c->qn] = '\n';
+    memcpy(c->qual + c->qn + 1, name, len);
+    if (tsn_add(c->ck, c->qual, c->qn + 1 + len))
+        return nomem(c->err);
+    return 0;
+}
 
 static int on_call(void *ctx, const char *name, size_t len)
 {
@@ -1146,7 +1251,7 @@ static int on_call(void *ctx, const char *name, size_t len)
 static int lex_chunk(void *ctx, const unsigned char *p, size_t n)
 {
     code_ctx *c = ctx;
-    return st_ts_lex(&c->lx, p, n, on_call, c);
+    return st_ts_lex(&c->lx, p, n, &c->sink);
 }
 
 static int scan_code(st_ckpt *ck, const st_zip_entry *en, st_error *err)
@@ -1159,10 +1264,22 @@ static int scan_code(st_ckpt *ck, const st_zip_entry *en, st_error *err)
     cd->path_len = en->name_len;
     cd->size = en->size;
     code_ctx c;
+    memset(&c, 0, sizeof c);
     c.ck = ck;
     c.err = err;
+    c.sink = (st_ts_sink){&c, on_call, on_class, on_attr};
     st_ts_lex_init(&c.lx);
-    return zip_stream(ck, en, lex_chunk, &c, err);
+    /* the module: the path under code/ without .py, '/' read as '.' */
+    const char *rest = en->name + ck->zip.prefix_len + 5;
+    size_t rl = en->name_len - ck->zip.prefix_len - 5 - 3;
+    if (grow((void **)&c.qual, &c.qcap, rl + 1, 1))
+        return nomem(err);
+    for (size_t i = 0; i < rl; i++)
+        c.qual[i] = rest[i] == '/' ? '.' : rest[i];
+    c.modn = rl;
+    int rc = zip_stream(ck, en, lex_chunk, &c, err);
+    free(c.qual);
+    return rc;
 }
 
 static bool has_suffix(const char *s, size_t n, const char *suf)
@@ -1913,6 +2030,8 @@ void st_ckpt_close(st_ckpt *ck)
     free(ck->code);
     free(ck->ops);
     free(ck->op_index.slots);
+    free(ck->tsn);
+    free(ck->tsn_index.slots);
     free(ck->arr);
     for (size_t i = 0; i < ck->nkeep; i++)
         pk_free(ck->keep[i]);

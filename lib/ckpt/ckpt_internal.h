@@ -137,15 +137,26 @@ typedef struct st_ts_lexer {
     char quote;
     bool triple, escape, overflow;
     unsigned qrun;   /* quotes in a row                                   */
+    uint32_t col, tok_col; /* column of this byte / of the name's start   */
+    bool line_tok, tok_first; /* a token seen on this line / name is first */
+    bool want_class; /* after `class` at column 0                        */
+    int attr_kind, attr_stage; /* in __parameters__ (1) / __buffers__ (2) */
     size_t len;
-    char name[256];  /* the dotted name being read; longer ones dropped   */
+    char name[256];  /* the name or literal being read; longer ones dropped */
 } st_ts_lexer;
 
-/* Called for each call found: name is e.g. "torch.relu", not terminated. */
-typedef int (*st_ts_call_fn)(void *ctx, const char *name, size_t len);
+/* What the lexer reports; any callback may be NULL. Names are not
+ * terminated. A non-zero return stops the lexer with that value. */
+typedef struct st_ts_sink {
+    void *ctx;
+    int (*call)(void *ctx, const char *name, size_t len);   /* "torch.relu" */
+    int (*cls)(void *ctx, const char *name, size_t len);    /* class NAME   */
+    int (*attr)(void *ctx, int kind, const char *name, size_t len); /* 1 a  */
+                     /* parameter, 2 a buffer of the last class          */
+} st_ts_sink;
 
 ST_INTERNAL void st_ts_lex_init(st_ts_lexer *lx);
 /* Feeds n more bytes; returns the first non-zero callback result, else 0. */
-ST_INTERNAL int st_ts_lex(st_ts_lexer *lx, const void *data, size_t n, st_ts_call_fn fn, void *ctx);
+ST_INTERNAL int st_ts_lex(st_ts_lexer *lx, const void *data, size_t n, const st_ts_sink *sink);
 
 #endif

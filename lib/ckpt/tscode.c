@@ -6,6 +6,11 @@
  * Comments and string literals (quotes, triple quotes, escapes) are
  * skipped so text inside them is not counted.
  *
+ * Two facts about the module classes are also read, because state_dict()
+ * depends on them: each `class NAME` at the start of a line, and the
+ * string lists TorchScript prints as a class's first lines,
+ * `  __parameters__ = ["weight", "bias", ]` and `  __buffers__ = [...]`.
+ *
  * The lexer is a byte-at-a-time state machine fed in chunks of any size
  * (the archive's entries are inflated in 64 KiB pieces), so memory is the
  * lexer struct whatever the file; a name longer than its buffer is
@@ -38,12 +43,46 @@ static bool is_call_name(const char *s, size_t n)
     return (n > 6 && memcmp(s, "torch.", 6) == 0) || (n > 4 && memcmp(s, "ops.", 4) == 0);
 }
 
-/* One byte; returns the callback's non-zero result, if any. */
-static int step(st_ts_lexer *lx, unsigned c, st_ts_call_fn fn, void *ctx)
+/* A name token ended (the name is still in lx->name). */
+static int name_done(st_ts_lexer *lx, const st_ts_sink *sink)
 {
+    bool want = lx->want_class;
+    lx->want_class = false;
+    if (lx->overflow)
+        return 0;
+    if (want) {
+        if (!memchr(lx->name, '.', lx->len) && sink->cls)
+            return sink->cls(sink->ctx, lx->name, lx->len);
+        return 0;
+    }
+    if (lx->tok_col == 0 && lx->len == 5 && memcmp(lx->name, "class", 5) == 0)
+        lx->want_class = true;
+    else if (lx->tok_first && lx->tok_col > 0 && lx->len == 14 && memcmp(lx->name, "__parameters__", 14) == 0)
+        lx->attr_kind = 1, lx->attr_stage = 0;
+    else if (lx->tok_first && lx->tok_col > 0 && lx->len == 11 && memcmp(lx->name, "__buffers__", 11) == 0)
+        lx->attr_kind = 2, lx->attr_stage = 0;
+    return 0;
+}
+
+/* One byte; returns the callback's non-zero result, if any. */
+static int step(st_ts_lexer *lx, unsigned c, const st_ts_sink *sink)
+{
+    int rc;
     for (;;) {
         switch (lx->state) {
         case LX_NORMAL:
+            if (lx->attr_kind && c != ' ') { /* `__parameters__ = ["a", "b", ]` */
+                if (c == '=' && lx->attr_stage == 0)
+                    lx->attr_stage = 1;
+                else if (c == '[' && lx->attr_stage == 1)
+                    lx->attr_stage = 2;
+                else if (!(lx->attr_stage == 2 && (c == ',' || c == '\'' || c == '"')))
+                    lx->attr_kind = 0; /* the list ends (']') or was no list */
+            }
+            if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+                lx->tok_first = !lx->line_tok;
+                lx->line_tok = true;
+            }
             if (c == '#') {
                 lx->state = LX_COMMENT;
             } else if (c == '\'' || c == '"') {
@@ -51,6 +90,7 @@ static int step(st_ts_lexer *lx, unsigned c, st_ts_call_fn fn, void *ctx)
                 lx->qrun = 1;
                 lx->state = LX_QUOTES;
             } else if (ident_start(c) && !ident_char(lx->prev) && lx->prev != '.') {
+                lx->tok_col = lx->col;
                 lx->len = 0;
                 lx->overflow = false;
                 lx->name[lx->len++] = (char)c;
@@ -68,15 +108,18 @@ static int step(st_ts_lexer *lx, unsigned c, st_ts_call_fn fn, void *ctx)
                 return 0;
             }
             lx->state = LX_AFTER;
+            if ((rc = name_done(lx, sink)))
+                return rc;
             continue; /* this byte ends the name; see what follows */
         case LX_AFTER:
-            if (c == ' ' || c == '\t')
+            if (c == ' ' || c == '\t') {
+                lx->prev = (unsigned char)c;
                 return 0;
+            }
             lx->state = LX_NORMAL;
             if (c == '(' && !lx->overflow && lx->len && lx->name[lx->len - 1] != '.' &&
                 is_call_name(lx->name, lx->len)) {
-                int rc = fn(ctx, lx->name, lx->len);
-                if (rc)
+                if (sink->call && (rc = sink->call(sink->ctx, lx->name, lx->len)))
                     return rc;
             }
             continue;
@@ -105,6 +148,8 @@ static int step(st_ts_lexer *lx, unsigned c, st_ts_call_fn fn, void *ctx)
             lx->qrun = 0;
             lx->escape = false;
             lx->state = LX_STRING;
+            lx->len = 0; /* an attribute name is collected here */
+            lx->overflow = false;
             continue;
         case LX_STRING:
             if (lx->escape) {
@@ -114,6 +159,7 @@ static int step(st_ts_lexer *lx, unsigned c, st_ts_call_fn fn, void *ctx)
             }
             if (c == '\\') {
                 lx->escape = true;
+                lx->overflow = true; /* no escapes in attribute names */
                 lx->qrun = 0;
                 return 0;
             }
@@ -121,10 +167,19 @@ static int step(st_ts_lexer *lx, unsigned c, st_ts_call_fn fn, void *ctx)
                 if (!lx->triple || ++lx->qrun == 3) {
                     lx->state = LX_NORMAL;
                     lx->prev = (unsigned char)c;
+                    if (!lx->triple && lx->attr_kind && lx->attr_stage == 2 && !lx->overflow && lx->len &&
+                        sink->attr && (rc = sink->attr(sink->ctx, lx->attr_kind, lx->name, lx->len)))
+                        return rc;
                 }
                 return 0;
             }
             lx->qrun = 0;
+            if (!lx->triple) {
+                if (lx->len < sizeof lx->name)
+                    lx->name[lx->len++] = (char)c;
+                else
+                    lx->overflow = true;
+            }
             if (c == '\n' && !lx->triple) { /* unterminated: the line ends it */
                 lx->state = LX_NORMAL;
                 lx->prev = '\n';
@@ -137,13 +192,19 @@ static int step(st_ts_lexer *lx, unsigned c, st_ts_call_fn fn, void *ctx)
     }
 }
 
-int st_ts_lex(st_ts_lexer *lx, const void *data, size_t n, st_ts_call_fn fn, void *ctx)
+int st_ts_lex(st_ts_lexer *lx, const void *data, size_t n, const st_ts_sink *sink)
 {
     const unsigned char *p = data;
     for (size_t i = 0; i < n; i++) {
-        int rc = step(lx, p[i], fn, ctx);
+        int rc = step(lx, p[i], sink);
         if (rc)
             return rc;
+        if (p[i] == '\n') {
+            lx->col = 0;
+            lx->line_tok = false;
+        } else if (lx->col < UINT32_MAX) {
+            lx->col++;
+        }
     }
     return 0;
 }
