@@ -114,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lim.max_tensors = 64;
     }
     hook_ctx hc = {0, 0};
-    pk_hooks hooks = {&hc, on_global, (mode & 4) ? on_persid : NULL};
+    pk_hooks hooks = {&hc, on_global, (mode & 4) ? on_persid : NULL, NULL, NULL};
     pk_machine *m = NULL;
     pk_value *v = NULL;
     uint64_t stop_end = 0;
