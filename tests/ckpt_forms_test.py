@@ -189,6 +189,16 @@ for name, mod in ts_files.items():
                   "consts: CONSTANTS.c0 holds the traced constant: %s" % list(c0))
             got = {k: v for k, v in got.items() if not k.startswith("CONSTANTS.")}
         same_tensors(got, want, name)
+# info says what the file holds
+r = run("info", "--json", p("script.pt"))
+try:
+    j = json.loads(r.out)
+    check(r.returncode == 0 and j["format"] == "torchscript" and j["code_files"] >= 3 and j["verdict"] == "dangerous",
+          "info --json of TorchScript: %s" % r.out)
+except Exception as e:
+    check(False, "info --json of TorchScript: %s %r" % (e, r.out[:200]))
+r = run("info", p("script.pt"))
+check(r.returncode == 0 and "TorchScript file" in r.out, "info text names the code: %s" % r.out)
 # a hostile extra pickle inside a TorchScript archive is named
 with zipfile.ZipFile(p("script.pt")) as zin, zipfile.ZipFile(p("evil_ts.pt"), "w") as zout:
     for nm in zin.namelist():
@@ -222,6 +232,11 @@ def np_check(path, label, nested):
     check("<f4 [2, 3]" in r.out and "(Fortran order)" in r.out and ">i4 [5]" in r.out and "|O8" in r.out,
           "%s: scan shows dtype, shape, order: %s" % (label, r.out))
     check("not a tensor: an object array" in r.out, "%s: object array reported: %s" % (label, r.out))
+    r = run("info", "--json", path)
+    try:
+        check(json.loads(r.out)["numpy_arrays"] == len(arrays) + len(objs), "%s: info counts arrays" % label)
+    except Exception as e:
+        check(False, "%s: info --json: %s" % (label, e))
     out = path + ".st"
     r = run("convert", path, out)
     check(r.returncode == 0, "%s: convert %d %s" % (label, r.returncode, r.err))
