@@ -56,6 +56,8 @@ def run(*args):
     r = subprocess.run([BIN] + list(args), capture_output=True, timeout=120)
     r.out = r.stdout.decode("utf-8", "replace")
     r.err = r.stderr.decode("utf-8", "replace")
+    if "Sanitizer" in r.err or "runtime error" in r.err:  # an exit 1 must be a verdict, not a report
+        check(False, "%s: sanitizer report: %s" % (" ".join(args), r.err[-2000:]))
     return r
 
 
