@@ -816,8 +816,9 @@ ST_API const char *st_confidence_name(st_confidence confidence);
  * a safety class (see st_ckpt_classify).
  *
  * Containers: PyTorch's zip archive (torch >= 1.6; any top-level folder,
- * data.pkl, data/<key>, byteorder, zip64) and the legacy stream (magic
- * number, protocol, sys info, object, storage keys, raw storages). Raw
+ * data.pkl, data/<key>, byteorder, zip64), the legacy stream (magic
+ * number, protocol, sys info, object, storage keys, raw storages), and the
+ * TorchScript and tar forms described after st_ckpt_metadata_at. Raw
  * pickle files can be scanned (they hold no storages).
  *
  * Tensor names: a top-level "state_dict" entry is unwrapped (twice when
