@@ -981,7 +981,8 @@ ST_API int st_ckpt_metadata_at(const st_ckpt *ckpt, size_t i,
  * machine. Importing reads the tensors of data.pkl named by attribute path
  * as state_dict() names them ("fc.weight"): of a module whose class the
  * code declares, the tensors its `__parameters__` / `__buffers__` lists
- * name (read lexically too); of any other, every tensor attribute. Those of
+ * name (read lexically too) and its submodules; of any other, every tensor
+ * attribute and container. Those of
  * constants.pkl are named "CONSTANTS.c0", "CONSTANTS.c1", ... (the code's
  * names).
  *

@@ -153,6 +153,17 @@ with warnings.catch_warnings():
     cst = torch.jit.trace(Consts(), torch.randn(1, 2))
 torch.jit.save(cst, p("consts.pt"))
 ts_files["consts.pt"] = cst
+# library modules: nested ModuleLists, typed lists of tensors (LSTM's
+# _flat_weights, not in state_dict()), BatchNorm's counters, float64
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    more = {"transformer.pt": torch.jit.script(torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(16, 2, 32), 2)),
+            "lstm.pt": torch.jit.script(torch.nn.LSTM(4, 8, 2)),
+            "bn.pt": torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                                          torch.nn.Embedding(10, 3).to(torch.float64)))}
+for name, mod in more.items():
+    torch.jit.save(mod, p(name))
+    ts_files[name] = mod
 
 for name, mod in ts_files.items():
     fn = p(name)

@@ -883,13 +883,15 @@ static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err)
     if (d->kind == PK_DICT) {
         for (size_t i = 0; i < d->u.seq.n && !rc; i++) {
             pk_value *k = d->u.seq.v[2 * i], *val = d->u.seq.v[2 * i + 1];
-            if (qual && k->kind == PK_STR && (val->kind == PK_TENSOR || val->kind == PK_ARRAY)) {
-                if (k->u.s.n > 256)
+            if (qual && (val->kind == PK_TENSOR || val->kind == PK_ARRAY)) {
+                if (k->kind != PK_STR || k->u.s.n > 256)
                     continue;
                 qual[qn] = '\n';
                 memcpy(qual + qn + 1, k->u.s.p, k->u.s.n);
                 if (!tsn_has(ck, qual, qn + 1 + k->u.s.n))
                     continue; /* a plain tensor attribute: not in state_dict() */
+            } else if (qual && !ts_module(ck, val)) {
+                continue; /* lists of tensors (LSTM's _flat_weights) are not either */
             }
             char num[32];
             if (k->kind == PK_STR)
