@@ -42,6 +42,16 @@ for obj in plain:
         emit(pickle.dumps(obj, protocol=proto), (0, 1, 3) if target == "fuzz_pickle" else (1,))
 
 try:
+    import numpy as np
+except Exception:
+    np = None
+if np is not None and target == "fuzz_pickle":
+    arrays = {"f": np.arange(6, dtype=np.float32).reshape(2, 3), "F": np.asfortranarray(np.eye(3)),
+              "be": np.arange(3, dtype=">i2"), "o": np.array([1, None], dtype=object), "e": np.zeros((0, 2))}
+    for proto in (2, 4, 5):
+        emit(pickle.dumps(arrays, protocol=proto), (0, 1, 3))
+
+try:
     import torch
 except Exception:
     torch = None

@@ -96,6 +96,7 @@ struct st_ckpt {
     struct ck_str { const char *s; size_t n; } *tsn;
     size_t ntsn, tsncap;
     ck_index tsn_index;
+    size_t tsn_bytes;
     bool tsn_full;
     /* numpy arrays and the pickles whose arenas hold their bytes */
     ck_array *arr;
@@ -256,10 +257,13 @@ static int tsn_add(st_ckpt *ck, const char *s, size_t n)
     uint32_t *slot = index_slot(&ck->tsn_index, ck, h, s, n, tsn_eq);
     if (slot && *slot)
         return ST_OK;
-    if (ck->ntsn >= MAX_OPS) {
+    /* keys repeat the module path (as long as a zip name): bound the
+     * bytes too, or a small file could make a few GiB of keys */
+    if (ck->ntsn >= MAX_OPS || n > (16u << 20) - ck->tsn_bytes) {
         ck->tsn_full = true;
         return ST_OK;
     }
+    ck->tsn_bytes += n;
     if (index_grow(&ck->tsn_index, ck, tsn_hash) || grow((void **)&ck->tsn, &ck->tsncap, ck->ntsn + 1, sizeof *ck->tsn))
         return ST_E_NOMEM;
     char *c = st_arena_strdup(&ck->arena, s, n, NULL);
@@ -749,8 +753,10 @@ static int emit_array(st_ckpt *ck, pk_value *v, st_error *err)
             rec->pub.refused = v->u.arr.why ? v->u.arr.why : "no data";
         return ST_OK;
     }
-    char key[40];
-    int kl = snprintf(key, sizeof key, "numpy@%llu", (unsigned long long)v->u.arr.offset);
+    /* one storage per array: offsets alone repeat across deflated pickles */
+    char key[48];
+    int kl = snprintf(key, sizeof key, "numpy#%u@%llu", (unsigned)v->u.arr.rec,
+                      (unsigned long long)v->u.arr.offset);
     uint64_t h = ck_hash(ck, key, (size_t)kl);
     uint32_t *slot = index_slot(&ck->st_index, ck, h, key, (size_t)kl, st_eq), si;
     if (slot && *slot) {
