@@ -398,4 +398,22 @@ for name, kw in tar_bad.items():
     want_scan = 1 if name in ("checksum", "member", "truncated_storage", "trailing") else 0
     check(r.returncode == want_scan, "tar %s: scan exit %d (want %d)" % (name, r.returncode, want_scan))
 
+# ------------------------------------------------------------ exit codes
+# 1 a verdict on a file (any format), 2 usage or I/O; the worst file wins
+missing = p("does-not-exist.pt")
+r = run("scan", missing)
+check(r.returncode == 2, "scan of a missing file: exit %d" % r.returncode)
+r = run("scan", p("evil_ts.pt"), missing)
+check(r.returncode == 2 and "os.system" in r.out, "dangerous + missing: I/O error wins (%d)" % r.returncode)
+r = run("scan", p("evil_ts.pt"), p("tar_checksum.pt"))
+check(r.returncode == 1, "dangerous + invalid: exit %d" % r.returncode)
+r = run("convert", missing, p("x.st"))
+check(r.returncode == 2, "convert of a missing file: exit %d" % r.returncode)
+r = run("ls", p("tar_checksum.pt"))
+check(r.returncode == 1 and "ckpt_format" in r.err, "ls of an invalid checkpoint: exit %d %s" % (r.returncode, r.err))
+r = run("info", p("np_bad.pt"))
+check(r.returncode == 1 and "pickle" in r.err, "info of an invalid checkpoint: exit %d %s" % (r.returncode, r.err))
+r = run("scan")
+check(r.returncode == 2, "scan without FILE: usage error (%d)" % r.returncode)
+
 finish()
