@@ -398,6 +398,30 @@ for name, kw in tar_bad.items():
     want_scan = 1 if name in ("checksum", "member", "truncated_storage", "trailing") else 0
     check(r.returncode == want_scan, "tar %s: scan exit %d (want %d)" % (name, r.returncode, want_scan))
 
+# ------------------------------------------------------------ mutations
+# Random byte changes in the new forms: every run ends with a verdict or an
+# error (exit 0, 1 or 2), never a crash or a sanitizer report.
+import random  # noqa: E402
+rng = random.Random(15)
+SAN = os.environ.get("ST_SAN") == "1"
+seeds = [open(p(x), "rb").read() for x in ("script.pt", "old.pt", "np_p2_legacy.pt", "np_p4_zip.pt")]
+bad_runs = 0
+for it in range(40 if SAN else 120):
+    b = bytearray(seeds[it % len(seeds)])
+    for _ in range(rng.randint(1, 4)):
+        i = rng.randrange(len(b))
+        b[i] = rng.choice((0, 0xff, 0x80, rng.randrange(256), b[i] ^ (1 << rng.randrange(8))))
+    with open(p("mut.pt"), "wb") as f:
+        f.write(bytes(b))
+    for args in (("convert", "--allow-unsafe-globals", p("mut.pt"), p("mut.st")), ("scan", p("mut.pt"))):
+        r = run(*args)
+        if r.returncode not in (0, 1, 2):
+            bad_runs += 1
+            print("mutation %d %s: exit %d %s" % (it, args[0], r.returncode, r.err[-300:]), file=sys.stderr)
+    if os.path.exists(p("mut.st")):
+        os.unlink(p("mut.st"))
+check(bad_runs == 0, "mutated TorchScript, tar and numpy checkpoints: %d crashes" % bad_runs)
+
 # ------------------------------------------------------------ exit codes
 # 1 a verdict on a file (any format), 2 usage or I/O; the worst file wins
 missing = p("does-not-exist.pt")
