@@ -2,7 +2,7 @@
  * archives, legacy stream, tar checkpoints, raw pickles, numpy arrays in
  * pickles) through the public st_ckpt_* API.
  *
- * fuzz-requires: lib/ckpt/checkpoint.c lib/ckpt/zip.c lib/ckpt/pickle.c lib/ckpt/tar.c lib/ckpt/tscode.c
+ * fuzz-requires: lib/ckpt/checkpoint.c lib/ckpt/tar.c lib/ckpt/torchscript.c lib/ckpt/tscode.c
  *
  * The first byte picks the mode (scan only or full import, default or
  * tight limits); the rest is written to an anonymous memory file and

@@ -1,8 +1,9 @@
-/* PyTorch checkpoints: format detection, the zip and legacy containers,
- * storages from persistent ids, tensor naming (flattening), and reading a
- * tensor's bytes in C order. Nothing from the file is ever executed: the
+/* PyTorch checkpoints: format detection, the zip (and TorchScript) and
+ * legacy containers, storages from persistent ids, numpy arrays, tensor
+ * naming (flattening), and reading a tensor's bytes in C order (tar
+ * checkpoints: tar.c). Nothing from the file is ever executed: the
  * pickles run on the restricted machine in pickle.c. */
-#include "ckpt/ckpt_internal.h"
+#include "ckpt/ckpt_model.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,109 +14,14 @@
 #include <unistd.h>
 #include <zlib.h>
 
-typedef struct ck_storage {
-    const char *key;
-    size_t key_len;
-    const char *type_name; /* e.g. "FloatStorage"                          */
-    int dtype;             /* st_dtype, or -1 when safetensors has none      */
-    unsigned elem;         /* bytes per element                              */
-    unsigned swap;         /* byte-swap unit for big-endian data, 0 = none   */
-    uint64_t numel;
-    uint64_t offset;       /* absolute file offset of element 0              */
-    bool located;
-    int64_t root;          /* legacy views: index of the root storage, or -1 */
-    uint64_t view_off;     /* elements into the root                         */
-    const unsigned char *mem; /* numpy arrays: the bytes, in a kept pickle  */
-    bool be;               /* big-endian data                                */
-} ck_storage;
-
-typedef struct ck_array {
-    st_ckpt_array pub;
-} ck_array;
-
-/* tar checkpoints: a tensor of the "tensors" member, by its key */
-typedef struct ck_tar_tensor {
-    const char *key;
-    pk_value value;        /* a PK_TENSOR                                    */
-    pk_value storage;      /* its PK_STORAGE                                 */
-} ck_tar_tensor;
-
-#define MAX_OPS 65536u
-
-typedef struct ck_tensor {
-    st_ckpt_tensor pub;
-    uint32_t storage;
-} ck_tensor;
-
-/* Open-addressing index of strings (storage keys, global names, tensor
- * names) to positions; keys compared in full. */
-typedef struct ck_index {
-    uint32_t *slots; /* position + 1; 0 = empty */
-    size_t cap, n;
-} ck_index;
-
-struct st_ckpt {
-    int fd;
-    uint64_t size;
-    st_format format;
-    bool big_endian;
-    st_ckpt_limits lim;
-    st_arena arena;
-    st_zip zip;
-    bool scan_only;
-    ck_storage *st;
-    size_t nst, stcap;
-    ck_index st_index;
-    ck_tensor *t;
-    size_t nt, tcap;
-    ck_index t_index;
-    st_ckpt_global *g;
-    size_t ng, gcap, ndanger;
-    ck_index g_index;
-    struct ck_meta { const char *k, *v; size_t kl, vl; } *meta;
-    size_t nmeta, mcap;
-    const char *pickle_label;
-    st_error scan_err;
-    bool has_scan_err;
-    /* flattening */
-    char *name;
-    size_t name_len, name_cap;
-    uint64_t visits;
-    uint64_t hash_seed; /* the indexes hash names the file chose: seeded */
-    /* TorchScript */
-    const char *rec_dir;   /* records of the pickle being read: "data/"...  */
-    bool const_keys;       /* storage keys get "constants/" (not data's)    */
-    st_ckpt_code *code;
-    size_t ncode, codecap;
-    st_ckpt_op *ops;
-    size_t nops, opscap;
-    ck_index op_index;
-    /* TorchScript classes ("module.Class") and their parameters and
-     * buffers ("module.Class\nname"), from the code's __parameters__ and
-     * __buffers__ lists; full: too many to trust the set, no filtering */
-    struct ck_str { const char *s; size_t n; } *tsn;
-    size_t ntsn, tsncap;
-    ck_index tsn_index;
-    size_t tsn_bytes;
-    bool tsn_full;
-    /* numpy arrays and the pickles whose arenas hold their bytes */
-    ck_array *arr;
-    size_t narr, arrcap;
-    pk_machine **keep;
-    size_t nkeep, keepcap;
-    /* tar */
-    ck_tar_tensor **tt;    /* entries in the arena, sorted by key when read */
-    size_t ntt, ttcap;
-};
-
 /* ---- small helpers ---- */
 
-static int nomem(st_error *err)
+int ck_nomem(st_error *err)
 {
     return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
+int ck_grow(void **p, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return ST_OK;
@@ -133,12 +39,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return ST_OK;
 }
 
-typedef bool (*ck_eq_fn)(const st_ckpt *ck, uint32_t pos, const void *key, size_t len);
-
-static int index_insert(ck_index *ix, uint64_t h, uint32_t pos);
-
-static uint32_t *index_slot(const ck_index *ix, const st_ckpt *ck, uint64_t h, const void *key, size_t len,
-                            ck_eq_fn eqf)
+uint32_t *ck_index_slot(const ck_index *ix, const st_ckpt *ck, uint64_t h, const void *key, size_t len,
+                        ck_eq_fn eqf)
 {
     if (!ix->cap)
         return NULL;
@@ -151,11 +53,7 @@ static uint32_t *index_slot(const ck_index *ix, const st_ckpt *ck, uint64_t h, c
     return &ix->slots[i];
 }
 
-/* The index stores hashes implicitly: on growth every entry is re-hashed
- * through rehash_fn. */
-typedef uint64_t (*ck_hash_fn)(const st_ckpt *ck, uint32_t pos);
-
-static int index_grow(ck_index *ix, const st_ckpt *ck, ck_hash_fn hf)
+int ck_index_grow(ck_index *ix, const st_ckpt *ck, ck_hash_fn hf)
 {
     if ((ix->n + 1) * 2 <= ix->cap)
         return ST_OK;
@@ -170,12 +68,12 @@ static int index_grow(ck_index *ix, const st_ckpt *ck, ck_hash_fn hf)
     ix->cap = cap;
     for (size_t i = 0; i < oldcap; i++)
         if (old[i])
-            index_insert(ix, hf(ck, old[i] - 1), old[i] - 1);
+            ck_index_insert(ix, hf(ck, old[i] - 1), old[i] - 1);
     free(old);
     return ST_OK;
 }
 
-static int index_insert(ck_index *ix, uint64_t h, uint32_t pos)
+int ck_index_insert(ck_index *ix, uint64_t h, uint32_t pos)
 {
     size_t mask = ix->cap - 1, i = (size_t)h & mask;
     while (ix->slots[i])
@@ -186,16 +84,16 @@ static int index_insert(ck_index *ix, uint64_t h, uint32_t pos)
 }
 
 /* storages by key */
-static uint64_t ck_hash(const st_ckpt *ck, const void *data, size_t len)
+uint64_t ck_hash(const st_ckpt *ck, const void *data, size_t len)
 {
     return st_hash_bytes_seeded(ck->hash_seed, data, len);
 }
 
-static bool st_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
+bool ck_st_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
 {
     return ck->st[pos].key_len == len && memcmp(ck->st[pos].key, key, len) == 0;
 }
-static uint64_t st_hash(const st_ckpt *ck, uint32_t pos)
+uint64_t ck_st_hash(const st_ckpt *ck, uint32_t pos)
 {
     return ck_hash(ck, ck->st[pos].key, ck->st[pos].key_len);
 }
@@ -225,53 +123,6 @@ static bool g_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
 static uint64_t g_hash(const st_ckpt *ck, uint32_t pos)
 {
     return g_hash2(ck, ck->g[pos].module, ck->g[pos].module_len, ck->g[pos].name, ck->g[pos].name_len);
-}
-
-/* operators by name */
-static bool op_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
-{
-    return ck->ops[pos].name_len == len && memcmp(ck->ops[pos].name, key, len) == 0;
-}
-static uint64_t op_hash(const st_ckpt *ck, uint32_t pos)
-{
-    return ck_hash(ck, ck->ops[pos].name, ck->ops[pos].name_len);
-}
-
-/* TorchScript class facts */
-static bool tsn_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
-{
-    return ck->tsn[pos].n == len && memcmp(ck->tsn[pos].s, key, len) == 0;
-}
-static uint64_t tsn_hash(const st_ckpt *ck, uint32_t pos)
-{
-    return ck_hash(ck, ck->tsn[pos].s, ck->tsn[pos].n);
-}
-static bool tsn_has(const st_ckpt *ck, const char *s, size_t n)
-{
-    uint32_t *slot = index_slot(&ck->tsn_index, ck, ck_hash(ck, s, n), s, n, tsn_eq);
-    return slot && *slot;
-}
-static int tsn_add(st_ckpt *ck, const char *s, size_t n)
-{
-    uint64_t h = ck_hash(ck, s, n);
-    uint32_t *slot = index_slot(&ck->tsn_index, ck, h, s, n, tsn_eq);
-    if (slot && *slot)
-        return ST_OK;
-    /* keys repeat the module path (as long as a zip name): bound the
-     * bytes too, or a small file could make a few GiB of keys */
-    if (ck->ntsn >= MAX_OPS || n > (16u << 20) - ck->tsn_bytes) {
-        ck->tsn_full = true;
-        return ST_OK;
-    }
-    ck->tsn_bytes += n;
-    if (index_grow(&ck->tsn_index, ck, tsn_hash) || grow((void **)&ck->tsn, &ck->tsncap, ck->ntsn + 1, sizeof *ck->tsn))
-        return ST_E_NOMEM;
-    char *c = st_arena_strdup(&ck->arena, s, n, NULL);
-    if (!c)
-        return ST_E_NOMEM;
-    ck->tsn[ck->ntsn] = (struct ck_str){c, n};
-    index_insert(&ck->tsn_index, h, (uint32_t)ck->ntsn++);
-    return ST_OK;
 }
 
 /* ---- format detection ---- */
@@ -402,21 +253,21 @@ static int on_global(void *ctx, const char *mod, size_t modn, const char *name, 
     st_ckpt *ck = ctx;
     g_key k = {mod, name, modn, namen};
     uint64_t h = g_hash2(ck, mod, modn, name, namen);
-    uint32_t *slot = index_slot(&ck->g_index, ck, h, &k, 0, g_eq);
+    uint32_t *slot = ck_index_slot(&ck->g_index, ck, h, &k, 0, g_eq);
     if (slot && *slot) {
         ck->g[*slot - 1].count++;
         *id = *slot - 1;
         return ST_OK;
     }
-    if (ck->ng >= UINT32_MAX - 1 || index_grow(&ck->g_index, ck, g_hash) ||
-        grow((void **)&ck->g, &ck->gcap, ck->ng + 1, sizeof *ck->g))
-        return nomem(err);
+    if (ck->ng >= UINT32_MAX - 1 || ck_index_grow(&ck->g_index, ck, g_hash) ||
+        ck_grow((void **)&ck->g, &ck->gcap, ck->ng + 1, sizeof *ck->g))
+        return ck_nomem(err);
     st_ckpt_global *g = &ck->g[ck->ng];
     bool over = false;
     g->module = st_arena_strdup(&ck->arena, mod, modn, &over);
     g->name = st_arena_strdup(&ck->arena, name, namen, &over);
     if (!g->module || !g->name)
-        return nomem(err);
+        return ck_nomem(err);
     g->module_len = modn;
     g->name_len = namen;
     g->safety = st_ckpt_classify(mod, modn, name, namen);
@@ -425,7 +276,7 @@ static int on_global(void *ctx, const char *mod, size_t modn, const char *name, 
     g->offset = offset;
     if (g->safety == ST_SAFETY_DANGEROUS)
         ck->ndanger++;
-    index_insert(&ck->g_index, h, (uint32_t)ck->ng);
+    ck_index_insert(&ck->g_index, h, (uint32_t)ck->ng);
     *id = (uint32_t)ck->ng++;
     return ST_OK;
 }
@@ -436,15 +287,15 @@ static int on_array(void *ctx, pk_value *v, st_error *err)
     if (ck->narr >= ck->lim.max_tensors)
         return st_fail(err, ST_E_PICKLE_LIMIT, v->u.arr.offset, "more than %llu numpy arrays",
                        (unsigned long long)ck->lim.max_tensors);
-    if (grow((void **)&ck->arr, &ck->arrcap, ck->narr + 1, sizeof *ck->arr))
-        return nomem(err);
+    if (ck_grow((void **)&ck->arr, &ck->arrcap, ck->narr + 1, sizeof *ck->arr))
+        return ck_nomem(err);
     ck_array *a = &ck->arr[ck->narr];
     memset(a, 0, sizeof *a);
     uint32_t rank = v->u.arr.rank;
     char *dt = st_arena_alloc(&ck->arena, v->u.arr.coden + 2, NULL);
     uint64_t *shape = st_arena_alloc(&ck->arena, (rank ? rank : 1) * sizeof *shape, NULL);
     if (!dt || !shape)
-        return nomem(err);
+        return ck_nomem(err);
     dt[0] = v->u.arr.order;
     memcpy(dt + 1, v->u.arr.code, v->u.arr.coden);
     dt[v->u.arr.coden + 1] = 0;
@@ -461,11 +312,7 @@ static int on_array(void *ctx, pk_value *v, st_error *err)
     return ST_OK;
 }
 
-static const struct {
-    const char *name;
-    int dtype;
-    unsigned elem;
-} storage_types[] = {
+const ck_storage_type ck_storage_types[] = {
     {"DoubleStorage", ST_F64, 8},       {"FloatStorage", ST_F32, 4},
     {"HalfStorage", ST_F16, 2},         {"BFloat16Storage", ST_BF16, 2},
     {"LongStorage", ST_I64, 8},         {"IntStorage", ST_I32, 4},
@@ -480,8 +327,9 @@ static const struct {
     {"QInt32Storage", -1, 4},           {"QUInt4x2Storage", -1, 1},
     {"QUInt2x4Storage", -1, 1},         {"UntypedStorage", ST_U8, 1},
 };
+const size_t ck_storage_type_count = sizeof ck_storage_types / sizeof ck_storage_types[0];
 
-static int pid_error(st_error *err, const char *what)
+int ck_pid_error(st_error *err, const char *what)
 {
     return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "persistent id: %s", what);
 }
@@ -491,21 +339,21 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
 {
     st_ckpt *ck = ctx;
     if (!pid || pid->kind != PK_TUPLE || pid->u.seq.n < 5 || !pk_is_str(pid->u.seq.v[0], "storage"))
-        return pid_error(err, "not a ('storage', type, key, location, size) tuple");
+        return ck_pid_error(err, "not a ('storage', type, key, location, size) tuple");
     pk_value **a = pid->u.seq.v;
     pk_value *type = a[1], *key = a[2], *numel = a[4];
     if (type->kind != PK_GLOBAL || key->kind != PK_STR || numel->kind != PK_INT || numel->u.i < 0)
-        return pid_error(err, "storage type, key or size of the wrong kind");
+        return ck_pid_error(err, "storage type, key or size of the wrong kind");
     /* exact lengths: a module name may hold a NUL byte */
     size_t ml = type->u.g.modn;
     const char *mod = type->u.g.mod;
     if (!((ml == 5 && memcmp(mod, "torch", 5) == 0) || (ml == 10 && memcmp(mod, "torch.cuda", 10) == 0) ||
           (ml == 13 && memcmp(mod, "torch.storage", 13) == 0)))
-        return pid_error(err, "storage type is not a torch storage class");
+        return ck_pid_error(err, "storage type is not a torch storage class");
     int found = -1;
-    for (size_t i = 0; i < sizeof storage_types / sizeof storage_types[0]; i++)
-        if (strlen(storage_types[i].name) == type->u.g.namen &&
-            memcmp(storage_types[i].name, type->u.g.name, type->u.g.namen) == 0)
+    for (size_t i = 0; i < sizeof ck_storage_types / sizeof ck_storage_types[0]; i++)
+        if (strlen(ck_storage_types[i].name) == type->u.g.namen &&
+            memcmp(ck_storage_types[i].name, type->u.g.name, type->u.g.namen) == 0)
             found = (int)i;
     if (found < 0) {
         char q[120];
@@ -519,7 +367,7 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
     if (view && (view->kind != PK_TUPLE || view->u.seq.n != 3 || view->u.seq.v[0]->kind != PK_STR ||
                  view->u.seq.v[1]->kind != PK_INT || view->u.seq.v[2]->kind != PK_INT ||
                  view->u.seq.v[1]->u.i < 0 || view->u.seq.v[2]->u.i < 0))
-        return pid_error(err, "bad storage view metadata");
+        return ck_pid_error(err, "bad storage view metadata");
     /* The storage this pid names: a view's own key, else the root key. */
     const char *k = view ? view->u.seq.v[0]->u.s.p : key->u.s.p;
     size_t kn = view ? view->u.seq.v[0]->u.s.n : key->u.s.n;
@@ -528,7 +376,7 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
     if (ck->const_keys) { /* constants/0 is not data/0 */
         char *ckey = st_arena_alloc(&ck->arena, kn + 11, NULL);
         if (!ckey)
-            return nomem(err);
+            return ck_nomem(err);
         memcpy(ckey, "constants/", 10);
         memcpy(ckey + 10, k, kn);
         ckey[kn + 10] = 0;
@@ -536,11 +384,11 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
         kn += 10;
     }
     uint64_t h = ck_hash(ck, k, kn);
-    uint32_t *slot = index_slot(&ck->st_index, ck, h, k, kn, st_eq);
+    uint32_t *slot = ck_index_slot(&ck->st_index, ck, h, k, kn, ck_st_eq);
     if (slot && *slot) {
         ck_storage *s = &ck->st[*slot - 1];
-        if (strcmp(s->type_name, storage_types[found].name) != 0)
-            return pid_error(err, "one storage used with two element types");
+        if (strcmp(s->type_name, ck_storage_types[found].name) != 0)
+            return ck_pid_error(err, "one storage used with two element types");
         *index = *slot - 1;
         return ST_OK;
     }
@@ -561,34 +409,34 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
         root = ri;
         uint64_t vo = (uint64_t)view->u.seq.v[1]->u.i, vs = (uint64_t)view->u.seq.v[2]->u.i;
         if (vo > ck->st[ri].numel || vs > ck->st[ri].numel - vo)
-            return pid_error(err, "storage view outside its root storage");
+            return ck_pid_error(err, "storage view outside its root storage");
     }
-    if (ck->nst >= UINT32_MAX - 1 || index_grow(&ck->st_index, ck, st_hash) ||
-        grow((void **)&ck->st, &ck->stcap, ck->nst + 1, sizeof *ck->st))
-        return nomem(err);
+    if (ck->nst >= UINT32_MAX - 1 || ck_index_grow(&ck->st_index, ck, ck_st_hash) ||
+        ck_grow((void **)&ck->st, &ck->stcap, ck->nst + 1, sizeof *ck->st))
+        return ck_nomem(err);
     ck_storage *s = &ck->st[ck->nst];
     memset(s, 0, sizeof *s);
     s->key = st_arena_strdup(&ck->arena, k, kn, NULL);
     if (!s->key)
-        return nomem(err);
+        return ck_nomem(err);
     s->key_len = kn;
-    s->type_name = storage_types[found].name;
-    s->dtype = storage_types[found].dtype;
-    s->elem = storage_types[found].elem;
+    s->type_name = ck_storage_types[found].name;
+    s->dtype = ck_storage_types[found].dtype;
+    s->elem = ck_storage_types[found].elem;
     s->swap = s->dtype == ST_C64 ? 4 : s->elem > 1 ? s->elem : 0;
     s->numel = view ? (uint64_t)view->u.seq.v[2]->u.i : (uint64_t)numel->u.i;
     s->root = root;
     s->view_off = view ? (uint64_t)view->u.seq.v[1]->u.i : 0;
     s->be = ck->big_endian;
     if (s->numel > UINT64_MAX / s->elem)
-        return pid_error(err, "storage size overflows");
+        return ck_pid_error(err, "storage size overflows");
     if (ck->format == ST_FORMAT_ZIP_PICKLE || ck->format == ST_FORMAT_TORCHSCRIPT) {
         /* the record: <prefix>data/<key> (constants/<key> for constants.pkl) */
         const char *dir = ck->rec_dir ? ck->rec_dir : "data/";
         size_t dl = strlen(dir), need = ck->zip.prefix_len + dl + rkn;
         char *rec = malloc(need + 1);
         if (!rec)
-            return nomem(err);
+            return ck_nomem(err);
         memcpy(rec, ck->zip.prefix, ck->zip.prefix_len);
         memcpy(rec + ck->zip.prefix_len, dir, dl);
         memcpy(rec + ck->zip.prefix_len + dl, rk, rkn);
@@ -608,7 +456,7 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
         s->offset = en->data_offset;
         s->located = true;
     }
-    index_insert(&ck->st_index, h, (uint32_t)ck->nst);
+    ck_index_insert(&ck->st_index, h, (uint32_t)ck->nst);
     *index = (uint32_t)ck->nst++;
     return ST_OK;
 }
@@ -619,8 +467,8 @@ static int name_push(st_ckpt *ck, const char *s, size_t n, size_t *saved, st_err
 {
     *saved = ck->name_len;
     size_t need = ck->name_len + 1 + n + 1;
-    if (grow((void **)&ck->name, &ck->name_cap, need, 1))
-        return nomem(err);
+    if (ck_grow((void **)&ck->name, &ck->name_cap, need, 1))
+        return ck_nomem(err);
     if (ck->name_len)
         ck->name[ck->name_len++] = '.';
     memcpy(ck->name + ck->name_len, s, n);
@@ -692,11 +540,11 @@ static int emit_tensor(st_ckpt *ck, const pk_value *tv, st_error *err)
         return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "tensor %s: offset past its storage", q);
     }
     uint64_t h = ck_hash(ck, ck->name, ck->name_len);
-    uint32_t *slot = index_slot(&ck->t_index, ck, h, ck->name, ck->name_len, t_eq);
+    uint32_t *slot = ck_index_slot(&ck->t_index, ck, h, ck->name, ck->name_len, t_eq);
     if (slot && *slot)
         return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "two tensors are named %s", q);
-    if (index_grow(&ck->t_index, ck, t_hash) || grow((void **)&ck->t, &ck->tcap, ck->nt + 1, sizeof *ck->t))
-        return nomem(err);
+    if (ck_index_grow(&ck->t_index, ck, t_hash) || ck_grow((void **)&ck->t, &ck->tcap, ck->nt + 1, sizeof *ck->t))
+        return ck_nomem(err);
     ck_tensor *t = &ck->t[ck->nt];
     memset(t, 0, sizeof *t);
     t->storage = tv->u.t.storage->u.st.index;
@@ -704,7 +552,7 @@ static int emit_tensor(st_ckpt *ck, const pk_value *tv, st_error *err)
     p->name = st_arena_strdup(&ck->arena, ck->name, ck->name_len, NULL);
     uint64_t *shape = st_arena_alloc(&ck->arena, (rank ? rank : 1) * sizeof *shape * 2, NULL);
     if (!p->name || !shape)
-        return nomem(err);
+        return ck_nomem(err);
     memcpy(shape, tv->u.t.shape, rank * sizeof *shape);
     memcpy(shape + rank, tv->u.t.stride, rank * sizeof *shape);
     p->name_len = ck->name_len;
@@ -717,7 +565,7 @@ static int emit_tensor(st_ckpt *ck, const pk_value *tv, st_error *err)
     p->nbytes = nel * s->elem;
     p->storage_key = s->key;
     p->contiguous = contiguous;
-    index_insert(&ck->t_index, h, (uint32_t)ck->nt);
+    ck_index_insert(&ck->t_index, h, (uint32_t)ck->nt);
     ck->nt++;
     return ST_OK;
 }
@@ -746,7 +594,7 @@ static int emit_array(st_ckpt *ck, pk_value *v, st_error *err)
         rec->pub.name = st_arena_strdup(&ck->arena, ck->name, ck->name_len, NULL);
         rec->pub.name_len = ck->name_len;
         if (!rec->pub.name)
-            return nomem(err);
+            return ck_nomem(err);
     }
     if (v->u.arr.dtype < 0 || !v->u.arr.data) {
         if (rec && !rec->pub.refused)
@@ -758,18 +606,18 @@ static int emit_array(st_ckpt *ck, pk_value *v, st_error *err)
     int kl = snprintf(key, sizeof key, "numpy#%u@%llu", (unsigned)v->u.arr.rec,
                       (unsigned long long)v->u.arr.offset);
     uint64_t h = ck_hash(ck, key, (size_t)kl);
-    uint32_t *slot = index_slot(&ck->st_index, ck, h, key, (size_t)kl, st_eq), si;
+    uint32_t *slot = ck_index_slot(&ck->st_index, ck, h, key, (size_t)kl, ck_st_eq), si;
     if (slot && *slot) {
         si = *slot - 1;
     } else {
-        if (ck->nst >= UINT32_MAX - 1 || index_grow(&ck->st_index, ck, st_hash) ||
-            grow((void **)&ck->st, &ck->stcap, ck->nst + 1, sizeof *ck->st))
-            return nomem(err);
+        if (ck->nst >= UINT32_MAX - 1 || ck_index_grow(&ck->st_index, ck, ck_st_hash) ||
+            ck_grow((void **)&ck->st, &ck->stcap, ck->nst + 1, sizeof *ck->st))
+            return ck_nomem(err);
         ck_storage *s = &ck->st[ck->nst];
         memset(s, 0, sizeof *s);
         s->key = st_arena_strdup(&ck->arena, key, (size_t)kl, NULL);
         if (!s->key)
-            return nomem(err);
+            return ck_nomem(err);
         s->key_len = (size_t)kl;
         s->type_name = "numpy.ndarray";
         s->dtype = v->u.arr.dtype;
@@ -780,13 +628,13 @@ static int emit_array(st_ckpt *ck, pk_value *v, st_error *err)
         s->root = -1;
         s->mem = v->u.arr.data;
         s->located = true;
-        index_insert(&ck->st_index, h, (uint32_t)ck->nst);
+        ck_index_insert(&ck->st_index, h, (uint32_t)ck->nst);
         si = (uint32_t)ck->nst++;
     }
     uint32_t rank = v->u.arr.rank;
     uint64_t *stride = malloc((rank ? rank : 1) * sizeof *stride);
     if (!stride)
-        return nomem(err);
+        return ck_nomem(err);
     /* C order, or Fortran order (first index fastest), in elements */
     uint64_t acc = 1;
     for (uint32_t i = 0; i < rank; i++) {
@@ -876,12 +724,12 @@ static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err)
         qual = malloc(qn + 1 + 257);
         if (!qual) {
             v->visiting = 0;
-            return nomem(err);
+            return ck_nomem(err);
         }
         memcpy(qual, g->u.g.mod, g->u.g.modn);
         qual[g->u.g.modn] = '.';
         memcpy(qual + g->u.g.modn + 1, g->u.g.name, g->u.g.namen);
-        if (!tsn_has(ck, qual, qn)) {
+        if (!ck_ts_declared(ck, qual, qn)) {
             free(qual);
             qual = NULL;
         }
@@ -894,7 +742,7 @@ static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err)
                     continue;
                 qual[qn] = '\n';
                 memcpy(qual + qn + 1, k->u.s.p, k->u.s.n);
-                if (!tsn_has(ck, qual, qn + 1 + k->u.s.n))
+                if (!ck_ts_declared(ck, qual, qn + 1 + k->u.s.n))
                     continue; /* a plain tensor attribute: not in state_dict() */
             } else if (qual && !ts_module(ck, val)) {
                 continue; /* lists of tensors (LSTM's _flat_weights) are not either */
@@ -919,7 +767,7 @@ static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err)
     return rc;
 }
 
-static pk_value *dict_get(pk_value *d, const char *key)
+pk_value *ck_dict_get(pk_value *d, const char *key)
 {
     if (!d || d->kind != PK_DICT)
         return NULL;
@@ -943,7 +791,7 @@ static int add_meta(st_ckpt *ck, const char *k, size_t kn, const char *v, size_t
             return ST_OK;
         }
     const char *ks = st_arena_strdup(&ck->arena, k, kn, NULL);
-    if (!ks || grow((void **)&ck->meta, &ck->mcap, ck->nmeta + 1, sizeof *ck->meta))
+    if (!ks || ck_grow((void **)&ck->meta, &ck->mcap, ck->nmeta + 1, sizeof *ck->meta))
         return ST_E_NOMEM;
     ck->meta[ck->nmeta++] = (struct ck_meta){ks, vs, kn, vn};
     return ST_OK;
@@ -980,19 +828,19 @@ static int collect_meta(st_ckpt *ck, pk_value *root, st_error *err)
         } else
             continue;
         if (add_meta(ck, k->u.s.p, k->u.s.n, val, vn))
-            return nomem(err);
+            return ck_nomem(err);
     }
     return ST_OK;
 }
 
-static int name_tensors(st_ckpt *ck, pk_value *root, st_error *err)
+int ck_name_tensors(st_ckpt *ck, pk_value *root, st_error *err)
 {
     int rc = collect_meta(ck, root, err);
     if (rc)
         return rc;
     pk_value *v = root;
     for (int i = 0; i < 2; i++) { /* state_dict, also nested once more */
-        pk_value *sd = dict_get(v, "state_dict");
+        pk_value *sd = ck_dict_get(v, "state_dict");
         if (sd && sd->kind == PK_DICT)
             v = sd;
     }
@@ -1008,7 +856,7 @@ static int name_tensors(st_ckpt *ck, pk_value *root, st_error *err)
 
 /* ---- containers ---- */
 
-static void scan_note(st_ckpt *ck, const st_error *e)
+void ck_scan_note(st_ckpt *ck, const st_error *e)
 {
     if (!ck->has_scan_err) {
         ck->scan_err = *e;
@@ -1016,7 +864,7 @@ static void scan_note(st_ckpt *ck, const st_error *e)
     }
 }
 
-static const pk_hooks *hooks_for(st_ckpt *ck, pk_hooks *h)
+const pk_hooks *ck_hooks_for(st_ckpt *ck, pk_hooks *h)
 {
     h->ctx = ck;
     h->global = on_global;
@@ -1032,7 +880,7 @@ static int run_zip_pickle(st_ckpt *ck, const st_zip_entry *en, bool interpret, p
                           st_error *err)
 {
     pk_hooks h;
-    hooks_for(ck, &h);
+    ck_hooks_for(ck, &h);
     char q[200];
     st_quote_name(q, sizeof q, en->name, en->name_len);
     if (en->size > ck->lim.max_pickle_bytes)
@@ -1041,7 +889,7 @@ static int run_zip_pickle(st_ckpt *ck, const st_zip_entry *en, bool interpret, p
     unsigned char *buf = malloc(1u << 16);
     unsigned char *out = NULL;
     if (!buf)
-        return nomem(err);
+        return ck_nomem(err);
     int rc = ST_OK;
     z_stream zs;
     memset(&zs, 0, sizeof zs);
@@ -1051,7 +899,7 @@ static int run_zip_pickle(st_ckpt *ck, const st_zip_entry *en, bool interpret, p
         if (!out || inflateInit2(&zs, -15) != Z_OK) {
             free(buf);
             free(out);
-            return nomem(err);
+            return ck_nomem(err);
         }
         zs.next_out = out;
         zs.avail_out = (uInt)en->size;
@@ -1104,190 +952,18 @@ done:
 
 /* Keeps a pickle's arena alive with the checkpoint when numpy arrays the
  * tensors read from were rebuilt in it; else frees it. */
-static int keep_machine(st_ckpt *ck, pk_machine *m, size_t narr_before, st_error *err)
+int ck_keep_machine(st_ckpt *ck, pk_machine *m, size_t narr_before, st_error *err)
 {
     if (!m || ck->narr == narr_before) {
         pk_free(m);
         return ST_OK;
     }
-    if (grow((void **)&ck->keep, &ck->keepcap, ck->nkeep + 1, sizeof *ck->keep)) {
+    if (ck_grow((void **)&ck->keep, &ck->keepcap, ck->nkeep + 1, sizeof *ck->keep)) {
         pk_free(m);
-        return nomem(err);
+        return ck_nomem(err);
     }
     ck->keep[ck->nkeep++] = m;
     return ST_OK;
-}
-
-/* Streams an entry's bytes (inflated if deflated) to fn in 64 KiB pieces;
- * size and CRC-32 checked at the end. */
-typedef int (*chunk_fn)(void *ctx, const unsigned char *p, size_t n);
-
-static int zip_stream(st_ckpt *ck, const st_zip_entry *en, chunk_fn fn, void *ctx, st_error *err)
-{
-    enum { CH = 1 << 16 };
-    char q[200];
-    st_quote_name(q, sizeof q, en->name, en->name_len);
-    unsigned char *in = malloc(CH), *out = malloc(CH);
-    z_stream zs;
-    memset(&zs, 0, sizeof zs);
-    bool inflating = en->method == 8;
-    int rc = ST_OK;
-    if (!in || !out || (inflating && inflateInit2(&zs, -15) != Z_OK)) {
-        free(in);
-        free(out);
-        return nomem(err);
-    }
-    uLong crc = crc32(0L, Z_NULL, 0);
-    uint64_t total = 0;
-    bool ended = !inflating;
-    for (uint64_t off = 0; off < en->csize && !rc;) {
-        size_t n = en->csize - off < CH ? (size_t)(en->csize - off) : CH;
-        if (st_pread_full(ck->fd, in, n, en->data_offset + off)) {
-            rc = st_fail(err, ST_E_IO, en->data_offset + off, "read error");
-            break;
-        }
-        off += n;
-        if (!inflating) {
-            crc = crc32(crc, in, (uInt)n);
-            total += n;
-            if ((rc = fn(ctx, in, n)))
-                break;
-            continue;
-        }
-        zs.next_in = in;
-        zs.avail_in = (uInt)n;
-        while (zs.avail_in && !ended && !rc) {
-            zs.next_out = out;
-            zs.avail_out = CH;
-            int zr = inflate(&zs, Z_NO_FLUSH);
-            if (zr != Z_OK && zr != Z_STREAM_END) {
-                rc = st_fail(err, ST_E_ZIP, en->data_offset, "bad deflate data in %s", q);
-                break;
-            }
-            size_t got = CH - zs.avail_out;
-            total += got;
-            if (total > en->size) {
-                rc = st_fail(err, ST_E_ZIP, en->data_offset, "%s inflates past its stated size", q);
-                break;
-            }
-            crc = crc32(crc, out, (uInt)got);
-            if (got && (rc = fn(ctx, out, got)))
-                break;
-            if (zr == Z_STREAM_END)
-                ended = true;
-            else if (got == 0 && zs.avail_in == 0)
-                break;
-        }
-    }
-    if (!rc && (total != en->size || !ended))
-        rc = st_fail(err, ST_E_ZIP, en->data_offset, "%s inflates to the wrong size", q);
-    if (!rc && crc != en->crc32)
-        rc = st_fail(err, ST_E_ZIP, en->data_offset, "CRC-32 mismatch in %s", q);
-    if (inflating)
-        inflateEnd(&zs);
-    free(in);
-    free(out);
-    return rc;
-}
-
-typedef struct code_ctx {
-    st_ckpt *ck;
-    st_ts_lexer lx;
-    st_ts_sink sink;
-    st_error *err;
-    char *qual;        /* "module.Class" of the class being read, then '\n' */
-    size_t modn, qn, qcap;
-    bool in_class;
-} code_ctx;
-
-/* `class NAME` in code/a/b.py: the class a.b.NAME of the pickles */
-static int on_class(void *ctx, const char *name, size_t len)
-{
-    code_ctx *c = ctx;
-    c->in_class = false;
-    size_t need = c->modn + 1 + len + 1 + 256 + 1;
-    if (grow((void **)&c->qual, &c->qcap, need, 1))
-        return nomem(c->err);
-    c->qual[c->modn] = '.';
-    memcpy(c->qual + c->modn + 1, name, len);
-    c->qn = c->modn + 1 + len;
-    if (tsn_add(c->ck, c->qual, c->qn))
-        return nomem(c->err);
-    c->in_class = true;
-    return 0;
-}
-
-static int on_attr(void *ctx, int kind, const char *name, size_t len)
-{
-    (void)kind; /* parameters and buffers alike are in state_dict() */
-    code_ctx *c = ctx;
-    if (!c->in_class || len > 256)
-        return 0;
-    c->qual[c->qn] = '\n';
-    memcpy(c->qual + c->qn + 1, name, len);
-    if (tsn_add(c->ck, c->qual, c->qn + 1 + len))
-        return nomem(c->err);
-    return 0;
-}
-
-static int on_call(void *ctx, const char *name, size_t len)
-{
-    code_ctx *c = ctx;
-    st_ckpt *ck = c->ck;
-    ck->code[ck->ncode - 1].calls++;
-    uint64_t h = ck_hash(ck, name, len);
-    uint32_t *slot = index_slot(&ck->op_index, ck, h, name, len, op_eq);
-    if (slot && *slot) {
-        ck->ops[*slot - 1].count++;
-        return 0;
-    }
-    if (ck->nops >= MAX_OPS)
-        return 0; /* counted in the file's calls, not listed */
-    if (index_grow(&ck->op_index, ck, op_hash) || grow((void **)&ck->ops, &ck->opscap, ck->nops + 1, sizeof *ck->ops))
-        return nomem(c->err);
-    st_ckpt_op *op = &ck->ops[ck->nops];
-    op->name = st_arena_strdup(&ck->arena, name, len, NULL);
-    if (!op->name)
-        return nomem(c->err);
-    op->name_len = len;
-    op->count = 1;
-    op->first_code = ck->ncode - 1;
-    index_insert(&ck->op_index, h, (uint32_t)ck->nops++);
-    return 0;
-}
-
-static int lex_chunk(void *ctx, const unsigned char *p, size_t n)
-{
-    code_ctx *c = ctx;
-    return st_ts_lex(&c->lx, p, n, &c->sink);
-}
-
-static int scan_code(st_ckpt *ck, const st_zip_entry *en, st_error *err)
-{
-    if (grow((void **)&ck->code, &ck->codecap, ck->ncode + 1, sizeof *ck->code))
-        return nomem(err);
-    st_ckpt_code *cd = &ck->code[ck->ncode++];
-    memset(cd, 0, sizeof *cd);
-    cd->path = en->name;
-    cd->path_len = en->name_len;
-    cd->size = en->size;
-    code_ctx c;
-    memset(&c, 0, sizeof c);
-    c.ck = ck;
-    c.err = err;
-    c.sink = (st_ts_sink){&c, on_call, on_class, on_attr};
-    st_ts_lex_init(&c.lx);
-    /* the module: the path under code/ without .py, '/' read as '.' */
-    const char *rest = en->name + ck->zip.prefix_len + 5;
-    size_t rl = en->name_len - ck->zip.prefix_len - 5 - 3;
-    if (grow((void **)&c.qual, &c.qcap, rl + 1, 1))
-        return nomem(err);
-    for (size_t i = 0; i < rl; i++)
-        c.qual[i] = rest[i] == '/' ? '.' : rest[i];
-    c.modn = rl;
-    int rc = zip_stream(ck, en, lex_chunk, &c, err);
-    free(c.qual);
-    return rc;
 }
 
 static bool has_suffix(const char *s, size_t n, const char *suf)
@@ -1307,13 +983,6 @@ static bool is_pickle_entry(const st_ckpt *ck, const st_zip_entry *en)
     unsigned char b = 0;
     return rl > 6 && memcmp(rest, "extra/", 6) == 0 && en->method == 0 && en->size >= 2 &&
            st_pread_full(ck->fd, &b, 1, en->data_offset) == 0 && b == 0x80;
-}
-
-static bool is_code_entry(const st_ckpt *ck, const st_zip_entry *en)
-{
-    const char *rest = en->name + ck->zip.prefix_len;
-    size_t rl = en->name_len - ck->zip.prefix_len;
-    return rl > 5 && memcmp(rest, "code/", 5) == 0 && has_suffix(rest, rl, ".py");
 }
 
 /* constants.pkl: a tuple the code calls CONSTANTS.c0, c1, ... */
@@ -1348,20 +1017,20 @@ static int open_zip(st_ckpt *ck, st_error *err)
     /* TorchScript code: listed and lexed, never run (both modes) */
     for (size_t i = 0; i < ck->zip.count; i++) {
         const st_zip_entry *en = &ck->zip.entries[i];
-        if (!is_code_entry(ck, en))
+        if (!ck_ts_is_code(ck, en))
             continue;
         st_error e = {0};
         if (en->size > ck->lim.max_pickle_bytes)
             rc = st_fail(&e, ST_E_PICKLE_LIMIT, en->data_offset, "code file larger than the limit");
         else
-            rc = scan_code(ck, en, &e);
+            rc = ck_ts_scan_code(ck, en, &e);
         if (rc) {
             if (!ck->scan_only) {
                 if (err)
                     *err = e;
                 return rc;
             }
-            scan_note(ck, &e);
+            ck_scan_note(ck, &e);
             rc = ST_OK;
         }
     }
@@ -1376,7 +1045,7 @@ static int open_zip(st_ckpt *ck, st_error *err)
             pk_machine *m = NULL;
             pk_value *res;
             if (run_zip_pickle(ck, en, false, &m, &res, &e))
-                scan_note(ck, &e);
+                ck_scan_note(ck, &e);
             pk_free(m);
         }
         return ST_OK;
@@ -1413,7 +1082,7 @@ static int open_zip(st_ckpt *ck, st_error *err)
                 rc = name_constants(ck, res, err);
             ck->rec_dir = NULL;
             ck->const_keys = false;
-            int krc = keep_machine(ck, m, before, err);
+            int krc = ck_keep_machine(ck, m, before, err);
             m = NULL;
             if (rc || krc)
                 return rc ? rc : krc;
@@ -1427,8 +1096,8 @@ static int open_zip(st_ckpt *ck, st_error *err)
     before = ck->narr;
     rc = run_zip_pickle(ck, en, true, &m, &res, err);
     if (!rc)
-        rc = name_tensors(ck, res, err);
-    int krc = keep_machine(ck, m, before, err);
+        rc = ck_name_tensors(ck, res, err);
+    int krc = ck_keep_machine(ck, m, before, err);
     return rc ? rc : krc;
 }
 
@@ -1439,7 +1108,7 @@ static const char *const legacy_labels[5] = {"pickle 1 (magic number)", "pickle 
 static int open_legacy(st_ckpt *ck, st_error *err)
 {
     pk_hooks h;
-    hooks_for(ck, &h);
+    ck_hooks_for(ck, &h);
     uint64_t pos = 0;
     int rc = ST_OK;
     pk_machine *main_m = NULL;
@@ -1455,7 +1124,7 @@ static int open_legacy(st_ckpt *ck, st_error *err)
         if (rc) {
             pk_free(m);
             if (ck->scan_only) {
-                scan_note(ck, &e);
+                ck_scan_note(ck, &e);
                 rc = ST_OK;
                 goto out;
             }
@@ -1473,7 +1142,7 @@ static int open_legacy(st_ckpt *ck, st_error *err)
         else if (i == 1 && !(res->kind == PK_INT && res->u.i == 1001))
             rc = st_fail(err, ST_E_CKPT_FORMAT, 0, "legacy checkpoint: protocol version is not 1001");
         else if (i == 2) {
-            pk_value *le = dict_get(res, "little_endian");
+            pk_value *le = ck_dict_get(res, "little_endian");
             if (res->kind != PK_DICT || !le || le->kind != PK_BOOL)
                 rc = st_fail(err, ST_E_CKPT_FORMAT, 0, "legacy checkpoint: bad sys info");
             else
@@ -1481,7 +1150,7 @@ static int open_legacy(st_ckpt *ck, st_error *err)
         } else if (i == 3) {
             main_m = m;
             m = NULL;
-            rc = name_tensors(ck, res, err);
+            rc = ck_name_tensors(ck, res, err);
         } else if (i == 4) {
             keys = res;
             keys_m = m;
@@ -1505,7 +1174,7 @@ static int open_legacy(st_ckpt *ck, st_error *err)
             rc = st_fail(err, ST_E_CKPT_FORMAT, pos, "legacy checkpoint: a storage key is not a string");
             goto out;
         }
-        uint32_t *slot = index_slot(&ck->st_index, ck, ck_hash(ck, k->u.s.p, k->u.s.n), k->u.s.p, k->u.s.n, st_eq);
+        uint32_t *slot = ck_index_slot(&ck->st_index, ck, ck_hash(ck, k->u.s.p, k->u.s.n), k->u.s.p, k->u.s.n, ck_st_eq);
         char q[120];
         st_quote_name(q, sizeof q, k->u.s.p, k->u.s.n);
         if (!slot || !*slot) {
@@ -1559,7 +1228,7 @@ out:
     if (rc)
         pk_free(main_m);
     else
-        rc = keep_machine(ck, main_m, 0, err);
+        rc = ck_keep_machine(ck, main_m, 0, err);
     pk_free(keys_m);
     return rc;
 }
@@ -1567,7 +1236,7 @@ out:
 static void open_raw_scan(st_ckpt *ck)
 {
     pk_hooks h;
-    hooks_for(ck, &h);
+    ck_hooks_for(ck, &h);
     uint64_t pos = 0;
     static const char *const labels[] = {"pickle 1", "pickle 2", "pickle 3", "pickle 4", "pickle 5+"};
     /* Consecutive pickles, as picklescan does, while one seems to follow. */
@@ -1585,383 +1254,11 @@ static void open_raw_scan(st_ckpt *ck)
         int rc = pk_run(ck->fd, pos, ck->size, &ck->lim, &h, false, &m, &res, &end, &e);
         pk_free(m);
         if (rc) {
-            scan_note(ck, &e);
+            ck_scan_note(ck, &e);
             break;
         }
         pos = end;
     }
-}
-
-/* ---- tar checkpoints (torch < 0.4) ---- */
-
-static int tar_key(const pk_value *v, char *buf, size_t cap, size_t *n)
-{
-    if (v->kind == PK_INT) {
-        *n = (size_t)snprintf(buf, cap, "%lld", (long long)v->u.i);
-        return ST_OK;
-    }
-    if (v->kind == PK_STR && v->u.s.n && v->u.s.n < cap) {
-        for (size_t i = 0; i < v->u.s.n; i++)
-            if (v->u.s.p[i] < '0' || v->u.s.p[i] > '9')
-                return -1;
-        memcpy(buf, v->u.s.p, v->u.s.n);
-        buf[v->u.s.n] = 0;
-        *n = v->u.s.n;
-        return ST_OK;
-    }
-    return -1;
-}
-
-static int tar_type(const pk_value *t)
-{
-    if (!t || t->kind != PK_GLOBAL ||
-        !((t->u.g.modn == 5 && memcmp(t->u.g.mod, "torch", 5) == 0) ||
-          (t->u.g.modn == 10 && memcmp(t->u.g.mod, "torch.cuda", 10) == 0)))
-        return -1;
-    for (size_t i = 0; i < sizeof storage_types / sizeof storage_types[0]; i++)
-        if (strlen(storage_types[i].name) == t->u.g.namen && memcmp(storage_types[i].name, t->u.g.name, t->u.g.namen) == 0)
-            return (int)i;
-    return -1;
-}
-
-static int cmp_tt(const void *a, const void *b)
-{
-    const ck_tar_tensor *x = *(const ck_tar_tensor *const *)a, *y = *(const ck_tar_tensor *const *)b;
-    return strcmp(x->key, y->key);
-}
-
-static ck_tar_tensor *tt_find(const st_ckpt *ck, const char *key)
-{
-    size_t lo = 0, hi = ck->ntt;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(ck->tt[mid]->key, key);
-        if (c == 0)
-            return ck->tt[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
-static int tar_persid(void *ctx, pk_value *pid, pk_value *out, st_error *err)
-{
-    st_ckpt *ck = ctx;
-    if (pid->kind == PK_TUPLE && pid->u.seq.n >= 1 && pk_is_str(pid->u.seq.v[0], "module"))
-        return ST_OK; /* a module's class and source: stays an inert None */
-    char key[32];
-    size_t kn;
-    if (tar_key(pid, key, sizeof key, &kn))
-        return pid_error(err, "not a tensor or storage key");
-    ck_tar_tensor *t = tt_find(ck, key);
-    if (t) {
-        *out = t->value;
-        return ST_OK;
-    }
-    uint32_t *slot = index_slot(&ck->st_index, ck, ck_hash(ck, key, kn), key, kn, st_eq);
-    if (!slot || !*slot)
-        return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "tar checkpoint: persistent id %s names no tensor or storage", key);
-    out->kind = PK_STORAGE;
-    out->u.st.index = *slot - 1;
-    return ST_OK;
-}
-
-/* A new located storage (tar "storages" member, or one of its views). */
-static int tar_storage(st_ckpt *ck, const char *key, size_t kn, int type, uint64_t numel, uint64_t offset,
-                       st_error *err)
-{
-    uint64_t h = ck_hash(ck, key, kn);
-    uint32_t *slot = index_slot(&ck->st_index, ck, h, key, kn, st_eq);
-    if (slot && *slot)
-        return st_fail(err, ST_E_CKPT_TENSOR, offset, "tar checkpoint: storage %s defined twice", key);
-    if (ck->nst >= UINT32_MAX - 1 || index_grow(&ck->st_index, ck, st_hash) ||
-        grow((void **)&ck->st, &ck->stcap, ck->nst + 1, sizeof *ck->st))
-        return nomem(err);
-    ck_storage *s = &ck->st[ck->nst];
-    memset(s, 0, sizeof *s);
-    s->key = st_arena_strdup(&ck->arena, key, kn, NULL);
-    if (!s->key)
-        return nomem(err);
-    s->key_len = kn;
-    s->type_name = storage_types[type].name;
-    s->dtype = storage_types[type].dtype;
-    s->elem = storage_types[type].elem;
-    s->swap = s->dtype == ST_C64 ? 4 : s->elem > 1 ? s->elem : 0;
-    s->be = ck->big_endian;
-    s->numel = numel;
-    s->offset = offset;
-    s->located = true;
-    s->root = -1;
-    index_insert(&ck->st_index, h, (uint32_t)ck->nst++);
-    return ST_OK;
-}
-
-typedef struct tar_reader {
-    st_ckpt *ck;
-    uint64_t pos, end;
-    pk_machine *m;
-    pk_value *v;
-} tar_reader;
-
-/* The next pickle of a member; the previous one's values are freed. */
-static int tar_next(tar_reader *r, const char *label, bool main, st_error *err)
-{
-    pk_free(r->m);
-    r->m = NULL;
-    pk_hooks h;
-    hooks_for(r->ck, &h);
-    if (main)
-        h.persid_value = tar_persid;
-    r->ck->pickle_label = label;
-    uint64_t stop = r->pos;
-    int rc = pk_run(r->ck->fd, r->pos, r->end, &r->ck->lim, &h, !r->ck->scan_only, &r->m, &r->v, &stop, err);
-    if (!rc)
-        r->pos = stop;
-    return rc;
-}
-
-static int tar_raw(tar_reader *r, void *buf, size_t n, const char *what, st_error *err)
-{
-    if (r->end - r->pos < n)
-        return st_fail(err, ST_E_CKPT_FORMAT, r->pos, "tar checkpoint: %s truncated at offset %llu", what,
-                       (unsigned long long)r->pos);
-    if (st_pread_full(r->ck->fd, buf, n, r->pos))
-        return st_fail(err, ST_E_IO, r->pos, "read error at offset %llu", (unsigned long long)r->pos);
-    r->pos += n;
-    return ST_OK;
-}
-
-static int64_t le64s(const unsigned char *b)
-{
-    uint64_t x = 0;
-    for (int i = 7; i >= 0; i--)
-        x = x << 8 | b[i];
-    return (int64_t)x;
-}
-
-static int tar_count(tar_reader *r, const char *label, uint64_t *n, st_error *err)
-{
-    int rc = tar_next(r, label, false, err);
-    if (rc)
-        return rc;
-    if (r->v->kind != PK_INT || r->v->u.i < 0 || (uint64_t)r->v->u.i > r->end - r->pos)
-        return st_fail(err, ST_E_CKPT_FORMAT, r->pos, "tar checkpoint: %s is not a plausible count", label);
-    *n = (uint64_t)r->v->u.i;
-    return ST_OK;
-}
-
-static int tar_storages(st_ckpt *ck, const st_tar_member *mb, st_error *err)
-{
-    tar_reader r = {ck, mb->data_offset, mb->data_offset + mb->size, NULL, NULL};
-    uint64_t n;
-    int rc = tar_count(&r, "storages (count)", &n, err);
-    for (uint64_t i = 0; i < n && !rc; i++) {
-        if ((rc = tar_next(&r, "storages (header)", false, err)))
-            break;
-        pk_value *a = r.v;
-        char key[32];
-        size_t kn;
-        int type;
-        if (a->kind != PK_TUPLE || a->u.seq.n != 3 || tar_key(a->u.seq.v[0], key, sizeof key, &kn) ||
-            a->u.seq.v[1]->kind != PK_STR || (type = tar_type(a->u.seq.v[2])) < 0) {
-            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos, "tar checkpoint: storage %llu is not (key, location, storage class)",
-                         (unsigned long long)i);
-            break;
-        }
-        unsigned char nb[8];
-        if ((rc = tar_raw(&r, nb, 8, "storage size", err)))
-            break;
-        int64_t numel = le64s(nb);
-        uint64_t nbytes;
-        if (numel < 0 || __builtin_mul_overflow((uint64_t)numel, (uint64_t)storage_types[type].elem, &nbytes) ||
-            nbytes > r.end - r.pos) {
-            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos - 8, "tar checkpoint: storage %s of %lld elements runs past its member",
-                         key, (long long)numel);
-            break;
-        }
-        if (storage_types[type].dtype < 0) {
-            rc = st_fail(err, ST_E_UNSUPPORTED, r.pos, "tar checkpoint: storage %s is a torch.%s, which safetensors cannot hold",
-                         key, storage_types[type].name);
-            break;
-        }
-        if (!ck->scan_only)
-            rc = tar_storage(ck, key, kn, type, (uint64_t)numel, r.pos, err);
-        r.pos += nbytes;
-    }
-    /* views: [(target, root, offset, numel), ...] */
-    if (!rc)
-        rc = tar_next(&r, "storages (views)", false, err);
-    if (!rc && r.v->kind != PK_LIST)
-        rc = st_fail(err, ST_E_CKPT_FORMAT, r.pos, "tar checkpoint: storage views are not a list");
-    for (size_t i = 0; !rc && i < r.v->u.seq.n; i++) {
-        pk_value *a = r.v->u.seq.v[i];
-        char key[32], root[32];
-        size_t kn, rn;
-        if (a->kind != PK_TUPLE || a->u.seq.n != 4 || tar_key(a->u.seq.v[0], key, sizeof key, &kn) ||
-            tar_key(a->u.seq.v[1], root, sizeof root, &rn) || a->u.seq.v[2]->kind != PK_INT ||
-            a->u.seq.v[3]->kind != PK_INT || a->u.seq.v[2]->u.i < 0 || a->u.seq.v[3]->u.i < 0) {
-            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos, "tar checkpoint: bad storage view %zu", i);
-            break;
-        }
-        if (ck->scan_only)
-            continue;
-        uint32_t *slot = index_slot(&ck->st_index, ck, ck_hash(ck, root, rn), root, rn, st_eq);
-        if (!slot || !*slot) {
-            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos, "tar checkpoint: view %s of a missing storage %s", key, root);
-            break;
-        }
-        ck_storage rs = ck->st[*slot - 1];
-        uint64_t off = (uint64_t)a->u.seq.v[2]->u.i, cnt = (uint64_t)a->u.seq.v[3]->u.i;
-        if (rs.mem || off > rs.numel || cnt > rs.numel - off) {
-            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos, "tar checkpoint: view %s outside its storage %s", key, root);
-            break;
-        }
-        int type = -1;
-        for (size_t k = 0; k < sizeof storage_types / sizeof storage_types[0]; k++)
-            if (storage_types[k].name == rs.type_name)
-                type = (int)k;
-        rc = tar_storage(ck, key, kn, type, cnt, rs.offset + off * rs.elem, err);
-    }
-    pk_free(r.m);
-    return rc;
-}
-
-static int tar_tensors(st_ckpt *ck, const st_tar_member *mb, st_error *err)
-{
-    tar_reader r = {ck, mb->data_offset, mb->data_offset + mb->size, NULL, NULL};
-    uint64_t n;
-    int rc = tar_count(&r, "tensors (count)", &n, err);
-    if (!rc && n > ck->lim.max_tensors)
-        rc = st_fail(err, ST_E_PICKLE_LIMIT, r.pos, "more than %llu tensors", (unsigned long long)ck->lim.max_tensors);
-    for (uint64_t i = 0; i < n && !rc; i++) {
-        if ((rc = tar_next(&r, "tensors (header)", false, err)))
-            break;
-        pk_value *a = r.v;
-        char key[32], sid[32];
-        size_t kn, sn;
-        if (a->kind != PK_TUPLE || a->u.seq.n != 3 || tar_key(a->u.seq.v[0], key, sizeof key, &kn) ||
-            tar_key(a->u.seq.v[1], sid, sizeof sid, &sn)) {
-            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos, "tar checkpoint: tensor %llu is not (key, storage, type)",
-                         (unsigned long long)i);
-            break;
-        }
-        unsigned char b8[8];
-        if ((rc = tar_raw(&r, b8, 8, "tensor rank", err)))
-            break;
-        int32_t ndim = (int32_t)((uint32_t)b8[0] | (uint32_t)b8[1] << 8 | (uint32_t)b8[2] << 16 | (uint32_t)b8[3] << 24);
-        if (ndim < 0 || ndim > ST_MAX_RANK || (uint64_t)ndim * 16 + 8 > r.end - r.pos) {
-            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos - 8, "tar checkpoint: tensor %s has rank %d", key, ndim);
-            break;
-        }
-        uint64_t *dims = ck->scan_only ? NULL : st_arena_alloc(&ck->arena, (size_t)(2 * ndim + 1) * 8, NULL);
-        ck_tar_tensor *t = ck->scan_only ? NULL : st_arena_alloc(&ck->arena, sizeof *t, NULL);
-        char *kc = ck->scan_only ? NULL : st_arena_strdup(&ck->arena, key, kn, NULL);
-        if (!ck->scan_only && (!dims || !t || !kc)) {
-            rc = nomem(err);
-            break;
-        }
-        int64_t off = 0;
-        for (int j = 0; j < 2 * ndim + 1 && !rc; j++) {
-            if ((rc = tar_raw(&r, b8, 8, "tensor geometry", err)))
-                break;
-            int64_t x = le64s(b8);
-            if (x < 0)
-                rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos - 8, "tar checkpoint: tensor %s has a negative size, stride or offset",
-                             key);
-            else if (j == 2 * ndim)
-                off = x;
-            else if (dims)
-                dims[j] = (uint64_t)x;
-        }
-        if (rc || ck->scan_only)
-            continue;
-        uint32_t *slot = index_slot(&ck->st_index, ck, ck_hash(ck, sid, sn), sid, sn, st_eq);
-        if (!slot || !*slot) {
-            rc = st_fail(err, ST_E_CKPT_TENSOR, r.pos, "tar checkpoint: tensor %s on a missing storage %s", key, sid);
-            break;
-        }
-        memset(t, 0, sizeof *t);
-        t->key = kc;
-        t->storage.kind = PK_STORAGE;
-        t->storage.u.st.index = *slot - 1;
-        t->value.kind = PK_TENSOR;
-        t->value.u.t.storage = &t->storage;
-        t->value.u.t.offset = (uint64_t)off;
-        t->value.u.t.rank = (uint32_t)ndim;
-        t->value.u.t.shape = dims;
-        t->value.u.t.stride = dims + ndim;
-        if (grow((void **)&ck->tt, &ck->ttcap, ck->ntt + 1, sizeof *ck->tt)) {
-            rc = nomem(err);
-            break;
-        }
-        ck->tt[ck->ntt++] = t;
-    }
-    pk_free(r.m);
-    if (!rc && ck->ntt > 1) {
-        qsort(ck->tt, ck->ntt, sizeof *ck->tt, cmp_tt);
-        for (size_t i = 0; i + 1 < ck->ntt; i++)
-            if (strcmp(ck->tt[i]->key, ck->tt[i + 1]->key) == 0)
-                return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "tar checkpoint: tensor %s defined twice",
-                               ck->tt[i]->key);
-    }
-    return rc;
-}
-
-static int open_tar(st_ckpt *ck, st_error *err)
-{
-    st_tar_member mb[8];
-    size_t n;
-    int rc = st_tar_list(ck->fd, ck->size, mb, sizeof mb / sizeof mb[0], &n, err);
-    if (rc)
-        return rc;
-    const st_tar_member *sys = NULL, *sto = NULL, *ten = NULL, *pkl = NULL;
-    for (size_t i = 0; i < n; i++) {
-        const st_tar_member *m = &mb[i];
-        if (strcmp(m->name, "sys_info") == 0) sys = m;
-        else if (strcmp(m->name, "storages") == 0) sto = m;
-        else if (strcmp(m->name, "tensors") == 0) ten = m;
-        else if (strcmp(m->name, "pickle") == 0) pkl = m;
-        else {
-            char q[160];
-            st_quote_name(q, sizeof q, m->name, strlen(m->name));
-            return st_fail(err, ST_E_CKPT_FORMAT, m->header_offset, "tar checkpoint: unexpected member %s", q);
-        }
-    }
-    if (!sto || !ten || !pkl)
-        return st_fail(err, ST_E_CKPT_FORMAT, 0, "a tar archive without the storages, tensors and pickle members of a torch checkpoint");
-    st_error e = {0};
-    st_error *pe = ck->scan_only ? &e : err;
-    if (sys) {
-        tar_reader r = {ck, sys->data_offset, sys->data_offset + sys->size, NULL, NULL};
-        rc = tar_next(&r, "sys_info", false, pe);
-        if (!rc && !ck->scan_only) {
-            pk_value *le = dict_get(r.v, "little_endian");
-            if (le && le->kind == PK_BOOL)
-                ck->big_endian = !le->u.i;
-        }
-        pk_free(r.m);
-    }
-    if (!rc)
-        rc = tar_storages(ck, sto, pe);
-    if (!rc)
-        rc = tar_tensors(ck, ten, pe);
-    if (!rc) {
-        tar_reader r = {ck, pkl->data_offset, pkl->data_offset + pkl->size, NULL, NULL};
-        rc = tar_next(&r, "pickle", true, pe);
-        if (!rc && !ck->scan_only)
-            rc = name_tensors(ck, r.v, pe);
-        if (rc)
-            pk_free(r.m);
-        else
-            rc = keep_machine(ck, r.m, 0, pe);
-    }
-    if (rc && ck->scan_only) {
-        scan_note(ck, &e);
-        rc = ST_OK;
-    }
-    return rc;
 }
 
 int st_ckpt_open(const char *path, unsigned flags, const st_ckpt_limits *limits, st_ckpt **out, st_error *err)
@@ -1971,7 +1268,7 @@ int st_ckpt_open(const char *path, unsigned flags, const st_ckpt_limits *limits,
     *out = NULL;
     st_ckpt *ck = calloc(1, sizeof *ck);
     if (!ck)
-        return nomem(err);
+        return ck_nomem(err);
     ck->fd = -1;
     ck->hash_seed = st_hash_seed(ck);
     if (limits)
@@ -1989,7 +1286,7 @@ int st_ckpt_open(const char *path, unsigned flags, const st_ckpt_limits *limits,
             rc = open_zip(ck, err);
             break;
         case ST_FORMAT_TAR_PICKLE:
-            rc = open_tar(ck, err);
+            rc = ck_open_tar(ck, err);
             break;
         case ST_FORMAT_LEGACY_PICKLE:
             rc = open_legacy(ck, err);

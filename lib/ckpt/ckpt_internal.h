@@ -32,18 +32,6 @@ ST_INTERNAL void st_zip_free(st_zip *zip);
 /* Exact name lookup (full name, prefix included). */
 ST_INTERNAL const st_zip_entry *st_zip_find(const st_zip *zip, const char *name, size_t len);
 
-/* ---- tar container (torch < 0.4) ---- */
-
-typedef struct st_tar_member {
-    char name[101];
-    uint64_t header_offset, data_offset, size;
-} st_tar_member;
-
-/* Lists the members of a ustar archive strictly (tar.c); fails with
- * ST_E_CKPT_FORMAT on anything torch's writer would not produce. */
-ST_INTERNAL int st_tar_list(int fd, uint64_t size, st_tar_member *out, size_t cap, size_t *count,
-                            st_error *err);
-
 /* ---- Pickle machine ---- */
 
 typedef enum pk_kind {
