@@ -1,6 +1,7 @@
-/* Internal interfaces of the checkpoint importer: the zip container reader
- * (zip.c), the restricted pickle machine (pickle.c) and the pieces of
- * checkpoint.c they call back into. Not installed. */
+/* Internal interfaces of the checkpoint importer's parts: the zip
+ * container reader (zip.c), the restricted pickle machine (pickle.c) and
+ * the TorchScript lexer (tscode.c). The checkpoint model they serve is in
+ * ckpt_model.h. Not installed. */
 #ifndef ST_CKPT_INTERNAL_H
 #define ST_CKPT_INTERNAL_H
 
