@@ -1,7 +1,8 @@
-/* Fuzz target: PyTorch checkpoint import (zip container, legacy stream,
- * raw pickles) through the public st_ckpt_* API.
+/* Fuzz target: PyTorch checkpoint import (zip container, TorchScript
+ * archives, legacy stream, tar checkpoints, raw pickles, numpy arrays in
+ * pickles) through the public st_ckpt_* API.
  *
- * fuzz-requires: lib/ckpt/checkpoint.c lib/ckpt/zip.c lib/ckpt/pickle.c
+ * fuzz-requires: lib/ckpt/checkpoint.c lib/ckpt/tar.c lib/ckpt/torchscript.c lib/ckpt/tscode.c
  *
  * The first byte picks the mode (scan only or full import, default or
  * tight limits); the rest is written to an anonymous memory file and
@@ -16,6 +17,8 @@
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static volatile unsigned g_sink; /* reads the compiler cannot drop */
 
 static int ckpt_read(void *ctx, size_t index, void *buf, size_t len)
 {
@@ -77,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     st_error err;
     int rc = st_ckpt_detect(path, &fmt, &err);
     FUZZ_ASSERT(rc == ST_OK, "detect: %s", err.message);
-    FUZZ_ASSERT((unsigned)fmt <= ST_FORMAT_RAW_PICKLE && st_format_name(fmt), "format %d", fmt);
+    FUZZ_ASSERT((unsigned)fmt <= ST_FORMAT_TAR_PICKLE && st_format_name(fmt), "format %d", fmt);
 
     st_ckpt *c = NULL;
     memset(&err, 0, sizeof err);
@@ -137,6 +140,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t kl, vl;
         FUZZ_ASSERT(st_ckpt_metadata_at(c, i, &k, &kl, &v, &vl) == ST_OK, "metadata_at");
         FUZZ_ASSERT(k[kl] == 0 && v[vl] == 0, "metadata strings");
+    }
+    /* TorchScript code, operators, numpy arrays */
+    size_t nc = st_ckpt_code_count(c), no = st_ckpt_op_count(c);
+    uint64_t calls = 0, counted = 0;
+    for (size_t i = 0; i < nc; i++) {
+        const st_ckpt_code *cd = st_ckpt_code_at(c, i);
+        FUZZ_ASSERT(cd && cd->path && cd->path[cd->path_len] == 0, "code path");
+        calls += cd->calls;
+    }
+    for (size_t i = 0; i < no; i++) {
+        const st_ckpt_op *o = st_ckpt_op_at(c, i);
+        FUZZ_ASSERT(o && o->name[o->name_len] == 0 && o->count >= 1 && o->first_code < nc, "operator");
+        counted += o->count;
+    }
+    FUZZ_ASSERT(counted <= calls, "operator calls %llu > calls %llu", (unsigned long long)counted,
+                (unsigned long long)calls);
+    FUZZ_ASSERT(st_ckpt_code_at(c, nc) == NULL && st_ckpt_op_at(c, no) == NULL, "past the end");
+    st_safety verdict = st_ckpt_safety(c);
+    FUZZ_ASSERT((verdict == ST_SAFETY_DANGEROUS) ==
+                    (dangerous > 0 || nc > 0 || st_ckpt_format(c) == ST_FORMAT_TORCHSCRIPT),
+                "verdict");
+    for (size_t i = 0; i < st_ckpt_array_count(c); i++) {
+        const st_ckpt_array *a = st_ckpt_array_at(c, i);
+        FUZZ_ASSERT(a && a->numpy_dtype && a->pickle && (a->dtype >= 0 || a->refused), "array");
+        FUZZ_ASSERT(a->dtype < (int)ST_DTYPE_COUNT, "array dtype");
+        FUZZ_ASSERT(!a->name || a->name[a->name_len] == 0, "array name");
+        for (uint32_t k = 0; k < a->rank; k++)
+            g_sink ^= (unsigned)a->shape[k];
     }
     identify_ckpt(c);
     st_ckpt_close(c);

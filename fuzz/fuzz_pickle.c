@@ -10,7 +10,8 @@
  * pickle. Every run must end with ST_OK or a clean error (a known code, a
  * message), never a crash, leak, hang or unbounded allocation; globals are
  * reported to the hook with NUL-free lengths inside the input; on success
- * the result is walked (cycles guarded by depth) to touch every value. */
+ * the result is walked (cycles guarded by depth) to touch every value,
+ * numpy arrays' data bytes included. */
 #include "fuzz_util.h"
 #include "ckpt/ckpt_internal.h"
 
@@ -90,6 +91,14 @@ static size_t walk(const pk_value *v, int depth)
         for (uint32_t i = 0; i < v->u.t.rank; i++)
             n += (size_t)(v->u.t.shape[i] & 1) + (size_t)(v->u.t.stride[i] & 1);
         break;
+    case PK_ARRAY: /* shape and every data byte must be readable */
+        FUZZ_ASSERT(v->u.arr.code && (v->u.arr.dtype >= 0 || v->u.arr.why), "array");
+        for (uint32_t i = 0; i < v->u.arr.rank; i++)
+            g_sink += (unsigned)v->u.arr.shape[i];
+        if (v->u.arr.data)
+            for (uint64_t i = 0; i < v->u.arr.numel * v->u.arr.elem; i++)
+                g_sink += v->u.arr.data[i];
+        break;
     default:
         break;
     }
@@ -114,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lim.max_tensors = 64;
     }
     hook_ctx hc = {0, 0};
-    pk_hooks hooks = {&hc, on_global, (mode & 4) ? on_persid : NULL};
+    pk_hooks hooks = {&hc, on_global, (mode & 4) ? on_persid : NULL, NULL, NULL};
     pk_machine *m = NULL;
     pk_value *v = NULL;
     uint64_t stop_end = 0;

@@ -5,7 +5,10 @@
 fuzz_pickle: pickle streams (protocols 0-5) of the shapes checkpoints hold,
   plus torch's own pickles, each behind a mode byte (see fuzz_pickle.c).
 fuzz_ckpt: small torch.save checkpoints, zip and legacy, and raw pickles,
-  behind a mode byte (see fuzz_ckpt.c).
+  behind a mode byte (see fuzz_ckpt.c); TorchScript archives, a tar
+  checkpoint, numpy arrays in pickles.
+fuzz_tscode: the code/ files of TorchScript archives, behind a chunking
+  seed byte.
 Uses Debian's python3-torch when importable; plain pickles otherwise."""
 import collections
 import io
@@ -14,7 +17,7 @@ import pickle
 import sys
 
 target, out = sys.argv[1], sys.argv[2]
-if target not in ("fuzz_pickle", "fuzz_ckpt"):
+if target not in ("fuzz_pickle", "fuzz_ckpt", "fuzz_tscode"):
     sys.exit(0)
 os.makedirs(out, exist_ok=True)
 n = 0
@@ -37,6 +40,16 @@ plain = [
 for obj in plain:
     for proto in range(0, 6):
         emit(pickle.dumps(obj, protocol=proto), (0, 1, 3) if target == "fuzz_pickle" else (1,))
+
+try:
+    import numpy as np
+except Exception:
+    np = None
+if np is not None and target == "fuzz_pickle":
+    arrays = {"f": np.arange(6, dtype=np.float32).reshape(2, 3), "F": np.asfortranarray(np.eye(3)),
+              "be": np.arange(3, dtype=">i2"), "o": np.array([1, None], dtype=object), "e": np.zeros((0, 2))}
+    for proto in (2, 4, 5):
+        emit(pickle.dumps(arrays, protocol=proto), (0, 1, 3))
 
 try:
     import torch
@@ -72,3 +85,68 @@ if torch is not None:
                     for name in z.namelist():
                         if name.endswith("data.pkl"):
                             emit(z.read(name), (1, 5, 7))
+
+
+if torch is not None and target in ("fuzz_ckpt", "fuzz_tscode"):
+    import struct
+    import tarfile
+    import zipfile
+
+    class Small(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(2, 2)
+            self.register_buffer("buf", torch.arange(3.0))
+
+        def forward(self, x):
+            # torch.not_a_call(x) in a comment
+            return torch.relu(self.fc(x)) + self.buf.sum() + len("torch.nope(")
+
+    try:
+        mods = [torch.jit.script(Small()), torch.jit.trace(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh()),
+                                                             torch.randn(1, 2))]
+    except Exception:
+        mods = []
+    for m in mods:
+        buf = io.BytesIO()
+        torch.jit.save(m, buf)
+        if target == "fuzz_ckpt":
+            emit(buf.getvalue(), (0, 1))
+        else:
+            with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
+                for name in z.namelist():
+                    if name.endswith(".py"):
+                        emit(z.read(name), (7, 200))
+    if target == "fuzz_ckpt":
+        import numpy as np
+        for zipped in (True, False):
+            buf = io.BytesIO()
+            torch.save({"a": np.arange(6, dtype=np.float32).reshape(2, 3), "f": np.asfortranarray(np.eye(2)),
+                        "o": np.array([1, None], dtype=object)}, buf, _use_new_zipfile_serialization=zipped)
+            emit(buf.getvalue(), (0, 1))
+        # a tar checkpoint (torch < 0.4), written from the format
+        s = io.BytesIO()
+        pickle.dump(1, s, protocol=2)
+        pickle.dump((1, "cpu", torch.FloatStorage), s, protocol=2)
+        s.write(struct.pack("<q", 4) + struct.pack("<4f", 1, 2, 3, 4))
+        pickle.dump([(2, 1, 1, 2)], s, protocol=2)
+        t = io.BytesIO()
+        pickle.dump(1, t, protocol=2)
+        pickle.dump((5, 1, torch.FloatTensor), t, protocol=2)
+        t.write(struct.pack("<ii2q2qq", 2, 0, 2, 2, 2, 1, 0))
+
+        class K:
+            pass
+
+        m = io.BytesIO()
+        pk = pickle.Pickler(m, protocol=2)
+        pk.persistent_id = lambda o: "5" if isinstance(o, K) else None
+        pk.dump({"w": K()})
+        tb = io.BytesIO()
+        with tarfile.open(fileobj=tb, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for name, data in (("sys_info", pickle.dumps({"little_endian": True}, protocol=2)),
+                               ("pickle", m.getvalue()), ("tensors", t.getvalue()), ("storages", s.getvalue())):
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+        emit(tb.getvalue(), (0, 1, 2))

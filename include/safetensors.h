@@ -842,8 +842,9 @@ ST_API const char *st_confidence_name(st_confidence confidence);
  * a safety class (see st_ckpt_classify).
  *
  * Containers: PyTorch's zip archive (torch >= 1.6; any top-level folder,
- * data.pkl, data/<key>, byteorder, zip64) and the legacy stream (magic
- * number, protocol, sys info, object, storage keys, raw storages). Raw
+ * data.pkl, data/<key>, byteorder, zip64), the legacy stream (magic
+ * number, protocol, sys info, object, storage keys, raw storages), and the
+ * TorchScript and tar forms described after st_ckpt_metadata_at. Raw
  * pickle files can be scanned (they hold no storages).
  *
  * Tensor names: a top-level "state_dict" entry is unwrapped (twice when
@@ -858,17 +859,22 @@ typedef enum st_format {
     ST_FORMAT_SAFETENSORS = 1,   /* cannot hold code                          */
     ST_FORMAT_ZIP_PICKLE = 2,    /* torch.save, torch >= 1.6                  */
     ST_FORMAT_LEGACY_PICKLE = 3, /* torch.save(_use_new_zipfile_serialization=False) */
-    ST_FORMAT_RAW_PICKLE = 4     /* a bare pickle stream                      */
+    ST_FORMAT_RAW_PICKLE = 4,    /* a bare pickle stream                      */
+    ST_FORMAT_TORCHSCRIPT = 5,   /* torch.jit.save: a zip with code/ (code    */
+                                 /* that torch.jit.load runs)                 */
+    ST_FORMAT_TAR_PICKLE = 6     /* torch.save of torch < 0.4: a tar of       */
+                                 /* storages, tensors, pickle                 */
 } st_format;
 
 /**
- * Detects a file's format by content (never by extension). Reads at most
- * a few kilobytes. Returns ST_OK and sets *out (ST_FORMAT_UNKNOWN for
- * anything else), or ST_E_IO.
+ * Detects a file's format by content (never by extension). Reads a few
+ * kilobytes, and a zip's central directory (TorchScript or not). Returns
+ * ST_OK and sets *out (ST_FORMAT_UNKNOWN for anything else), or ST_E_IO.
  */
 ST_API int st_ckpt_detect(const char *path, st_format *out, st_error *err);
 
-/** "safetensors", "zip-pickle", "legacy-pickle", "raw-pickle", "unknown". */
+/** "safetensors", "zip-pickle", "legacy-pickle", "raw-pickle",
+ *  "torchscript", "tar-pickle", "unknown". */
 ST_API const char *st_format_name(st_format format);
 
 typedef enum st_safety {
@@ -989,6 +995,82 @@ ST_API size_t st_ckpt_metadata_count(const st_ckpt *ckpt);
 ST_API int st_ckpt_metadata_at(const st_ckpt *ckpt, size_t i,
                                const char **key, size_t *key_len,
                                const char **value, size_t *value_len);
+
+/*
+ * TorchScript (ST_FORMAT_TORCHSCRIPT). torch.jit.load compiles and runs the
+ * Python-like code in the archive's code/ folder, so such a file is
+ * dangerous whatever its pickles name (st_ckpt_safety). The code is only
+ * scanned lexically, never interpreted: the files and the operators they
+ * call (a dotted name starting with `torch.` or `ops.` followed by `(`,
+ * outside comments and strings). Every pickle of the archive (data.pkl,
+ * constants.pkl, code/ *.debug_pkl, pickles under extra/) runs on the inert
+ * machine. Importing reads the tensors of data.pkl named by attribute path
+ * as state_dict() names them ("fc.weight"): of a module whose class the
+ * code declares, the tensors its `__parameters__` / `__buffers__` lists
+ * name (read lexically too) and its submodules; of any other, every tensor
+ * attribute and container. Those of
+ * constants.pkl are named "CONSTANTS.c0", "CONSTANTS.c1", ... (the code's
+ * names).
+ *
+ * Tar checkpoints (ST_FORMAT_TAR_PICKLE, torch < 0.4): the members
+ * storages, tensors and pickle (and sys_info) of a ustar archive, each
+ * checked (header checksum, sizes inside the file, no other or repeated
+ * member, every count and length) as the legacy stream is.
+ *
+ * numpy arrays inside a pickle (numpy.core.multiarray._reconstruct of
+ * numpy.ndarray, then BUILD with (version, shape, dtype, is_fortran,
+ * data)) are read inertly: dtype, byte order, shape, bytes (Fortran order
+ * is read back in C order). Those of a tensor dtype are imported as
+ * tensors where a tensor would be; others (object arrays, strings) are
+ * listed with the reason and left out.
+ */
+
+/** A TorchScript code file. Owned by the st_ckpt. */
+typedef struct st_ckpt_code {
+    const char *path;          /* the zip entry's name, NUL-terminated        */
+    size_t path_len;
+    uint64_t size;             /* bytes of source                             */
+    uint64_t calls;            /* operator calls found in it                  */
+} st_ckpt_code;
+
+ST_API size_t st_ckpt_code_count(const st_ckpt *ckpt);
+ST_API const st_ckpt_code *st_ckpt_code_at(const st_ckpt *ckpt, size_t i);
+
+/** An operator TorchScript code calls ("torch.relu", "ops.aten.add"). */
+typedef struct st_ckpt_op {
+    const char *name;          /* NUL-terminated                              */
+    size_t name_len;
+    uint64_t count;            /* calls, over all code files                  */
+    size_t first_code;         /* index (st_ckpt_code_at) of the first caller */
+} st_ckpt_op;
+
+/** Distinct operators, in order of first call (at most 65,536 kept). */
+ST_API size_t st_ckpt_op_count(const st_ckpt *ckpt);
+ST_API const st_ckpt_op *st_ckpt_op_at(const st_ckpt *ckpt, size_t i);
+
+/**
+ * The file's verdict: ST_SAFETY_DANGEROUS when a pickle names a dangerous
+ * global or the file holds code (TorchScript), else ST_SAFETY_UNKNOWN when
+ * a global is unknown, else ST_SAFETY_SAFE.
+ */
+ST_API st_safety st_ckpt_safety(const st_ckpt *ckpt);
+
+/** A numpy array found in a pickle. Owned by the st_ckpt. */
+typedef struct st_ckpt_array {
+    const char *pickle;        /* where: zip entry or "pickle N"              */
+    uint64_t offset;           /* of its BUILD opcode (as st_ckpt_global)     */
+    const char *numpy_dtype;   /* numpy's text with byte order: "<f8", "|O8"  */
+    int dtype;                 /* st_dtype, or -1 when no tensor dtype        */
+    uint32_t rank;
+    const uint64_t *shape;
+    int fortran;               /* stored in Fortran order                     */
+    const char *name;          /* imported as this tensor, or NULL (scan      */
+    size_t name_len;           /* mode, not reached, or refused)              */
+    const char *refused;       /* why it cannot be a tensor, or NULL          */
+} st_ckpt_array;
+
+ST_API size_t st_ckpt_array_count(const st_ckpt *ckpt);
+ST_API const st_ckpt_array *st_ckpt_array_at(const st_ckpt *ckpt, size_t i);
 
 /* ======================== end of Checkpoints ============================ */
 

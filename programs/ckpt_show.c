@@ -10,7 +10,8 @@ bool ckpt_is_pickle_file(const char *path)
 {
     st_format fmt = ST_FORMAT_UNKNOWN;
     return st_ckpt_detect(path, &fmt, NULL) == ST_OK &&
-           (fmt == ST_FORMAT_ZIP_PICKLE || fmt == ST_FORMAT_LEGACY_PICKLE || fmt == ST_FORMAT_RAW_PICKLE);
+           (fmt == ST_FORMAT_ZIP_PICKLE || fmt == ST_FORMAT_LEGACY_PICKLE || fmt == ST_FORMAT_RAW_PICKLE ||
+            fmt == ST_FORMAT_TORCHSCRIPT || fmt == ST_FORMAT_TAR_PICKLE);
 }
 
 static int open_ckpt(const char *path, st_ckpt **ck)
@@ -23,7 +24,7 @@ static int open_ckpt(const char *path, st_ckpt **ck)
     if (err.code == ST_OK)
         err.code = rc;
     cli_print_error(path, &err);
-    return CLI_EXIT_ERROR;
+    return cli_exit_code(err.code);
 }
 
 static int by_name(const void *pa, const void *pb)
@@ -169,7 +170,10 @@ int ckpt_info(const char *path, bool json)
             fputs(":", stdout);
             cli_json_string(stdout, v, vl);
         }
-        printf("},\"globals\":{\"safe\":%zu,\"unknown\":%zu,\"dangerous\":%zu}}\n", cls[0], cls[1], cls[2]);
+        printf("},\"globals\":{\"safe\":%zu,\"unknown\":%zu,\"dangerous\":%zu},\"code_files\":%zu,"
+               "\"numpy_arrays\":%zu,\"verdict\":\"%s\"}\n",
+               cls[0], cls[1], cls[2], st_ckpt_code_count(ck), st_ckpt_array_count(ck),
+               st_safety_name(st_ckpt_safety(ck)));
     } else {
         char a[32], b[32];
         char *p = cli_printable(path, strlen(path));
@@ -196,6 +200,12 @@ int ckpt_info(const char *path, bool json)
         }
         printf("Globals:      %zu (%zu safe, %zu unknown, %zu dangerous)%s\n", ng, cls[0], cls[1], cls[2],
                cls[2] ? "  -- run 'safetensors scan'" : "");
+        if (st_ckpt_code_count(ck))
+            printf("Code:         %zu TorchScript file%s (torch.jit.load runs them; never run here)"
+                   "  -- run 'safetensors scan'\n",
+                   st_ckpt_code_count(ck), st_ckpt_code_count(ck) == 1 ? "" : "s");
+        if (st_ckpt_array_count(ck))
+            printf("numpy arrays: %zu\n", st_ckpt_array_count(ck));
     }
     st_ckpt_close(ck);
     return CLI_EXIT_OK;

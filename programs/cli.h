@@ -66,10 +66,13 @@ const char *cli_error_message(const st_error *err, char *buf, size_t cap);
  * returns 0 with *out set on success. */
 int cli_open_file(const char *path, unsigned flags, st_file **out);
 
-/* Exit code for an st_code: 1 for the validation verdicts (1..12), else 2. */
+/* Exit code for an st_code: 1 for a verdict on a file (cli_is_validation_code),
+ * else 2 (usage, I/O, memory, unsupported). */
 int cli_exit_code(int code);
 
-/* True for the codes that are a verdict on a file's contents (1..12). */
+/* True for the codes that are a verdict on a file's contents, any format:
+ * safetensors validation (1..12) and checkpoint (40..45: ckpt_format, zip,
+ * pickle, pickle_limit, unsafe, ckpt_tensor). */
 bool cli_is_validation_code(int code);
 
 /* Resets getopt so a command can parse its own argv (optind = 0 also makes

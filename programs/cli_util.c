@@ -89,9 +89,16 @@ int cli_open_file(const char *path, unsigned flags, st_file **out)
     return cli_exit_code(err.code);
 }
 
+/* A verdict on a file's contents, for every format: the safetensors
+ * validation codes and the checkpoint ones. pickle_limit is a verdict too:
+ * the limits bound what a file may demand (as header_too_large does for
+ * safetensors), retrying cannot change the answer. unsafe is the refusal
+ * of a file that names dangerous globals. unsupported stays an error of
+ * this run: the file may be valid, this program cannot do it. */
 bool cli_is_validation_code(int code)
 {
-    return code >= ST_E_HEADER_TOO_SMALL && code <= ST_E_INCOMPLETE;
+    return (code >= ST_E_HEADER_TOO_SMALL && code <= ST_E_INCOMPLETE) ||
+           (code >= ST_E_CKPT_FORMAT && code <= ST_E_CKPT_TENSOR);
 }
 
 int cli_exit_code(int code)

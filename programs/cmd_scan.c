@@ -15,18 +15,24 @@ static const char usage[] =
     "in FILE is ever executed. Each global is classed dangerous (runs code,\n"
     "touches processes, files or the network), unknown (never resolved), or\n"
     "safe (torch tensor rebuilding, storages, OrderedDict, numpy arrays).\n"
-    "Safetensors files hold no code; scan says so.\n"
+    "TorchScript archives (torch.jit.save) are dangerous whatever their\n"
+    "globals: torch.jit.load runs their code; scan lists the code files and\n"
+    "the operators they call (read as text, never run). numpy arrays found in\n"
+    "a pickle are listed with dtype and shape. Safetensors files hold no code;\n"
+    "scan says so.\n"
     "\n"
     "Options:\n"
     "      --json  one JSON document on stdout\n"
     "  -h, --help  show this help\n"
     "\n"
-    "Exit status: 0 nothing dangerous, 1 a dangerous global was found,\n"
-    "2 a file could not be read to its end (or usage error).\n";
+    "Exit status: 0 nothing dangerous, 1 a file is dangerous or invalid (a\n"
+    "malformed or over-limit pickle or container), 2 usage or I/O error. The\n"
+    "worst outcome over all files wins.\n";
 
 typedef struct scan_totals {
     int dangerous_files;
     int error_files;
+    int exit;  /* worst so far: I/O error (2) outranks a verdict (1) */
     bool first;
 } scan_totals;
 
@@ -35,6 +41,55 @@ static void count_classes(const st_ckpt *ck, size_t n[3])
     n[0] = n[1] = n[2] = 0;
     for (size_t i = 0; i < st_ckpt_global_count(ck); i++)
         n[st_ckpt_global_at(ck, i)->safety]++;
+}
+
+static void print_code_text(const st_ckpt *ck)
+{
+    size_t nc = st_ckpt_code_count(ck), no = st_ckpt_op_count(ck);
+    if (!nc)
+        return;
+    printf("  TorchScript code: %zu file%s, %zu distinct operator%s called\n", nc, nc == 1 ? "" : "s", no,
+           no == 1 ? "" : "s");
+    for (size_t i = 0; i < nc; i++) {
+        const st_ckpt_code *c = st_ckpt_code_at(ck, i);
+        char *p = cli_printable(c->path, c->path_len);
+        printf("  code      %s (%llu bytes, %llu call%s)\n", p ? p : "?", (unsigned long long)c->size,
+               (unsigned long long)c->calls, c->calls == 1 ? "" : "s");
+        free(p);
+    }
+    for (size_t i = 0; i < no; i++) {
+        const st_ckpt_op *o = st_ckpt_op_at(ck, i);
+        char *p = cli_printable(o->name, o->name_len);
+        printf("  op        %s", p ? p : "?");
+        if (o->count > 1)
+            printf(" (x%llu)", (unsigned long long)o->count);
+        putchar('\n');
+        free(p);
+    }
+}
+
+static void print_shape(FILE *f, const uint64_t *shape, uint32_t rank)
+{
+    fputc('[', f);
+    for (uint32_t i = 0; i < rank; i++)
+        fprintf(f, i ? ", %llu" : "%llu", (unsigned long long)shape[i]);
+    fputc(']', f);
+}
+
+static void print_arrays_text(const st_ckpt *ck)
+{
+    for (size_t i = 0; i < st_ckpt_array_count(ck); i++) {
+        const st_ckpt_array *a = st_ckpt_array_at(ck, i);
+        char *d = cli_printable(a->numpy_dtype, strlen(a->numpy_dtype));
+        printf("  numpy     ndarray %s ", d ? d : "?");
+        print_shape(stdout, a->shape, a->rank);
+        printf("%s  [%s, offset %llu]", a->fortran ? " (Fortran order)" : "", a->pickle,
+               (unsigned long long)a->offset);
+        if (a->refused)
+            printf(": not a tensor: %s", a->refused);
+        putchar('\n');
+        free(d);
+    }
 }
 
 static void print_text(const char *path, st_format fmt, const st_ckpt *ck, const st_error *err)
@@ -69,12 +124,16 @@ static void print_text(const char *path, st_format fmt, const st_ckpt *ck, const
                 free(m);
                 free(nm);
             }
+        print_code_text(ck);
+        print_arrays_text(ck);
         const st_error *se = st_ckpt_scan_error(ck);
         if (se) {
             char buf[700];
             printf("  error: the scan stopped early: %s: %s\n", st_code_name(se->code),
                    cli_error_message(se, buf, sizeof buf));
         }
+        if (st_ckpt_code_count(ck) || fmt == ST_FORMAT_TORCHSCRIPT)
+            printf("  DANGEROUS: TorchScript: torch.jit.load compiles and runs the code in this file\n");
         if (n[2])
             printf("  DANGEROUS: loading this file in Python (torch.load, pickle.load) can run code\n");
     }
@@ -94,7 +153,8 @@ static void print_json(const char *path, st_format fmt, const st_ckpt *ck, const
     size_t n[3] = {0, 0, 0};
     if (ck)
         count_classes(ck, n);
-    const char *status = n[2] ? "dangerous" : e ? "error" : "clean";
+    bool code = ck && st_ckpt_safety(ck) == ST_SAFETY_DANGEROUS;
+    const char *status = code ? "dangerous" : e ? "error" : "clean";
     fputs(",\"status\":", stdout);
     cli_json_cstr(stdout, status);
     printf(",\"dangerous\":%zu,\"unknown\":%zu,\"safe\":%zu,\"error\":", n[2], n[1], n[0]);
@@ -124,6 +184,44 @@ static void print_json(const char *path, st_format fmt, const st_ckpt *ck, const
         cli_json_u64(stdout, g->offset);
         fputs("}", stdout);
     }
+    fputs("],\"code\":[", stdout);
+    for (size_t i = 0; ck && i < st_ckpt_code_count(ck); i++) {
+        const st_ckpt_code *c = st_ckpt_code_at(ck, i);
+        fputs(i ? ",{\"path\":" : "{\"path\":", stdout);
+        cli_json_string(stdout, c->path, c->path_len);
+        fputs(",\"bytes\":", stdout);
+        cli_json_u64(stdout, c->size);
+        fputs(",\"calls\":", stdout);
+        cli_json_u64(stdout, c->calls);
+        fputs("}", stdout);
+    }
+    fputs("],\"ops\":[", stdout);
+    for (size_t i = 0; ck && i < st_ckpt_op_count(ck); i++) {
+        const st_ckpt_op *o = st_ckpt_op_at(ck, i);
+        fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
+        cli_json_string(stdout, o->name, o->name_len);
+        fputs(",\"count\":", stdout);
+        cli_json_u64(stdout, o->count);
+        fputs("}", stdout);
+    }
+    fputs("],\"numpy_arrays\":[", stdout);
+    for (size_t i = 0; ck && i < st_ckpt_array_count(ck); i++) {
+        const st_ckpt_array *a = st_ckpt_array_at(ck, i);
+        fputs(i ? ",{\"dtype\":" : "{\"dtype\":", stdout);
+        cli_json_cstr(stdout, a->numpy_dtype);
+        fputs(",\"shape\":", stdout);
+        print_shape(stdout, a->shape, a->rank);
+        printf(",\"fortran\":%s,\"pickle\":", a->fortran ? "true" : "false");
+        cli_json_cstr(stdout, a->pickle);
+        fputs(",\"offset\":", stdout);
+        cli_json_u64(stdout, a->offset);
+        fputs(",\"refused\":", stdout);
+        if (a->refused)
+            cli_json_cstr(stdout, a->refused);
+        else
+            fputs("null", stdout);
+        fputs("}", stdout);
+    }
     fputs("]}", stdout);
 }
 
@@ -143,10 +241,16 @@ static void scan_one(const char *path, bool json, scan_totals *t)
         rc = st_ckpt_open(path, ST_CKPT_SCAN, NULL, &ck, &err);
     if (rc != ST_OK && err.code == ST_OK)
         err.code = rc;
-    if (ck && st_ckpt_dangerous_count(ck))
+    int ex = CLI_EXIT_OK;
+    if (ck && st_ckpt_safety(ck) == ST_SAFETY_DANGEROUS) {
         t->dangerous_files++;
-    else if (rc != ST_OK || (ck && st_ckpt_scan_error(ck)))
+        ex = CLI_EXIT_INVALID;
+    } else if (rc != ST_OK || (ck && st_ckpt_scan_error(ck))) {
         t->error_files++;
+        ex = cli_exit_code(rc != ST_OK ? err.code : st_ckpt_scan_error(ck)->code);
+    }
+    if (ex > t->exit)
+        t->exit = ex;
     if (json)
         print_json(path, fmt, ck, &err, t);
     else
@@ -172,12 +276,12 @@ int cmd_scan(int argc, char **argv)
     }
     if (optind >= argc)
         return cli_usage_error(usage, "scan: expected at least one FILE");
-    scan_totals t = {0, 0, true};
+    scan_totals t = {0, 0, CLI_EXIT_OK, true};
     if (json)
         fputs("{\"files\":[\n", stdout);
     for (int i = optind; i < argc; i++)
         scan_one(argv[i], json, &t);
     if (json)
         printf("\n],\"dangerous_files\":%d,\"error_files\":%d}\n", t.dangerous_files, t.error_files);
-    return t.dangerous_files ? 1 : t.error_files ? CLI_EXIT_ERROR : CLI_EXIT_OK;
+    return t.exit;
 }

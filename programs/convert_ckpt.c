@@ -39,7 +39,7 @@ static int report(const char *path, st_error *err, int rc)
     if (err->code == ST_OK)
         err->code = rc;
     cli_print_error(path, err);
-    return CLI_EXIT_ERROR;
+    return cli_exit_code(err->code);
 }
 
 int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe)
@@ -63,7 +63,18 @@ int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe)
         free(m);
         free(n);
     }
+    bool code = st_ckpt_format(scan) == ST_FORMAT_TORCHSCRIPT || st_ckpt_code_count(scan);
+    if (code)
+        cli_errorf("%s: %s: TorchScript archive: torch.jit.load runs its code (%zu code file%s); only the "
+                   "tensors of its pickles are read here, the code never is", in_path,
+                   allow_unsafe ? "warning" : "unsafe", st_ckpt_code_count(scan),
+                   st_ckpt_code_count(scan) == 1 ? "" : "s");
     st_ckpt_close(scan);
+    if (code && !allow_unsafe) {
+        cli_errorf("%s: refusing to convert TorchScript (nothing was executed; --allow-unsafe-globals imports "
+                   "its tensors anyway, still without running anything)", in_path);
+        return CLI_EXIT_INVALID;
+    }
     if (nd && !allow_unsafe) {
         cli_errorf("%s: refusing to convert: %zu dangerous global%s (nothing was executed; "
                    "--allow-unsafe-globals converts the tensors anyway, still without running anything)",
@@ -83,6 +94,15 @@ int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe)
     if (n == 0)
         cli_errorf("%s: warning: no tensors found (only dicts, lists and tuples of tensors are read; "
                    "a pickled nn.Module object is not)", in_path);
+    for (size_t i = 0; i < st_ckpt_array_count(ck); i++) {
+        const st_ckpt_array *a = st_ckpt_array_at(ck, i);
+        if (!a->refused || !a->name)
+            continue;
+        char *nm = cli_printable(a->name, a->name_len);
+        cli_errorf("%s: warning: numpy array '%s' (%s) left out: %s", in_path, nm ? nm : "?", a->numpy_dtype,
+                   a->refused);
+        free(nm);
+    }
     st_writer *w = st_writer_new();
     ckpt_source *src = calloc(n ? n : 1, sizeof *src);
     st_error read_err;

@@ -44,7 +44,11 @@ static void usage(FILE *out)
     fprintf(out,
             "\n"
             "Run '" CLI_NAME " COMMAND --help' for a command's options.\n"
-            "Exit status: 0 success, 1 invalid input file, 2 usage or I/O error.\n");
+            "Exit status (every command, every input format):\n"
+            "  0  success\n"
+            "  1  an input file is invalid (safetensors or checkpoint: malformed,\n"
+            "     over a limit, refused as unsafe); scan: dangerous; diff: differ\n"
+            "  2  usage or I/O error, out of memory, unsupported operation\n");
 }
 
 static const command *find_command(const char *name)

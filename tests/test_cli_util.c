@@ -161,6 +161,11 @@ int main(void)
     CHECK(cli_exit_code(ST_E_INCOMPLETE) == 1, "failed");
     CHECK(cli_exit_code(ST_E_IO) == 2, "failed");
     CHECK(cli_exit_code(ST_E_ARG) == 2, "failed");
+    /* checkpoint verdicts exit 1 like safetensors ones; unsupported stays 2 */
+    for (int c = ST_E_CKPT_FORMAT; c <= ST_E_CKPT_TENSOR; c++)
+        CHECK(cli_exit_code(c) == 1 && cli_is_validation_code(c), "checkpoint code %d exits 1", c);
+    CHECK(cli_exit_code(ST_E_UNSUPPORTED) == 2 && !cli_is_validation_code(ST_E_UNSUPPORTED), "unsupported: 2");
+    CHECK(cli_exit_code(ST_E_NOMEM) == 2 && cli_exit_code(ST_E_CALLBACK) == 2, "nomem, callback: 2");
 
     /* Messages gain the offset only when they lack it. */
     st_error err = {ST_E_OFFSETS, 120, "tensor 'x' begins at 8"};

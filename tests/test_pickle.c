@@ -189,7 +189,7 @@ static int on_global(void *ctx, const char *mod, size_t modn, const char *name, 
 static int run_pk(const void *data, size_t len, const st_ckpt_limits *lim, bool interpret, sbuf *out, seen *sn,
                   st_error *err)
 {
-    pk_hooks h = {sn, on_global, NULL};
+    pk_hooks h = {sn, on_global, NULL, NULL, NULL};
     pk_machine *m = NULL;
     pk_value *v = NULL;
     memset(err, 0, sizeof *err);

@@ -1,8 +1,9 @@
-/* PyTorch checkpoints: format detection, the zip and legacy containers,
- * storages from persistent ids, tensor naming (flattening), and reading a
- * tensor's bytes in C order. Nothing from the file is ever executed: the
+/* PyTorch checkpoints: format detection, the zip (and TorchScript) and
+ * legacy containers, storages from persistent ids, numpy arrays, tensor
+ * naming (flattening), and reading a tensor's bytes in C order (tar
+ * checkpoints: tar.c). Nothing from the file is ever executed: the
  * pickles run on the restricted machine in pickle.c. */
-#include "ckpt/ckpt_internal.h"
+#include "ckpt/ckpt_model.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,70 +14,14 @@
 #include <unistd.h>
 #include <zlib.h>
 
-typedef struct ck_storage {
-    const char *key;
-    size_t key_len;
-    const char *type_name; /* e.g. "FloatStorage"                          */
-    int dtype;             /* st_dtype, or -1 when safetensors has none      */
-    unsigned elem;         /* bytes per element                              */
-    unsigned swap;         /* byte-swap unit for big-endian data, 0 = none   */
-    uint64_t numel;
-    uint64_t offset;       /* absolute file offset of element 0              */
-    bool located;
-    int64_t root;          /* legacy views: index of the root storage, or -1 */
-    uint64_t view_off;     /* elements into the root                         */
-} ck_storage;
-
-typedef struct ck_tensor {
-    st_ckpt_tensor pub;
-    uint32_t storage;
-} ck_tensor;
-
-/* Open-addressing index of strings (storage keys, global names, tensor
- * names) to positions; keys compared in full. */
-typedef struct ck_index {
-    uint32_t *slots; /* position + 1; 0 = empty */
-    size_t cap, n;
-} ck_index;
-
-struct st_ckpt {
-    int fd;
-    uint64_t size;
-    st_format format;
-    bool big_endian;
-    st_ckpt_limits lim;
-    st_arena arena;
-    st_zip zip;
-    bool scan_only;
-    ck_storage *st;
-    size_t nst, stcap;
-    ck_index st_index;
-    ck_tensor *t;
-    size_t nt, tcap;
-    ck_index t_index;
-    st_ckpt_global *g;
-    size_t ng, gcap, ndanger;
-    ck_index g_index;
-    struct ck_meta { const char *k, *v; size_t kl, vl; } *meta;
-    size_t nmeta, mcap;
-    const char *pickle_label;
-    st_error scan_err;
-    bool has_scan_err;
-    /* flattening */
-    char *name;
-    size_t name_len, name_cap;
-    uint64_t visits;
-    uint64_t hash_seed; /* the indexes hash names the file chose: seeded */
-};
-
 /* ---- small helpers ---- */
 
-static int nomem(st_error *err)
+int ck_nomem(st_error *err)
 {
     return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
+int ck_grow(void **p, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return ST_OK;
@@ -94,12 +39,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return ST_OK;
 }
 
-typedef bool (*ck_eq_fn)(const st_ckpt *ck, uint32_t pos, const void *key, size_t len);
-
-static int index_insert(ck_index *ix, uint64_t h, uint32_t pos);
-
-static uint32_t *index_slot(const ck_index *ix, const st_ckpt *ck, uint64_t h, const void *key, size_t len,
-                            ck_eq_fn eqf)
+uint32_t *ck_index_slot(const ck_index *ix, const st_ckpt *ck, uint64_t h, const void *key, size_t len,
+                        ck_eq_fn eqf)
 {
     if (!ix->cap)
         return NULL;
@@ -112,11 +53,7 @@ static uint32_t *index_slot(const ck_index *ix, const st_ckpt *ck, uint64_t h, c
     return &ix->slots[i];
 }
 
-/* The index stores hashes implicitly: on growth every entry is re-hashed
- * through rehash_fn. */
-typedef uint64_t (*ck_hash_fn)(const st_ckpt *ck, uint32_t pos);
-
-static int index_grow(ck_index *ix, const st_ckpt *ck, ck_hash_fn hf)
+int ck_index_grow(ck_index *ix, const st_ckpt *ck, ck_hash_fn hf)
 {
     if ((ix->n + 1) * 2 <= ix->cap)
         return ST_OK;
@@ -131,12 +68,12 @@ static int index_grow(ck_index *ix, const st_ckpt *ck, ck_hash_fn hf)
     ix->cap = cap;
     for (size_t i = 0; i < oldcap; i++)
         if (old[i])
-            index_insert(ix, hf(ck, old[i] - 1), old[i] - 1);
+            ck_index_insert(ix, hf(ck, old[i] - 1), old[i] - 1);
     free(old);
     return ST_OK;
 }
 
-static int index_insert(ck_index *ix, uint64_t h, uint32_t pos)
+int ck_index_insert(ck_index *ix, uint64_t h, uint32_t pos)
 {
     size_t mask = ix->cap - 1, i = (size_t)h & mask;
     while (ix->slots[i])
@@ -147,16 +84,16 @@ static int index_insert(ck_index *ix, uint64_t h, uint32_t pos)
 }
 
 /* storages by key */
-static uint64_t ck_hash(const st_ckpt *ck, const void *data, size_t len)
+uint64_t ck_hash(const st_ckpt *ck, const void *data, size_t len)
 {
     return st_hash_bytes_seeded(ck->hash_seed, data, len);
 }
 
-static bool st_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
+bool ck_st_eq(const st_ckpt *ck, uint32_t pos, const void *key, size_t len)
 {
     return ck->st[pos].key_len == len && memcmp(ck->st[pos].key, key, len) == 0;
 }
-static uint64_t st_hash(const st_ckpt *ck, uint32_t pos)
+uint64_t ck_st_hash(const st_ckpt *ck, uint32_t pos)
 {
     return ck_hash(ck, ck->st[pos].key, ck->st[pos].key_len);
 }
@@ -230,15 +167,36 @@ static st_format detect_buf(const unsigned char *h, size_t n, uint64_t size, con
     return ST_FORMAT_UNKNOWN;
 }
 
-static int detect_fd(int fd, uint64_t size, st_format *out, bool *tar, st_error *err)
+/* TorchScript archives have code/ (and constants.pkl) beside data.pkl. */
+static bool zip_is_torchscript(const st_zip *z)
+{
+    for (size_t i = 0; i < z->count; i++) {
+        const st_zip_entry *en = &z->entries[i];
+        const char *rest = en->name + z->prefix_len;
+        size_t rl = en->name_len - z->prefix_len;
+        if ((rl > 5 && memcmp(rest, "code/", 5) == 0) || (rl == 13 && memcmp(rest, "constants.pkl", 13) == 0))
+            return true;
+    }
+    return false;
+}
+
+static int detect_fd(int fd, uint64_t size, st_format *out, st_error *err)
 {
     unsigned char h[4096], last = 0;
     size_t n = size < sizeof h ? (size_t)size : sizeof h;
     if (st_pread_full(fd, h, n, 0) || (size && st_pread_full(fd, &last, 1, size - 1)))
         return st_fail(err, ST_E_IO, 0, "read error");
     *out = detect_buf(h, n, size, size ? &last : NULL);
-    if (tar)
-        *tar = n >= 262 && memcmp(h + 257, "ustar", 5) == 0;
+    if (*out == ST_FORMAT_UNKNOWN && n >= 263 && memcmp(h + 257, "ustar", 5) == 0)
+        *out = ST_FORMAT_TAR_PICKLE;
+    if (*out == ST_FORMAT_ZIP_PICKLE) {
+        st_zip z;
+        if (st_zip_open(fd, size, &z, NULL) == ST_OK) { /* a bad zip: open says why */
+            if (zip_is_torchscript(&z))
+                *out = ST_FORMAT_TORCHSCRIPT;
+            st_zip_free(&z);
+        }
+    }
     return ST_OK;
 }
 
@@ -268,7 +226,7 @@ int st_ckpt_detect(const char *path, st_format *out, st_error *err)
     int rc = open_fd(path, &fd, &size, err);
     if (rc)
         return rc;
-    rc = detect_fd(fd, size, out, NULL, err);
+    rc = detect_fd(fd, size, out, err);
     close(fd);
     return rc;
 }
@@ -280,6 +238,8 @@ const char *st_format_name(st_format f)
     case ST_FORMAT_ZIP_PICKLE: return "zip-pickle";
     case ST_FORMAT_LEGACY_PICKLE: return "legacy-pickle";
     case ST_FORMAT_RAW_PICKLE: return "raw-pickle";
+    case ST_FORMAT_TORCHSCRIPT: return "torchscript";
+    case ST_FORMAT_TAR_PICKLE: return "tar-pickle";
     case ST_FORMAT_UNKNOWN: break;
     }
     return "unknown";
@@ -293,21 +253,21 @@ static int on_global(void *ctx, const char *mod, size_t modn, const char *name, 
     st_ckpt *ck = ctx;
     g_key k = {mod, name, modn, namen};
     uint64_t h = g_hash2(ck, mod, modn, name, namen);
-    uint32_t *slot = index_slot(&ck->g_index, ck, h, &k, 0, g_eq);
+    uint32_t *slot = ck_index_slot(&ck->g_index, ck, h, &k, 0, g_eq);
     if (slot && *slot) {
         ck->g[*slot - 1].count++;
         *id = *slot - 1;
         return ST_OK;
     }
-    if (ck->ng >= UINT32_MAX - 1 || index_grow(&ck->g_index, ck, g_hash) ||
-        grow((void **)&ck->g, &ck->gcap, ck->ng + 1, sizeof *ck->g))
-        return nomem(err);
+    if (ck->ng >= UINT32_MAX - 1 || ck_index_grow(&ck->g_index, ck, g_hash) ||
+        ck_grow((void **)&ck->g, &ck->gcap, ck->ng + 1, sizeof *ck->g))
+        return ck_nomem(err);
     st_ckpt_global *g = &ck->g[ck->ng];
     bool over = false;
     g->module = st_arena_strdup(&ck->arena, mod, modn, &over);
     g->name = st_arena_strdup(&ck->arena, name, namen, &over);
     if (!g->module || !g->name)
-        return nomem(err);
+        return ck_nomem(err);
     g->module_len = modn;
     g->name_len = namen;
     g->safety = st_ckpt_classify(mod, modn, name, namen);
@@ -316,16 +276,43 @@ static int on_global(void *ctx, const char *mod, size_t modn, const char *name, 
     g->offset = offset;
     if (g->safety == ST_SAFETY_DANGEROUS)
         ck->ndanger++;
-    index_insert(&ck->g_index, h, (uint32_t)ck->ng);
+    ck_index_insert(&ck->g_index, h, (uint32_t)ck->ng);
     *id = (uint32_t)ck->ng++;
     return ST_OK;
 }
 
-static const struct {
-    const char *name;
-    int dtype;
-    unsigned elem;
-} storage_types[] = {
+static int on_array(void *ctx, pk_value *v, st_error *err)
+{
+    st_ckpt *ck = ctx;
+    if (ck->narr >= ck->lim.max_tensors)
+        return st_fail(err, ST_E_PICKLE_LIMIT, v->u.arr.offset, "more than %llu numpy arrays",
+                       (unsigned long long)ck->lim.max_tensors);
+    if (ck_grow((void **)&ck->arr, &ck->arrcap, ck->narr + 1, sizeof *ck->arr))
+        return ck_nomem(err);
+    ck_array *a = &ck->arr[ck->narr];
+    memset(a, 0, sizeof *a);
+    uint32_t rank = v->u.arr.rank;
+    char *dt = st_arena_alloc(&ck->arena, v->u.arr.coden + 2, NULL);
+    uint64_t *shape = st_arena_alloc(&ck->arena, (rank ? rank : 1) * sizeof *shape, NULL);
+    if (!dt || !shape)
+        return ck_nomem(err);
+    dt[0] = v->u.arr.order;
+    memcpy(dt + 1, v->u.arr.code, v->u.arr.coden);
+    dt[v->u.arr.coden + 1] = 0;
+    memcpy(shape, v->u.arr.shape, rank * sizeof *shape);
+    a->pub.pickle = ck->pickle_label;
+    a->pub.offset = v->u.arr.offset;
+    a->pub.numpy_dtype = dt;
+    a->pub.dtype = v->u.arr.dtype;
+    a->pub.rank = rank;
+    a->pub.shape = shape;
+    a->pub.fortran = v->u.arr.fortran;
+    a->pub.refused = v->u.arr.dtype < 0 ? v->u.arr.why : NULL;
+    v->u.arr.rec = (uint32_t)++ck->narr;
+    return ST_OK;
+}
+
+const ck_storage_type ck_storage_types[] = {
     {"DoubleStorage", ST_F64, 8},       {"FloatStorage", ST_F32, 4},
     {"HalfStorage", ST_F16, 2},         {"BFloat16Storage", ST_BF16, 2},
     {"LongStorage", ST_I64, 8},         {"IntStorage", ST_I32, 4},
@@ -340,8 +327,9 @@ static const struct {
     {"QInt32Storage", -1, 4},           {"QUInt4x2Storage", -1, 1},
     {"QUInt2x4Storage", -1, 1},         {"UntypedStorage", ST_U8, 1},
 };
+const size_t ck_storage_type_count = sizeof ck_storage_types / sizeof ck_storage_types[0];
 
-static int pid_error(st_error *err, const char *what)
+int ck_pid_error(st_error *err, const char *what)
 {
     return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "persistent id: %s", what);
 }
@@ -351,21 +339,21 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
 {
     st_ckpt *ck = ctx;
     if (!pid || pid->kind != PK_TUPLE || pid->u.seq.n < 5 || !pk_is_str(pid->u.seq.v[0], "storage"))
-        return pid_error(err, "not a ('storage', type, key, location, size) tuple");
+        return ck_pid_error(err, "not a ('storage', type, key, location, size) tuple");
     pk_value **a = pid->u.seq.v;
     pk_value *type = a[1], *key = a[2], *numel = a[4];
     if (type->kind != PK_GLOBAL || key->kind != PK_STR || numel->kind != PK_INT || numel->u.i < 0)
-        return pid_error(err, "storage type, key or size of the wrong kind");
+        return ck_pid_error(err, "storage type, key or size of the wrong kind");
     /* exact lengths: a module name may hold a NUL byte */
     size_t ml = type->u.g.modn;
     const char *mod = type->u.g.mod;
     if (!((ml == 5 && memcmp(mod, "torch", 5) == 0) || (ml == 10 && memcmp(mod, "torch.cuda", 10) == 0) ||
           (ml == 13 && memcmp(mod, "torch.storage", 13) == 0)))
-        return pid_error(err, "storage type is not a torch storage class");
+        return ck_pid_error(err, "storage type is not a torch storage class");
     int found = -1;
-    for (size_t i = 0; i < sizeof storage_types / sizeof storage_types[0]; i++)
-        if (strlen(storage_types[i].name) == type->u.g.namen &&
-            memcmp(storage_types[i].name, type->u.g.name, type->u.g.namen) == 0)
+    for (size_t i = 0; i < sizeof ck_storage_types / sizeof ck_storage_types[0]; i++)
+        if (strlen(ck_storage_types[i].name) == type->u.g.namen &&
+            memcmp(ck_storage_types[i].name, type->u.g.name, type->u.g.namen) == 0)
             found = (int)i;
     if (found < 0) {
         char q[120];
@@ -379,16 +367,28 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
     if (view && (view->kind != PK_TUPLE || view->u.seq.n != 3 || view->u.seq.v[0]->kind != PK_STR ||
                  view->u.seq.v[1]->kind != PK_INT || view->u.seq.v[2]->kind != PK_INT ||
                  view->u.seq.v[1]->u.i < 0 || view->u.seq.v[2]->u.i < 0))
-        return pid_error(err, "bad storage view metadata");
+        return ck_pid_error(err, "bad storage view metadata");
     /* The storage this pid names: a view's own key, else the root key. */
     const char *k = view ? view->u.seq.v[0]->u.s.p : key->u.s.p;
     size_t kn = view ? view->u.seq.v[0]->u.s.n : key->u.s.n;
+    const char *rk = k; /* the record's own name */
+    size_t rkn = kn;
+    if (ck->const_keys) { /* constants/0 is not data/0 */
+        char *ckey = st_arena_alloc(&ck->arena, kn + 11, NULL);
+        if (!ckey)
+            return ck_nomem(err);
+        memcpy(ckey, "constants/", 10);
+        memcpy(ckey + 10, k, kn);
+        ckey[kn + 10] = 0;
+        k = ckey;
+        kn += 10;
+    }
     uint64_t h = ck_hash(ck, k, kn);
-    uint32_t *slot = index_slot(&ck->st_index, ck, h, k, kn, st_eq);
+    uint32_t *slot = ck_index_slot(&ck->st_index, ck, h, k, kn, ck_st_eq);
     if (slot && *slot) {
         ck_storage *s = &ck->st[*slot - 1];
-        if (strcmp(s->type_name, storage_types[found].name) != 0)
-            return pid_error(err, "one storage used with two element types");
+        if (strcmp(s->type_name, ck_storage_types[found].name) != 0)
+            return ck_pid_error(err, "one storage used with two element types");
         *index = *slot - 1;
         return ST_OK;
     }
@@ -409,35 +409,37 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
         root = ri;
         uint64_t vo = (uint64_t)view->u.seq.v[1]->u.i, vs = (uint64_t)view->u.seq.v[2]->u.i;
         if (vo > ck->st[ri].numel || vs > ck->st[ri].numel - vo)
-            return pid_error(err, "storage view outside its root storage");
+            return ck_pid_error(err, "storage view outside its root storage");
     }
-    if (ck->nst >= UINT32_MAX - 1 || index_grow(&ck->st_index, ck, st_hash) ||
-        grow((void **)&ck->st, &ck->stcap, ck->nst + 1, sizeof *ck->st))
-        return nomem(err);
+    if (ck->nst >= UINT32_MAX - 1 || ck_index_grow(&ck->st_index, ck, ck_st_hash) ||
+        ck_grow((void **)&ck->st, &ck->stcap, ck->nst + 1, sizeof *ck->st))
+        return ck_nomem(err);
     ck_storage *s = &ck->st[ck->nst];
     memset(s, 0, sizeof *s);
     s->key = st_arena_strdup(&ck->arena, k, kn, NULL);
     if (!s->key)
-        return nomem(err);
+        return ck_nomem(err);
     s->key_len = kn;
-    s->type_name = storage_types[found].name;
-    s->dtype = storage_types[found].dtype;
-    s->elem = storage_types[found].elem;
+    s->type_name = ck_storage_types[found].name;
+    s->dtype = ck_storage_types[found].dtype;
+    s->elem = ck_storage_types[found].elem;
     s->swap = s->dtype == ST_C64 ? 4 : s->elem > 1 ? s->elem : 0;
     s->numel = view ? (uint64_t)view->u.seq.v[2]->u.i : (uint64_t)numel->u.i;
     s->root = root;
     s->view_off = view ? (uint64_t)view->u.seq.v[1]->u.i : 0;
+    s->be = ck->big_endian;
     if (s->numel > UINT64_MAX / s->elem)
-        return pid_error(err, "storage size overflows");
-    if (ck->format == ST_FORMAT_ZIP_PICKLE) {
-        /* the record: <prefix>data/<key> */
-        size_t need = ck->zip.prefix_len + 5 + kn;
+        return ck_pid_error(err, "storage size overflows");
+    if (ck->format == ST_FORMAT_ZIP_PICKLE || ck->format == ST_FORMAT_TORCHSCRIPT) {
+        /* the record: <prefix>data/<key> (constants/<key> for constants.pkl) */
+        const char *dir = ck->rec_dir ? ck->rec_dir : "data/";
+        size_t dl = strlen(dir), need = ck->zip.prefix_len + dl + rkn;
         char *rec = malloc(need + 1);
         if (!rec)
-            return nomem(err);
+            return ck_nomem(err);
         memcpy(rec, ck->zip.prefix, ck->zip.prefix_len);
-        memcpy(rec + ck->zip.prefix_len, "data/", 5);
-        memcpy(rec + ck->zip.prefix_len + 5, k, kn);
+        memcpy(rec + ck->zip.prefix_len, dir, dl);
+        memcpy(rec + ck->zip.prefix_len + dl, rk, rkn);
         rec[need] = 0;
         const st_zip_entry *en = st_zip_find(&ck->zip, rec, need);
         char q[200];
@@ -454,7 +456,7 @@ static int on_persid(void *ctx, pk_value *pid, uint32_t *index, st_error *err)
         s->offset = en->data_offset;
         s->located = true;
     }
-    index_insert(&ck->st_index, h, (uint32_t)ck->nst);
+    ck_index_insert(&ck->st_index, h, (uint32_t)ck->nst);
     *index = (uint32_t)ck->nst++;
     return ST_OK;
 }
@@ -465,8 +467,8 @@ static int name_push(st_ckpt *ck, const char *s, size_t n, size_t *saved, st_err
 {
     *saved = ck->name_len;
     size_t need = ck->name_len + 1 + n + 1;
-    if (grow((void **)&ck->name, &ck->name_cap, need, 1))
-        return nomem(err);
+    if (ck_grow((void **)&ck->name, &ck->name_cap, need, 1))
+        return ck_nomem(err);
     if (ck->name_len)
         ck->name[ck->name_len++] = '.';
     memcpy(ck->name + ck->name_len, s, n);
@@ -538,11 +540,11 @@ static int emit_tensor(st_ckpt *ck, const pk_value *tv, st_error *err)
         return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "tensor %s: offset past its storage", q);
     }
     uint64_t h = ck_hash(ck, ck->name, ck->name_len);
-    uint32_t *slot = index_slot(&ck->t_index, ck, h, ck->name, ck->name_len, t_eq);
+    uint32_t *slot = ck_index_slot(&ck->t_index, ck, h, ck->name, ck->name_len, t_eq);
     if (slot && *slot)
         return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "two tensors are named %s", q);
-    if (index_grow(&ck->t_index, ck, t_hash) || grow((void **)&ck->t, &ck->tcap, ck->nt + 1, sizeof *ck->t))
-        return nomem(err);
+    if (ck_index_grow(&ck->t_index, ck, t_hash) || ck_grow((void **)&ck->t, &ck->tcap, ck->nt + 1, sizeof *ck->t))
+        return ck_nomem(err);
     ck_tensor *t = &ck->t[ck->nt];
     memset(t, 0, sizeof *t);
     t->storage = tv->u.t.storage->u.st.index;
@@ -550,7 +552,7 @@ static int emit_tensor(st_ckpt *ck, const pk_value *tv, st_error *err)
     p->name = st_arena_strdup(&ck->arena, ck->name, ck->name_len, NULL);
     uint64_t *shape = st_arena_alloc(&ck->arena, (rank ? rank : 1) * sizeof *shape * 2, NULL);
     if (!p->name || !shape)
-        return nomem(err);
+        return ck_nomem(err);
     memcpy(shape, tv->u.t.shape, rank * sizeof *shape);
     memcpy(shape + rank, tv->u.t.stride, rank * sizeof *shape);
     p->name_len = ck->name_len;
@@ -563,12 +565,94 @@ static int emit_tensor(st_ckpt *ck, const pk_value *tv, st_error *err)
     p->nbytes = nel * s->elem;
     p->storage_key = s->key;
     p->contiguous = contiguous;
-    index_insert(&ck->t_index, h, (uint32_t)ck->nt);
+    ck_index_insert(&ck->t_index, h, (uint32_t)ck->nt);
     ck->nt++;
     return ST_OK;
 }
 
 static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err);
+
+/* A TorchScript module object: an instance of a class the archive's code
+ * defines (__torch__.*), its attributes set by BUILD as a dict. */
+static bool ts_module(const st_ckpt *ck, const pk_value *v)
+{
+    if (ck->format != ST_FORMAT_TORCHSCRIPT || v->kind != PK_OBJECT || !v->u.o.cls ||
+        v->u.o.cls->kind != PK_GLOBAL || !v->u.o.state || v->u.o.state->kind != PK_DICT)
+        return false;
+    const pk_value *g = v->u.o.cls;
+    return g->u.g.modn >= 9 && memcmp(g->u.g.mod, "__torch__", 9) == 0 &&
+           (g->u.g.modn == 9 || g->u.g.mod[9] == '.');
+}
+
+/* A numpy array where a tensor would be: a tensor on a storage made of
+ * the array's bytes (kept in its pickle's arena), or, for a dtype that is
+ * no tensor's, a note on the array's record and nothing else. */
+static int emit_array(st_ckpt *ck, pk_value *v, st_error *err)
+{
+    ck_array *rec = v->u.arr.rec ? &ck->arr[v->u.arr.rec - 1] : NULL;
+    if (rec && !rec->pub.name) {
+        rec->pub.name = st_arena_strdup(&ck->arena, ck->name, ck->name_len, NULL);
+        rec->pub.name_len = ck->name_len;
+        if (!rec->pub.name)
+            return ck_nomem(err);
+    }
+    if (v->u.arr.dtype < 0 || !v->u.arr.data) {
+        if (rec && !rec->pub.refused)
+            rec->pub.refused = v->u.arr.why ? v->u.arr.why : "no data";
+        return ST_OK;
+    }
+    /* one storage per array: offsets alone repeat across deflated pickles */
+    char key[48];
+    int kl = snprintf(key, sizeof key, "numpy#%u@%llu", (unsigned)v->u.arr.rec,
+                      (unsigned long long)v->u.arr.offset);
+    uint64_t h = ck_hash(ck, key, (size_t)kl);
+    uint32_t *slot = ck_index_slot(&ck->st_index, ck, h, key, (size_t)kl, ck_st_eq), si;
+    if (slot && *slot) {
+        si = *slot - 1;
+    } else {
+        if (ck->nst >= UINT32_MAX - 1 || ck_index_grow(&ck->st_index, ck, ck_st_hash) ||
+            ck_grow((void **)&ck->st, &ck->stcap, ck->nst + 1, sizeof *ck->st))
+            return ck_nomem(err);
+        ck_storage *s = &ck->st[ck->nst];
+        memset(s, 0, sizeof *s);
+        s->key = st_arena_strdup(&ck->arena, key, (size_t)kl, NULL);
+        if (!s->key)
+            return ck_nomem(err);
+        s->key_len = (size_t)kl;
+        s->type_name = "numpy.ndarray";
+        s->dtype = v->u.arr.dtype;
+        s->elem = v->u.arr.elem;
+        s->swap = s->dtype == ST_C64 ? 4 : s->elem > 1 ? s->elem : 0;
+        s->be = v->u.arr.order == '>';
+        s->numel = v->u.arr.numel;
+        s->root = -1;
+        s->mem = v->u.arr.data;
+        s->located = true;
+        ck_index_insert(&ck->st_index, h, (uint32_t)ck->nst);
+        si = (uint32_t)ck->nst++;
+    }
+    uint32_t rank = v->u.arr.rank;
+    uint64_t *stride = malloc((rank ? rank : 1) * sizeof *stride);
+    if (!stride)
+        return ck_nomem(err);
+    /* C order, or Fortran order (first index fastest), in elements */
+    uint64_t acc = 1;
+    for (uint32_t i = 0; i < rank; i++) {
+        uint32_t d = v->u.arr.fortran ? i : rank - 1 - i;
+        stride[d] = acc;
+        acc *= v->u.arr.shape[d] ? v->u.arr.shape[d] : 1;
+    }
+    pk_value sv = {.kind = PK_STORAGE};
+    sv.u.st.index = si;
+    pk_value tv = {.kind = PK_TENSOR};
+    tv.u.t.storage = &sv;
+    tv.u.t.rank = rank;
+    tv.u.t.shape = v->u.arr.shape;
+    tv.u.t.stride = stride;
+    int rc = emit_tensor(ck, &tv, err);
+    free(stride);
+    return rc;
+}
 
 /* A tensor torch rebuilds with a function we do not read (sparse,
  * quantized, nested, meta, numpy-backed...): an error where it would be
@@ -598,7 +682,8 @@ static int flatten_child(st_ckpt *ck, const char *key, size_t keylen, pk_value *
         ck->name_len = saved;
         return rc;
     }
-    if (v->kind != PK_TENSOR && v->kind != PK_DICT && v->kind != PK_LIST && v->kind != PK_TUPLE)
+    if (v->kind != PK_TENSOR && v->kind != PK_DICT && v->kind != PK_LIST && v->kind != PK_TUPLE &&
+        v->kind != PK_ARRAY && !ts_module(ck, v))
         return ST_OK; /* non-tensor values are dropped */
     size_t saved;
     int rc = name_push(ck, key, keylen, &saved, err);
@@ -621,13 +706,47 @@ static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err)
                        ck->lim.max_depth);
     if (v->kind == PK_TENSOR)
         return emit_tensor(ck, v, err);
+    if (v->kind == PK_ARRAY)
+        return emit_array(ck, v, err);
     if (v->visiting)
         return ST_OK; /* a cycle holds nothing new */
     int rc = ST_OK;
     v->visiting = 1;
-    if (v->kind == PK_DICT) {
-        for (size_t i = 0; i < v->u.seq.n && !rc; i++) {
-            pk_value *k = v->u.seq.v[2 * i], *val = v->u.seq.v[2 * i + 1];
+    bool mod = ts_module(ck, v);
+    pk_value *d = mod ? v->u.o.state : v;
+    /* a module whose class the code declares: only the tensors its
+     * __parameters__ / __buffers__ name, as state_dict() */
+    char *qual = NULL;
+    size_t qn = 0;
+    if (mod && !ck->tsn_full) {
+        const pk_value *g = v->u.o.cls;
+        qn = g->u.g.modn + 1 + g->u.g.namen;
+        qual = malloc(qn + 1 + 257);
+        if (!qual) {
+            v->visiting = 0;
+            return ck_nomem(err);
+        }
+        memcpy(qual, g->u.g.mod, g->u.g.modn);
+        qual[g->u.g.modn] = '.';
+        memcpy(qual + g->u.g.modn + 1, g->u.g.name, g->u.g.namen);
+        if (!ck_ts_declared(ck, qual, qn)) {
+            free(qual);
+            qual = NULL;
+        }
+    }
+    if (d->kind == PK_DICT) {
+        for (size_t i = 0; i < d->u.seq.n && !rc; i++) {
+            pk_value *k = d->u.seq.v[2 * i], *val = d->u.seq.v[2 * i + 1];
+            if (qual && (val->kind == PK_TENSOR || val->kind == PK_ARRAY)) {
+                if (k->kind != PK_STR || k->u.s.n > 256)
+                    continue;
+                qual[qn] = '\n';
+                memcpy(qual + qn + 1, k->u.s.p, k->u.s.n);
+                if (!ck_ts_declared(ck, qual, qn + 1 + k->u.s.n))
+                    continue; /* a plain tensor attribute: not in state_dict() */
+            } else if (qual && !ts_module(ck, val)) {
+                continue; /* lists of tensors (LSTM's _flat_weights) are not either */
+            }
             char num[32];
             if (k->kind == PK_STR)
                 rc = flatten_child(ck, k->u.s.p, k->u.s.n, val, depth, err);
@@ -636,6 +755,7 @@ static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err)
                 rc = flatten_child(ck, num, (size_t)n, val, depth, err);
             } /* other key kinds: dropped */
         }
+        free(qual);
     } else if (v->kind == PK_LIST || v->kind == PK_TUPLE) {
         for (size_t i = 0; i < v->u.seq.n && !rc; i++) {
             char num[32];
@@ -647,7 +767,7 @@ static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err)
     return rc;
 }
 
-static pk_value *dict_get(pk_value *d, const char *key)
+pk_value *ck_dict_get(pk_value *d, const char *key)
 {
     if (!d || d->kind != PK_DICT)
         return NULL;
@@ -671,7 +791,7 @@ static int add_meta(st_ckpt *ck, const char *k, size_t kn, const char *v, size_t
             return ST_OK;
         }
     const char *ks = st_arena_strdup(&ck->arena, k, kn, NULL);
-    if (!ks || grow((void **)&ck->meta, &ck->mcap, ck->nmeta + 1, sizeof *ck->meta))
+    if (!ks || ck_grow((void **)&ck->meta, &ck->mcap, ck->nmeta + 1, sizeof *ck->meta))
         return ST_E_NOMEM;
     ck->meta[ck->nmeta++] = (struct ck_meta){ks, vs, kn, vn};
     return ST_OK;
@@ -708,35 +828,35 @@ static int collect_meta(st_ckpt *ck, pk_value *root, st_error *err)
         } else
             continue;
         if (add_meta(ck, k->u.s.p, k->u.s.n, val, vn))
-            return nomem(err);
+            return ck_nomem(err);
     }
     return ST_OK;
 }
 
-static int name_tensors(st_ckpt *ck, pk_value *root, st_error *err)
+int ck_name_tensors(st_ckpt *ck, pk_value *root, st_error *err)
 {
     int rc = collect_meta(ck, root, err);
     if (rc)
         return rc;
     pk_value *v = root;
     for (int i = 0; i < 2; i++) { /* state_dict, also nested once more */
-        pk_value *sd = dict_get(v, "state_dict");
+        pk_value *sd = ck_dict_get(v, "state_dict");
         if (sd && sd->kind == PK_DICT)
             v = sd;
     }
     ck->name_len = 0;
-    if (v->kind == PK_TENSOR) {
+    if (v->kind == PK_TENSOR || v->kind == PK_ARRAY) {
         size_t saved;
         if ((rc = name_push(ck, "tensor", 6, &saved, err)))
             return rc;
-        return emit_tensor(ck, v, err);
+        return v->kind == PK_TENSOR ? emit_tensor(ck, v, err) : emit_array(ck, v, err);
     }
     return flatten(ck, v, 0, err);
 }
 
 /* ---- containers ---- */
 
-static void scan_note(st_ckpt *ck, const st_error *e)
+void ck_scan_note(st_ckpt *ck, const st_error *e)
 {
     if (!ck->has_scan_err) {
         ck->scan_err = *e;
@@ -744,11 +864,13 @@ static void scan_note(st_ckpt *ck, const st_error *e)
     }
 }
 
-static const pk_hooks *hooks_for(st_ckpt *ck, pk_hooks *h)
+const pk_hooks *ck_hooks_for(st_ckpt *ck, pk_hooks *h)
 {
     h->ctx = ck;
     h->global = on_global;
     h->persid = on_persid;
+    h->array = on_array;
+    h->persid_value = NULL;
     return h;
 }
 
@@ -758,7 +880,7 @@ static int run_zip_pickle(st_ckpt *ck, const st_zip_entry *en, bool interpret, p
                           st_error *err)
 {
     pk_hooks h;
-    hooks_for(ck, &h);
+    ck_hooks_for(ck, &h);
     char q[200];
     st_quote_name(q, sizeof q, en->name, en->name_len);
     if (en->size > ck->lim.max_pickle_bytes)
@@ -767,7 +889,7 @@ static int run_zip_pickle(st_ckpt *ck, const st_zip_entry *en, bool interpret, p
     unsigned char *buf = malloc(1u << 16);
     unsigned char *out = NULL;
     if (!buf)
-        return nomem(err);
+        return ck_nomem(err);
     int rc = ST_OK;
     z_stream zs;
     memset(&zs, 0, sizeof zs);
@@ -777,7 +899,7 @@ static int run_zip_pickle(st_ckpt *ck, const st_zip_entry *en, bool interpret, p
         if (!out || inflateInit2(&zs, -15) != Z_OK) {
             free(buf);
             free(out);
-            return nomem(err);
+            return ck_nomem(err);
         }
         zs.next_out = out;
         zs.avail_out = (uInt)en->size;
@@ -828,23 +950,102 @@ done:
     return rc;
 }
 
+/* Keeps a pickle's arena alive with the checkpoint when numpy arrays the
+ * tensors read from were rebuilt in it; else frees it. */
+int ck_keep_machine(st_ckpt *ck, pk_machine *m, size_t narr_before, st_error *err)
+{
+    if (!m || ck->narr == narr_before) {
+        pk_free(m);
+        return ST_OK;
+    }
+    if (ck_grow((void **)&ck->keep, &ck->keepcap, ck->nkeep + 1, sizeof *ck->keep)) {
+        pk_free(m);
+        return ck_nomem(err);
+    }
+    ck->keep[ck->nkeep++] = m;
+    return ST_OK;
+}
+
+static bool has_suffix(const char *s, size_t n, const char *suf)
+{
+    size_t l = strlen(suf);
+    return n >= l && memcmp(s + n - l, suf, l) == 0;
+}
+
+/* Every pickle of an archive: *.pkl, TorchScript's *.debug_pkl, and
+ * stored entries under extra/ that begin as a pickle does. */
+static bool is_pickle_entry(const st_ckpt *ck, const st_zip_entry *en)
+{
+    const char *rest = en->name + ck->zip.prefix_len;
+    size_t rl = en->name_len - ck->zip.prefix_len;
+    if (has_suffix(rest, rl, ".pkl") || has_suffix(rest, rl, ".debug_pkl"))
+        return true;
+    unsigned char b = 0;
+    return rl > 6 && memcmp(rest, "extra/", 6) == 0 && en->method == 0 && en->size >= 2 &&
+           st_pread_full(ck->fd, &b, 1, en->data_offset) == 0 && b == 0x80;
+}
+
+/* constants.pkl: a tuple the code calls CONSTANTS.c0, c1, ... */
+static int name_constants(st_ckpt *ck, pk_value *res, st_error *err)
+{
+    if (!res || res->kind != PK_TUPLE)
+        return st_fail(err, ST_E_CKPT_FORMAT, ST_NO_OFFSET, "constants.pkl does not hold a tuple");
+    int rc = ST_OK;
+    for (size_t i = 0; i < res->u.seq.n && !rc; i++) {
+        pk_value *v = res->u.seq.v[i];
+        if (v->kind != PK_TENSOR && v->kind != PK_ARRAY)
+            continue;
+        char nm[48];
+        int n = snprintf(nm, sizeof nm, "CONSTANTS.c%zu", i);
+        ck->name_len = 0;
+        size_t saved;
+        if ((rc = name_push(ck, nm, (size_t)n, &saved, err)))
+            break;
+        rc = v->kind == PK_TENSOR ? emit_tensor(ck, v, err) : emit_array(ck, v, err);
+    }
+    ck->name_len = 0;
+    return rc;
+}
+
 static int open_zip(st_ckpt *ck, st_error *err)
 {
     int rc = st_zip_open(ck->fd, ck->size, &ck->zip, err);
     if (rc)
         return rc;
+    if (ck->format == ST_FORMAT_ZIP_PICKLE && zip_is_torchscript(&ck->zip))
+        ck->format = ST_FORMAT_TORCHSCRIPT;
+    /* TorchScript code: listed and lexed, never run (both modes) */
+    for (size_t i = 0; i < ck->zip.count; i++) {
+        const st_zip_entry *en = &ck->zip.entries[i];
+        if (!ck_ts_is_code(ck, en))
+            continue;
+        st_error e = {0};
+        if (en->size > ck->lim.max_pickle_bytes)
+            rc = st_fail(&e, ST_E_PICKLE_LIMIT, en->data_offset, "code file larger than the limit");
+        else
+            rc = ck_ts_scan_code(ck, en, &e);
+        if (rc) {
+            if (!ck->scan_only) {
+                if (err)
+                    *err = e;
+                return rc;
+            }
+            ck_scan_note(ck, &e);
+            rc = ST_OK;
+        }
+    }
     if (ck->scan_only) {
         /* every pickle in the archive (data.pkl, constants.pkl, ...) */
         for (size_t i = 0; i < ck->zip.count; i++) {
             const st_zip_entry *en = &ck->zip.entries[i];
-            if (en->name_len < 4 || memcmp(en->name + en->name_len - 4, ".pkl", 4) != 0)
+            if (!is_pickle_entry(ck, en))
                 continue;
             ck->pickle_label = en->name;
             st_error e = {0};
             pk_machine *m = NULL;
             pk_value *res;
             if (run_zip_pickle(ck, en, false, &m, &res, &e))
-                scan_note(ck, &e);
+                ck_scan_note(ck, &e);
             pk_free(m);
         }
         return ST_OK;
@@ -865,18 +1066,39 @@ static int open_zip(st_ckpt *ck, st_error *err)
         else if (!(bo->size == 6 && memcmp(b, "little", 6) == 0))
             return st_fail(err, ST_E_CKPT_FORMAT, bo->data_offset, "byteorder record is neither 'little' nor 'big'");
     }
+    pk_machine *m = NULL;
+    pk_value *res = NULL;
+    size_t before;
+    if (ck->format == ST_FORMAT_TORCHSCRIPT) {
+        memcpy(name + pl, "constants.pkl", 14);
+        const st_zip_entry *ce = st_zip_find(&ck->zip, name, pl + 13);
+        if (ce) {
+            ck->pickle_label = ce->name;
+            ck->rec_dir = "constants/";
+            ck->const_keys = true;
+            before = ck->narr;
+            rc = run_zip_pickle(ck, ce, true, &m, &res, err);
+            if (!rc)
+                rc = name_constants(ck, res, err);
+            ck->rec_dir = NULL;
+            ck->const_keys = false;
+            int krc = ck_keep_machine(ck, m, before, err);
+            m = NULL;
+            if (rc || krc)
+                return rc ? rc : krc;
+        }
+    }
     memcpy(name + pl, "data.pkl", 9);
     const st_zip_entry *en = st_zip_find(&ck->zip, name, pl + 8);
     if (!en)
         return st_fail(err, ST_E_CKPT_FORMAT, ST_NO_OFFSET, "zip archive without %s (not a PyTorch checkpoint)", name);
     ck->pickle_label = en->name;
-    pk_machine *m = NULL;
-    pk_value *res = NULL;
+    before = ck->narr;
     rc = run_zip_pickle(ck, en, true, &m, &res, err);
     if (!rc)
-        rc = name_tensors(ck, res, err);
-    pk_free(m);
-    return rc;
+        rc = ck_name_tensors(ck, res, err);
+    int krc = ck_keep_machine(ck, m, before, err);
+    return rc ? rc : krc;
 }
 
 static const char *const legacy_labels[5] = {"pickle 1 (magic number)", "pickle 2 (protocol)",
@@ -886,7 +1108,7 @@ static const char *const legacy_labels[5] = {"pickle 1 (magic number)", "pickle 
 static int open_legacy(st_ckpt *ck, st_error *err)
 {
     pk_hooks h;
-    hooks_for(ck, &h);
+    ck_hooks_for(ck, &h);
     uint64_t pos = 0;
     int rc = ST_OK;
     pk_machine *main_m = NULL;
@@ -902,7 +1124,7 @@ static int open_legacy(st_ckpt *ck, st_error *err)
         if (rc) {
             pk_free(m);
             if (ck->scan_only) {
-                scan_note(ck, &e);
+                ck_scan_note(ck, &e);
                 rc = ST_OK;
                 goto out;
             }
@@ -920,7 +1142,7 @@ static int open_legacy(st_ckpt *ck, st_error *err)
         else if (i == 1 && !(res->kind == PK_INT && res->u.i == 1001))
             rc = st_fail(err, ST_E_CKPT_FORMAT, 0, "legacy checkpoint: protocol version is not 1001");
         else if (i == 2) {
-            pk_value *le = dict_get(res, "little_endian");
+            pk_value *le = ck_dict_get(res, "little_endian");
             if (res->kind != PK_DICT || !le || le->kind != PK_BOOL)
                 rc = st_fail(err, ST_E_CKPT_FORMAT, 0, "legacy checkpoint: bad sys info");
             else
@@ -928,7 +1150,7 @@ static int open_legacy(st_ckpt *ck, st_error *err)
         } else if (i == 3) {
             main_m = m;
             m = NULL;
-            rc = name_tensors(ck, res, err);
+            rc = ck_name_tensors(ck, res, err);
         } else if (i == 4) {
             keys = res;
             keys_m = m;
@@ -952,7 +1174,7 @@ static int open_legacy(st_ckpt *ck, st_error *err)
             rc = st_fail(err, ST_E_CKPT_FORMAT, pos, "legacy checkpoint: a storage key is not a string");
             goto out;
         }
-        uint32_t *slot = index_slot(&ck->st_index, ck, ck_hash(ck, k->u.s.p, k->u.s.n), k->u.s.p, k->u.s.n, st_eq);
+        uint32_t *slot = ck_index_slot(&ck->st_index, ck, ck_hash(ck, k->u.s.p, k->u.s.n), k->u.s.p, k->u.s.n, ck_st_eq);
         char q[120];
         st_quote_name(q, sizeof q, k->u.s.p, k->u.s.n);
         if (!slot || !*slot) {
@@ -1003,7 +1225,10 @@ static int open_legacy(st_ckpt *ck, st_error *err)
         }
     }
 out:
-    pk_free(main_m);
+    if (rc)
+        pk_free(main_m);
+    else
+        rc = ck_keep_machine(ck, main_m, 0, err);
     pk_free(keys_m);
     return rc;
 }
@@ -1011,7 +1236,7 @@ out:
 static void open_raw_scan(st_ckpt *ck)
 {
     pk_hooks h;
-    hooks_for(ck, &h);
+    ck_hooks_for(ck, &h);
     uint64_t pos = 0;
     static const char *const labels[] = {"pickle 1", "pickle 2", "pickle 3", "pickle 4", "pickle 5+"};
     /* Consecutive pickles, as picklescan does, while one seems to follow. */
@@ -1029,7 +1254,7 @@ static void open_raw_scan(st_ckpt *ck)
         int rc = pk_run(ck->fd, pos, ck->size, &ck->lim, &h, false, &m, &res, &end, &e);
         pk_free(m);
         if (rc) {
-            scan_note(ck, &e);
+            ck_scan_note(ck, &e);
             break;
         }
         pos = end;
@@ -1043,7 +1268,7 @@ int st_ckpt_open(const char *path, unsigned flags, const st_ckpt_limits *limits,
     *out = NULL;
     st_ckpt *ck = calloc(1, sizeof *ck);
     if (!ck)
-        return nomem(err);
+        return ck_nomem(err);
     ck->fd = -1;
     ck->hash_seed = st_hash_seed(ck);
     if (limits)
@@ -1052,13 +1277,16 @@ int st_ckpt_open(const char *path, unsigned flags, const st_ckpt_limits *limits,
         st_ckpt_default_limits(&ck->lim);
     ck->scan_only = flags & ST_CKPT_SCAN;
     int rc = open_fd(path, &ck->fd, &ck->size, err);
-    bool tar = false;
     if (!rc)
-        rc = detect_fd(ck->fd, ck->size, &ck->format, &tar, err);
+        rc = detect_fd(ck->fd, ck->size, &ck->format, err);
     if (!rc) {
         switch (ck->format) {
         case ST_FORMAT_ZIP_PICKLE:
+        case ST_FORMAT_TORCHSCRIPT:
             rc = open_zip(ck, err);
+            break;
+        case ST_FORMAT_TAR_PICKLE:
+            rc = ck_open_tar(ck, err);
             break;
         case ST_FORMAT_LEGACY_PICKLE:
             rc = open_legacy(ck, err);
@@ -1074,8 +1302,7 @@ int st_ckpt_open(const char *path, unsigned flags, const st_ckpt_limits *limits,
             rc = st_fail(err, ST_E_CKPT_FORMAT, 0, "a safetensors file, not a pickle (it cannot contain code)");
             break;
         default:
-            rc = st_fail(err, ST_E_CKPT_FORMAT, 0, tar ? "a tar checkpoint (torch < 0.4) is not supported"
-                                                       : "not a PyTorch checkpoint or pickle");
+            rc = st_fail(err, ST_E_CKPT_FORMAT, 0, "not a PyTorch checkpoint or pickle");
         }
     }
     if (rc) {
@@ -1105,6 +1332,16 @@ void st_ckpt_close(st_ckpt *ck)
     free(ck->g_index.slots);
     free(ck->meta);
     free(ck->name);
+    free(ck->code);
+    free(ck->ops);
+    free(ck->op_index.slots);
+    free(ck->tsn);
+    free(ck->tsn_index.slots);
+    free(ck->arr);
+    for (size_t i = 0; i < ck->nkeep; i++)
+        pk_free(ck->keep[i]);
+    free(ck->keep);
+    free(ck->tt);
     free(ck);
 }
 
@@ -1118,6 +1355,24 @@ const st_ckpt_tensor *st_ckpt_tensor_at(const st_ckpt *ck, size_t i)
 size_t st_ckpt_global_count(const st_ckpt *ck) { return ck ? ck->ng : 0; }
 const st_ckpt_global *st_ckpt_global_at(const st_ckpt *ck, size_t i) { return ck && i < ck->ng ? &ck->g[i] : NULL; }
 size_t st_ckpt_dangerous_count(const st_ckpt *ck) { return ck ? ck->ndanger : 0; }
+size_t st_ckpt_code_count(const st_ckpt *ck) { return ck ? ck->ncode : 0; }
+const st_ckpt_code *st_ckpt_code_at(const st_ckpt *ck, size_t i) { return ck && i < ck->ncode ? &ck->code[i] : NULL; }
+size_t st_ckpt_op_count(const st_ckpt *ck) { return ck ? ck->nops : 0; }
+const st_ckpt_op *st_ckpt_op_at(const st_ckpt *ck, size_t i) { return ck && i < ck->nops ? &ck->ops[i] : NULL; }
+size_t st_ckpt_array_count(const st_ckpt *ck) { return ck ? ck->narr : 0; }
+const st_ckpt_array *st_ckpt_array_at(const st_ckpt *ck, size_t i) { return ck && i < ck->narr ? &ck->arr[i].pub : NULL; }
+
+st_safety st_ckpt_safety(const st_ckpt *ck)
+{
+    if (!ck)
+        return ST_SAFETY_UNKNOWN;
+    if (ck->ndanger || ck->ncode || ck->format == ST_FORMAT_TORCHSCRIPT)
+        return ST_SAFETY_DANGEROUS;
+    for (size_t i = 0; i < ck->ng; i++)
+        if (ck->g[i].safety == ST_SAFETY_UNKNOWN)
+            return ST_SAFETY_UNKNOWN;
+    return ST_SAFETY_SAFE;
+}
 size_t st_ckpt_metadata_count(const st_ckpt *ck) { return ck ? ck->nmeta : 0; }
 
 int st_ckpt_metadata_at(const st_ckpt *ck, size_t i, const char **key, size_t *key_len, const char **value,
@@ -1211,11 +1466,13 @@ static int read_gather(const st_ckpt *ck, const ck_tensor *t, const ck_storage *
         idx[i] = p->shape[i] ? rem % p->shape[i] : 0;
         rem = p->shape[i] ? rem / p->shape[i] : 0;
     }
-    gcache gc;
-    gc.tag = calloc(GC_SLOTS, sizeof *gc.tag);
-    gc.next = calloc(GC_SLOTS / GC_WAYS, 1);
-    gc.data = malloc((size_t)GC_SLOTS * GC_BLOCK);
-    if (!gc.tag || !gc.next || !gc.data) {
+    gcache gc = {NULL, NULL, NULL};
+    if (!s->mem) {
+        gc.tag = calloc(GC_SLOTS, sizeof *gc.tag);
+        gc.next = calloc(GC_SLOTS / GC_WAYS, 1);
+        gc.data = malloc((size_t)GC_SLOTS * GC_BLOCK);
+    }
+    if (!s->mem && (!gc.tag || !gc.next || !gc.data)) {
         free(gc.tag);
         free(gc.next);
         free(gc.data);
@@ -1228,8 +1485,11 @@ static int read_gather(const st_ckpt *ck, const ck_tensor *t, const ck_storage *
         uint64_t src = p->storage_offset;
         for (uint32_t i = 0; i < rank; i++)
             src += idx[i] * p->strides[i];
-        rc = gc_fetch(ck, &gc, s->offset + src * es, el, es, err);
-        if (ck->big_endian && s->swap)
+        if (s->mem)
+            memcpy(el, s->mem + src * es, es);
+        else
+            rc = gc_fetch(ck, &gc, s->offset + src * es, el, es, err);
+        if (s->be && s->swap)
             swap_units(el, es, s->swap);
         size_t from = e == e0 ? (size_t)(offset % es) : 0;
         size_t k = es - from;
@@ -1267,8 +1527,29 @@ int st_ckpt_tensor_read(const st_ckpt *ck, const st_ckpt_tensor *tensor, uint64_
     const ck_storage *s = &ck->st[t->storage];
     if (!tensor->contiguous)
         return read_gather(ck, t, s, offset, buf, len, err);
+    if (s->mem) { /* a numpy array's bytes, in memory */
+        const unsigned char *m0 = s->mem + tensor->storage_offset * s->elem;
+        unsigned char *d = buf;
+        if (!(s->be && s->swap)) {
+            memcpy(d, m0 + offset, len);
+            return ST_OK;
+        }
+        for (uint64_t i = offset; i < offset + len;) {
+            unsigned char el[16];
+            uint64_t e = i / s->elem, at = i % s->elem;
+            memcpy(el, m0 + e * s->elem, s->elem);
+            swap_units(el, s->elem, s->swap);
+            size_t k = s->elem - (size_t)at;
+            if (k > offset + len - i)
+                k = (size_t)(offset + len - i);
+            memcpy(d, el + at, k);
+            d += k;
+            i += k;
+        }
+        return ST_OK;
+    }
     uint64_t src = s->offset + tensor->storage_offset * s->elem;
-    if (!(ck->big_endian && s->swap)) {
+    if (!(s->be && s->swap)) {
         if (st_pread_full(ck->fd, buf, len, src + offset))
             return st_fail(err, ST_E_IO, src + offset, "read error at offset %llu (file shorter?)",
                            (unsigned long long)(src + offset));

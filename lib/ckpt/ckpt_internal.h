@@ -1,6 +1,7 @@
-/* Internal interfaces of the checkpoint importer: the zip container reader
- * (zip.c), the restricted pickle machine (pickle.c) and the pieces of
- * checkpoint.c they call back into. Not installed. */
+/* Internal interfaces of the checkpoint importer's parts: the zip
+ * container reader (zip.c), the restricted pickle machine (pickle.c) and
+ * the TorchScript lexer (tscode.c). The checkpoint model they serve is in
+ * ckpt_model.h. Not installed. */
 #ifndef ST_CKPT_INTERNAL_H
 #define ST_CKPT_INTERNAL_H
 
@@ -37,7 +38,7 @@ ST_INTERNAL const st_zip_entry *st_zip_find(const st_zip *zip, const char *name,
 typedef enum pk_kind {
     PK_NONE, PK_BOOL, PK_INT, PK_BIGINT, PK_FLOAT, PK_STR, PK_BYTES,
     PK_TUPLE, PK_LIST, PK_DICT, PK_SET, PK_GLOBAL, PK_OBJECT, PK_PERSID,
-    PK_STORAGE, PK_TENSOR
+    PK_STORAGE, PK_TENSOR, PK_ARRAY
 } pk_kind;
 
 typedef struct pk_value pk_value;
@@ -61,6 +62,21 @@ struct pk_value {
             uint32_t rank;
             uint64_t *shape, *stride;
         } t;
+        struct {              /* numpy.ndarray rebuilt by _reconstruct+BUILD */
+            const char *code; /* numpy's type text, e.g. "f8", "O8"        */
+            size_t coden;
+            char order;       /* '<', '>', '|' or '='                      */
+            int dtype;        /* st_dtype, or -1 (not a tensor dtype)      */
+            unsigned elem;    /* bytes per element                         */
+            bool fortran;
+            uint32_t rank;
+            uint64_t *shape;
+            uint64_t numel;
+            const unsigned char *data; /* numel * elem bytes, or NULL      */
+            uint64_t offset;  /* the BUILD opcode                          */
+            const char *why;  /* why it is no tensor (dtype -1), or NULL   */
+            uint32_t rec;     /* the importer's record of it + 1, or 0     */
+        } arr;
     } u;
 };
 
@@ -73,6 +89,12 @@ typedef struct pk_hooks {
     /* Turns a persistent id into a value (a PK_STORAGE); NULL hook: the id
      * stays an inert PK_PERSID. */
     int (*persid)(void *ctx, pk_value *pid, uint32_t *storage_index, st_error *err);
+    /* Called for every numpy array the pickle rebuilds (PK_ARRAY), in
+     * both modes; may be NULL. */
+    int (*array)(void *ctx, pk_value *arr, st_error *err);
+    /* When set (interpret mode), replaces persid: fills *out (a PK_NONE on
+     * entry) with whatever the id stands for (a storage or a tensor). */
+    int (*persid_value)(void *ctx, pk_value *pid, pk_value *out, st_error *err);
 } pk_hooks;
 
 typedef struct pk_machine pk_machine;
@@ -95,5 +117,35 @@ ST_INTERNAL int pk_run_memory(const void *data, size_t len,
 
 /* Equality of a str value with a C string. */
 ST_INTERNAL bool pk_is_str(const pk_value *v, const char *s);
+
+/* ---- TorchScript code, lexically (tscode.c) ---- */
+
+typedef struct st_ts_lexer {
+    int state;
+    unsigned prev;   /* the byte before, outside literals and comments    */
+    char quote;
+    bool triple, escape, overflow;
+    unsigned qrun;   /* quotes in a row                                   */
+    uint32_t col, tok_col; /* column of this byte / of the name's start   */
+    bool line_tok, tok_first; /* a token seen on this line / name is first */
+    bool want_class; /* after `class` at column 0                        */
+    int attr_kind, attr_stage; /* in __parameters__ (1) / __buffers__ (2) */
+    size_t len;
+    char name[256];  /* the name or literal being read; longer ones dropped */
+} st_ts_lexer;
+
+/* What the lexer reports; any callback may be NULL. Names are not
+ * terminated. A non-zero return stops the lexer with that value. */
+typedef struct st_ts_sink {
+    void *ctx;
+    int (*call)(void *ctx, const char *name, size_t len);   /* "torch.relu" */
+    int (*cls)(void *ctx, const char *name, size_t len);    /* class NAME   */
+    int (*attr)(void *ctx, int kind, const char *name, size_t len); /* 1 a  */
+                     /* parameter, 2 a buffer of the last class          */
+} st_ts_sink;
+
+ST_INTERNAL void st_ts_lex_init(st_ts_lexer *lx);
+/* Feeds n more bytes; returns the first non-zero callback result, else 0. */
+ST_INTERNAL int st_ts_lex(st_ts_lexer *lx, const void *data, size_t n, const st_ts_sink *sink);
 
 #endif

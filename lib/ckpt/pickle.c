@@ -737,6 +737,25 @@ static pk_value *interpret_call(pk_machine *m, pk_value *fn, pk_value *args, int
         return call(m, a[0], a[2], depth + 1);
     if (is_global(fn, "collections", "OrderedDict") && n == 0)
         return newv(m, PK_DICT);
+    /* protocol < 3 pickles b'' as bytes() */
+    if ((is_global(fn, "builtins", "bytes") || is_global(fn, "__builtin__", "bytes")) && n == 0) {
+        pk_value *v = newv(m, PK_BYTES);
+        char *z = v ? palloc(m, 1) : NULL;
+        if (!z)
+            return NULL;
+        z[0] = 0;
+        v->u.s.p = z;
+        return v;
+    }
+    /* TorchScript's typed containers: build_intlist(list) and friends
+     * return their list; restore_type_tag(value, type) its value. */
+    if (is_global(fn, "torch.jit._pickle", "restore_type_tag") && n == 2)
+        return a[0];
+    if ((is_global(fn, "torch.jit._pickle", "build_intlist") || is_global(fn, "torch.jit._pickle", "build_tensorlist") ||
+         is_global(fn, "torch.jit._pickle", "build_doublelist") || is_global(fn, "torch.jit._pickle", "build_boollist") ||
+         is_global(fn, "torch.jit._pickle", "build_genericlist")) &&
+        n == 1 && a[0]->kind == PK_LIST)
+        return a[0];
     if (is_global(fn, "_codecs", "encode") && n == 2 && a[0]->kind == PK_STR &&
         (pk_is_str(a[1], "latin1") || pk_is_str(a[1], "latin-1"))) {
         /* How protocol 2 pickles bytes: UTF-8 text of code points < 256. */
@@ -774,6 +793,117 @@ static pk_value *call(pk_machine *m, pk_value *fn, pk_value *args, int depth)
             return v;
     }
     return make_object(m, fn, args);
+}
+
+/* ---- numpy arrays ---- */
+
+/* numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), b'b'): the empty
+ * array that a BUILD then fills (numpy's ndarray.__setstate__). */
+static bool is_reconstruct(const pk_value *v)
+{
+    if (v->kind != PK_OBJECT || !v->u.o.cls || !v->u.o.args || v->u.o.args->kind != PK_TUPLE ||
+        v->u.o.args->u.seq.n < 1)
+        return false;
+    const pk_value *f = v->u.o.cls, *c = v->u.o.args->u.seq.v[0];
+    return (is_global(f, "numpy.core.multiarray", "_reconstruct") || is_global(f, "numpy._core.multiarray", "_reconstruct")) &&
+           is_global(c, "numpy", "ndarray");
+}
+
+static const struct {
+    char kind;
+    unsigned size;
+    int dtype;
+} np_types[] = {
+    {'f', 2, ST_F16}, {'f', 4, ST_F32}, {'f', 8, ST_F64}, {'i', 1, ST_I8}, {'i', 2, ST_I16},
+    {'i', 4, ST_I32}, {'i', 8, ST_I64}, {'u', 1, ST_U8}, {'u', 2, ST_U16}, {'u', 4, ST_U32},
+    {'u', 8, ST_U64}, {'b', 1, ST_BOOL}, {'c', 8, ST_C64},
+};
+
+/* ndarray.__setstate__((version, shape, dtype, is_fortran, rawdata)) with
+ * dtype = numpy.dtype(code, align, copy) whose own state is (version,
+ * byteorder, ...). Read for what it is: a dtype, a shape, bytes. Anything
+ * not of that form leaves the object inert (its state recorded). */
+static int build_array(pk_machine *m, pk_value *v, pk_value *state)
+{
+    if (state->kind != PK_TUPLE || state->u.seq.n != 5)
+        return 0;
+    pk_value **a = state->u.seq.v, *shp = a[1], *dt = a[2], *data = a[4];
+    int64_t fortran;
+    if (!is_seq(shp) || !get_int(a[3], &fortran) || dt->kind != PK_OBJECT || !is_global(dt->u.o.cls, "numpy", "dtype") ||
+        !dt->u.o.args || dt->u.o.args->kind != PK_TUPLE || dt->u.o.args->u.seq.n < 1 ||
+        dt->u.o.args->u.seq.v[0]->kind != PK_STR)
+        return 0;
+    const pk_value *code = dt->u.o.args->u.seq.v[0], *dst = dt->u.o.state;
+    char order = '|';
+    if (dst && dst->kind == PK_TUPLE && dst->u.seq.n >= 2 && dst->u.seq.v[1]->kind == PK_STR &&
+        dst->u.seq.v[1]->u.s.n == 1)
+        order = dst->u.seq.v[1]->u.s.p[0];
+    size_t rank = shp->u.seq.n;
+    if (rank > ST_MAX_RANK)
+        return perr(m, ST_E_PICKLE_LIMIT, "numpy array of rank %zu", rank);
+    uint64_t *shape = palloc(m, (rank ? rank : 1) * sizeof *shape), numel = 1;
+    if (!shape)
+        return errcode(m);
+    for (size_t i = 0; i < rank; i++) {
+        int64_t d;
+        if (!get_int(shp->u.seq.v[i], &d) || d < 0)
+            return 0;
+        shape[i] = (uint64_t)d;
+        if (__builtin_mul_overflow(numel, shape[i], &numel))
+            return perr(m, ST_E_PICKLE, "numpy array: element count overflows");
+    }
+    int dtype = -1;
+    unsigned elem = 0;
+    const char *why = NULL;
+    const char *cs = code->u.s.p;
+    size_t cn = code->u.s.n;
+    if (cn >= 2 && cn <= 3) {
+        unsigned size = 0;
+        for (size_t i = 1; i < cn; i++)
+            size = cs[i] >= '0' && cs[i] <= '9' ? size * 10 + (unsigned)(cs[i] - '0') : 1000;
+        for (size_t i = 0; i < sizeof np_types / sizeof np_types[0]; i++)
+            if (np_types[i].kind == cs[0] && np_types[i].size == size) {
+                dtype = np_types[i].dtype;
+                elem = size;
+            }
+    }
+    if (dtype < 0)
+        why = cn && cs[0] == 'O' ? "an object array (holds Python objects, not numbers)"
+                                 : "a numpy dtype safetensors cannot hold";
+    else if (order != '<' && order != '>' && order != '|' && order != '=')
+        return 0;
+    const unsigned char *bytes = NULL;
+    if (dtype >= 0) {
+        uint64_t nbytes;
+        if (__builtin_mul_overflow(numel, (uint64_t)elem, &nbytes))
+            return perr(m, ST_E_PICKLE, "numpy array: byte count overflows");
+        if (data->kind == PK_BYTES) {
+            if (data->u.s.n != nbytes)
+                return perr(m, ST_E_PICKLE, "numpy array of %llu elements of %u bytes holds %zu bytes of data",
+                            (unsigned long long)numel, elem, data->u.s.n);
+            bytes = (const unsigned char *)data->u.s.p;
+        } else if (m->interpret) {
+            dtype = -1;
+            why = "its data is not a bytes value";
+        }
+    }
+    v->kind = PK_ARRAY;
+    memset(&v->u, 0, sizeof v->u);
+    v->u.arr.code = cs;
+    v->u.arr.coden = cn;
+    v->u.arr.order = order;
+    v->u.arr.dtype = dtype;
+    v->u.arr.elem = elem;
+    v->u.arr.fortran = fortran != 0;
+    v->u.arr.rank = (uint32_t)rank;
+    v->u.arr.shape = shape;
+    v->u.arr.numel = numel;
+    v->u.arr.data = bytes;
+    v->u.arr.offset = m->op_off;
+    v->u.arr.why = why;
+    if (m->hooks && m->hooks->array)
+        return m->hooks->array(m->hooks->ctx, v, m->err);
+    return 0;
 }
 
 /* ---- the machine ---- */
@@ -1139,8 +1269,11 @@ static int run(pk_machine *m, pk_value **result)
         case 'b': /* BUILD: state recorded on placeholders, else ignored */
             if ((rc = pop(m, &b)) || (rc = top(m, &v)))
                 return rc;
-            if (v->kind == PK_OBJECT)
+            if (v->kind == PK_OBJECT) {
                 v->u.o.state = b;
+                if (is_reconstruct(v) && (rc = build_array(m, v, b)))
+                    return rc;
+            }
             break;
         case 'P': /* PERSID */
             if ((rc = in_line(m, &line, &len)))
@@ -1154,7 +1287,12 @@ static int run(pk_machine *m, pk_value **result)
             if ((rc = pop(m, &a)))
                 return rc;
         persid:
-            if (m->interpret && m->hooks && m->hooks->persid) {
+            if (m->interpret && m->hooks && m->hooks->persid_value) {
+                if (!(v = newv(m, PK_NONE)))
+                    return errcode(m);
+                if ((rc = m->hooks->persid_value(m->hooks->ctx, a, v, m->err)))
+                    return rc;
+            } else if (m->interpret && m->hooks && m->hooks->persid) {
                 if (!(v = newv(m, PK_STORAGE)))
                     return errcode(m);
                 if ((rc = m->hooks->persid(m->hooks->ctx, a, &v->u.st.index, m->err)))

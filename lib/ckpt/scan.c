@@ -28,6 +28,8 @@
  *   torch.cuda.* and torch.storage.*, e.g. UntypedStorage); torch
  *   dtypes, torch.Size, torch.device; numpy.core.multiarray._reconstruct and
  *   scalar, numpy.ndarray, numpy.dtype (numpy._core too); _codecs.encode;
+ *   TorchScript's typed containers torch.jit._pickle.build_*list and
+ *   restore_type_tag (they return their argument);
  *   plain builtin types (set, frozenset, list, dict, tuple, int, float,
  *   complex, bool, bytes, bytearray, str, slice, range). These construct
  *   data only; the pickle machine interprets the torch ones itself.
@@ -143,6 +145,11 @@ st_safety st_ckpt_classify(const char *mod, size_t modn, const char *name, size_
     if (eq(mod, modn, "numpy") && (eq(name, namen, "ndarray") || eq(name, namen, "dtype")))
         return ST_SAFETY_SAFE;
     if (eq(mod, modn, "_codecs") && eq(name, namen, "encode"))
+        return ST_SAFETY_SAFE;
+    if (eq(mod, modn, "torch.jit._pickle") &&
+        (eq(name, namen, "build_intlist") || eq(name, namen, "build_tensorlist") ||
+         eq(name, namen, "build_doublelist") || eq(name, namen, "build_boollist") ||
+         eq(name, namen, "build_genericlist") || eq(name, namen, "restore_type_tag")))
         return ST_SAFETY_SAFE;
     if (builtins && in_list(name, namen, safe_builtins))
         return ST_SAFETY_SAFE;
