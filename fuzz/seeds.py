@@ -6,6 +6,7 @@ fuzz_pickle: pickle streams (protocols 0-5) of the shapes checkpoints hold,
   plus torch's own pickles, each behind a mode byte (see fuzz_pickle.c).
 fuzz_ckpt: small torch.save checkpoints, zip and legacy, and raw pickles,
   behind a mode byte (see fuzz_ckpt.c).
+fuzz_index: index.json texts (see fuzz_index.c), good and broken.
 Uses Debian's python3-torch when importable; plain pickles otherwise."""
 import collections
 import io
@@ -14,6 +15,24 @@ import pickle
 import sys
 
 target, out = sys.argv[1], sys.argv[2]
+if target == "fuzz_index":
+    import json
+    os.makedirs(out, exist_ok=True)
+    wm = {"a": "m-1.safetensors", "b.weight": "m-1.safetensors", "c": "m-2.safetensors",
+          "d": "m-3.safetensors", "e": "m-3.safetensors"}
+    seeds = [
+        {"metadata": {"total_size": 40}, "weight_map": wm},
+        {"metadata": {"total_size": 41, "total_parameters": 10}, "weight_map": wm},
+        {"weight_map": dict(wm, d="../m-3.safetensors")},
+        {"weight_map": dict(wm, z="m-2.safetensors")},
+        {"weight_map": {"a": "m-1.safetensors"}},
+        {"metadata": {"x": [1, {"y": None}]}, "other": "\u00e9", "weight_map": {}},
+    ]
+    for i, s in enumerate(seeds):
+        for indent in (None, 2):
+            with open(os.path.join(out, "seed-index-%d-%s" % (i, indent)), "w") as f:
+                f.write(json.dumps(s, indent=indent, sort_keys=True))
+    sys.exit(0)
 if target not in ("fuzz_pickle", "fuzz_ckpt"):
     sys.exit(0)
 os.makedirs(out, exist_ok=True)
