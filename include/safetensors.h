@@ -1101,6 +1101,70 @@ ST_API int st_model_metadata_at(const st_model *model, size_t i,
 ST_API const char *st_model_metadata_get(const st_model *model, const char *key,
                                          size_t key_len, size_t *value_len);
 
+/* ---- Split and join (lib/model/split.c) ---- */
+
+/* Index layouts st_model_split writes. */
+#define ST_SPLIT_TRANSFORMERS 0u /* transformers' save_pretrained: keys     */
+                                 /* sorted, metadata {total_parameters,     */
+                                 /* total_size}, indent 2, final newline    */
+#define ST_SPLIT_HUB 1u          /* huggingface_hub save_torch_state_dict:  */
+                                 /* weight_map in shard order, metadata     */
+                                 /* {total_size, then the model's pairs},   */
+                                 /* indent 2, no final newline              */
+
+typedef struct st_split_options {
+    uint64_t max_shard_size; /* bytes of tensor data per shard; 0 = the    */
+                             /* default, 5,000,000,000 ("5GB")             */
+    const char *prefix;      /* file names PREFIX-00001-of-00003.safetensors, */
+                             /* PREFIX.safetensors.index.json; NULL = "model" */
+    unsigned style;          /* ST_SPLIT_TRANSFORMERS or ST_SPLIT_HUB       */
+} st_split_options;
+
+/* huggingface_hub's default max_shard_size. */
+#define ST_SPLIT_DEFAULT_MAX 5000000000ull
+
+/**
+ * Parses a shard size as huggingface_hub's parse_size_to_int does: a
+ * decimal number (fractions allowed) and a unit, "KB" 10^3, "MB" 10^6,
+ * "GB" 10^9, "TB" 10^12 (any case), the product truncated to an integer;
+ * also "KiB".."TiB" (powers of 1024, as transformers accepts) and a plain
+ * integer of bytes. ST_E_ARG for anything else, zero and negative sizes.
+ */
+ST_API int st_parse_size(const char *text, uint64_t *out, st_error *err);
+
+/**
+ * Writes the model's tensors as shards into the folder outdir (created if
+ * missing), with the rules of huggingface_hub's
+ * split_state_dict_into_shards: tensors in name order fill the current
+ * shard until the next one would take it past max_shard_size, then a new
+ * shard starts; a tensor larger than max_shard_size gets a shard of its
+ * own, placed in the shard list when it is met (before the shard being
+ * filled). One shard is written as PREFIX.safetensors with no index;
+ * several as PREFIX-0000k-of-0000n.safetensors plus the index
+ * PREFIX.safetensors.index.json (total_size = the tensors' bytes,
+ * total_parameters = their elements, weight_map as opt->style says; names
+ * are escaped as Python's json.dumps does, ASCII only).
+ * Each shard is a canonical file carrying the model's metadata, with
+ * "format": "pt" added when the model has no "format" key (transformers
+ * refuses shards without it). All files are written under temporary names
+ * first and renamed into place only when every one is complete: a failure
+ * leaves outdir as it was. Files of an earlier split with other names are
+ * not removed. opt may be NULL.
+ */
+ST_API int st_model_split(const st_model *model, const char *outdir,
+                          const st_split_options *opt, st_progress_fn progress,
+                          void *progress_ctx, st_error *err);
+
+/**
+ * Writes every tensor of the model and its metadata into one canonical
+ * file (atomically, as st_writer_write): the same bytes as writing the
+ * same tensors and metadata with st_writer. Tensor data is read from the
+ * shards by a pool of threads ahead of the writer.
+ */
+ST_API int st_model_join(const st_model *model, const char *out_path,
+                         st_progress_fn progress, void *progress_ctx,
+                         st_error *err);
+
 /* ======================== end of Multi-file models ======================= */
 
 #ifdef __cplusplus

@@ -27,6 +27,8 @@ static const char usage[] =
     "\"__metadata__\" keeps it. Without --dtype, tensor bytes are kept as they are.\n"
     "OUT is written to a temporary file in its folder, synced, then renamed:\n"
     "a failed run leaves no OUT. IN is never modified; OUT may not be IN.\n"
+    "IN may be a sharded model (an index *.json or a folder): its shards are\n"
+    "joined into OUT, as 'safetensors join' does.\n"
     "\n"
     "A PyTorch checkpoint IN (.ckpt .pt .pth .bin, zip or legacy; detected by\n"
     "content) is converted without running it: its tensors are written with\n"
@@ -419,11 +421,45 @@ static bool same_file(const char *a, const char *b)
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+static int convert_model(const convert_opts *opts, const char *in_path, const char *out_path)
+{
+    if (opts->convert || opts->ema != EMA_KEEP || opts->ndrop) {
+        cli_errorf("unsupported: --dtype, --ema and --drop work on one file; "
+                   "join the model first ('safetensors join'), then convert that file");
+        return CLI_EXIT_ERROR;
+    }
+    st_model *m = NULL;
+    int rc = cli_open_model(in_path, &m);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    for (size_t i = 0; i < st_model_shard_count(m); i++) {
+        if (cli_same_file(st_model_shard_path(m, i), out_path)) {
+            st_model_close(m);
+            cli_errorf("%s: invalid_argument: OUT is a shard of the input (IN is never overwritten)",
+                       out_path);
+            return CLI_EXIT_ERROR;
+        }
+    }
+    st_error err;
+    bool bar = !opts->quiet && isatty(STDERR_FILENO) == 1;
+    rc = st_model_join(m, out_path, bar ? cli_model_progress : NULL, NULL, &err);
+    st_model_close(m);
+    if (rc) {
+        cli_print_error(out_path, &err);
+        return CLI_EXIT_ERROR;
+    }
+    return CLI_EXIT_OK;
+}
+
 static int run(const convert_opts *opts, const char *in_path, const char *out_path)
 {
     convert_job job;
     memset(&job, 0, sizeof job);
     job.in_path = in_path;
+    /* A sharded model (index or folder): joined into one canonical file,
+     * which is what convert writes for the same tensors and metadata. */
+    if (cli_is_model_path(in_path))
+        return convert_model(opts, in_path, out_path);
     /* Pickle-based checkpoints go to programs/convert_ckpt.c. */
     st_format fmt = ST_FORMAT_UNKNOWN;
     if (st_ckpt_detect(in_path, &fmt, NULL) == ST_OK && fmt != ST_FORMAT_SAFETENSORS &&
