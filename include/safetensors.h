@@ -1158,8 +1158,9 @@ ST_API int st_model_split(const st_model *model, const char *outdir,
 /**
  * Writes every tensor of the model and its metadata into one canonical
  * file (atomically, as st_writer_write): the same bytes as writing the
- * same tensors and metadata with st_writer. Tensor data is read from the
- * shards by a pool of threads ahead of the writer.
+ * same tensors and metadata with st_writer. Tensor data is read with
+ * pread from each shard in turn, 1 MiB at a time, in the calling thread:
+ * memory stays bounded whatever the tensor sizes.
  */
 ST_API int st_model_join(const st_model *model, const char *out_path,
                          st_progress_fn progress, void *progress_ctx,

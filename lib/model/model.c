@@ -171,7 +171,8 @@ static int scan_folder(const char *dir, char **found, st_error *err)
     if (!rc) {
         char **v = nidx ? idx : st;
         size_t n = nidx ? nidx : nst;
-        qsort(v, n, sizeof *v, name_cmp_q);
+        if (n > 1)
+            qsort(v, n, sizeof *v, name_cmp_q);
         if (n == 1) {
             *found = join_path(dir, v[0]);
             if (!*found)
@@ -371,10 +372,12 @@ static int load_shard(st_model *m, size_t si, const st_index *ix, const size_t *
     for (size_t i = 0; i < n && !rc; i++) {
         const st_tensor *t = st_tensor_at(f, i);
         st_tensor c = *t;
-        memcpy(shp, t->shape, t->rank * sizeof *shp);
+        if (t->rank)
+            memcpy(shp, t->shape, t->rank * sizeof *shp);
         c.shape = shp;
         shp += t->rank;
-        memcpy(nm, t->name, t->name_len);
+        if (t->name_len)
+            memcpy(nm, t->name, t->name_len);
         nm[t->name_len] = '\0';
         c.name = nm;
         nm += t->name_len + 1;
