@@ -1166,6 +1166,48 @@ ST_API int st_model_join(const st_model *model, const char *out_path,
                          st_progress_fn progress, void *progress_ctx,
                          st_error *err);
 
+/* ---- Diffusers folders (lib/model/diffusers.c) ---- */
+
+/*
+ * Stable Diffusion 1.x between the single-file layout A1111, ComfyUI and
+ * Forge load (LDM names: model.diffusion_model.*, first_stage_model.*,
+ * cond_stage_model.transformer.*) and a diffusers pipeline folder
+ * (unet/diffusion_pytorch_model.safetensors, vae/..., text_encoder/
+ * model.safetensors, each possibly sharded). The names follow diffusers'
+ * scripts/convert_diffusers_to_original_stable_diffusion.py; the VAE's
+ * attention q/k/v/proj_out weights are 1x1 convolutions [o, i, 1, 1] in
+ * LDM and linear [o, i] in diffusers (the same bytes). Tensor bytes and
+ * dtypes are never changed, so single -> diffusers -> single gives back
+ * the same tensors. Every key must have a name on the other side: an
+ * unknown key, EMA weights (model_ema.*), a missing component or a UNet
+ * that is not SD1.x (768-wide cross-attention, convolutional proj_in) is
+ * ST_E_UNSUPPORTED naming the file and the key. Memory stays bounded;
+ * outputs are written atomically (all files renamed into place at the end).
+ */
+
+/**
+ * Writes the diffusers pipeline in `folder` (model_index.json, unet/, vae/,
+ * text_encoder/) as one single file at out_path, without metadata.
+ */
+ST_API int st_diffusers_to_single(const char *folder, const char *out_path,
+                                  st_progress_fn progress, void *progress_ctx,
+                                  st_error *err);
+
+/**
+ * Writes an SD1.x checkpoint as a diffusers folder outdir: the three
+ * weight files (metadata {"format": "pt"}), model_index.json, the
+ * components' config.json (SD1.5's values; the UNet's in_channels from
+ * its conv_in, so inpainting models get 9) and scheduler/
+ * scheduler_config.json. The tokenizer files are not written (copy
+ * tokenizer/ from the base model's repository). The noise-schedule
+ * buffers of LDM checkpoints (betas, alphas_cumprod, ...) and the EMA
+ * counters have no place in diffusers' weights: they are left out and
+ * counted in *left_out (may be NULL).
+ */
+ST_API int st_single_to_diffusers(const st_model *model, const char *outdir,
+                                  st_progress_fn progress, void *progress_ctx,
+                                  size_t *left_out, st_error *err);
+
 /* ======================== end of Multi-file models ======================= */
 
 #ifdef __cplusplus

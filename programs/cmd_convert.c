@@ -20,6 +20,8 @@ static const char usage[] =
     "       " CLI_NAME " convert IN OUT --dtype TYPE [--saturate]\n"
     "                   [--only GLOB]... [--exclude GLOB]...\n"
     "       " CLI_NAME " convert IN OUT [--ema drop|only] [--drop GLOB]...\n"
+    "       " CLI_NAME " convert DIFFUSERS_DIR OUT --to single-file\n"
+    "       " CLI_NAME " convert IN OUTDIR --to diffusers\n"
     "\n"
     "Rewrite IN as OUT in the canonical layout: tensors sorted by dtype (widest\n"
     "first) then name, compact header JSON with the metadata first, padded to a\n"
@@ -59,6 +61,11 @@ static const char usage[] =
     "  --allow-unsafe-globals\n"
     "                  convert a checkpoint whose pickles name a dangerous global\n"
     "                  anyway (nothing from it is ever run)\n"
+    "  --to single-file  IN is a diffusers folder of Stable Diffusion 1.x: write\n"
+    "                  it as one file with the names A1111/ComfyUI load\n"
+    "  --to diffusers  IN is an SD1.x single file: write a diffusers folder\n"
+    "                  (unet/ vae/ text_encoder/ scheduler/ and their configs;\n"
+    "                  copy tokenizer/ from the base model)\n"
     "  -q, --quiet     no progress bar (it is shown only when stderr is a terminal)\n"
     "  -h, --help      show this help\n"
     "\n"
@@ -82,7 +89,10 @@ typedef struct convert_opts {
     const char **drop;   /* --drop patterns */
     size_t ndrop;
     bool allow_unsafe_globals; /* checkpoints: convert despite dangerous globals */
+    int layout;          /* --to: TO_SAME, TO_SINGLE or TO_DIFFUSERS */
 } convert_opts;
+
+enum { TO_SAME = 0, TO_SINGLE, TO_DIFFUSERS };
 
 enum { EMA_KEEP = 0, EMA_DROP, EMA_ONLY };
 
@@ -421,6 +431,42 @@ static bool same_file(const char *a, const char *b)
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+/* --to: between a single SD1.x file and a diffusers folder. */
+static int convert_layout(const convert_opts *opts, const char *in_path, const char *out_path)
+{
+    if (opts->convert || opts->ema != EMA_KEEP || opts->ndrop) {
+        cli_errorf("unsupported: --to does not combine with --dtype, --ema or --drop; "
+                   "run them as separate steps");
+        return CLI_EXIT_ERROR;
+    }
+    st_error err;
+    bool bar = !opts->quiet && isatty(STDERR_FILENO) == 1;
+    int rc;
+    if (opts->layout == TO_SINGLE) {
+        rc = st_diffusers_to_single(in_path, out_path, bar ? cli_model_progress : NULL, NULL, &err);
+        if (rc) {
+            cli_print_error(in_path, &err);
+            return cli_exit_code(rc);
+        }
+        return CLI_EXIT_OK;
+    }
+    st_model *m = NULL;
+    rc = cli_open_model(in_path, &m);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    size_t left = 0;
+    rc = st_single_to_diffusers(m, out_path, bar ? cli_model_progress : NULL, NULL, &left, &err);
+    st_model_close(m);
+    if (rc) {
+        cli_print_error(in_path, &err);
+        return cli_exit_code(rc);
+    }
+    if (left)
+        printf("left out %zu noise-schedule/EMA buffer%s (diffusers' scheduler computes them)\n",
+               left, left == 1 ? "" : "s");
+    return CLI_EXIT_OK;
+}
+
 static int convert_model(const convert_opts *opts, const char *in_path, const char *out_path)
 {
     if (opts->convert || opts->ema != EMA_KEEP || opts->ndrop) {
@@ -456,6 +502,8 @@ static int run(const convert_opts *opts, const char *in_path, const char *out_pa
     convert_job job;
     memset(&job, 0, sizeof job);
     job.in_path = in_path;
+    if (opts->layout != TO_SAME)
+        return convert_layout(opts, in_path, out_path);
     /* A sharded model (index or folder): joined into one canonical file,
      * which is what convert writes for the same tensors and metadata. */
     if (cli_is_model_path(in_path))
@@ -622,7 +670,7 @@ static bool push_pattern(const char ***list, size_t *n, const char *pat)
 
 int cmd_convert(int argc, char **argv)
 {
-    enum { OPT_DTYPE = 256, OPT_ONLY, OPT_EXCLUDE, OPT_SATURATE, OPT_EMA, OPT_DROP };
+    enum { OPT_DTYPE = 256, OPT_ONLY, OPT_EXCLUDE, OPT_SATURATE, OPT_EMA, OPT_DROP, OPT_TO };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
         {"dtype", required_argument, NULL, OPT_DTYPE},
@@ -633,6 +681,7 @@ int cmd_convert(int argc, char **argv)
         {"drop", required_argument, NULL, OPT_DROP},
         {"quiet", no_argument, NULL, 'q'},
         {"allow-unsafe-globals", no_argument, NULL, 'U'},
+        {"to", required_argument, NULL, OPT_TO},
         {NULL, 0, NULL, 0},
     };
     convert_opts co;
@@ -682,6 +731,17 @@ int cmd_convert(int argc, char **argv)
             if (!push_pattern(&co.drop, &co.ndrop, optarg)) {
                 cli_errorf("nomem: out of memory");
                 ret = CLI_EXIT_ERROR;
+                goto out;
+            }
+            break;
+        case OPT_TO:
+            if (strcmp(optarg, "single-file") == 0) {
+                co.layout = TO_SINGLE;
+            } else if (strcmp(optarg, "diffusers") == 0) {
+                co.layout = TO_DIFFUSERS;
+            } else {
+                ret = cli_usage_error(usage, "convert: --to wants single-file or diffusers, got '%s'",
+                                      optarg);
                 goto out;
             }
             break;
