@@ -344,9 +344,16 @@ static int write_text_file(const char *path, const char *text, st_error *err)
     return ST_OK;
 }
 
-static int make_dir(const char *path, st_error *err)
+/* Creates a folder; *made says whether this call created it (so that a
+ * failed conversion can remove what it made and nothing else). */
+static int make_dir(const char *path, bool *made, st_error *err)
 {
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+    *made = false;
+    if (mkdir(path, 0755) == 0) {
+        *made = true;
+        return ST_OK;
+    }
+    if (errno != EEXIST)
         return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot create folder %s: %s", path, strerror(errno));
     return ST_OK;
 }
@@ -428,14 +435,14 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, st_progress_fn
         else
             snprintf(staged[k], sizeof staged[k], "%s/.%s.%ld.part", outdir, rel, (long)getpid());
     }
-    if (!rc)
-        rc = make_dir(outdir, err);
     static const char *const subdirs[] = {"unet", "vae", "text_encoder", "scheduler"};
-    for (size_t k = 0; k < 4 && !rc; k++) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", outdir, subdirs[k]);
-        rc = make_dir(p, err);
-    }
+    char dirs[5][4096];
+    bool made[5] = {false, false, false, false, false};
+    snprintf(dirs[0], sizeof dirs[0], "%s", outdir);
+    for (size_t k = 0; k < 4; k++)
+        snprintf(dirs[k + 1], sizeof dirs[k + 1], "%s/%s", outdir, subdirs[k]);
+    for (size_t k = 0; k < 5 && !rc; k++)
+        rc = make_dir(dirs[k], &made[k], err);
     for (int c = 0; c < ST_SD_COMPONENTS && !rc; c++) {
         st_writer *w = st_writer_new();
         if (!w) {
@@ -472,9 +479,13 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, st_progress_fn
         if (rename(staged[k], final[k]) != 0)
             rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot rename %s to %s: %s", staged[k], final[k],
                          strerror(errno));
-    if (rc)
+    if (rc) {
         for (size_t k = 0; k < nstaged; k++)
             unlink(staged[k]);
+        for (size_t k = 5; k-- > 0;)
+            if (made[k])
+                rmdir(dirs[k]);
+    }
     free_srcs(srcs, nsrc);
     if (!rc && left_out)
         *left_out = dropped;

@@ -499,7 +499,8 @@ int st_model_split(const st_model *m, const char *outdir, const st_split_options
     if (!prefix_ok(prefix))
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET,
                        "st_model_split: prefix '%s' must be a plain file name start", prefix);
-    if (mkdir(outdir, 0755) != 0 && errno != EEXIST)
+    bool made = mkdir(outdir, 0755) == 0;
+    if (!made && errno != EEXIST)
         return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot create folder %s: %s", outdir,
                        strerror(errno));
     struct stat sb;
@@ -590,6 +591,8 @@ int st_model_split(const st_model *m, const char *outdir, const st_split_options
     } else {
         for (size_t k = 0; k < nstaged; k++)
             unlink(staged[k]); /* those already renamed are gone from here */
+        if (made)
+            rmdir(outdir); /* only when this call created it (and it is empty) */
     }
     for (size_t k = 0; k < nfiles && staged && final; k++) {
         free(staged[k]);
