@@ -299,6 +299,18 @@ static void test_hostile(void)
     CHECK(open_code("h2/model.safetensors.index.json", 0, msg, sizeof msg) == ST_E_HEADER_TOO_SMALL);
     CHECK(strstr(msg, "m-2.safetensors") != NULL, "%s", msg);
 
+    /* a FIFO as a shard, or as the index: refused, not waited on */
+    CHECK(hostile("h2f", good, 0, msg, sizeof msg) == ST_OK);
+    path_in(p, sizeof p, "h2f/m-2.safetensors");
+    unlink(p);
+    CHECK(mkfifo(p, 0644) == 0);
+    CHECK(open_code("h2f/model.safetensors.index.json", 0, msg, sizeof msg) == ST_E_IO);
+    CHECK(strstr(msg, "regular") != NULL, "%s", msg);
+    CHECK(open_code("h2f/m-2.safetensors", 0, msg, sizeof msg) == ST_E_IO);
+    path_in(p, sizeof p, "h2f/fifo.json");
+    CHECK(mkfifo(p, 0644) == 0);
+    CHECK(open_code("h2f/fifo.json", 0, msg, sizeof msg) == ST_E_IO);
+
     /* a tensor listed twice */
     CHECK(hostile("h3", replace(good, "\"embed\": \"m-1.safetensors\",", "\"embed\": \"m-1.safetensors\", \"embed\": \"m-1.safetensors\","), 0, msg, sizeof msg) == ST_E_DUPLICATE_KEY);
     CHECK(strstr(msg, "embed") && strstr(msg, "twice"), "%s", msg);

@@ -310,7 +310,9 @@ static int load_shard(st_model *m, size_t si, const st_index *ix, const size_t *
                       bool *found, st_error *err)
 {
     shard *s = &m->shards[si];
-    int fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO named as a shard must not block the open; it is
+     * then refused as not a regular file. */
+    int fd = open(s->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         if (ix && errno == ENOENT)
             return st_fail(err, ST_E_IO, ST_NO_OFFSET, "shard %s listed in %s is missing", s->path,
@@ -423,7 +425,7 @@ static int load_shard(st_model *m, size_t si, const st_index *ix, const size_t *
 
 static int read_index(const char *path, char **text, size_t *len, st_error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot open %s: %s", path, strerror(errno));
     struct stat sb;
@@ -777,7 +779,7 @@ static int acquire(st_model *m, size_t si, int *fd, st_error *err)
         pthread_cond_wait(&m->freed, &m->lock);
     }
     if (s->fd < 0) {
-        int nfd = open(s->path, O_RDONLY | O_CLOEXEC);
+        int nfd = open(s->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         struct stat sb;
         if (nfd < 0 || fstat(nfd, &sb) != 0 || !same_file(&sb, s)) {
             int e = nfd < 0 ? errno : 0;
