@@ -375,6 +375,8 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, st_progress_fn
     j.ctx = progress_ctx;
     int rc = ST_OK;
     const char *what = st_model_index_path(m) ? st_model_index_path(m) : st_model_shard_path(m, 0);
+    if (!what)
+        what = "the model";
     uint64_t in_channels = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         const st_tensor *t = st_model_tensor_at(m, i);
