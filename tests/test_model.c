@@ -534,6 +534,34 @@ static void test_many(void)
     CHECK_EQ_INT(open_fds(), before);
 }
 
+/* huggingface_hub's parse_size_to_int: value * unit in double, truncated. */
+static void test_sizes(void)
+{
+    static const struct {
+        const char *text;
+        uint64_t want;
+    } ok[] = {
+        {"5GB", 5000000000ull}, {"5gb", 5000000000ull}, {" 5 GB ", 5000000000ull},
+        {"1.5GB", 1500000000ull}, {"0.1GB", 100000000ull}, {"10MB", 10000000ull},
+        {"2KB", 2000ull}, {"1TB", 1000000000000ull}, {"2GiB", 2147483648ull},
+        {"1KiB", 1024ull}, {"1e3", 1000ull}, {"700", 700ull}, {"0.0015MB", 1500ull},
+        {"1.1e1KB", 11000ull}, {"0.3KB", 300ull},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        uint64_t v = 0;
+        st_error err;
+        CHECK(st_parse_size(ok[i].text, &v, &err) == ST_OK && v == ok[i].want, "%s -> %llu",
+              ok[i].text, (unsigned long long)v);
+    }
+    static const char *const bad[] = {"", "GB", "5XB", "-1GB", "0", "1.5", "inf", "nanGB",
+                                      "1e400GB", "5 G B", "0.0000001KB", "+5GB", "5GBs", "0x10"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint64_t v = 0;
+        CHECK(st_parse_size(bad[i], &v, NULL) == ST_E_ARG, "%s accepted as %llu", bad[i],
+              (unsigned long long)v);
+    }
+}
+
 static void rm_rf(const char *path)
 {
     char cmd[600];
@@ -553,6 +581,7 @@ int main(void)
     test_index();
     test_hostile();
     test_many();
+    test_sizes();
     rm_rf(g_root);
     TEST_END();
 }
