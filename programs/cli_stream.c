@@ -7,26 +7,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-int cli_input_fail(cli_input *in, int rc, const st_error *err)
-{
-    if (rc != ST_OK && !in->failed) {
-        in->failed = true;
-        in->err = *err;
-        if (in->err.code == ST_OK)
-            in->err.code = rc;
-    }
-    return rc;
-}
-
-int cli_copy_read(void *ctx, uint64_t offset, void *buf, size_t len)
-{
-    cli_copy_src *c = ctx;
-    st_error err;
-    memset(&err, 0, sizeof err);
-    int rc = st_tensor_read(c->in->file, c->t, offset, buf, len, &err);
-    return cli_input_fail(c->in, rc, &err);
-}
-
 int cli_write_output(st_writer *w, const char *out_path, cli_input *const *inputs,
                      size_t ninputs)
 {
@@ -49,8 +29,5 @@ int cli_write_output(st_writer *w, const char *out_path, cli_input *const *input
 
 bool cli_same_file(const char *a, const char *b)
 {
-    struct stat sa, sb;
-    if (stat(a, &sa) != 0 || stat(b, &sb) != 0)
-        return false;
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    return st_op_same_file(a, b);
 }

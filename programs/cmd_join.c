@@ -16,37 +16,26 @@ static const char usage[] =
     "total_size). OUT is replaced atomically; on failure it is untouched.\n"
     "\n"
     "Options:\n"
-    "  -q, --quiet  no progress line\n"
+    "  -q, --quiet  no progress line (--progress: one even into a pipe)\n"
     "  -h, --help   show this help\n"
     "\n"
     "Exit status: 0 success, 1 invalid input, 2 usage or I/O error.\n";
 
 int cmd_join(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    bool quiet = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
-        switch (c) {
-        case 'q': quiet = true; break;
-        case 'h': return cli_help(usage);
-        default: return cli_usage_error(usage, NULL);
-        }
-    }
-    if (argc - optind != 2)
+    static const struct option opts[] = {{NULL, 0, NULL, 0}};
+    static const cli_command cmd = {usage, CLI_OPT_PROGRESS, opts, NULL, NULL, false};
+    cli_common common;
+    int ret = cli_parse_options(argc, argv, &cmd, &common, NULL);
+    if (ret >= 0)
+        return ret;
+    if (argc - common.first_arg != 2)
         return cli_usage_error(usage, "join: give IN and OUT");
-    const char *in = argv[optind], *out = argv[optind + 1];
+    const char *in = argv[common.first_arg], *out = argv[common.first_arg + 1];
     st_model *m = NULL;
-    st_error err;
-    int rc = st_model_open(in, 0, &m, &err);
-    if (rc) {
-        cli_print_error(in, &err);
-        return cli_exit_code(rc);
-    }
+    int rc = cli_open_model(in, &m);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     for (size_t i = 0; i < st_model_shard_count(m); i++) {
         if (cli_same_file(st_model_shard_path(m, i), out)) {
             st_model_close(m);
@@ -54,7 +43,8 @@ int cmd_join(int argc, char **argv)
             return CLI_EXIT_ERROR;
         }
     }
-    bool bar = !quiet && isatty(STDERR_FILENO) == 1;
+    bool bar = common.progress || (!common.quiet && isatty(STDERR_FILENO) == 1);
+    st_error err;
     rc = st_model_join(m, out, bar ? cli_model_progress : NULL, NULL, &err);
     st_model_close(m);
     if (rc) {

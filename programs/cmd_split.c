@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,7 +27,8 @@ static const char usage[] =
     "  --hub                  the index as huggingface_hub writes it (shard\n"
     "                         order, no total_parameters) instead of\n"
     "                         transformers' (sorted keys)\n"
-    "  -q, --quiet            no progress line\n"
+    "  -q, --quiet            no progress line (--progress: one even into a\n"
+    "                         pipe)\n"
     "  -h, --help             show this help\n"
     "\n"
     "Exit status: 0 success, 1 invalid input, 2 usage or I/O error.\n";
@@ -41,43 +43,46 @@ int cli_model_progress(void *ctx, uint64_t done, uint64_t total)
     return 0;
 }
 
+enum { OPT_MAX = 256, OPT_PREFIX, OPT_HUB };
+
+static int on_option(void *ctx, int c, const char *arg)
+{
+    st_split_options *so = ctx;
+    st_error err;
+    switch (c) {
+    case OPT_MAX:
+        if (st_parse_size(arg, &so->max_shard_size, &err) != ST_OK)
+            return cli_usage_error(usage, "%s", err.message);
+        return 0;
+    case OPT_PREFIX: so->prefix = arg; return 0;
+    case OPT_HUB: so->style = ST_SPLIT_HUB; return 0;
+    default: return cli_usage_error(usage, NULL);
+    }
+}
+
 int cmd_split(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"max-shard-size", required_argument, NULL, 's'},
-        {"prefix", required_argument, NULL, 'p'},
-        {"hub", no_argument, NULL, 'H'},
-        {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},
+        {"max-shard-size", required_argument, NULL, OPT_MAX},
+        {"prefix", required_argument, NULL, OPT_PREFIX},
+        {"hub", no_argument, NULL, OPT_HUB},
         {NULL, 0, NULL, 0},
     };
+    static const cli_command cmd = {usage, CLI_OPT_PROGRESS, opts, NULL, on_option, false};
     st_split_options so = {0, NULL, ST_SPLIT_TRANSFORMERS};
-    bool quiet = false;
-    st_error err;
-    int c;
-    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
-        switch (c) {
-        case 's':
-            if (st_parse_size(optarg, &so.max_shard_size, &err) != ST_OK)
-                return cli_usage_error(usage, "%s", err.message);
-            break;
-        case 'p': so.prefix = optarg; break;
-        case 'H': so.style = ST_SPLIT_HUB; break;
-        case 'q': quiet = true; break;
-        case 'h': return cli_help(usage);
-        default: return cli_usage_error(usage, NULL);
-        }
-    }
-    if (argc - optind != 2)
+    cli_common common;
+    int ret = cli_parse_options(argc, argv, &cmd, &common, &so);
+    if (ret >= 0)
+        return ret;
+    if (argc - common.first_arg != 2)
         return cli_usage_error(usage, "split: give IN and OUTDIR");
-    const char *in = argv[optind], *outdir = argv[optind + 1];
+    const char *in = argv[common.first_arg], *outdir = argv[common.first_arg + 1];
     st_model *m = NULL;
-    int rc = st_model_open(in, 0, &m, &err);
-    if (rc) {
-        cli_print_error(in, &err);
-        return cli_exit_code(rc);
-    }
-    bool bar = !quiet && isatty(STDERR_FILENO) == 1;
+    int rc = cli_open_model(in, &m);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    bool bar = common.progress || (!common.quiet && isatty(STDERR_FILENO) == 1);
+    st_error err;
     rc = st_model_split(m, outdir, &so, bar ? cli_model_progress : NULL, NULL, &err);
     st_model_close(m);
     if (rc) {
