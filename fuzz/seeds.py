@@ -9,6 +9,7 @@ fuzz_ckpt: small torch.save checkpoints, zip and legacy, and raw pickles,
   checkpoint, numpy arrays in pickles.
 fuzz_tscode: the code/ files of TorchScript archives, behind a chunking
   seed byte.
+fuzz_index: index.json texts (see fuzz_index.c), good and broken.
 Uses Debian's python3-torch when importable; plain pickles otherwise."""
 import collections
 import io
@@ -17,6 +18,24 @@ import pickle
 import sys
 
 target, out = sys.argv[1], sys.argv[2]
+if target == "fuzz_index":
+    import json
+    os.makedirs(out, exist_ok=True)
+    wm = {"a": "m-1.safetensors", "b.weight": "m-1.safetensors", "c": "m-2.safetensors",
+          "d": "m-3.safetensors", "e": "m-3.safetensors"}
+    seeds = [
+        {"metadata": {"total_size": 40}, "weight_map": wm},
+        {"metadata": {"total_size": 41, "total_parameters": 10}, "weight_map": wm},
+        {"weight_map": dict(wm, d="../m-3.safetensors")},
+        {"weight_map": dict(wm, z="m-2.safetensors")},
+        {"weight_map": {"a": "m-1.safetensors"}},
+        {"metadata": {"x": [1, {"y": None}]}, "other": "\u00e9", "weight_map": {}},
+    ]
+    for i, s in enumerate(seeds):
+        for indent in (None, 2):
+            with open(os.path.join(out, "seed-index-%d-%s" % (i, indent)), "w") as f:
+                f.write(json.dumps(s, indent=indent, sort_keys=True))
+    sys.exit(0)
 if target not in ("fuzz_pickle", "fuzz_ckpt", "fuzz_tscode"):
     sys.exit(0)
 os.makedirs(out, exist_ok=True)

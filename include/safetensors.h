@@ -1400,6 +1400,250 @@ ST_API uint64_t st_ggml_row_bytes(int type, uint64_t n_per_row);
 
 /* ===================== end of GGUF quantization ========================= */
 
+/* ======================================================================== */
+/* Multi-file models (lib/model/)                                            */
+/* ======================================================================== */
+
+/*
+ * A model is one tensor table over one or more .safetensors files. It is
+ * opened from:
+ *  - a single .safetensors file (one shard, no index);
+ *  - an index, `NAME.safetensors.index.json` as transformers,
+ *    huggingface_hub and diffusers write it: {"metadata": {"total_size": N,
+ *    ...}, "weight_map": {tensor name: shard file name}} (a path whose name
+ *    ends in ".json" is taken as an index, anything else as a shard);
+ *  - a folder holding exactly one `*.safetensors.index.json`, or, when it
+ *    holds none, exactly one `*.safetensors` file.
+ *
+ * Opening validates the whole model strictly, and fails on the first
+ * problem:
+ *  - the index is UTF-8 JSON (the header's strict syntax rules and limits:
+ *    ST_E_HEADER_UTF8, ST_E_HEADER_JSON, size cap ST_E_HEADER_TOO_LARGE),
+ *    an object with an object "weight_map" of string values and, if
+ *    present, an object "metadata" (ST_E_HEADER_SCHEMA); a key repeated in
+ *    any of these objects, a tensor listed twice included, is
+ *    ST_E_DUPLICATE_KEY;
+ *  - a shard name is a relative path inside the index's folder: no
+ *    absolute path, no "." / ".." / empty component, no backslash or NUL,
+ *    and after resolving symbolic links it must still lie inside the folder
+ *    (ST_E_HEADER_SCHEMA). One exception, for the Hugging Face cache
+ *    layout: below a `REPO/snapshots/REV/` folder a link may point into
+ *    `REPO/blobs/`;
+ *  - every shard exists (else ST_E_IO naming it) and passes st_open's
+ *    validation (its code; the message names the shard);
+ *  - every tensor of a shard is listed in weight_map with that shard, every
+ *    weight_map entry is found in the shard it names, and no name is in two
+ *    shards (ST_E_HEADER_SCHEMA, ST_E_DUPLICATE_KEY);
+ *  - metadata.total_size, when present, is a non-negative integer equal to
+ *    the sum of the tensors' byte sizes (ST_E_HEADER_SCHEMA), unless
+ *    ST_MODEL_IGNORE_TOTAL_SIZE. Other index metadata is not interpreted.
+ * Shards are validated one after another (one shard open at a time) and
+ * their headers are not kept: the model holds its own table. Tensor data is
+ * read with pread through file descriptors opened on first use and kept in
+ * a small cache (at most ST_MODEL_MAX_OPEN at once, least recently used
+ * closed first); a shard reopened later must be the same file (device,
+ * inode, size and modification time), else ST_E_IO.
+ *
+ * The model's metadata is the union of its shards' "__metadata__" pairs;
+ * when two shards give a key different values, the first shard's value (in
+ * shard order) is kept.
+ *
+ * Shards are in order of their names (bytewise); tensors are in shard
+ * order, then in file order within a shard. The st_tensor records are the
+ * shards' own: begin/end are relative to the data start of the shard the
+ * tensor is in, header_offset is a byte offset in that shard.
+ *
+ * A model is immutable once open: every call below that takes a const
+ * st_model * may run from many threads at once.
+ */
+typedef struct st_model st_model;
+
+/* st_model_open flags */
+#define ST_MODEL_IGNORE_TOTAL_SIZE 1u /* accept an index whose total_size   */
+                                      /* disagrees (older writers)          */
+
+/* Shard file descriptors a model keeps open at most. */
+#define ST_MODEL_MAX_OPEN 16
+
+/** Opens and validates a model (see above). *out is NULL on failure. */
+ST_API int st_model_open(const char *path, unsigned flags, st_model **out,
+                         st_error *err);
+
+/** Releases a model (NULL is allowed). */
+ST_API void st_model_close(st_model *model);
+
+/** The index file's path as given or found, NULL for a single file. */
+ST_API const char *st_model_index_path(const st_model *model);
+
+/** Number of shards (1 for a single file). */
+ST_API size_t st_model_shard_count(const st_model *model);
+
+/** The i-th shard's name as the index gives it (the file name for a
+ * single file); NULL if out of range. */
+ST_API const char *st_model_shard_name(const st_model *model, size_t i);
+
+/** The i-th shard's path (folder + name); NULL if out of range. */
+ST_API const char *st_model_shard_path(const st_model *model, size_t i);
+
+/** The i-th shard's file size in bytes, and its data offset (8 + N). */
+ST_API uint64_t st_model_shard_size(const st_model *model, size_t i);
+ST_API uint64_t st_model_shard_data_offset(const st_model *model, size_t i);
+
+/** Sum of the tensors' byte sizes (what an index's total_size means). */
+ST_API uint64_t st_model_total_size(const st_model *model);
+
+/** Number of tensors over all shards. */
+ST_API size_t st_model_tensor_count(const st_model *model);
+
+/** The i-th tensor (shard order, then file order); NULL if out of range. */
+ST_API const st_tensor *st_model_tensor_at(const st_model *model, size_t i);
+
+/** The i-th tensor in name order (bytewise, shorter first on a tie). */
+ST_API const st_tensor *st_model_tensor_by_name_order(const st_model *model,
+                                                      size_t i);
+
+/** Looks a tensor up by name in O(1); NULL if there is none. */
+ST_API const st_tensor *st_model_find(const st_model *model, const char *name,
+                                      size_t name_len);
+
+/** The shard a tensor of this model is in; SIZE_MAX for a foreign one. */
+ST_API size_t st_model_tensor_shard(const st_model *model,
+                                    const st_tensor *tensor);
+
+/**
+ * Copies len bytes of a tensor, from byte `offset` of its data, into buf,
+ * with pread on its shard. Thread-safe. ST_E_RANGE past the tensor, ST_E_ARG
+ * for a tensor of another model, ST_E_IO naming the shard on a read error,
+ * a shard that got shorter or was replaced since the model was opened.
+ */
+ST_API int st_model_tensor_read(const st_model *model, const st_tensor *tensor,
+                                uint64_t offset, void *buf, size_t len,
+                                st_error *err);
+
+/** 1 if any shard has a "__metadata__" object, else 0. */
+ST_API int st_model_metadata_present(const st_model *model);
+
+/** Number of metadata pairs (the union over shards). */
+ST_API size_t st_model_metadata_count(const st_model *model);
+
+/** The i-th pair in key order; ST_E_NOT_FOUND if out of range. */
+ST_API int st_model_metadata_at(const st_model *model, size_t i,
+                                const char **key, size_t *key_len,
+                                const char **value, size_t *value_len);
+
+/** The value for a key, NUL-terminated, or NULL. */
+ST_API const char *st_model_metadata_get(const st_model *model, const char *key,
+                                         size_t key_len, size_t *value_len);
+
+/* ---- Split and join (lib/model/split.c) ---- */
+
+/* Index layouts st_model_split writes. */
+#define ST_SPLIT_TRANSFORMERS 0u /* transformers' save_pretrained: keys     */
+                                 /* sorted, metadata {total_parameters,     */
+                                 /* total_size}, indent 2, final newline    */
+#define ST_SPLIT_HUB 1u          /* huggingface_hub save_torch_state_dict:  */
+                                 /* weight_map in shard order, metadata     */
+                                 /* {total_size, then the model's pairs},   */
+                                 /* indent 2, no final newline              */
+
+typedef struct st_split_options {
+    uint64_t max_shard_size; /* bytes of tensor data per shard; 0 = the    */
+                             /* default, 5,000,000,000 ("5GB")             */
+    const char *prefix;      /* file names PREFIX-00001-of-00003.safetensors, */
+                             /* PREFIX.safetensors.index.json; NULL = "model" */
+    unsigned style;          /* ST_SPLIT_TRANSFORMERS or ST_SPLIT_HUB       */
+} st_split_options;
+
+/* huggingface_hub's default max_shard_size. */
+#define ST_SPLIT_DEFAULT_MAX 5000000000ull
+
+/**
+ * Parses a shard size as huggingface_hub's parse_size_to_int does: a
+ * decimal number (fractions allowed) and a unit, "KB" 10^3, "MB" 10^6,
+ * "GB" 10^9, "TB" 10^12 (any case), the product truncated to an integer;
+ * also "KiB".."TiB" (powers of 1024, as transformers accepts) and a plain
+ * integer of bytes. ST_E_ARG for anything else, zero and negative sizes.
+ */
+ST_API int st_parse_size(const char *text, uint64_t *out, st_error *err);
+
+/**
+ * Writes the model's tensors as shards into the folder outdir (created if
+ * missing), with the rules of huggingface_hub's
+ * split_state_dict_into_shards: tensors in name order fill the current
+ * shard until the next one would take it past max_shard_size, then a new
+ * shard starts; a tensor larger than max_shard_size gets a shard of its
+ * own, placed in the shard list when it is met (before the shard being
+ * filled). One shard is written as PREFIX.safetensors with no index;
+ * several as PREFIX-0000k-of-0000n.safetensors plus the index
+ * PREFIX.safetensors.index.json (total_size = the tensors' bytes,
+ * total_parameters = their elements, weight_map as opt->style says; names
+ * are escaped as Python's json.dumps does, ASCII only).
+ * Each shard is a canonical file carrying the model's metadata, with
+ * "format": "pt" added when the model has no "format" key (transformers
+ * refuses shards without it). All files are written under temporary names
+ * first and renamed into place only when every one is complete: a failure
+ * leaves outdir as it was. Files of an earlier split with other names are
+ * not removed. opt may be NULL.
+ */
+ST_API int st_model_split(const st_model *model, const char *outdir,
+                          const st_split_options *opt, st_progress_fn progress,
+                          void *progress_ctx, st_error *err);
+
+/**
+ * Writes every tensor of the model and its metadata into one canonical
+ * file (atomically, as st_writer_write): the same bytes as writing the
+ * same tensors and metadata with st_writer. Tensor data is read with
+ * pread from each shard in turn, 1 MiB at a time, in the calling thread:
+ * memory stays bounded whatever the tensor sizes.
+ */
+ST_API int st_model_join(const st_model *model, const char *out_path,
+                         st_progress_fn progress, void *progress_ctx,
+                         st_error *err);
+
+/* ---- Diffusers folders (lib/model/diffusers.c) ---- */
+
+/*
+ * Stable Diffusion 1.x between the single-file layout A1111, ComfyUI and
+ * Forge load (LDM names: model.diffusion_model.*, first_stage_model.*,
+ * cond_stage_model.transformer.*) and a diffusers pipeline folder
+ * (unet/diffusion_pytorch_model.safetensors, vae/..., text_encoder/
+ * model.safetensors, each possibly sharded). The names follow diffusers'
+ * scripts/convert_diffusers_to_original_stable_diffusion.py; the VAE's
+ * attention q/k/v/proj_out weights are 1x1 convolutions [o, i, 1, 1] in
+ * LDM and linear [o, i] in diffusers (the same bytes). Tensor bytes and
+ * dtypes are never changed, so single -> diffusers -> single gives back
+ * the same tensors. Every key must have a name on the other side: an
+ * unknown key, EMA weights (model_ema.*), a missing component or a UNet
+ * that is not SD1.x (768-wide cross-attention, convolutional proj_in) is
+ * ST_E_UNSUPPORTED naming the file and the key. Memory stays bounded;
+ * outputs are written atomically (all files renamed into place at the end).
+ */
+
+/**
+ * Writes the diffusers pipeline in `folder` (model_index.json, unet/, vae/,
+ * text_encoder/) as one single file at out_path, without metadata.
+ */
+ST_API int st_diffusers_to_single(const char *folder, const char *out_path,
+                                  st_progress_fn progress, void *progress_ctx,
+                                  st_error *err);
+
+/**
+ * Writes an SD1.x checkpoint as a diffusers folder outdir: the three
+ * weight files (metadata {"format": "pt"}), model_index.json, the
+ * components' config.json (SD1.5's values; the UNet's in_channels from
+ * its conv_in, so inpainting models get 9) and scheduler/
+ * scheduler_config.json. The tokenizer files are not written (copy
+ * tokenizer/ from the base model's repository). The noise-schedule
+ * buffers of LDM checkpoints (betas, alphas_cumprod, ...) and the EMA
+ * counters have no place in diffusers' weights: they are left out and
+ * counted in *left_out (may be NULL).
+ */
+ST_API int st_single_to_diffusers(const st_model *model, const char *outdir,
+                                  st_progress_fn progress, void *progress_ctx,
+                                  size_t *left_out, st_error *err);
+
+/* ======================== end of Multi-file models ======================= */
+
 #ifdef __cplusplus
 }
 #endif

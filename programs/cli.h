@@ -40,6 +40,21 @@ int cmd_diff(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_install(int argc, char **argv);
 int cmd_scan(int argc, char **argv);
+int cmd_split(int argc, char **argv);
+int cmd_join(int argc, char **argv);
+
+/* ---- multi-file models (cli_model.c) ---- */
+
+/* True for an argument the commands open with st_model_open: a folder, or
+ * a name ending in ".json" (an index). */
+bool cli_is_model_path(const char *path);
+
+/* st_model_open; on failure prints the error as cli_open_file does and
+ * returns its exit code (1 invalid, 2 I/O); 0 with *out set on success. */
+int cli_open_model(const char *path, st_model **out);
+
+/* st_progress_fn printing "done / total" on stderr (cmd_split.c). */
+int cli_model_progress(void *ctx, uint64_t done, uint64_t total);
 
 /* ---- usage and errors ---- */
 

@@ -11,6 +11,8 @@ static const char usage[] =
     "Validate each FILE: framing, header JSON, schema, duplicate keys, tensor\n"
     "offsets and sizes, and that the data ends exactly at the end of the file.\n"
     "Prints 'FILE: OK (N tensors)' or 'FILE: CODE: message' per file.\n"
+    "A FILE that is an index (*.json) or a folder is checked as a sharded\n"
+    "model: the index, every shard, and that they agree.\n"
     "\n"
     "Options:\n"
     "  --json    one JSON object per line and file:\n"
@@ -27,9 +29,18 @@ static int check_one(const char *path, unsigned flags, bool json)
     st_file *f = NULL;
     st_error err;
     memset(&err, 0, sizeof err);
-    int rc = st_open(path, flags, &f, &err);
-    size_t ntensors = rc == ST_OK ? st_tensor_count(f) : 0;
-    st_close(f);
+    size_t ntensors = 0;
+    int rc;
+    if (cli_is_model_path(path)) {
+        st_model *m = NULL;
+        rc = st_model_open(path, 0, &m, &err);
+        ntensors = st_model_tensor_count(m);
+        st_model_close(m);
+    } else {
+        rc = st_open(path, flags, &f, &err);
+        ntensors = rc == ST_OK ? st_tensor_count(f) : 0;
+        st_close(f);
+    }
 
     char msg[ST_ERROR_MESSAGE_MAX + 64];
     if (rc != ST_OK) {

@@ -16,6 +16,8 @@ static const char usage[] =
     "       " CLI_NAME " convert IN OUT --dtype TYPE [--saturate]\n"
     "                   [--only GLOB]... [--exclude GLOB]...\n"
     "       " CLI_NAME " convert IN OUT [--ema drop|only] [--drop GLOB]...\n"
+    "       " CLI_NAME " convert DIFFUSERS_DIR OUT --to single-file\n"
+    "       " CLI_NAME " convert IN OUTDIR --to diffusers\n"
     "\n"
     "Rewrite IN as OUT in the canonical layout: tensors sorted by dtype (widest\n"
     "first) then name, compact header JSON with the metadata first, padded to a\n"
@@ -23,6 +25,8 @@ static const char usage[] =
     "\"__metadata__\" keeps it. Without --dtype, tensor bytes are kept as they are.\n"
     "OUT is written to a temporary file in its folder, synced, then renamed:\n"
     "a failed run leaves no OUT. IN is never modified; OUT may not be IN.\n"
+    "IN may be a sharded model (an index *.json or a folder): its shards are\n"
+    "joined into OUT, as 'safetensors join' does.\n"
     "\n"
     "A PyTorch checkpoint IN (.ckpt .pt .pth .bin: zip, legacy, tar or\n"
     "TorchScript; detected by content) is converted without running it: its\n"
@@ -54,6 +58,11 @@ static const char usage[] =
     "  --allow-unsafe-globals\n"
     "                  convert a checkpoint whose pickles name a dangerous global\n"
     "                  anyway (nothing from it is ever run)\n"
+    "  --to single-file  IN is a diffusers folder of Stable Diffusion 1.x: write\n"
+    "                  it as one file with the names A1111/ComfyUI load\n"
+    "  --to diffusers  IN is an SD1.x single file: write a diffusers folder\n"
+    "                  (unet/ vae/ text_encoder/ scheduler/ and their configs;\n"
+    "                  copy tokenizer/ from the base model)\n"
     "  -q, --quiet     no progress bar (it is shown only when stderr is a terminal)\n"
     "  -h, --help      show this help\n"
     "\n"
@@ -65,10 +74,12 @@ typedef struct convert_args {
     const char **only, **exclude, **drop;
     bool selecting;             /* --only, --exclude or --saturate given */
     bool allow_unsafe_globals;  /* checkpoints: convert despite dangerous globals */
+    int layout;                 /* --to: TO_SAME, TO_SINGLE or TO_DIFFUSERS */
     bool failed;                /* out of memory while parsing */
 } convert_args;
 
-enum { OPT_DTYPE = 256, OPT_ONLY, OPT_EXCLUDE, OPT_SATURATE, OPT_EMA, OPT_DROP, OPT_UNSAFE };
+enum { OPT_DTYPE = 256, OPT_ONLY, OPT_EXCLUDE, OPT_SATURATE, OPT_EMA, OPT_DROP, OPT_UNSAFE, OPT_TO };
+enum { TO_SAME = 0, TO_SINGLE, TO_DIFFUSERS };
 
 static bool push_pattern(const char ***list, size_t *n, const char *pat)
 {
@@ -102,6 +113,14 @@ static int on_option(void *ctx, int c, const char *arg)
             o->ema = ST_EMA_ONLY;
         else
             return cli_usage_error(usage, "convert: --ema wants drop or only, got '%s'", arg);
+        return 0;
+    case OPT_TO:
+        if (strcmp(arg, "single-file") == 0)
+            a->layout = TO_SINGLE;
+        else if (strcmp(arg, "diffusers") == 0)
+            a->layout = TO_DIFFUSERS;
+        else
+            return cli_usage_error(usage, "convert: --to wants single-file or diffusers, got '%s'", arg);
         return 0;
     case OPT_SATURATE:
         a->selecting = true;
@@ -192,10 +211,84 @@ static void print_report(const st_convert_file_options *o, const st_convert_file
     free(p);
 }
 
+/* --to: between a single SD1.x file and a diffusers folder (lib/model/). */
+static int convert_layout(convert_args *a, bool bar, const char *in_path, const char *out_path)
+{
+    const st_convert_file_options *o = &a->opt;
+    if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop) {
+        cli_errorf("unsupported: --to does not combine with --dtype, --ema or --drop; "
+                   "run them as separate steps");
+        return CLI_EXIT_ERROR;
+    }
+    st_error err;
+    int rc;
+    if (a->layout == TO_SINGLE) {
+        rc = st_diffusers_to_single(in_path, out_path, bar ? cli_model_progress : NULL, NULL, &err);
+        if (rc) {
+            cli_print_error(in_path, &err);
+            return cli_exit_code(rc);
+        }
+        return CLI_EXIT_OK;
+    }
+    st_model *m = NULL;
+    rc = cli_open_model(in_path, &m);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    size_t left = 0;
+    rc = st_single_to_diffusers(m, out_path, bar ? cli_model_progress : NULL, NULL, &left, &err);
+    st_model_close(m);
+    if (rc) {
+        cli_print_error(in_path, &err);
+        return cli_exit_code(rc);
+    }
+    if (left)
+        printf("left out %zu noise-schedule/EMA buffer%s (diffusers' scheduler computes them)\n",
+               left, left == 1 ? "" : "s");
+    return CLI_EXIT_OK;
+}
+
+/* A sharded model (index or folder): joined into one canonical file, which
+ * is what convert writes for the same tensors and metadata. */
+static int convert_model(const convert_args *a, bool bar, const char *in_path,
+                         const char *out_path)
+{
+    const st_convert_file_options *o = &a->opt;
+    if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop) {
+        cli_errorf("unsupported: --dtype, --ema and --drop work on one file; "
+                   "join the model first ('safetensors join'), then convert that file");
+        return CLI_EXIT_ERROR;
+    }
+    st_model *m = NULL;
+    int rc = cli_open_model(in_path, &m);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    for (size_t i = 0; i < st_model_shard_count(m); i++) {
+        if (cli_same_file(st_model_shard_path(m, i), out_path)) {
+            st_model_close(m);
+            cli_errorf("%s: invalid_argument: OUT is a shard of the input (IN is never overwritten)",
+                       out_path);
+            return CLI_EXIT_ERROR;
+        }
+    }
+    st_error err;
+    rc = st_model_join(m, out_path, bar ? cli_model_progress : NULL, NULL, &err);
+    st_model_close(m);
+    if (rc) {
+        cli_print_error(out_path, &err);
+        return CLI_EXIT_ERROR;
+    }
+    return CLI_EXIT_OK;
+}
+
 static int run(convert_args *a, const cli_common *common, const char *in_path,
                const char *out_path)
 {
     st_convert_file_options *o = &a->opt;
+    bool bar = common->progress || (!common->quiet && isatty(STDERR_FILENO) == 1);
+    if (a->layout != TO_SAME)
+        return convert_layout(a, bar, in_path, out_path);
+    if (cli_is_model_path(in_path))
+        return convert_model(a, bar, in_path, out_path);
     /* Pickle-based checkpoints go to programs/convert_ckpt.c. */
     st_format fmt = ST_FORMAT_UNKNOWN;
     if (st_ckpt_detect(in_path, &fmt, NULL) == ST_OK && fmt != ST_FORMAT_SAFETENSORS &&
@@ -243,6 +336,7 @@ int cmd_convert(int argc, char **argv)
         {"ema", required_argument, NULL, OPT_EMA},
         {"drop", required_argument, NULL, OPT_DROP},
         {"allow-unsafe-globals", no_argument, NULL, OPT_UNSAFE},
+        {"to", required_argument, NULL, OPT_TO},
         {NULL, 0, NULL, 0},
     };
     static const cli_command cmd = {usage, CLI_OPT_PROGRESS, opts, NULL, on_option, false};

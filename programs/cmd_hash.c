@@ -36,7 +36,8 @@ static const char usage[] =
     "Usage: " CLI_NAME " hash [--algo LIST] [--civitai] [--json] FILE...\n"
     "\n"
     "Compute the digests model sites and UIs name files by, in one read pass\n"
-    "over each FILE (any file; '-' reads standard input):\n"
+    "over each FILE (any file; '-' reads standard input; an index (*.json) or\n"
+    "a folder is validated as a sharded model, then each shard is hashed):\n"
     "  sha256   SHA-256 of the whole file\n"
     "  autov1   A1111's old model hash: SHA-256 of the 64 KiB at 1 MiB, 8 digits\n"
     "  autov2   first 10 digits of the SHA-256 (A1111's short hash)\n"
@@ -483,7 +484,21 @@ int cmd_hash(int argc, char **argv)
         algos = civitai ? ST_HASH_ALL : DEFAULT_ALGOS;
     int worst = CLI_EXIT_OK;
     for (int i = optind; i < argc; i++) {
-        int rc = hash_one(argv[i], algos, civitai, json, &opt);
+        int rc;
+        if (strcmp(argv[i], "-") != 0 && cli_is_model_path(argv[i])) {
+            /* A sharded model: validated whole, then each shard as a file
+             * (the hashes model sites list per file). */
+            st_model *m = NULL;
+            rc = cli_open_model(argv[i], &m);
+            for (size_t s = 0; m && s < st_model_shard_count(m); s++) {
+                int r = hash_one(st_model_shard_path(m, s), algos, civitai, json, &opt);
+                if (r > rc)
+                    rc = r;
+            }
+            st_model_close(m);
+        } else {
+            rc = hash_one(argv[i], algos, civitai, json, &opt);
+        }
         if (rc > worst)
             worst = rc;
     }

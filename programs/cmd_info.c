@@ -11,7 +11,8 @@ static const char usage[] =
     "\n"
     "Show a file's size, header size, tensor count, parameter count, the\n"
     "tensors and bytes per dtype, and its metadata. Only the header is read,\n"
-    "so this is fast on files of any size.\n"
+    "so this is fast on files of any size. FILE may be an index (*.json) or a\n"
+    "folder: sizes are then summed over its shards, which are listed.\n"
     "\n"
     "Options:\n"
     "  --json      machine-readable: file, file_size, header_size,\n"
@@ -27,12 +28,65 @@ typedef struct dtype_stat {
     uint64_t tensors, parameters, bytes;
 } dtype_stat;
 
-static void gather(const st_file *f, dtype_stat *stats, uint64_t *params)
+/* One file or a sharded model (sizes are then summed over the shards). */
+typedef struct view {
+    const st_file *file;
+    const st_model *model;
+} view;
+
+static uint64_t v_file_size(const view *v)
 {
-    size_t n = st_tensor_count(f);
+    if (v->file)
+        return st_file_size(v->file);
+    uint64_t s = 0;
+    for (size_t i = 0; i < st_model_shard_count(v->model); i++)
+        s += st_model_shard_size(v->model, i);
+    return s;
+}
+
+static uint64_t v_header_size(const view *v)
+{
+    if (v->file)
+        return st_header_size(v->file);
+    uint64_t s = 0;
+    for (size_t i = 0; i < st_model_shard_count(v->model); i++)
+        s += st_model_shard_data_offset(v->model, i) - 8;
+    return s;
+}
+
+static size_t v_count(const view *v)
+{
+    return v->file ? st_tensor_count(v->file) : st_model_tensor_count(v->model);
+}
+
+static const st_tensor *v_at(const view *v, size_t i)
+{
+    return v->file ? st_tensor_at(v->file, i) : st_model_tensor_at(v->model, i);
+}
+
+static int v_meta_present(const view *v)
+{
+    return v->file ? st_metadata_present(v->file) : st_model_metadata_present(v->model);
+}
+
+static size_t v_meta_count(const view *v)
+{
+    return v->file ? st_metadata_count(v->file) : st_model_metadata_count(v->model);
+}
+
+static int v_meta_at(const view *v, size_t i, const char **k, size_t *kl, const char **val,
+                     size_t *vl)
+{
+    return v->file ? st_metadata_at(v->file, i, k, kl, val, vl)
+                   : st_model_metadata_at(v->model, i, k, kl, val, vl);
+}
+
+static void gather(const view *f, dtype_stat *stats, uint64_t *params)
+{
+    size_t n = v_count(f);
     *params = 0;
     for (size_t i = 0; i < n; i++) {
-        const st_tensor *t = st_tensor_at(f, i);
+        const st_tensor *t = v_at(f, i);
         dtype_stat *s = &stats[t->dtype];
         s->tensors++;
         s->parameters += t->nelements;
@@ -43,7 +97,7 @@ static void gather(const st_file *f, dtype_stat *stats, uint64_t *params)
     }
 }
 
-static void print_json(const char *path, const st_file *f)
+static void print_json(const char *path, const view *f)
 {
     dtype_stat stats[ST_DTYPE_COUNT];
     memset(stats, 0, sizeof stats);
@@ -53,11 +107,20 @@ static void print_json(const char *path, const st_file *f)
     fputs("{\"file\": ", o);
     cli_json_string(o, path, strlen(path));
     fputs(", \"file_size\": ", o);
-    cli_json_u64(o, st_file_size(f));
+    cli_json_u64(o, v_file_size(f));
     fputs(", \"header_size\": ", o);
-    cli_json_u64(o, st_header_size(f));
+    cli_json_u64(o, v_header_size(f));
+    if (f->model) {
+        fputs(", \"shards\": [", o);
+        for (size_t i = 0; i < st_model_shard_count(f->model); i++) {
+            const char *sn = st_model_shard_name(f->model, i);
+            fputs(i ? ", " : "", o);
+            cli_json_string(o, sn, strlen(sn));
+        }
+        fputs("]", o);
+    }
     fputs(", \"tensor_count\": ", o);
-    cli_json_u64(o, st_tensor_count(f));
+    cli_json_u64(o, v_count(f));
     fputs(", \"parameters\": ", o);
     cli_json_u64(o, params);
     fputs(",\n \"dtypes\": {", o);
@@ -75,15 +138,15 @@ static void print_json(const char *path, const st_file *f)
         first = false;
     }
     fputs("},\n \"metadata\": ", o);
-    if (!st_metadata_present(f)) {
+    if (!v_meta_present(f)) {
         fputs("null", o);
     } else {
         putc('{', o);
-        size_t n = st_metadata_count(f);
+        size_t n = v_meta_count(f);
         for (size_t i = 0; i < n; i++) {
             const char *k, *v;
             size_t kl, vl;
-            if (st_metadata_at(f, i, &k, &kl, &v, &vl) != ST_OK)
+            if (v_meta_at(f, i, &k, &kl, &v, &vl) != ST_OK)
                 break;
             if (i)
                 fputs(",\n  ", o);
@@ -94,9 +157,9 @@ static void print_json(const char *path, const st_file *f)
         putc('}', o);
     }
     fputs(",\n \"tensors\": [", o);
-    size_t n = st_tensor_count(f);
+    size_t n = v_count(f);
     for (size_t i = 0; i < n; i++) {
-        const st_tensor *t = st_tensor_at(f, i);
+        const st_tensor *t = v_at(f, i);
         fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", o);
         cli_json_string(o, t->name, t->name_len);
         fprintf(o, ", \"dtype\": \"%s\", \"shape\": ", st_dtype_name(t->dtype));
@@ -202,7 +265,7 @@ static void print_size(const char *label, uint64_t bytes)
                cli_grouped(bytes, b, sizeof b));
 }
 
-static void print_text(const char *path, const st_file *f)
+static void print_text(const char *path, const view *f)
 {
     dtype_stat stats[ST_DTYPE_COUNT];
     memset(stats, 0, sizeof stats);
@@ -212,9 +275,18 @@ static void print_text(const char *path, const st_file *f)
     char *p = cli_printable(path, strlen(path));
     printf("File:         %s\n", p ? p : "?");
     free(p);
-    print_size("File size:    ", st_file_size(f));
-    print_size("Header size:  ", st_header_size(f));
-    printf("Tensors:      %s\n", cli_grouped(st_tensor_count(f), a, sizeof a));
+    print_size("File size:    ", v_file_size(f));
+    print_size("Header size:  ", v_header_size(f));
+    if (f->model) {
+        size_t ns = st_model_shard_count(f->model);
+        printf("Shards:       %zu\n", ns);
+        for (size_t i = 0; i < ns; i++) {
+            char *sn = cli_printable(st_model_shard_name(f->model, i), strlen(st_model_shard_name(f->model, i)));
+            printf("  %s  %s\n", sn ? sn : "?", cli_human_size(st_model_shard_size(f->model, i), a, sizeof a));
+            free(sn);
+        }
+    }
+    printf("Tensors:      %s\n", cli_grouped(v_count(f), a, sizeof a));
     if (params < 1000)
         printf("Parameters:   %s\n", cli_grouped(params, a, sizeof a));
     else
@@ -233,17 +305,17 @@ static void print_text(const char *path, const st_file *f)
                cli_human_count(stats[d].parameters, b, sizeof b),
                cli_human_size(stats[d].bytes, c, sizeof c));
     }
-    if (!st_metadata_present(f)) {
+    if (!v_meta_present(f)) {
         printf("Metadata:     none\n");
         return;
     }
-    size_t n = st_metadata_count(f);
+    size_t n = v_meta_count(f);
     printf("Metadata:     %zu key%s\n", n, n == 1 ? "" : "s");
     size_t width = cli_stdout_is_tty() ? (size_t)cli_terminal_width() : 80;
     for (size_t i = 0; i < n; i++) {
         const char *k, *v;
         size_t kl, vl;
-        if (st_metadata_at(f, i, &k, &kl, &v, &vl) != ST_OK)
+        if (v_meta_at(f, i, &k, &kl, &v, &vl) != ST_OK)
             break;
         print_pair(k, kl, v, vl, width);
     }
@@ -271,14 +343,18 @@ int cmd_info(int argc, char **argv)
     if (ckpt_is_pickle_file(path)) /* PyTorch checkpoints: programs/ckpt_show.c */
         return ckpt_info(path, json);
     st_file *f = NULL;
+    st_model *m = NULL;
     /* pread: only the header is read, whatever the file's size. */
-    int rc = cli_open_file(path, ST_OPEN_PREAD, &f);
+    int rc = cli_is_model_path(path) ? cli_open_model(path, &m)
+                                     : cli_open_file(path, ST_OPEN_PREAD, &f);
     if (rc != CLI_EXIT_OK)
         return rc;
+    view v = {f, m};
     if (json)
-        print_json(path, f);
+        print_json(path, &v);
     else
-        print_text(path, f);
+        print_text(path, &v);
     st_close(f);
+    st_model_close(m);
     return CLI_EXIT_OK;
 }

@@ -13,6 +13,8 @@ static const char usage[] =
     "names it matches ('*' any run of characters, '.' included, '?' one,\n"
     "'[a-z]' a set), e.g. '*lora_down*'. Long names are shortened in the\n"
     "middle to fit a terminal; they are printed whole into a pipe or file.\n"
+    "FILE may be an index (*.json) or a folder: the tensors of every shard\n"
+    "(offset order is then shard order; data_offsets are within the shard).\n"
     "\n"
     "Options:\n"
     "  --sort KEY  offset (file order, the default), name, or size (largest\n"
@@ -188,19 +190,24 @@ int cmd_ls(int argc, char **argv)
     if (ckpt_is_pickle_file(path)) /* PyTorch checkpoints: programs/ckpt_show.c */
         return ckpt_ls(path, json, sort == SORT_NAME ? 1 : sort == SORT_SIZE ? 2 : 0, glob);
     st_file *f = NULL;
-    int rc = cli_open_file(path, ST_OPEN_PREAD, &f);
+    st_model *m = NULL;
+    int rc = cli_is_model_path(path) ? cli_open_model(path, &m)
+                                     : cli_open_file(path, ST_OPEN_PREAD, &f);
     if (rc != CLI_EXIT_OK)
         return rc;
-    size_t total = st_tensor_count(f);
+    size_t total = m ? st_model_tensor_count(m) : st_tensor_count(f);
     const st_tensor **list = malloc((total ? total : 1) * sizeof *list);
     if (!list) {
         st_close(f);
+        st_model_close(m);
         cli_errorf("nomem: out of memory");
         return CLI_EXIT_ERROR;
     }
     size_t n = 0;
     for (size_t i = 0; i < total; i++) {
-        const st_tensor *t = sort == SORT_NAME ? st_tensor_by_name_order(f, i) : st_tensor_at(f, i);
+        const st_tensor *t = m ? (sort == SORT_NAME ? st_model_tensor_by_name_order(m, i)
+                                                    : st_model_tensor_at(m, i))
+                           : sort == SORT_NAME ? st_tensor_by_name_order(f, i) : st_tensor_at(f, i);
         if (!glob || cli_glob_match(glob, t->name, t->name_len))
             list[n++] = t;
     }
@@ -213,5 +220,6 @@ int cmd_ls(int argc, char **argv)
         ret = print_table(list, n, total);
     free(list);
     st_close(f);
+    st_model_close(m);
     return ret;
 }

@@ -25,6 +25,8 @@ static const command commands[] = {
     {"install", cmd_install, "place a model where a UI looks for it (A1111, ComfyUI, ...)"},
     {"identify", cmd_identify, "what a model file is: kind, family, variant, format"},
     {"scan", cmd_scan, "list what pickles (.ckpt .pt .bin) would run; nothing is run"},
+    {"split", cmd_split, "write a model as shards + index.json (transformers' layout)"},
+    {"join", cmd_join, "write a sharded model (index.json or folder) as one file"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the library and tests/test_threads.c with ThreadSanitizer (clang)
-# in build/tsan and runs it: any data race in the read paths fails it.
+# Builds the library, tests/test_threads.c and tests/test_model.c (the
+# model's shared descriptor cache) with ThreadSanitizer (clang) in
+# build/tsan and runs them: any data race in the read paths fails it.
 # Runs once per `make test` (in the normal suite; skipped when ST_SAN=1).
 set -u
 root=${ST_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -27,24 +28,29 @@ for src in lib/*/*.c; do
     fi
     objs+=("$obj")
 done
-clang $flags tests/test_threads.c "${objs[@]}" -lcrypto -lz -lm -o "$out/test_threads" ||
-    { echo "# passed 0 failed 1"; exit 1; }
-
-# halt_on_error: the first race fails the run. setarch -R: TSan in clang 14
-# cannot map its shadow under the newest kernels' high ASLR entropy.
-run=("$out/test_threads")
-if command -v setarch >/dev/null 2>&1; then run=(setarch "$(uname -m)" -R "${run[@]}"); fi
+pass=0 fail=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" "${run[@]}" >"$log" 2>&1
-rc=$?
-line=$(grep -E '^# passed [0-9]+ failed [0-9]+$' "$log" | tail -n 1)
-if [ "$rc" -eq 0 ] && [ -n "$line" ] && ! grep -q 'WARNING: ThreadSanitizer' "$log"; then
-    echo "test_threads under ThreadSanitizer: no race ($line)"
-    echo "# passed 1 failed 0"
-    exit 0
-fi
-echo "FAIL: test_threads under ThreadSanitizer (exit $rc)"
-head -n 60 "$log"
-echo "# passed 0 failed 1"
-exit 1
+for t in test_threads test_model; do
+    if ! clang $flags "tests/$t.c" "${objs[@]}" -lcrypto -lz -lm -o "$out/$t"; then
+        fail=$((fail + 1))
+        continue
+    fi
+    # halt_on_error: the first race fails the run. setarch -R: TSan in clang 14
+    # cannot map its shadow under the newest kernels' high ASLR entropy.
+    run=("$out/$t")
+    if command -v setarch >/dev/null 2>&1; then run=(setarch "$(uname -m)" -R "${run[@]}"); fi
+    TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" "${run[@]}" >"$log" 2>&1
+    rc=$?
+    line=$(grep -E '^# passed [0-9]+ failed [0-9]+$' "$log" | tail -n 1)
+    if [ "$rc" -eq 0 ] && [ -n "$line" ] && ! grep -q 'WARNING: ThreadSanitizer' "$log"; then
+        echo "$t under ThreadSanitizer: no race ($line)"
+        pass=$((pass + 1))
+    else
+        echo "FAIL: $t under ThreadSanitizer (exit $rc)"
+        head -n 60 "$log"
+        fail=$((fail + 1))
+    fi
+done
+echo "# passed $pass failed $fail"
+[ "$fail" -eq 0 ]
