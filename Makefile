@@ -19,7 +19,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
 CPPFLAGS += -Iinclude -Ilib -D_GNU_SOURCE
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -fPIC -fvisibility=hidden -pthread $(WARN)
-LDLIBS   := -lcrypto -lz -lpthread -lm
+LDLIBS   := -lcrypto -lz -llapacke -lopenblas -lpthread -lm
 
 ifeq ($(SAN),1)
 CFLAGS  += -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

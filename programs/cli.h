@@ -38,6 +38,7 @@ int cmd_diff(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_install(int argc, char **argv);
 int cmd_scan(int argc, char **argv);
+int cmd_lora(int argc, char **argv);
 
 /* ---- usage and errors ---- */
 

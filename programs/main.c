@@ -25,6 +25,7 @@ static const command commands[] = {
     {"install", cmd_install, "place a model where a UI looks for it (A1111, ComfyUI, ...)"},
     {"identify", cmd_identify, "what a model file is: kind, family, variant, format"},
     {"scan", cmd_scan, "list what pickles (.ckpt .pt .bin) would run; nothing is run"},
+    {"lora", cmd_lora, "bake LoRAs into a model, extract one from a fine-tune, resize one"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

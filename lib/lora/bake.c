@@ -1,0 +1,342 @@
+/*
+ * st_lora_bake: model + adapters -> a new model, streamed through st_writer.
+ *
+ * Untouched tensors are copied (or converted) chunk by chunk as the writer
+ * asks for them; a patched tensor is computed whole, in f32, when the writer
+ * reaches it (its bytes are asked for in order), converted to the output
+ * dtype and released after its last chunk, so memory is one layer at a time.
+ */
+#include "lora/lora_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct patch {
+    size_t adapter, module;
+    const lora_target *tg;
+} patch;
+
+typedef struct bake {
+    const char *model_path;
+    const st_file *model;
+    const lora_adapter *ad;
+    const st_lora_input *in;
+    const st_lora_bake_options *opt;
+    patch *patches;          /* sorted by model tensor                        */
+    size_t *first, *count;   /* per model tensor                              */
+    size_t cached;           /* tensor whose output bytes are in `cache`      */
+    unsigned char *cache;
+    uint64_t done, total, next_report;
+    st_error err;            /* the first failure inside a callback           */
+    int failed;
+} bake;
+
+typedef struct tensor_ctx {
+    bake *b;
+    size_t idx;
+} tensor_ctx;
+
+void st_lora_bake_defaults(st_lora_bake_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->dtype = -1;
+}
+
+static st_dtype out_dtype(const bake *b, const st_tensor *t)
+{
+    if (b->opt->dtype >= 0 && st_dtype_is_float(t->dtype))
+        return (st_dtype)b->opt->dtype;
+    return t->dtype;
+}
+
+static int patch_cmp(const void *x, const void *y)
+{
+    const patch *a = x, *c = y;
+    if (a->tg->tensor != c->tg->tensor)
+        return a->tg->tensor < c->tg->tensor ? -1 : 1;
+    if (a->adapter != c->adapter)
+        return a->adapter < c->adapter ? -1 : 1;
+    return (a->module > c->module) - (a->module < c->module);
+}
+
+/* The patched tensor in f32, then in its output dtype into b->cache. */
+static int compute(bake *b, size_t idx, st_error *err)
+{
+    const st_tensor *t = st_tensor_at(b->model, idx);
+    free(b->cache);
+    b->cache = NULL;
+    b->cached = SIZE_MAX;
+    float *w;
+    int rc = lora_load_f32(b->model, b->model_path, t, &w, err);
+    if (rc)
+        return rc;
+    uint64_t cols = t->nelements / t->shape[0];
+    for (size_t k = 0; k < b->count[idx] && rc == ST_OK; k++) {
+        const patch *p = &b->patches[b->first[idx] + k];
+        const lora_target *tg = p->tg;
+        uint64_t rows = tg->rows == UINT64_MAX ? t->shape[0] : tg->rows;
+        rc = lora_module_apply(&b->ad[p->adapter], &b->ad[p->adapter].mods[p->module],
+                               b->in[p->adapter].strength, w + tg->row0 * cols, rows, cols,
+                               t->shape, t->rank, err);
+    }
+    st_dtype od = out_dtype(b, t);
+    uint64_t nbytes = 0;
+    if (rc == ST_OK)
+        rc = st_bytes_for(od, t->nelements, &nbytes);
+    if (rc == ST_OK && !(b->cache = malloc(nbytes ? (size_t)nbytes : 1)))
+        rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    if (rc == ST_OK)
+        rc = st_convert(od, b->cache, ST_F32, w, t->nelements, 0, err);
+    free(w);
+    if (rc == ST_OK)
+        b->cached = idx;
+    return rc;
+}
+
+static int report_progress(bake *b, size_t len)
+{
+    b->done += len;
+    if (!b->opt->progress || (b->done < b->next_report && b->done < b->total))
+        return 0;
+    b->next_report = b->done + (64u << 20);
+    if (b->opt->progress(b->opt->progress_ctx, b->done, b->total)) {
+        st_fail(&b->err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
+        return -1;
+    }
+    return 0;
+}
+
+static int read_tensor(void *vctx, uint64_t offset, void *buf, size_t len)
+{
+    tensor_ctx *c = vctx;
+    bake *b = c->b;
+    const st_tensor *t = st_tensor_at(b->model, c->idx);
+    st_dtype od = out_dtype(b, t);
+    int rc = ST_OK;
+    uint64_t nbytes = 0;
+    st_bytes_for(od, t->nelements, &nbytes);
+    if (b->count[c->idx] == 0 && od == t->dtype) {
+        rc = st_tensor_read(b->model, t, offset, buf, len, &b->err);
+    } else if (b->count[c->idx] == 0 && st_tensor_data(b->model, t) && st_dtype_bits(od) >= 8 &&
+               st_dtype_bits(t->dtype) >= 8 && offset % (st_dtype_bits(od) / 8) == 0 &&
+               len % (st_dtype_bits(od) / 8) == 0) {
+        uint64_t oe = st_dtype_bits(od) / 8, ie = st_dtype_bits(t->dtype) / 8;
+        const char *src = (const char *)st_tensor_data(b->model, t) + offset / oe * ie;
+        rc = st_convert(od, buf, t->dtype, src, len / oe, 0, &b->err);
+    } else {
+        if (b->cached != c->idx)
+            rc = compute(b, c->idx, &b->err);
+        if (rc == ST_OK)
+            memcpy(buf, b->cache + offset, len);
+        if (offset + len >= nbytes) {
+            free(b->cache);
+            b->cache = NULL;
+            b->cached = SIZE_MAX;
+        }
+    }
+    if (rc) {
+        b->failed = 1;
+        return -1;
+    }
+    return report_progress(b, len);
+}
+
+static void json_str(char *dst, size_t cap, size_t *len, const char *s)
+{
+    for (; *s && *len + 8 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            *len += (size_t)snprintf(dst + *len, cap - *len, "\\%c", ch);
+        else if (ch < 0x20)
+            *len += (size_t)snprintf(dst + *len, cap - *len, "\\u%04x", ch);
+        else
+            dst[(*len)++] = (char)ch;
+    }
+    dst[*len] = 0;
+}
+
+static int set_metadata(st_writer *w, const st_file *model, const st_lora_input *in, size_t n,
+                        st_error *err)
+{
+    for (size_t i = 0; i < st_metadata_count(model); i++) {
+        const char *k, *v;
+        size_t kl, vl;
+        st_metadata_at(model, i, &k, &kl, &v, &vl);
+        int rc = st_writer_set_metadata(w, k, kl, v, vl, err);
+        if (rc)
+            return rc;
+    }
+    size_t cap = 256 + n * 1200, len = 0;
+    char *j = malloc(cap);
+    if (!j)
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    j[len++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        st_hashes h;
+        char hex[ST_HASH_TEXT_MAX] = "";
+        int rc = st_hash_path(in[i].path, ST_HASH_SHA256, NULL, &h, err);
+        if (rc == ST_OK)
+            rc = st_hash_text(&h, ST_HASH_SHA256, ST_HASH_STYLE_PLAIN, hex);
+        if (rc) {
+            free(j);
+            return rc;
+        }
+        const char *base = strrchr(in[i].path, '/');
+        base = base ? base + 1 : in[i].path;
+        len += (size_t)snprintf(j + len, cap - len, "%s{\"name\":\"", i ? "," : "");
+        json_str(j, cap - 200, &len, base);
+        len += (size_t)snprintf(j + len, cap - len, "\",\"strength\":%.9g,\"sha256\":\"%s\"}",
+                                (double)in[i].strength, hex);
+    }
+    len += (size_t)snprintf(j + len, cap - len, "]");
+    int rc = st_writer_set_metadata(w, "lora_baked", 10, j, len, err);
+    free(j);
+    return rc;
+}
+
+int st_lora_bake(const char *model_path, const char *out_path, const st_lora_input *loras,
+                 size_t n, const st_lora_bake_options *opt_in, st_lora_bake_report *report,
+                 st_error *err)
+{
+    st_lora_bake_options defaults;
+    st_lora_bake_defaults(&defaults);
+    const st_lora_bake_options *opt = opt_in ? opt_in : &defaults;
+    if (report)
+        memset(report, 0, sizeof *report);
+    if (!model_path || !out_path || (n && !loras) || n == 0)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_lora_bake: a model, an output and at least one LoRA are needed");
+    if (opt->dtype >= 0 && (opt->dtype >= ST_DTYPE_COUNT || !st_dtype_is_float((st_dtype)opt->dtype) ||
+                            !st_convert_supported(ST_F32, (st_dtype)opt->dtype) ||
+                            st_dtype_bits((st_dtype)opt->dtype) < 8))
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_lora_bake: output dtype must be a float of 8 bits or more");
+    for (size_t i = 0; i < n; i++)
+        if (!loras[i].path || !isfinite(loras[i].strength))
+            return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "LoRA %zu: no path or a strength that is not a finite number", i + 1);
+
+    st_file *model = NULL;
+    lora_map *map = NULL;
+    lora_adapter *ad = calloc(n, sizeof *ad);
+    bake b = {0};
+    tensor_ctx *ctxs = NULL;
+    st_writer *w = NULL;
+    size_t nt = 0, np = 0, unmatched = 0;
+    int rc = ad ? ST_OK : st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    if (rc == ST_OK)
+        rc = st_open(model_path, ST_OPEN_MMAP, &model, err);
+    if (rc == ST_OK)
+        rc = lora_map_build(model, &map, err);
+    for (size_t i = 0; i < n && rc == ST_OK; i++)
+        rc = lora_adapter_open(loras[i].path, &ad[i], err);
+    if (rc)
+        goto out;
+    nt = st_tensor_count(model);
+    size_t total_mods = 0;
+    for (size_t i = 0; i < n; i++)
+        total_mods += ad[i].nmods;
+    b.patches = malloc((total_mods ? total_mods : 1) * sizeof *b.patches);
+    b.first = calloc(nt ? nt : 1, sizeof *b.first);
+    b.count = calloc(nt ? nt : 1, sizeof *b.count);
+    ctxs = calloc(nt ? nt : 1, sizeof *ctxs);
+    if (!b.patches || !b.first || !b.count || !ctxs) {
+        rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+        goto out;
+    }
+    char listed[512] = "";
+    size_t ll = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < ad[i].nmods; k++) {
+            const lora_module *m = &ad[i].mods[k];
+            const lora_target *tg = lora_map_find(map, m->stem, m->stem_len);
+            if (!tg) {
+                if (report && report->unmatched_listed < ST_LORA_REPORT_NAMES)
+                    st_quote_name(report->unmatched_names[report->unmatched_listed++],
+                                  ST_LORA_NAME_MAX, m->stem, m->stem_len);
+                if (unmatched < 4 && ll < sizeof listed - 200) {
+                    char nm[160];
+                    st_quote_name(nm, sizeof nm, m->stem, m->stem_len);
+                    ll += (size_t)snprintf(listed + ll, sizeof listed - ll, "%s%s",
+                                           unmatched ? ", " : "", nm);
+                }
+                unmatched++;
+                continue;
+            }
+            b.patches[np++] = (patch){i, k, tg};
+        }
+    if (report)
+        report->unmatched = unmatched;
+    if (unmatched && !opt->allow_unmatched) {
+        rc = st_fail(err, ST_E_LORA, ST_NO_OFFSET,
+                     "%zu LoRA module(s) match no weight of %s: %s%s (--allow-unmatched to skip them)",
+                     unmatched, model_path, listed, unmatched > 4 ? ", ..." : "");
+        goto out;
+    }
+    qsort(b.patches, np, sizeof *b.patches, patch_cmp);
+    for (size_t i = 0; i < np; i++) {
+        size_t ti = b.patches[i].tg->tensor;
+        if (b.count[ti]++ == 0)
+            b.first[ti] = i;
+    }
+    /* Check every LoRA module's shapes, rank and alpha before writing. */
+    for (size_t i = 0; i < np && rc == ST_OK; i++) {
+        const patch *p = &b.patches[i];
+        const st_tensor *t = st_tensor_at(model, p->tg->tensor);
+        uint64_t rows = p->tg->rows == UINT64_MAX ? t->shape[0] : p->tg->rows;
+        rc = lora_module_apply(&ad[p->adapter], &ad[p->adapter].mods[p->module],
+                               loras[p->adapter].strength, NULL, rows, t->nelements / t->shape[0],
+                               t->shape, t->rank, err);
+    }
+    if (rc)
+        goto out;
+    b.model_path = model_path;
+    b.model = model;
+    b.ad = ad;
+    b.in = loras;
+    b.opt = opt;
+    b.cached = SIZE_MAX;
+    w = st_writer_new();
+    if (!w) {
+        rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < nt && rc == ST_OK; i++) {
+        const st_tensor *t = st_tensor_at(model, i);
+        st_dtype od = out_dtype(&b, t);
+        uint64_t nbytes;
+        rc = st_bytes_for(od, t->nelements, &nbytes);
+        ctxs[i] = (tensor_ctx){&b, i};
+        if (rc == ST_OK)
+            rc = st_writer_add_stream(w, t->name, t->name_len, od, t->shape, t->rank, nbytes,
+                                      read_tensor, &ctxs[i], err);
+    }
+    if (rc == ST_OK)
+        rc = set_metadata(w, model, loras, n, err);
+    if (rc == ST_OK) {
+        b.total = st_writer_output_size(w);
+        rc = st_writer_write(w, out_path, err);
+        if (rc == ST_E_CALLBACK && b.err.code) {
+            rc = b.err.code;
+            if (err)
+                *err = b.err;
+        }
+    }
+    if (rc == ST_OK && report) {
+        for (size_t i = 0; i < nt; i++)
+            report->tensors_patched += b.count[i] != 0;
+        report->modules = np;
+    }
+    if (rc == ST_OK && opt->progress)
+        opt->progress(opt->progress_ctx, b.total, b.total);
+out:
+    st_writer_free(w);
+    free(ctxs);
+    free(b.cache);
+    free(b.patches), free(b.first), free(b.count);
+    for (size_t i = 0; ad && i < n; i++)
+        lora_adapter_close(&ad[i]);
+    free(ad);
+    lora_map_free(map);
+    st_close(model);
+    return rc;
+}
