@@ -90,6 +90,12 @@ def sd1_model(rng, dtype):
 SDXL_TDEPTH = (0, 2, 2)
 
 
+def sd2_model(rng, dtype):
+    L = sdlayouts.ldm_unet("model.diffusion_model.", 32, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, 64, None, 4, True)
+    L.merge(sdlayouts.open_clip("cond_stage_model.model.", width=64, layers=2))
+    return materialize(L, rng, dtype)
+
+
 def sdxl_model(rng, dtype):
     L = sdlayouts.ldm_unet("model.diffusion_model.", 32, (1, 2, 4), 2, SDXL_TDEPTH, 2, 64, 96, 4, True)
     L.merge(sdlayouts.clip_hf("conditioner.embedders.0.transformer.", width=64, layers=2))
@@ -167,10 +173,12 @@ def kohya_targets(model, diffusers, mult=None, tdepth=None, conv=False):
                         ("lora_te1_", "conditioner.embedders.0.transformer.")):
             if k.startswith(pre) and (".self_attn." in k or ".mlp.fc" in k) and k.endswith(".weight"):
                 out[te + k[len(pre):-len(".weight")].replace(".", "_")] = (k, 0, a.shape[0])
-        pre = "conditioner.embedders.1.model.transformer.resblocks."
-        if k.startswith(pre):
+        for pre, te in (("conditioner.embedders.1.model.transformer.resblocks.", "lora_te2_"),
+                        ("cond_stage_model.model.transformer.resblocks.", "lora_te_")):
+            if not k.startswith(pre):
+                continue
             i, rest = k[len(pre):].split(".", 1)
-            hf = "lora_te2_text_model_encoder_layers_%s_" % i
+            hf = te + "text_model_encoder_layers_%s_" % i
             if rest == "attn.in_proj_weight":
                 w = a.shape[0] // 3
                 for j, q in enumerate("qkv"):
@@ -346,6 +354,30 @@ def test_bake_sdxl_lycoris(tmp, rng):
         refs[key] += lokr_delta(lokr, m, model[key].shape)
     bad = [k for k in model if not close(got[k], refs[k].astype(np.float16))]
     check(not bad, "sdxl LoRA + LoHa + LoKr bake matches numpy: %s" % bad[:3])
+
+
+def test_bake_sd2(tmp, rng):
+    """SD2: diffusers-named UNet modules, HF-named text encoder modules on
+    an OpenCLIP tower (q/k/v are row blocks of in_proj_weight)."""
+    model = sd2_model(rng, np.float32)
+    mp = os.path.join(tmp, "sd2.safetensors")
+    save(mp, model)
+    tg = kohya_targets(model, True, (1, 2, 4, 4), (1, 1, 1, 0))
+    check(sum(k.startswith("lora_te_") and "_self_attn_k_proj" in k for k in tg) == 2, "sd2 te names")
+    lt = make_lora(rng, model, tg, 4, dtype=np.float32)
+    lp = os.path.join(tmp, "sd2_lora.safetensors")
+    save(lp, lt)
+    out = os.path.join(tmp, "sd2_baked.safetensors")
+    rc, _, se = run("lora", "bake", mp, "-o", out, lp + ":1.5", "--dtype", "f16")
+    check(rc == 0, "bake sd2 rc %d %s" % (rc, se))
+    if rc:
+        return
+    got, _ = load(out)
+    refs = {k: w.astype(np.float32) for k, w in model.items()}
+    for mod, (key, r0, rows) in tg.items():
+        refs[key][r0:r0 + rows] += 1.5 * lora_delta(lt, mod, rows, model[key].shape[1:])
+    bad = [k for k in model if got[k].dtype != np.float16 or not close(got[k], refs[k].astype(np.float16))]
+    check(not bad, "sd2 bake matches numpy: %s" % bad[:3])
 
 
 def test_errors(tmp, rng, sd1, mp):
@@ -546,6 +578,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         r = test_bake_sd1(tmp, rng)
         test_bake_sdxl_lycoris(tmp, rng)
+        test_bake_sd2(tmp, rng)
         if r:
             test_errors(tmp, rng, *r)
             test_resize(tmp, rng, r[0])
