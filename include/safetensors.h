@@ -982,8 +982,11 @@ ST_API int st_ckpt_metadata_at(const st_ckpt *ckpt, size_t i,
  *
  * Adapter formats read: kohya LoRA / LoCon ("lora_unet_...", "lora_te_",
  * "lora_te1_" / "lora_te2_" with ".lora_down.weight", ".lora_up.weight",
- * ".alpha"), LyCORIS LoHa (".hada_w1_a" ...) and LoKr (".lokr_w1" ...).
- * The format is the one st_identify names.
+ * ".alpha"), LyCORIS LoHa (".hada_w1_a" ...) and LoKr (".lokr_w1" ...),
+ * PEFT ("unet.X.lora_A.weight", "text_encoder.X.lora_B.weight", ...) and
+ * diffusers' older layouts (".lora.down.weight", "lora_linear_layer",
+ * "attn1.processor.to_q_lora.down.weight"), whose names are read as the
+ * kohya names of the same modules. The format is the one st_identify names.
  *
  * Name mapping (kohya sd-scripts networks/lora.py and merge_lora.py,
  * ComfyUI comfy/lora.py model_lora_keys_unet/_clip, comfy/utils.py

@@ -140,6 +140,9 @@ def diffusers_map(mult, tdepth, nres=2):
     return m
 
 
+DOTTED = {}  # kohya module name -> PEFT/diffusers module name
+
+
 def kohya_targets(model, diffusers, mult=None, tdepth=None, conv=False):
     """kohya module name -> (model key, row0, rows) for the layers kohya's
     networks/lora.py creates (attention linear/1x1, CLIP attention+MLP; with
@@ -169,10 +172,12 @@ def kohya_targets(model, diffusers, mult=None, tdepth=None, conv=False):
                 else:
                     continue
             out["lora_unet_" + name.replace(".", "_")] = (k, 0, a.shape[0])
+            DOTTED["lora_unet_" + name.replace(".", "_")] = "unet." + name
         for te, pre in (("lora_te_", "cond_stage_model.transformer."),
                         ("lora_te1_", "conditioner.embedders.0.transformer.")):
             if k.startswith(pre) and (".self_attn." in k or ".mlp.fc" in k) and k.endswith(".weight"):
                 out[te + k[len(pre):-len(".weight")].replace(".", "_")] = (k, 0, a.shape[0])
+                DOTTED[te + k[len(pre):-len(".weight")].replace(".", "_")] = "text_encoder." + k[len(pre):-len(".weight")]
         for pre, te in (("conditioner.embedders.1.model.transformer.resblocks.", "lora_te2_"),
                         ("cond_stage_model.model.transformer.resblocks.", "lora_te_")):
             if not k.startswith(pre):
@@ -380,6 +385,54 @@ def test_bake_sd2(tmp, rng):
     check(not bad, "sd2 bake matches numpy: %s" % bad[:3])
 
 
+def test_bake_peft(tmp, rng, sd1, mp):
+    """PEFT (unet./text_encoder. + lora_A/lora_B, no alpha) and diffusers'
+    attention-processor layout (to_q_lora.down ...), read as kohya names."""
+    tg = kohya_targets(sd1, True, (1, 2, 4, 4), (1, 1, 1, 0))
+    lin = {m: v for m, v in tg.items() if sd1[v[0]].ndim == 2}
+    peft, refs = {}, {k: w.astype(np.float32) for k, w in sd1.items()}
+    for m, (key, r0, rows) in sorted(lin.items()):
+        cols = sd1[key].shape[1]
+        a = (rng.standard_normal((4, cols)) * 0.1).astype(np.float16)
+        b = (rng.standard_normal((rows, 4)) * 0.1).astype(np.float16)
+        peft[DOTTED[m] + ".lora_A.weight"], peft[DOTTED[m] + ".lora_B.weight"] = a, b
+        refs[key] += 0.8 * (b.astype(np.float32) @ a.astype(np.float32))
+    pp = os.path.join(tmp, "peft.safetensors")
+    save(pp, peft)
+    out = os.path.join(tmp, "peft_baked.safetensors")
+    rc, _, se = run("lora", "bake", mp, "-o", out, pp + ":0.8")
+    check(rc == 0, "bake PEFT rc %d %s" % (rc, se))
+    if rc == 0:
+        got, _ = load(out)
+        bad = [k for k in sd1 if not close(got[k], refs[k].astype(np.float16))]
+        check(not bad, "PEFT bake matches numpy: %s" % bad[:3])
+    # attention processors: attn1.processor.to_q_lora / to_out_lora (no unet. prefix)
+    proc, refs = {}, {k: w.astype(np.float32) for k, w in sd1.items()}
+    n = 0
+    for m, (key, r0, rows) in sorted(lin.items()):
+        d = DOTTED[m]
+        if ".attn1.to_" not in d or not d.startswith("unet."):
+            continue
+        head, q = d[len("unet."):].rsplit(".attn1.", 1)
+        q = q.replace("to_out.0", "to_out")
+        base = head + ".attn1.processor." + q + "_lora"
+        cols = sd1[key].shape[1]
+        a = (rng.standard_normal((2, cols)) * 0.1).astype(np.float16)
+        b = (rng.standard_normal((rows, 2)) * 0.1).astype(np.float16)
+        proc[base + ".down.weight"], proc[base + ".up.weight"] = a, b
+        refs[key] += b.astype(np.float32) @ a.astype(np.float32)
+        n += 1
+    check(n >= 8 and any("to_out_lora" in k for k in proc), "processor layout built (%d)" % n)
+    pp = os.path.join(tmp, "procs.safetensors")
+    save(pp, proc)
+    rc, _, se = run("lora", "bake", mp, "-o", out, pp)
+    check(rc == 0, "bake attention-processor LoRA rc %d %s" % (rc, se))
+    if rc == 0:
+        got, _ = load(out)
+        bad = [k for k in sd1 if not close(got[k], refs[k].astype(np.float16))]
+        check(not bad, "processor-layout bake matches numpy: %s" % bad[:3])
+
+
 def test_errors(tmp, rng, sd1, mp):
     out = os.path.join(tmp, "err_out.safetensors")
     key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
@@ -580,6 +633,7 @@ def main():
         test_bake_sdxl_lycoris(tmp, rng)
         test_bake_sd2(tmp, rng)
         if r:
+            test_bake_peft(tmp, rng, *r)
             test_errors(tmp, rng, *r)
             test_resize(tmp, rng, r[0])
         test_roundtrip(tmp, rng, "sd1")

@@ -23,10 +23,60 @@ static const struct {
     {".hada_t2", LK_HADA_T2},       {".lokr_w1", LK_LOKR_W1},    {".lokr_w1_a", LK_LOKR_W1A},
     {".lokr_w1_b", LK_LOKR_W1B},    {".lokr_w2", LK_LOKR_W2},    {".lokr_w2_a", LK_LOKR_W2A},
     {".lokr_w2_b", LK_LOKR_W2B},    {".lokr_t2", LK_LOKR_T2},
+    /* PEFT and diffusers' older layouts (their stems are renamed below) */
+    {".lora_A.weight", LK_DOWN},    {".lora_B.weight", LK_UP},
+    {".lora.down.weight", LK_DOWN}, {".lora.up.weight", LK_UP},
+    {".lora_linear_layer.down.weight", LK_DOWN}, {".lora_linear_layer.up.weight", LK_UP},
+    {"_lora.down.weight", LK_DOWN}, {"_lora.up.weight", LK_UP},
 };
+
+/*
+ * A PEFT / diffusers module name as the kohya stem the name map knows
+ * (ComfyUI comfy/lora.py does the same through its key tables):
+ *   unet.X / X          -> lora_unet_X      (X a diffusers UNet module)
+ *   text_encoder.X      -> lora_te_X        (lora_te1_X is tried too)
+ *   text_encoder_2.X    -> lora_te2_X
+ * with '.' -> '_'; the attention-processor layout "attn1.processor.to_q"
+ * (from "to_q_lora.down.weight") is "attn1.to_q", "to_out" is "to_out.0".
+ * Returns a malloc'ed string.
+ */
+static char *kohya_stem(const char *s, size_t len)
+{
+    static const char *const pre[][2] = {
+        {"unet.", "lora_unet_"}, {"text_encoder_2.", "lora_te2_"}, {"text_encoder.", "lora_te_"},
+    };
+    const char *to = "lora_unet_";
+    for (size_t i = 0; i < 3; i++) {
+        size_t l = strlen(pre[i][0]);
+        if (len >= l && memcmp(s, pre[i][0], l) == 0) {
+            s += l, len -= l, to = pre[i][1];
+            break;
+        }
+    }
+    size_t tl = strlen(to);
+    char *out = malloc(tl + len + 4);
+    if (!out)
+        return NULL;
+    memcpy(out, to, tl);
+    size_t n = tl;
+    static const char proc[] = ".processor.";
+    for (size_t i = 0; i < len; i++) {
+        if (len - i >= sizeof proc - 1 && memcmp(s + i, proc, sizeof proc - 1) == 0) {
+            i += sizeof proc - 2; /* one separator for the whole ".processor." */
+            out[n++] = '_';
+            continue;
+        }
+        out[n++] = s[i] == '.' ? '_' : s[i];
+    }
+    out[n] = 0;
+    if (n >= 7 && strcmp(out + n - 7, "_to_out") == 0)
+        memcpy(out + n, "_0", 3);
+    return out;
+}
 
 typedef struct entry {
     const st_tensor *t;
+    const char *stem;        /* the tensor's name, or a kohya_stem() copy     */
     size_t stem_len;
     int part;
 } entry;
@@ -34,8 +84,16 @@ typedef struct entry {
 static int entry_cmp(const void *a, const void *b)
 {
     const entry *x = a, *y = b;
-    int c = st_name_cmp(x->t->name, x->stem_len, y->t->name, y->stem_len);
+    int c = st_name_cmp(x->stem, x->stem_len, y->stem, y->stem_len);
     return c ? c : (x->part > y->part) - (x->part < y->part);
+}
+
+static void free_entries(entry *e, size_t n)
+{
+    for (size_t i = 0; e && i < n; i++)
+        if (e[i].stem != e[i].t->name)
+            free((char *)e[i].stem);
+    free(e);
 }
 
 void lora_adapter_close(lora_adapter *a)
@@ -66,15 +124,9 @@ int lora_adapter_open(const char *path, lora_adapter *a, st_error *err)
         goto fail;
     }
     a->format = id.format;
-    if (id.format != ST_LORA_KOHYA && id.format != ST_LORA_LYCORIS_LOHA &&
-        id.format != ST_LORA_LYCORIS_LOKR) {
-        rc = st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
-                     "%s: %s adapters are not supported yet (kohya LoRA/LoCon, LoHa, LoKr are)",
-                     path, st_lora_format_name(id.format));
-        goto fail;
-    }
+    bool rename = id.format == ST_LORA_PEFT || id.format == ST_LORA_DIFFUSERS;
     size_t n = st_tensor_count(a->file);
-    entry *e = malloc((n ? n : 1) * sizeof *e);
+    entry *e = calloc(n ? n : 1, sizeof *e);
     if (!e) {
         rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
         goto fail;
@@ -94,38 +146,56 @@ int lora_adapter_open(const char *path, lora_adapter *a, st_error *err)
         if (part < 0) {
             char nm[160];
             st_quote_name(nm, sizeof nm, t->name, t->name_len);
-            free(e);
+            free_entries(e, i);
             rc = st_fail(err, ST_E_LORA, t->header_offset,
                          "%s: tensor %s is no part of a LoRA/LoHa/LoKr module this can apply", path, nm);
             goto fail;
         }
-        e[i] = (entry){t, sl, part};
+        e[i] = (entry){t, t->name, sl, part};
+        if (rename && !memchr(t->name, 0, sl)) {
+            char *k = kohya_stem(t->name, sl);
+            if (!k) {
+                free_entries(e, i);
+                rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+                goto fail;
+            }
+            e[i].stem = k;
+            e[i].stem_len = strlen(k);
+        }
     }
     qsort(e, n, sizeof *e, entry_cmp);
     a->mods = calloc(n ? n : 1, sizeof *a->mods);
     if (!a->mods) {
-        free(e);
+        free_entries(e, n);
         rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
         goto fail;
     }
     for (size_t i = 0; i < n; i++) {
         lora_module *m = a->nmods ? &a->mods[a->nmods - 1] : NULL;
-        if (!m || m->stem_len != e[i].stem_len || memcmp(m->stem, e[i].t->name, e[i].stem_len)) {
+        if (!m || m->stem_len != e[i].stem_len || memcmp(m->stem, e[i].stem, e[i].stem_len)) {
             m = &a->mods[a->nmods];
             m->stem = malloc(e[i].stem_len + 1);
             if (!m->stem) {
-                free(e);
+                free_entries(e, n);
                 rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
                 goto fail;
             }
             a->nmods++;
-            memcpy(m->stem, e[i].t->name, e[i].stem_len);
+            memcpy(m->stem, e[i].stem, e[i].stem_len);
             m->stem[e[i].stem_len] = 0;
             m->stem_len = e[i].stem_len;
         }
+        if (m->part[e[i].part]) {
+            char nm[160];
+            st_quote_name(nm, sizeof nm, e[i].t->name, e[i].t->name_len);
+            free_entries(e, n);
+            rc = st_fail(err, ST_E_LORA, ST_NO_OFFSET, "%s: tensor %s repeats a part of module %s",
+                         path, nm, m->stem);
+            goto fail;
+        }
         m->part[e[i].part] = e[i].t;
     }
-    free(e);
+    free_entries(e, n);
     return ST_OK;
 fail:
     lora_adapter_close(a);

@@ -249,6 +249,13 @@ int st_lora_bake(const char *model_path, const char *out_path, const st_lora_inp
         for (size_t k = 0; k < ad[i].nmods; k++) {
             const lora_module *m = &ad[i].mods[k];
             const lora_target *tg = lora_map_find(map, m->stem, m->stem_len);
+            if (!tg && m->stem_len > 8 && memcmp(m->stem, "lora_te_", 8) == 0 &&
+                m->stem_len < 1000) {
+                /* PEFT's "text_encoder." is SDXL's first encoder too */
+                char alt[1024];
+                snprintf(alt, sizeof alt, "lora_te1_%s", m->stem + 8);
+                tg = lora_map_find(map, alt, m->stem_len + 1);
+            }
             if (!tg) {
                 if (report && report->unmatched_listed < ST_LORA_REPORT_NAMES)
                     st_quote_name(report->unmatched_names[report->unmatched_listed++],
