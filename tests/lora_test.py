@@ -433,6 +433,94 @@ def test_bake_peft(tmp, rng, sd1, mp):
         check(not bad, "processor-layout bake matches numpy: %s" % bad[:3])
 
 
+def flux_model(rng, H=32, mlp=4, double=2, single=2, prefix="model.diffusion_model."):
+    t = {}
+    def w(k, *shape):
+        t[prefix + k] = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+    w("img_in.weight", H, 16); w("txt_in.weight", H, 24)
+    w("time_in.in_layer.weight", H, 8); w("time_in.out_layer.weight", H, H)
+    w("vector_in.in_layer.weight", H, 12); w("vector_in.out_layer.weight", H, H)
+    w("guidance_in.in_layer.weight", H, 8); w("guidance_in.out_layer.weight", H, H)
+    for b in range(double):
+        for s in ("img", "txt"):
+            p = "double_blocks.%d.%s_" % (b, s)
+            w(p + "attn.qkv.weight", 3 * H, H); w(p + "attn.proj.weight", H, H)
+            w(p + "mlp.0.weight", mlp * H, H); w(p + "mlp.2.weight", H, mlp * H)
+            w(p + "mod.lin.weight", 6 * H, H)
+            t[prefix + p + "attn.norm.query_norm.scale"] = np.ones(H // 2, np.float32)
+    for b in range(single):
+        p = "single_blocks.%d." % b
+        w(p + "linear1.weight", 3 * H + mlp * H, H); w(p + "linear2.weight", H, H + mlp * H)
+        w(p + "modulation.lin.weight", 3 * H, H)
+    w("final_layer.linear.weight", 16, H)
+    return t
+
+
+def test_bake_flux(tmp, rng):
+    """Flux: kohya (BFL names), diffusers/PEFT (split of fused qkv and
+    linear1 into row blocks, as flux_merge_lora.py / ComfyUI) and XLabs."""
+    H = 32
+    for prefix in ("model.diffusion_model.", ""):
+        model = flux_model(rng, prefix=prefix)
+        mp = os.path.join(tmp, "flux.safetensors")
+        save(mp, model)
+        refs = {k: w.copy() for k, w in model.items()}
+        lt = {}
+
+        def pair(name, key, r0, rows, rank=4, alpha=None, down="lora_down.weight", up="lora_up.weight",
+                 strength=1.0):
+            cols = model[prefix + key].shape[1]
+            d = (rng.standard_normal((rank, cols)) * 0.1).astype(np.float32)
+            u = (rng.standard_normal((rows, rank)) * 0.1).astype(np.float32)
+            lt[name + "." + down], lt[name + "." + up] = d, u
+            sc = 1.0
+            if alpha is not None:
+                lt[name + ".alpha"] = np.array(alpha, np.float32)
+                sc = alpha / rank
+            refs[prefix + key][r0:r0 + rows] += strength * sc * (u @ d)
+
+        # kohya: whole fused weights
+        pair("lora_unet_double_blocks_0_img_attn_qkv", "double_blocks.0.img_attn.qkv.weight", 0, 3 * H, alpha=2.0)
+        pair("lora_unet_single_blocks_1_linear1", "single_blocks.1.linear1.weight", 0, 7 * H, alpha=8.0)
+        kp = os.path.join(tmp, "flux_kohya.safetensors")
+        save(kp, lt)
+        k_lt = dict(lt)
+        lt.clear()
+        # PEFT diffusers names
+        for i, q in enumerate(("to_q", "to_k", "to_v")):
+            pair("transformer.transformer_blocks.1.attn." + q, "double_blocks.1.img_attn.qkv.weight",
+                 i * H, H, down="lora_A.weight", up="lora_B.weight")
+            pair("transformer.single_transformer_blocks.0.attn." + q, "single_blocks.0.linear1.weight",
+                 i * H, H, down="lora_A.weight", up="lora_B.weight")
+        pair("transformer.transformer_blocks.0.attn.add_k_proj", "double_blocks.0.txt_attn.qkv.weight", H, H,
+             down="lora_A.weight", up="lora_B.weight")
+        pair("transformer.single_transformer_blocks.0.proj_mlp", "single_blocks.0.linear1.weight", 3 * H, 4 * H,
+             down="lora_A.weight", up="lora_B.weight")
+        pair("transformer.single_transformer_blocks.1.proj_out", "single_blocks.1.linear2.weight", 0, H,
+             down="lora_A.weight", up="lora_B.weight")
+        pair("transformer.transformer_blocks.0.ff_context.net.2", "double_blocks.0.txt_mlp.2.weight", 0, H,
+             down="lora_A.weight", up="lora_B.weight")
+        pair("transformer.x_embedder", "img_in.weight", 0, H, down="lora_A.weight", up="lora_B.weight")
+        pp = os.path.join(tmp, "flux_peft.safetensors")
+        save(pp, lt)
+        lt.clear()
+        # XLabs
+        pair("double_blocks.1.processor.qkv_lora2", "double_blocks.1.txt_attn.qkv.weight", 0, 3 * H,
+             down="down.weight", up="up.weight")
+        pair("double_blocks.0.processor.proj_lora1", "double_blocks.0.img_attn.proj.weight", 0, H,
+             down="down.weight", up="up.weight")
+        xp = os.path.join(tmp, "flux_xlabs.safetensors")
+        save(xp, lt)
+        out = os.path.join(tmp, "flux_baked.safetensors")
+        rc, _, se = run("lora", "bake", mp, "-o", out, kp, pp, xp)
+        check(rc == 0, "bake flux (%r) rc %d %s" % (prefix, rc, se))
+        if rc == 0:
+            got, _ = load(out)
+            bad = [k for k in model if not close(got[k], refs[k], 1e-5)]
+            check(not bad, "flux bake (%r) matches numpy: %s" % (prefix, bad[:3]))
+        del k_lt
+
+
 def test_errors(tmp, rng, sd1, mp):
     out = os.path.join(tmp, "err_out.safetensors")
     key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
@@ -632,6 +720,7 @@ def main():
         r = test_bake_sd1(tmp, rng)
         test_bake_sdxl_lycoris(tmp, rng)
         test_bake_sd2(tmp, rng)
+        test_bake_flux(tmp, rng)
         if r:
             test_bake_peft(tmp, rng, *r)
             test_errors(tmp, rng, *r)

@@ -28,6 +28,9 @@ static const struct {
     {".lora.down.weight", LK_DOWN}, {".lora.up.weight", LK_UP},
     {".lora_linear_layer.down.weight", LK_DOWN}, {".lora_linear_layer.up.weight", LK_UP},
     {"_lora.down.weight", LK_DOWN}, {"_lora.up.weight", LK_UP},
+    /* XLabs' Flux LoRAs: "double_blocks.0.processor.qkv_lora1.down.weight"
+     * (last: every other layout's ".down.weight" is matched above) */
+    {".down.weight", LK_DOWN},      {".up.weight", LK_UP},
 };
 
 /*
@@ -44,9 +47,10 @@ static char *kohya_stem(const char *s, size_t len)
 {
     static const char *const pre[][2] = {
         {"unet.", "lora_unet_"}, {"text_encoder_2.", "lora_te2_"}, {"text_encoder.", "lora_te_"},
+        {"transformer.", "lora_transformer_"}, {"diffusion_model.", "lora_unet_"},
     };
     const char *to = "lora_unet_";
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++) {
         size_t l = strlen(pre[i][0]);
         if (len >= l && memcmp(s, pre[i][0], l) == 0) {
             s += l, len -= l, to = pre[i][1];

@@ -256,6 +256,90 @@ static int add_hf_clip(lora_map *m, size_t idx, const char *x, size_t xlen, cons
     return add_target(m, stem, idx, 0, UINT64_MAX, true, kind, err);
 }
 
+/* Flux (BFL keys, "double_blocks.N...."): the diffusers module names of
+ * diffusers/PEFT LoRAs ("lora_transformer_" + the name with '_'), as
+ * kohya's flux_merge_lora.py and ComfyUI's model_lora_keys_unet map them,
+ * fused qkv and linear1 split into row blocks; and XLabs' processor names.
+ * kohya's own Flux names are the BFL keys ("lora_unet_double_blocks_0_
+ * img_attn_qkv"), added with every UNet/DiT key. */
+static int add_flux(lora_map *m, size_t idx, const st_tensor *t, const char *x, st_error *err)
+{
+    unsigned b;
+    int used = 0;
+    char stem[256];
+    uint64_t d0 = t->shape[0], h = t->rank == 2 ? t->shape[1] : 0;
+    if (t->rank != 2)
+        return ST_OK;
+#define ADD(row0, rows, ...)                                                                    \
+    do {                                                                                        \
+        snprintf(stem, sizeof stem, __VA_ARGS__);                                               \
+        int rc_ = add_target(m, stem, idx, (row0), (rows), false, 0, err);                      \
+        if (rc_)                                                                                \
+            return rc_;                                                                         \
+    } while (0)
+    if (sscanf(x, "double_blocks.%u.%n", &b, &used) == 1 && used > 0) {
+        const char *r = x + used;
+        static const char *const pairs[][3] = {
+            /* BFL, diffusers, XLabs */
+            {"img_attn.proj.weight", "attn.to_out.0", "proj_lora1"},
+            {"txt_attn.proj.weight", "attn.to_add_out", "proj_lora2"},
+            {"img_mlp.0.weight", "ff.net.0.proj", NULL},
+            {"img_mlp.2.weight", "ff.net.2", NULL},
+            {"txt_mlp.0.weight", "ff_context.net.0.proj", NULL},
+            {"txt_mlp.2.weight", "ff_context.net.2", NULL},
+            {"img_mod.lin.weight", "norm1.linear", NULL},
+            {"txt_mod.lin.weight", "norm1_context.linear", NULL},
+        };
+        for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
+            if (strcmp(r, pairs[i][0]) == 0) {
+                ADD(0, UINT64_MAX, "lora_transformer_transformer_blocks.%u.%s", b, pairs[i][1]);
+                if (pairs[i][2])
+                    ADD(0, UINT64_MAX, "lora_unet_double_blocks.%u.%s", b, pairs[i][2]);
+                return ST_OK;
+            }
+        bool img = strcmp(r, "img_attn.qkv.weight") == 0, txt = strcmp(r, "txt_attn.qkv.weight") == 0;
+        if ((img || txt) && d0 % 3 == 0) {
+            static const char *const q[2][3] = {{"to_q", "to_k", "to_v"},
+                                                {"add_q_proj", "add_k_proj", "add_v_proj"}};
+            for (int k = 0; k < 3; k++)
+                ADD(d0 / 3 * (uint64_t)k, d0 / 3, "lora_transformer_transformer_blocks.%u.attn.%s", b,
+                    q[txt][k]);
+            ADD(0, UINT64_MAX, "lora_unet_double_blocks.%u.qkv_lora%d", b, img ? 1 : 2);
+        }
+        return ST_OK;
+    }
+    if (sscanf(x, "single_blocks.%u.%n", &b, &used) == 1 && used > 0) {
+        const char *r = x + used;
+        if (strcmp(r, "linear2.weight") == 0)
+            ADD(0, UINT64_MAX, "lora_transformer_single_transformer_blocks.%u.proj_out", b);
+        else if (strcmp(r, "modulation.lin.weight") == 0)
+            ADD(0, UINT64_MAX, "lora_transformer_single_transformer_blocks.%u.norm.linear", b);
+        else if (strcmp(r, "linear1.weight") == 0 && d0 > 3 * h) {
+            static const char *const q[3] = {"to_q", "to_k", "to_v"};
+            for (int k = 0; k < 3; k++)
+                ADD(h * (uint64_t)k, h, "lora_transformer_single_transformer_blocks.%u.attn.%s", b, q[k]);
+            ADD(3 * h, d0 - 3 * h, "lora_transformer_single_transformer_blocks.%u.proj_mlp", b);
+        }
+        return ST_OK;
+    }
+    static const char *const top[][2] = {
+        {"img_in.weight", "x_embedder"},
+        {"txt_in.weight", "context_embedder"},
+        {"time_in.in_layer.weight", "time_text_embed.timestep_embedder.linear_1"},
+        {"time_in.out_layer.weight", "time_text_embed.timestep_embedder.linear_2"},
+        {"vector_in.in_layer.weight", "time_text_embed.text_embedder.linear_1"},
+        {"vector_in.out_layer.weight", "time_text_embed.text_embedder.linear_2"},
+        {"guidance_in.in_layer.weight", "time_text_embed.guidance_embedder.linear_1"},
+        {"guidance_in.out_layer.weight", "time_text_embed.guidance_embedder.linear_2"},
+        {"final_layer.linear.weight", "proj_out"},
+    };
+    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
+        if (strcmp(x, top[i][0]) == 0)
+            ADD(0, UINT64_MAX, "lora_transformer_%s", top[i][1]);
+#undef ADD
+    return ST_OK;
+}
+
 static uint64_t slot_hash(const lora_map *m, const char *s, size_t len)
 {
     return st_hash_bytes_seeded(m->seed, s, len);
@@ -294,7 +378,8 @@ int lora_map_build(const st_file *model, lora_map **out, st_error *err)
     }
     bool sdxl = m->family == ST_FAMILY_SDXL || m->family == ST_FAMILY_SDXL_REFINER;
     const char *uprefix = "model.diffusion_model.";
-    bool bare = st_find(model, "input_blocks.0.0.weight", 23) != NULL;
+    bool bare = st_find(model, "input_blocks.0.0.weight", 23) != NULL ||
+                st_find(model, "double_blocks.0.img_attn.qkv.weight", 35) != NULL;
     if (bare)
         uprefix = "";
     unsigned nres = find_nres(model, uprefix);
@@ -320,10 +405,22 @@ int lora_map_build(const st_file *model, lora_map **out, st_error *err)
                            has_prefix(s, len, "middle_block.", &p) ||
                            has_prefix(s, len, "output_blocks.", &p) ||
                            has_prefix(s, len, "time_embed.", &p) ||
-                           has_prefix(s, len, "label_emb.", &p) || has_prefix(s, len, "out.", &p))
+                           has_prefix(s, len, "label_emb.", &p) || has_prefix(s, len, "out.", &p) ||
+                           has_prefix(s, len, "double_blocks.", &p) ||
+                           has_prefix(s, len, "single_blocks.", &p) ||
+                           has_prefix(s, len, "img_in.", &p) || has_prefix(s, len, "txt_in.", &p) ||
+                           has_prefix(s, len, "time_in.", &p) || has_prefix(s, len, "vector_in.", &p) ||
+                           has_prefix(s, len, "guidance_in.", &p) ||
+                           has_prefix(s, len, "final_layer.", &p))
                         : has_prefix(s, len, uprefix, &p)) {
             size_t off = bare ? 0 : p;
             rc = add_unet(m, i, s + off, len - off, nres, sdxl, err);
+            if (rc == ST_OK && len - off < 400) {
+                char x[512];
+                memcpy(x, s + off, len - off);
+                x[len - off] = 0;
+                rc = add_flux(m, i, t, x, err);
+            }
         }
     }
     if (rc == ST_OK) {
