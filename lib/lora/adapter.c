@@ -115,7 +115,7 @@ int lora_adapter_open(const char *path, lora_adapter *a, st_error *err)
 {
     memset(a, 0, sizeof *a);
     a->path = path;
-    int rc = st_open(path, ST_OPEN_MMAP, &a->file, err);
+    int rc = st_open(path, ST_OPEN_PREAD, &a->file, err);
     if (rc)
         return rc;
     st_identity id;

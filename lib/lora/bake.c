@@ -28,6 +28,8 @@ typedef struct bake {
     size_t *first, *count;   /* per model tensor                              */
     size_t cached;           /* tensor whose output bytes are in `cache`      */
     unsigned char *cache;
+    unsigned char *scratch; /* input bytes of a converted chunk              */
+    size_t scratch_cap;
     uint64_t done, total, next_report;
     st_error err;            /* the first failure inside a callback           */
     int failed;
@@ -119,12 +121,22 @@ static int read_tensor(void *vctx, uint64_t offset, void *buf, size_t len)
     st_bytes_for(od, t->nelements, &nbytes);
     if (b->count[c->idx] == 0 && od == t->dtype) {
         rc = st_tensor_read(b->model, t, offset, buf, len, &b->err);
-    } else if (b->count[c->idx] == 0 && st_tensor_data(b->model, t) && st_dtype_bits(od) >= 8 &&
-               st_dtype_bits(t->dtype) >= 8 && offset % (st_dtype_bits(od) / 8) == 0 &&
-               len % (st_dtype_bits(od) / 8) == 0) {
+    } else if (b->count[c->idx] == 0 && st_dtype_bits(od) >= 8 && st_dtype_bits(t->dtype) >= 8 &&
+               offset % (st_dtype_bits(od) / 8) == 0 && len % (st_dtype_bits(od) / 8) == 0) {
+        /* converted chunk by chunk through a scratch buffer (pread mode) */
         uint64_t oe = st_dtype_bits(od) / 8, ie = st_dtype_bits(t->dtype) / 8;
-        const char *src = (const char *)st_tensor_data(b->model, t) + offset / oe * ie;
-        rc = st_convert(od, buf, t->dtype, src, len / oe, 0, &b->err);
+        size_t need = (size_t)(len / oe * ie);
+        if (need > b->scratch_cap) {
+            unsigned char *p = realloc(b->scratch, need);
+            if (!p)
+                rc = st_fail(&b->err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+            else
+                b->scratch = p, b->scratch_cap = need;
+        }
+        if (rc == ST_OK)
+            rc = st_tensor_read(b->model, t, offset / oe * ie, b->scratch, need, &b->err);
+        if (rc == ST_OK)
+            rc = st_convert(od, buf, t->dtype, b->scratch, len / oe, 0, &b->err);
     } else {
         if (b->cached != c->idx)
             rc = compute(b, c->idx, &b->err);
@@ -224,7 +236,7 @@ int st_lora_bake(const char *model_path, const char *out_path, const st_lora_inp
     size_t nt = 0, np = 0, unmatched = 0;
     int rc = ad ? ST_OK : st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     if (rc == ST_OK)
-        rc = st_open(model_path, ST_OPEN_MMAP, &model, err);
+        rc = st_open(model_path, ST_OPEN_PREAD, &model, err); /* RSS: no mapped model */
     if (rc == ST_OK)
         rc = lora_map_build(model, &map, err);
     for (size_t i = 0; i < n && rc == ST_OK; i++)
@@ -339,6 +351,7 @@ out:
     st_writer_free(w);
     free(ctxs);
     free(b.cache);
+    free(b.scratch);
     free(b.patches), free(b.first), free(b.count);
     for (size_t i = 0; ad && i < n; i++)
         lora_adapter_close(&ad[i]);

@@ -217,9 +217,9 @@ int st_lora_extract(const char *base_path, const char *tuned_path, const char *o
     extract x = {0};
     part_ctx *ctxs = NULL;
     st_writer *w = NULL;
-    int rc = st_open(base_path, ST_OPEN_MMAP, &base, err);
+    int rc = st_open(base_path, ST_OPEN_PREAD, &base, err); /* RSS: models never mapped */
     if (rc == ST_OK)
-        rc = st_open(tuned_path, ST_OPEN_MMAP, &tuned, err);
+        rc = st_open(tuned_path, ST_OPEN_PREAD, &tuned, err);
     if (rc == ST_OK)
         rc = lora_map_build(base, &map, err);
     if (rc)
