@@ -2,13 +2,17 @@
  * st_lora_bake: model + adapters -> a new model, streamed through st_writer.
  *
  * Untouched tensors are copied (or converted) chunk by chunk as the writer
- * asks for them; a patched tensor is computed whole, in f32, when the writer
- * reaches it (its bytes are asked for in order), converted to the output
- * dtype and released after its last chunk, so memory is one layer at a time.
+ * asks for them. Patched tensors are computed whole, in f32, by a worker
+ * thread running at most AHEAD tensors ahead of the writer, in the writer's
+ * own order (dtype descending, then name bytes), so the BLAS work overlaps
+ * the reading and writing; each is converted to the output dtype and
+ * released after its last chunk. Memory: AHEAD patched layers plus the
+ * worker's f32 working set.
  */
 #include "lora/lora_internal.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +32,16 @@ typedef struct bake {
     size_t *first, *count;   /* per model tensor                              */
     size_t cached;           /* tensor whose output bytes are in `cache`      */
     unsigned char *cache;
+    /* the worker: patched tensors in writer order, computed ahead */
+    size_t *order, norder;   /* model tensor indices                          */
+    size_t *pos;             /* model tensor -> position in order, or SIZE_MAX */
+    unsigned char **ready;   /* per position: output bytes, once computed     */
+    size_t produced, consumed;
+    int wrc, stop, started;
+    st_error werr;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
     unsigned char *scratch; /* input bytes of a converted chunk              */
     size_t scratch_cap;
     uint64_t done, total, next_report;
@@ -63,13 +77,11 @@ static int patch_cmp(const void *x, const void *y)
     return (a->module > c->module) - (a->module < c->module);
 }
 
-/* The patched tensor in f32, then in its output dtype into b->cache. */
-static int compute(bake *b, size_t idx, st_error *err)
+/* The patched tensor in f32, then in its output dtype into *out. */
+static int compute_into(const bake *b, size_t idx, unsigned char **out, st_error *err)
 {
     const st_tensor *t = st_tensor_at(b->model, idx);
-    free(b->cache);
-    b->cache = NULL;
-    b->cached = SIZE_MAX;
+    *out = NULL;
     float *w;
     int rc = lora_load_f32(b->model, b->model_path, t, &w, err);
     if (rc)
@@ -85,16 +97,113 @@ static int compute(bake *b, size_t idx, st_error *err)
     }
     st_dtype od = out_dtype(b, t);
     uint64_t nbytes = 0;
+    unsigned char *o = NULL;
     if (rc == ST_OK)
         rc = st_bytes_for(od, t->nelements, &nbytes);
-    if (rc == ST_OK && !(b->cache = malloc(nbytes ? (size_t)nbytes : 1)))
+    if (rc == ST_OK && !(o = malloc(nbytes ? (size_t)nbytes : 1)))
         rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     if (rc == ST_OK)
-        rc = st_convert(od, b->cache, ST_F32, w, t->nelements, 0, err);
+        rc = st_convert(od, o, ST_F32, w, t->nelements, 0, err);
     free(w);
+    if (rc) {
+        free(o);
+        return rc;
+    }
+    *out = o;
+    return ST_OK;
+}
+
+/* Synchronous path: a tensor the worker does not hold (converted at odd
+ * offsets, or asked for again). */
+static int compute(bake *b, size_t idx, st_error *err)
+{
+    free(b->cache);
+    b->cache = NULL;
+    b->cached = SIZE_MAX;
+    int rc = compute_into(b, idx, &b->cache, err);
     if (rc == ST_OK)
         b->cached = idx;
     return rc;
+}
+
+enum { AHEAD = 2 };
+
+static void *worker(void *arg)
+{
+    bake *b = arg;
+    for (size_t k = 0; k < b->norder; k++) {
+        pthread_mutex_lock(&b->mu);
+        while (!b->stop && k >= b->consumed + AHEAD)
+            pthread_cond_wait(&b->cv, &b->mu);
+        int stop = b->stop;
+        pthread_mutex_unlock(&b->mu);
+        if (stop)
+            break;
+        st_error e;
+        unsigned char *out = NULL;
+        int rc = compute_into(b, b->order[k], &out, &e);
+        pthread_mutex_lock(&b->mu);
+        if (rc) {
+            b->wrc = rc;
+            b->werr = e;
+        } else if (k < b->consumed) {
+            free(out); /* the writer went past it */
+        } else {
+            b->ready[k] = out;
+        }
+        b->produced = k + 1;
+        pthread_cond_broadcast(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+        if (rc)
+            break;
+    }
+    return NULL;
+}
+
+/* Waits for position k; releases everything before it. Returns the bytes
+ * (owned by b->ready[k]) or NULL with b->err set. */
+static unsigned char *wait_ready(bake *b, size_t k)
+{
+    pthread_mutex_lock(&b->mu);
+    for (size_t j = b->consumed; j < k; j++) {
+        free(b->ready[j]);
+        b->ready[j] = NULL;
+    }
+    if (k > b->consumed) {
+        b->consumed = k;
+        pthread_cond_broadcast(&b->cv);
+    }
+    while (b->produced <= k && !b->wrc)
+        pthread_cond_wait(&b->cv, &b->mu);
+    unsigned char *p = b->ready[k];
+    if (!p && b->wrc)
+        b->err = b->werr;
+    pthread_mutex_unlock(&b->mu);
+    return p;
+}
+
+static void release(bake *b, size_t k)
+{
+    pthread_mutex_lock(&b->mu);
+    free(b->ready[k]);
+    b->ready[k] = NULL;
+    if (k + 1 > b->consumed) {
+        b->consumed = k + 1;
+        pthread_cond_broadcast(&b->cv);
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* The writer's order: output dtype descending, then name bytes. */
+static int writer_order(const void *x, const void *y, void *ctx)
+{
+    const bake *b = ctx;
+    const st_tensor *s = st_tensor_at(b->model, *(const size_t *)x);
+    const st_tensor *t = st_tensor_at(b->model, *(const size_t *)y);
+    st_dtype ds = out_dtype(b, s), dt = out_dtype(b, t);
+    if (ds != dt)
+        return ds > dt ? -1 : 1;
+    return st_name_cmp(s->name, s->name_len, t->name, t->name_len);
 }
 
 static int report_progress(bake *b, size_t len)
@@ -138,14 +247,29 @@ static int read_tensor(void *vctx, uint64_t offset, void *buf, size_t len)
         if (rc == ST_OK)
             rc = st_convert(od, buf, t->dtype, b->scratch, len / oe, 0, &b->err);
     } else {
-        if (b->cached != c->idx)
-            rc = compute(b, c->idx, &b->err);
-        if (rc == ST_OK)
-            memcpy(buf, b->cache + offset, len);
-        if (offset + len >= nbytes) {
-            free(b->cache);
-            b->cache = NULL;
-            b->cached = SIZE_MAX;
+        size_t k = b->pos[c->idx];
+        unsigned char *p = NULL;
+        if (k != SIZE_MAX && b->started && b->cached != c->idx) {
+            pthread_mutex_lock(&b->mu);
+            bool gone = k < b->consumed;
+            pthread_mutex_unlock(&b->mu);
+            if (!gone && !(p = wait_ready(b, k)))
+                rc = b->err.code ? b->err.code : ST_E_CALLBACK;
+        }
+        if (p) {
+            memcpy(buf, p + offset, len);
+            if (offset + len >= nbytes)
+                release(b, k);
+        } else if (rc == ST_OK) {
+            if (b->cached != c->idx)
+                rc = compute(b, c->idx, &b->err);
+            if (rc == ST_OK)
+                memcpy(buf, b->cache + offset, len);
+            if (offset + len >= nbytes) {
+                free(b->cache);
+                b->cache = NULL;
+                b->cached = SIZE_MAX;
+            }
         }
     }
     if (rc) {
@@ -331,6 +455,31 @@ int st_lora_bake(const char *model_path, const char *out_path, const st_lora_inp
     }
     if (rc == ST_OK)
         rc = set_metadata(w, model, loras, n, err);
+    /* the worker computes the patched tensors in the writer's order */
+    if (rc == ST_OK) {
+        b.order = malloc((nt ? nt : 1) * sizeof *b.order);
+        b.pos = malloc((nt ? nt : 1) * sizeof *b.pos);
+        b.ready = calloc(nt ? nt : 1, sizeof *b.ready);
+        if (!b.order || !b.pos || !b.ready)
+            rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    }
+    if (rc == ST_OK) {
+        for (size_t i = 0; i < nt; i++)
+            if (b.count[i])
+                b.order[b.norder++] = i;
+        qsort_r(b.order, b.norder, sizeof *b.order, writer_order, &b);
+        for (size_t i = 0; i < nt; i++)
+            b.pos[i] = SIZE_MAX;
+        for (size_t k = 0; k < b.norder; k++)
+            b.pos[b.order[k]] = k;
+        pthread_mutex_init(&b.mu, NULL);
+        pthread_cond_init(&b.cv, NULL);
+        b.started = pthread_create(&b.thread, NULL, worker, &b) == 0;
+        if (!b.started) {
+            pthread_mutex_destroy(&b.mu);
+            pthread_cond_destroy(&b.cv);
+        }
+    }
     if (rc == ST_OK) {
         b.total = st_writer_output_size(w);
         rc = st_writer_write(w, out_path, err);
@@ -348,6 +497,18 @@ int st_lora_bake(const char *model_path, const char *out_path, const st_lora_inp
     if (rc == ST_OK && opt->progress)
         opt->progress(opt->progress_ctx, b.total, b.total);
 out:
+    if (b.started) {
+        pthread_mutex_lock(&b.mu);
+        b.stop = 1;
+        pthread_cond_broadcast(&b.cv);
+        pthread_mutex_unlock(&b.mu);
+        pthread_join(b.thread, NULL);
+        pthread_mutex_destroy(&b.mu);
+        pthread_cond_destroy(&b.cv);
+    }
+    for (size_t k = 0; b.ready && k < b.norder; k++)
+        free(b.ready[k]);
+    free(b.ready), free(b.order), free(b.pos);
     st_writer_free(w);
     free(ctxs);
     free(b.cache);
