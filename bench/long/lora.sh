@@ -7,6 +7,7 @@
 # 2. `lora extract --rank 32` on SD1.5-shaped base and tuned fp16 models that
 #    differ in every layer (target <= 60 s on 2 cores). Best of N.
 # Inputs are generated under BENCH_DIR (default BUILD/bench/lora) and removed.
+# BENCH_ONLY=bake or extract runs one of the two.
 set -u
 build=${1:-build}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,6 +30,8 @@ best() { # best wall time in seconds of "$@", runs times
     echo "$b"
 }
 
+only=${BENCH_ONLY:-}
+if [ "$only" != extract ]; then
 echo "generating inputs in $dir ..."
 "$py" bench/long/lora_gen.py "$dir" sdxl && "$py" bench/long/lora_gen.py "$dir" lora || exit 2
 ls -l "$dir"
@@ -38,6 +41,8 @@ bake=$(best "$bin" lora bake "$dir/sdxl.safetensors" -o "$dir/out.safetensors" "
 rm -f "$dir/out.safetensors" "$dir/sdxl.safetensors"
 printf 'convert SDXL fp16 6.9 GB: %.2f s; lora bake rank 32: %.2f s; ratio %.2f (target <= 1.5)\n' \
     "$conv" "$bake" "$(echo "$bake / $conv" | bc -l)"
+fi
+[ "$only" = bake ] && exit 0
 
 "$py" bench/long/lora_gen.py "$dir" sd15 || exit 2
 ext=$(best "$bin" lora extract "$dir/sd15_base.safetensors" "$dir/sd15_tuned.safetensors" \

@@ -22,6 +22,25 @@ typedef struct patch {
     const lora_target *tg;
 } patch;
 
+/* A reusable buffer: large allocations are mapped afresh by malloc each
+ * time, and faulting in gigabytes page by page costs more than the BLAS. */
+typedef struct obuf {
+    unsigned char *p;
+    size_t cap;
+} obuf;
+
+static bool obuf_fit(obuf *o, uint64_t n)
+{
+    if (n <= o->cap)
+        return true;
+    if (n > SIZE_MAX / 2)
+        return false;
+    free(o->p);
+    o->p = malloc((size_t)n);
+    o->cap = o->p ? (size_t)n : 0;
+    return o->p != NULL;
+}
+
 typedef struct bake {
     const char *model_path;
     const st_file *model;
@@ -35,7 +54,10 @@ typedef struct bake {
     /* the worker: patched tensors in writer order, computed ahead */
     size_t *order, norder;   /* model tensor indices                          */
     size_t *pos;             /* model tensor -> position in order, or SIZE_MAX */
-    unsigned char **ready;   /* per position: output bytes, once computed     */
+    obuf *ready;             /* per position: output bytes, once computed     */
+    obuf pool[3];            /* released output buffers, reused: fresh large  */
+    size_t npool;            /* allocations cost a page fault per 4 KiB       */
+    obuf work;               /* the worker's f32 weight                       */
     size_t produced, consumed;
     int wrc, stop, started;
     st_error werr;
@@ -77,13 +99,15 @@ static int patch_cmp(const void *x, const void *y)
     return (a->module > c->module) - (a->module < c->module);
 }
 
-/* The patched tensor in f32, then in its output dtype into *out. */
-static int compute_into(const bake *b, size_t idx, unsigned char **out, st_error *err)
+/* The patched tensor in f32 (in *work), then in its output dtype into *out. */
+static int compute_into(const bake *b, size_t idx, obuf *work, obuf *out, st_error *err)
 {
     const st_tensor *t = st_tensor_at(b->model, idx);
-    *out = NULL;
-    float *w;
-    int rc = lora_load_f32(b->model, b->model_path, t, &w, err);
+    if (t->nelements > SIZE_MAX / 8 || !obuf_fit(work, t->nelements * 4))
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory for a %llu-element weight",
+                       (unsigned long long)t->nelements);
+    float *w = (float *)work->p;
+    int rc = lora_load_rows_f32(b->model, b->model_path, t, 0, t->shape[0], w, err);
     if (rc)
         return rc;
     uint64_t cols = t->nelements / t->shape[0];
@@ -97,20 +121,13 @@ static int compute_into(const bake *b, size_t idx, unsigned char **out, st_error
     }
     st_dtype od = out_dtype(b, t);
     uint64_t nbytes = 0;
-    unsigned char *o = NULL;
     if (rc == ST_OK)
         rc = st_bytes_for(od, t->nelements, &nbytes);
-    if (rc == ST_OK && !(o = malloc(nbytes ? (size_t)nbytes : 1)))
+    if (rc == ST_OK && !obuf_fit(out, nbytes ? nbytes : 1))
         rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     if (rc == ST_OK)
-        rc = st_convert(od, o, ST_F32, w, t->nelements, 0, err);
-    free(w);
-    if (rc) {
-        free(o);
-        return rc;
-    }
-    *out = o;
-    return ST_OK;
+        rc = st_convert(od, out->p, ST_F32, w, t->nelements, 0, err);
+    return rc;
 }
 
 /* Synchronous path: a tensor the worker does not hold (converted at odd
@@ -120,9 +137,15 @@ static int compute(bake *b, size_t idx, st_error *err)
     free(b->cache);
     b->cache = NULL;
     b->cached = SIZE_MAX;
-    int rc = compute_into(b, idx, &b->cache, err);
-    if (rc == ST_OK)
+    obuf work = {0}, out = {0};
+    int rc = compute_into(b, idx, &work, &out, err);
+    free(work.p);
+    if (rc == ST_OK) {
+        b->cache = out.p;
         b->cached = idx;
+    } else {
+        free(out.p);
+    }
     return rc;
 }
 
@@ -140,14 +163,19 @@ static void *worker(void *arg)
         if (stop)
             break;
         st_error e;
-        unsigned char *out = NULL;
-        int rc = compute_into(b, b->order[k], &out, &e);
+        obuf out = {0};
+        pthread_mutex_lock(&b->mu);
+        if (b->npool)
+            out = b->pool[--b->npool];
+        pthread_mutex_unlock(&b->mu);
+        int rc = compute_into(b, b->order[k], &b->work, &out, &e);
         pthread_mutex_lock(&b->mu);
         if (rc) {
             b->wrc = rc;
             b->werr = e;
+            free(out.p);
         } else if (k < b->consumed) {
-            free(out); /* the writer went past it */
+            free(out.p); /* the writer went past it */
         } else {
             b->ready[k] = out;
         }
@@ -162,20 +190,30 @@ static void *worker(void *arg)
 
 /* Waits for position k; releases everything before it. Returns the bytes
  * (owned by b->ready[k]) or NULL with b->err set. */
+/* Called with b->mu held. */
+static void recycle(bake *b, size_t k)
+{
+    obuf *o = &b->ready[k];
+    if (o->p && b->npool < sizeof b->pool / sizeof b->pool[0])
+        b->pool[b->npool++] = *o;
+    else
+        free(o->p);
+    o->p = NULL;
+    o->cap = 0;
+}
+
 static unsigned char *wait_ready(bake *b, size_t k)
 {
     pthread_mutex_lock(&b->mu);
-    for (size_t j = b->consumed; j < k; j++) {
-        free(b->ready[j]);
-        b->ready[j] = NULL;
-    }
+    for (size_t j = b->consumed; j < k; j++)
+        recycle(b, j);
     if (k > b->consumed) {
         b->consumed = k;
         pthread_cond_broadcast(&b->cv);
     }
     while (b->produced <= k && !b->wrc)
         pthread_cond_wait(&b->cv, &b->mu);
-    unsigned char *p = b->ready[k];
+    unsigned char *p = b->ready[k].p;
     if (!p && b->wrc)
         b->err = b->werr;
     pthread_mutex_unlock(&b->mu);
@@ -185,8 +223,7 @@ static unsigned char *wait_ready(bake *b, size_t k)
 static void release(bake *b, size_t k)
 {
     pthread_mutex_lock(&b->mu);
-    free(b->ready[k]);
-    b->ready[k] = NULL;
+    recycle(b, k);
     if (k + 1 > b->consumed) {
         b->consumed = k + 1;
         pthread_cond_broadcast(&b->cv);
@@ -507,7 +544,10 @@ out:
         pthread_cond_destroy(&b.cv);
     }
     for (size_t k = 0; b.ready && k < b.norder; k++)
-        free(b.ready[k]);
+        free(b.ready[k].p);
+    for (size_t k = 0; k < b.npool; k++)
+        free(b.pool[k].p);
+    free(b.work.p);
     free(b.ready), free(b.order), free(b.pos);
     st_writer_free(w);
     free(ctxs);
