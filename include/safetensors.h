@@ -978,7 +978,9 @@ ST_API int st_ckpt_metadata_at(const st_ckpt *ckpt, size_t i,
 /*
  * Baking LoRA adapters into a model, extracting one from a fine-tune, and
  * resizing one, on single-file Stable Diffusion checkpoints (SD1.x, SD2.x,
- * SDXL; LDM/SGM key names as the original checkpoints have them).
+ * SDXL; LDM/SGM key names as the original checkpoints have them) and, for
+ * baking, Flux transformers (BFL keys, with or without the
+ * "model.diffusion_model." prefix).
  *
  * Adapter formats read: kohya LoRA / LoCon ("lora_unet_...", "lora_te_",
  * "lora_te1_" / "lora_te2_" with ".lora_down.weight", ".lora_up.weight",
@@ -997,7 +999,12 @@ ST_API int st_ckpt_metadata_at(const st_ckpt *ckpt, size_t i,
  * "text_model_encoder_layers_N_..."; an OpenCLIP tower (SD2, SDXL's second
  * encoder) takes the HF names too: q_proj/k_proj/v_proj patch the three row
  * blocks of attn.in_proj_weight, out_proj -> attn.out_proj, mlp_fc1 ->
- * mlp.c_fc, mlp_fc2 -> mlp.c_proj.
+ * mlp.c_fc, mlp_fc2 -> mlp.c_proj. Flux: kohya names are the BFL keys
+ * ("lora_unet_double_blocks_0_img_attn_qkv"); diffusers/PEFT names
+ * ("transformer.transformer_blocks.0.attn.to_q", "lora_transformer_...")
+ * patch row blocks of the fused img_attn.qkv / txt_attn.qkv / linear1 as
+ * kohya's flux_merge_lora.py splits them; XLabs' "double_blocks.N.processor.
+ * qkv_lora1/proj_lora1" (img) and "..._lora2" (txt) patch the same layers.
  *
  * Math (f32 throughout, matrices flattened to [out, in * kh * kw]):
  *   LoRA   W += strength * (alpha / rank) * up @ down   (linear, conv 1x1
