@@ -360,6 +360,24 @@ def test_bake_sdxl_lycoris(tmp, rng):
     bad = [k for k in model if not close(got[k], refs[k].astype(np.float16))]
     check(not bad, "sdxl LoRA + LoHa + LoKr bake matches numpy: %s" % bad[:3])
 
+    # LoCon with a Tucker core (lora_mid), as ComfyUI rebuilds it
+    key = "model.diffusion_model.input_blocks.2.0.in_layers.2.weight"
+    w = model[key]
+    m = "lora_unet_input_blocks_2_0_in_layers_2"
+    dn = (rng.standard_normal((4, w.shape[1], 1, 1)) * 0.2).astype(np.float32)
+    mid = (rng.standard_normal((3, 4, 3, 3)) * 0.2).astype(np.float32)
+    up = (rng.standard_normal((w.shape[0], 3, 1, 1)) * 0.2).astype(np.float32)
+    tp = os.path.join(tmp, "tucker.safetensors")
+    save(tp, {m + ".lora_down.weight": dn, m + ".lora_mid.weight": mid, m + ".lora_up.weight": up,
+              m + ".alpha": np.array(2.0, np.float32)})
+    rc, _, se = run("lora", "bake", mp, "-o", out, tp + ":0.5")
+    check(rc == 0, "bake LoCon lora_mid rc %d %s" % (rc, se))
+    if rc == 0:
+        got, _ = load(out)
+        d2 = np.einsum("ijkl,jq->iqkl", mid, dn[:, :, 0, 0])
+        want = w.astype(np.float32) + 0.5 * (2.0 / 4) * np.einsum("pi,iqkl->pqkl", up[:, :, 0, 0], d2)
+        check(close(got[key], want.astype(np.float16)), "LoCon lora_mid bake matches numpy")
+
 
 def test_bake_sd2(tmp, rng):
     """SD2: diffusers-named UNet modules, HF-named text encoder modules on

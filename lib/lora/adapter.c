@@ -245,6 +245,53 @@ static int get_scale(const lora_adapter *a, const lora_module *m, uint64_t rank,
     return ST_OK;
 }
 
+/* LyCORIS LoCon with a Tucker core (ComfyUI comfy/weight_adapter/lora.py):
+ * down [r, in, 1, 1], mid [r2, r, kh, kw], up [out, r2, 1, 1];
+ * down'[i, q, k, l] = sum_j mid[i, j, k, l] down[j, q], W += s up @ down',
+ * s = alpha / r. */
+static int apply_locon_mid(const lora_adapter *a, const lora_module *m, float strength, float *w,
+                           uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
+                           st_error *err)
+{
+    const st_tensor *dn = m->part[LK_DOWN], *up = m->part[LK_UP], *mid = m->part[LK_MID];
+    if (trank != 4 || mid->rank != 4 || dn->rank < 2 || up->rank < 2)
+        return bad(a, m, "lora_mid needs a 4-D convolution weight and 4-D factors", err);
+    uint64_t r = dn->shape[0], r2 = mid->shape[0], in = tshape[1], kk = tshape[2] * tshape[3];
+    if (r == 0 || r2 == 0 || rest_of(dn) != in || mid->shape[1] != r || mid->shape[2] != tshape[2] ||
+        mid->shape[3] != tshape[3] || up->shape[0] != rows || up->shape[1] != r2 || rest_of(up) != r2 ||
+        in * kk != cols)
+        return bad(a, m, "lora_down, lora_mid and lora_up do not fit each other or the weight", err);
+    if (r > in || r2 > rows || r2 > cols)
+        return bad(a, m, "rank is larger than the layer", err);
+    double scale;
+    int rc = get_scale(a, m, r, &scale, err);
+    if (rc || !w)
+        return rc;
+    float *u = NULL, *d = NULL, *t = NULL, *d2 = lora_alloc_f32(r2 * cols, m->stem, err);
+    rc = d2 ? ST_OK : ST_E_NOMEM;
+    if (rc == ST_OK)
+        rc = load2(a, up, &u, err);
+    if (rc == ST_OK)
+        rc = load2(a, dn, &d, err);
+    if (rc == ST_OK)
+        rc = load2(a, mid, &t, err);
+    if (rc == ST_OK) {
+        memset(d2, 0, r2 * cols * sizeof *d2);
+        for (uint64_t i = 0; i < r2; i++)
+            for (uint64_t j = 0; j < r; j++)
+                for (uint64_t q = 0; q < in; q++) {
+                    float dq = d[j * in + q];
+                    const float *tk = t + (i * r + j) * kk;
+                    float *out = d2 + i * cols + q * kk;
+                    for (uint64_t k = 0; k < kk; k++)
+                        out[k] += tk[k] * dq;
+                }
+        lora_gemm_acc(rows, cols, r2, (float)(strength * scale), u, d2, w);
+    }
+    free(u), free(d), free(t), free(d2);
+    return rc;
+}
+
 static int apply_lora(const lora_adapter *a, const lora_module *m, float strength, float *w,
                       uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
                       st_error *err)
@@ -253,8 +300,7 @@ static int apply_lora(const lora_adapter *a, const lora_module *m, float strengt
     if (!dn || !up)
         return bad(a, m, "has lora_down without lora_up or the reverse", err);
     if (m->part[LK_MID])
-        return st_fail(err, ST_E_UNSUPPORTED, dn->header_offset,
-                       "%s: %s: LoCon with lora_mid (Tucker) is not supported yet", a->path, m->stem);
+        return apply_locon_mid(a, m, strength, w, rows, cols, tshape, trank, err);
     if (dn->rank < 2 || up->rank < 2)
         return bad(a, m, "lora_down and lora_up must have at least 2 dimensions", err);
     uint64_t r = dn->shape[0];
