@@ -27,7 +27,7 @@ for src in lib/*/*.c; do
     fi
     objs+=("$obj")
 done
-clang $flags tests/test_threads.c "${objs[@]}" -lcrypto -lz -lm -o "$out/test_threads" ||
+clang $flags tests/test_threads.c "${objs[@]}" -lcrypto -lz -llapacke -lopenblas -lm -o "$out/test_threads" ||
     { echo "# passed 0 failed 1"; exit 1; }
 
 # halt_on_error: the first race fails the run. setarch -R: TSan in clang 14
