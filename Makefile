@@ -21,7 +21,7 @@ CFLAGS   ?= -O2 -g
 # -ffp-contract=off: no fused multiply-add even when -march allows it (the
 # GGUF quantizers must round each operation as ggml's reference does).
 CFLAGS   += -std=c11 -fPIC -fvisibility=hidden -pthread -ffp-contract=off $(WARN)
-LDLIBS   := -lcrypto -lz -lpthread -lm
+LDLIBS   := -lcrypto -lz -llapacke -lopenblas -lpthread -lm
 
 ifeq ($(SAN),1)
 CFLAGS  += -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

@@ -57,7 +57,7 @@ max_len_of() {
 warn="-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith -Wformat=2 -Wvla"
 san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 cflags="-std=c11 -g -O1 -pthread -Iinclude -Ilib -Ifuzz -D_GNU_SOURCE $warn $san"
-libs="-lcrypto -lz -lpthread -lm"
+libs="-lcrypto -lz -llapacke -lopenblas -lpthread -lm"
 mkdir -p "$out/obj" "$out/crashes" "$out/logs"
 
 # The library, instrumented for coverage, once for all targets.

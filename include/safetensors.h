@@ -86,7 +86,12 @@ typedef enum st_code {
     ST_E_PICKLE = 42,          /* "pickle": malformed or unsupported pickle  */
     ST_E_PICKLE_LIMIT = 43,    /* "pickle_limit": a pickle exceeds a limit   */
     ST_E_UNSAFE = 44,          /* "unsafe": the pickle names a dangerous global */
-    ST_E_CKPT_TENSOR = 45      /* "ckpt_tensor": tensor/storage inconsistent */
+    ST_E_CKPT_TENSOR = 45,     /* "ckpt_tensor": tensor/storage inconsistent */
+
+    /* LoRA (lib/lora/) */
+    ST_E_LORA = 46             /* "lora": adapter inconsistent with itself   */
+                               /* or with the model (shapes, rank, alpha,    */
+                               /* keys that match no model weight)           */
 } st_code;
 
 /** Short stable name of a code ("header_json", "io", ...); "unknown" if none. */
@@ -1643,6 +1648,190 @@ ST_API int st_single_to_diffusers(const st_model *model, const char *outdir,
                                   size_t *left_out, st_error *err);
 
 /* ======================== end of Multi-file models ======================= */
+
+/* ======================================================================== */
+/* LoRA (lib/lora/)                                                          */
+/* ======================================================================== */
+
+/*
+ * Baking LoRA adapters into a model, extracting one from a fine-tune, and
+ * resizing one, on single-file Stable Diffusion checkpoints (SD1.x, SD2.x,
+ * SDXL; LDM/SGM key names as the original checkpoints have them) and, for
+ * baking, Flux transformers (BFL keys, with or without the
+ * "model.diffusion_model." prefix).
+ *
+ * Adapter formats read: kohya LoRA / LoCon ("lora_unet_...", "lora_te_",
+ * "lora_te1_" / "lora_te2_" with ".lora_down.weight", ".lora_up.weight",
+ * ".alpha"; LoCon with a Tucker ".lora_mid.weight"), LyCORIS LoHa
+ * (".hada_w1_a" ...) and LoKr (".lokr_w1" ...),
+ * PEFT ("unet.X.lora_A.weight", "text_encoder.X.lora_B.weight", ...) and
+ * diffusers' older layouts (".lora.down.weight", "lora_linear_layer",
+ * "attn1.processor.to_q_lora.down.weight"), whose names are read as the
+ * kohya names of the same modules. The format is the one st_identify names.
+ *
+ * Name mapping (kohya sd-scripts networks/lora.py and merge_lora.py,
+ * ComfyUI comfy/lora.py model_lora_keys_unet/_clip, comfy/utils.py
+ * unet_to_diffusers): a UNet weight "model.diffusion_model.X.weight" is the
+ * target of "lora_unet_" + X with '.' -> '_' (SDXL LoRAs) and of the same
+ * built from X's diffusers name (SD1/SD2 LoRAs: "down_blocks_0_attentions_0
+ * ..."). CLIP-L weights (HF naming) are "lora_te_" / "lora_te1_" +
+ * "text_model_encoder_layers_N_..."; an OpenCLIP tower (SD2, SDXL's second
+ * encoder) takes the HF names too: q_proj/k_proj/v_proj patch the three row
+ * blocks of attn.in_proj_weight, out_proj -> attn.out_proj, mlp_fc1 ->
+ * mlp.c_fc, mlp_fc2 -> mlp.c_proj. Flux: kohya names are the BFL keys
+ * ("lora_unet_double_blocks_0_img_attn_qkv"); diffusers/PEFT names
+ * ("transformer.transformer_blocks.0.attn.to_q", "lora_transformer_...")
+ * patch row blocks of the fused img_attn.qkv / txt_attn.qkv / linear1 as
+ * kohya's flux_merge_lora.py splits them; XLabs' "double_blocks.N.processor.
+ * qkv_lora1/proj_lora1" (img) and "..._lora2" (txt) patch the same layers.
+ *
+ * Math (f32 throughout, matrices flattened to [out, in * kh * kw]):
+ *   LoRA   W += strength * (alpha / rank) * up @ down   (linear, conv 1x1
+ *          and 3x3 as kohya merge_lora.py; no alpha: alpha = rank)
+ *   LoHa   W += strength * (alpha / rank) * (w1a @ w1b) * (w2a @ w2b)
+ *   LoKr   W += strength * s * kron(w1, w2), w1 = lokr_w1 or w1_a @ w1_b (same
+ *          for w2); s = alpha / rank of the decomposed factor, else 1
+ * Linear algebra is BLAS (products) and LAPACK (QR, SVD) from OpenBLAS,
+ * which uses every core.
+ */
+
+/* One adapter to bake. */
+typedef struct st_lora_input {
+    const char *path;        /* a .safetensors adapter                        */
+    float strength;          /* multiplier ("ratio"); 1 for as trained        */
+} st_lora_input;
+
+typedef struct st_lora_bake_options {
+    int dtype;               /* output dtype of the floating tensors; -1:     */
+                             /* each tensor keeps the model's dtype           */
+    int allow_unmatched;     /* 1: adapter modules that match no model weight */
+                             /* are counted (report) instead of failing       */
+    st_progress_fn progress; /* may be NULL; bytes of output written          */
+    void *progress_ctx;
+} st_lora_bake_options;
+
+#define ST_LORA_REPORT_NAMES 8
+#define ST_LORA_NAME_MAX 160
+
+/* What a bake did (any pointer to it may be NULL). */
+typedef struct st_lora_bake_report {
+    size_t modules;          /* adapter modules applied, all adapters         */
+    size_t tensors_patched;  /* model tensors changed                         */
+    size_t unmatched;        /* adapter modules with no model weight          */
+    size_t unmatched_listed; /* how many of them are named below              */
+    char unmatched_names[ST_LORA_REPORT_NAMES][ST_LORA_NAME_MAX];
+} st_lora_bake_report;
+
+/** Fills defaults: dtype -1, allow_unmatched 0, no progress. */
+ST_API void st_lora_bake_defaults(st_lora_bake_options *opt);
+
+/**
+ * Writes model + the adapters to out_path (atomically, streaming: one
+ * patched tensor is held at a time, in f32; the others are copied through
+ * or converted). The model is a single-file checkpoint or a bare UNet; the
+ * adapters are applied in order and add up. The output metadata is the
+ * model's plus "lora_baked": a JSON list of {"name", "strength",
+ * "sha256"} for the adapters. Errors: ST_E_LORA for an adapter that is
+ * not a LoRA this can bake, names no model weight (unless
+ * allow_unmatched; the message lists the first few), or whose shapes,
+ * rank or alpha are wrong (rank 0, rank above the layer's dimensions,
+ * NaN or infinite alpha or strength); reader and writer errors as
+ * st_open / st_writer_write.
+ */
+ST_API int st_lora_bake(const char *model_path, const char *out_path,
+                        const st_lora_input *loras, size_t n,
+                        const st_lora_bake_options *opt,
+                        st_lora_bake_report *report, st_error *err);
+
+typedef struct st_lora_extract_options {
+    unsigned rank;           /* rank of linear and 1x1 conv layers (>= 1)    */
+    unsigned conv_rank;      /* rank of 3x3 convs; 0: they are not extracted  */
+                             /* (nor the rest of the ResNet blocks), as kohya */
+    float alpha;             /* 0: alpha = rank                               */
+    float conv_alpha;        /* 0: conv_alpha = conv_rank                     */
+    float min_diff;          /* layers with max |tuned - base| below this are */
+                             /* left out (kohya's default 0.01)               */
+    float clamp_quantile;    /* kohya's clamp of up/down values to the given  */
+                             /* quantile (0.99 in kohya); 0 or 1: no clamp    */
+    int dtype;               /* dtype of the output (ST_F16, ST_BF16, ST_F32) */
+    st_progress_fn progress; /* layers done / layers total; may be NULL       */
+    void *progress_ctx;
+} st_lora_extract_options;
+
+typedef struct st_lora_extract_report {
+    size_t layers;           /* layers written                                */
+    size_t skipped;          /* layers left out by min_diff                   */
+    int family;              /* st_model_family of the base                   */
+} st_lora_extract_report;
+
+/** Fills defaults: rank 4, conv_rank 0, alpha 0, min_diff 0.01,
+ * clamp_quantile 0, dtype ST_F32 (as kohya). */
+ST_API void st_lora_extract_defaults(st_lora_extract_options *opt);
+
+/**
+ * Writes tuned - base as a kohya LoRA: every layer kohya's networks/lora.py
+ * targets (UNet attention blocks' linear and 1x1 conv weights, CLIP
+ * attention and MLP; with conv_rank also ResNet, down- and up-sampler
+ * layers), flattened to [out, in*kh*kw], truncated to its rank by a
+ * randomized SVD (Halko-Martinsson-Tropp range finder with oversampling and
+ * power iterations, as torch.svd_lowrank; exact for a difference of lower
+ * rank), up = U S, down = V^T, alpha = rank. Names as kohya writes them
+ * (diffusers-style for SD1/SD2, LDM-style for SDXL); ss_* metadata as kohya's
+ * extract_lora_from_models.py writes. ST_E_LORA when the two models do not
+ * have the same layers and shapes.
+ */
+ST_API int st_lora_extract(const char *base_path, const char *tuned_path,
+                           const char *out_path,
+                           const st_lora_extract_options *opt,
+                           st_lora_extract_report *report, st_error *err);
+
+typedef enum st_lora_resize_method {
+    ST_LORA_RESIZE_RANK = 0,       /* every layer to `rank` (at most its own) */
+    ST_LORA_RESIZE_SV_RATIO,       /* keep singular values > max / param      */
+    ST_LORA_RESIZE_SV_FRO,         /* keep the Frobenius-norm fraction param  */
+    ST_LORA_RESIZE_SV_CUMULATIVE   /* keep the fraction param of sum(S)       */
+} st_lora_resize_method;
+
+/* One resized layer, for reports. */
+typedef struct st_lora_layer_info {
+    const char *name;        /* the module's key stem                         */
+    unsigned old_rank;
+    unsigned new_rank;
+    float new_alpha;
+    double sum_retained;     /* sum(S kept) / sum(S)                          */
+    double fro_retained;     /* ||S kept|| / ||S||                            */
+    double max_ratio;        /* S[0] / S[new_rank - 1]                        */
+} st_lora_layer_info;
+
+/* Called once per resized layer; non-zero stops the resize (ST_E_CALLBACK). */
+typedef int (*st_lora_layer_fn)(void *ctx, const st_lora_layer_info *info);
+
+typedef struct st_lora_resize_options {
+    unsigned rank;           /* new rank, or the cap of a dynamic method      */
+    unsigned conv_rank;      /* for 4-D (conv) layers; 0: same as rank        */
+    st_lora_resize_method method;
+    double param;            /* the dynamic method's target                   */
+    int dtype;               /* -1: the adapter's dtype                       */
+    st_lora_layer_fn layer;  /* may be NULL                                   */
+    void *layer_ctx;
+} st_lora_resize_options;
+
+/** Fills defaults: rank 4, conv_rank 0, ST_LORA_RESIZE_RANK, dtype -1. */
+ST_API void st_lora_resize_defaults(st_lora_resize_options *opt);
+
+/**
+ * Re-factorizes each kohya LoRA layer's up @ down by an exact SVD (QR of
+ * both factors, then the SVD of the small core) and keeps the rank chosen
+ * by the method, as kohya's networks/resize_lora.py: new alpha = (alpha /
+ * old rank) * new rank, so the layer's scale is kept; a zero layer gets
+ * rank 1. One difference: a rank above a layer's own is not padded with
+ * zeros. Other tensors are copied; metadata gets kohya's ss_network_dim,
+ * ss_network_alpha and ss_training_comment updates.
+ */
+ST_API int st_lora_resize(const char *lora_path, const char *out_path,
+                          const st_lora_resize_options *opt, st_error *err);
+
+/* =========================== end of LoRA ================================ */
 
 #ifdef __cplusplus
 }

@@ -56,6 +56,8 @@ int cli_open_model(const char *path, st_model **out);
 /* st_progress_fn printing "done / total" on stderr (cmd_split.c). */
 int cli_model_progress(void *ctx, uint64_t done, uint64_t total);
 
+int cmd_lora(int argc, char **argv);
+
 /* ---- usage and errors ---- */
 
 /* Prints `usage` to stdout and returns 0: what every `--help` does. */

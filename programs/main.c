@@ -27,6 +27,7 @@ static const command commands[] = {
     {"scan", cmd_scan, "list what pickles (.ckpt .pt .bin) would run; nothing is run"},
     {"split", cmd_split, "write a model as shards + index.json (transformers' layout)"},
     {"join", cmd_join, "write a sharded model (index.json or folder) as one file"},
+    {"lora", cmd_lora, "bake LoRAs into a model, extract one from a fine-tune, resize one"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

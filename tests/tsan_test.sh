@@ -32,7 +32,7 @@ pass=0 fail=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for t in test_threads test_model; do
-    if ! clang $flags "tests/$t.c" "${objs[@]}" -lcrypto -lz -lm -o "$out/$t"; then
+    if ! clang $flags "tests/$t.c" "${objs[@]}" -lcrypto -lz -llapacke -lopenblas -lm -o "$out/$t"; then
         fail=$((fail + 1))
         continue
     fi

@@ -36,6 +36,7 @@ static const struct {
     {ST_E_PICKLE_LIMIT, "pickle_limit", "pickle exceeds a safety limit"},
     {ST_E_UNSAFE, "unsafe", "pickle references a dangerous global"},
     {ST_E_CKPT_TENSOR, "ckpt_tensor", "checkpoint tensor does not fit its storage"},
+    {ST_E_LORA, "lora", "LoRA adapter inconsistent with itself or the model"},
 };
 
 const char *st_code_name(int code)
