@@ -1311,6 +1311,42 @@ ST_API const st_identity *st_install_plan_identity(const st_install_plan *plan);
 ST_API int st_install_execute(st_install_plan *plan, int method, st_error *err);
 ST_API void st_install_plan_free(st_install_plan *plan);
 
+/* ---- Editing metadata ---- */
+
+/* One change of st_metadata_edit: set key to value, or remove the key
+ * (value NULL; no error when it is absent). Both are byte strings with
+ * lengths; a value set must be valid UTF-8. */
+typedef struct st_meta_change {
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+} st_meta_change;
+
+typedef struct st_meta_edit_options {
+    int in_place;          /* replace in_path (the file a link points to)   */
+    st_output_hooks hooks;
+} st_meta_edit_options;
+
+typedef struct st_meta_edit_report {
+    size_t set, removed, kept; /* keys set by a change, removed, unchanged  */
+    uint64_t output_size;
+    int failed_input;          /* 0 when the error is about in_path, else -1 */
+} st_meta_edit_report;
+
+/**
+ * Writes in_path with its "__metadata__" changed by changes[0..n) (in
+ * order: the last word on a key wins) to out_path, or over in_path with
+ * opt->in_place (out_path then ignored), streaming the tensors: the
+ * result is in canonical layout, written atomically; a failure leaves no
+ * output and an untouched input. out_path naming in_path without in_place
+ * is ST_E_ARG. opt and report may be NULL.
+ */
+ST_API int st_metadata_edit(const char *in_path, const char *out_path,
+                            const st_meta_change *changes, size_t n,
+                            const st_meta_edit_options *opt,
+                            st_meta_edit_report *report, st_error *err);
+
 /* ======================= end of Model operations ======================== */
 
 /* ------------------------------------------------------------------------ */

@@ -221,23 +221,7 @@ int cli_terminal_width(void);
 
 /* JSON values inside metadata: lib/common/jsonval.h (st_jv_*, st_span). */
 
-/* ---- streaming tensors from an input into a writer (cli_stream.c) ---- */
-
-/* An open input file and the first read error met while the writer pulls
- * its tensors, and one tensor copied unchanged from it: the library's own
- * (lib/format/stream.h). */
-typedef st_op_input cli_input;
-typedef st_op_source cli_copy_src;
-#define cli_copy_read st_op_copy_read
-#define cli_input_fail st_op_input_fail
-
-/* st_writer_write to out_path; on failure prints the input's read error
- * (when one of `inputs` failed) or the writer's, and returns 2. Returns 0
- * on success. */
-int cli_write_output(st_writer *w, const char *out_path, cli_input *const *inputs,
-                     size_t ninputs);
-
-/* 1 when both paths name the same existing file. */
-bool cli_same_file(const char *a, const char *b);
+/* 1 when both paths name the same existing file (the library's check). */
+#define cli_same_file st_op_same_file
 
 #endif

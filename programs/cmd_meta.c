@@ -186,23 +186,6 @@ static int load_set_json(meta_ops *ops, const char *path)
     return CLI_EXIT_OK;
 }
 
-static bool same_key(const meta_op *x, const meta_op *y)
-{
-    return x->key_len == y->key_len && memcmp(x->key, y->key, x->key_len) == 0;
-}
-
-static int cmp_op(const void *a, const void *b)
-{
-    const meta_op *x = a, *y = b;
-    size_t m = x->key_len < y->key_len ? x->key_len : y->key_len;
-    int c = memcmp(x->key, y->key, m);
-    if (c)
-        return c;
-    if (x->key_len != y->key_len)
-        return x->key_len < y->key_len ? -1 : 1;
-    return x->seq < y->seq ? -1 : x->seq > y->seq;
-}
-
 /* Prints "key: value"; JSON containers pretty-printed, continuation lines
  * indented. Everything goes through the printable filters (a value is the
  * file author's text and may hold terminal escapes). */
@@ -276,104 +259,35 @@ static int show(const char *path, bool json)
 
 static int edit(const char *path, meta_ops *ops, const char *out_path, bool in_place)
 {
-    cli_input in = {.path = path};
-    int rc = cli_open_file(path, ST_OPEN_PREAD, &in.file);
-    if (rc != CLI_EXIT_OK)
-        return rc;
-    char *real = NULL;
-    if (in_place) {
-        /* Replace the file a symbolic link points to, not the link. */
-        real = realpath(path, NULL);
-        if (!real) {
-            cli_errorf("io: %s: %s", path, strerror(errno));
-            st_close(in.file);
-            return CLI_EXIT_ERROR;
-        }
-        out_path = real;
-    } else if (cli_same_file(path, out_path)) {
-        cli_errorf("invalid_argument: OUT '%s' is the input file; use --in-place to "
-                   "replace it",
-                   out_path);
-        st_close(in.file);
+    st_meta_change *ch = calloc(ops->n ? ops->n : 1, sizeof *ch);
+    if (!ch) {
+        cli_errorf("nomem: out of memory");
         return CLI_EXIT_ERROR;
     }
-    int ret = CLI_EXIT_ERROR;
-    size_t nt = st_tensor_count(in.file), nm = st_metadata_count(in.file);
-    st_writer *w = st_writer_new();
-    cli_copy_src *src = calloc(nt ? nt : 1, sizeof *src);
+    for (size_t i = 0; i < ops->n; i++) {
+        const meta_op *o = &ops->v[i];
+        ch[i] = (st_meta_change){o->key, o->key_len, o->kind == OP_SET ? o->value : NULL,
+                                 o->value_len};
+    }
+    st_meta_edit_options opt;
+    memset(&opt, 0, sizeof opt);
+    opt.in_place = in_place;
+    st_meta_edit_report rep;
     st_error err;
     memset(&err, 0, sizeof err);
-    if (!w || !src)
-        goto nomem;
-    for (size_t i = 0; i < nt; i++) {
-        src[i].in = &in;
-        src[i].t = st_tensor_at(in.file, i);
-        const st_tensor *t = src[i].t;
-        rc = st_writer_add_stream(w, t->name, t->name_len, t->dtype, t->shape, t->rank,
-                                  st_tensor_nbytes(t), cli_copy_read, &src[i], &err);
-        if (rc != ST_OK)
-            goto werr;
-    }
-    /* The input's pairs come first (seq 0) so that every edit follows them. */
-    for (size_t i = 0; i < nm; i++) {
-        const char *k, *v;
-        size_t kl, vl;
-        if (st_metadata_at(in.file, i, &k, &kl, &v, &vl) != ST_OK)
-            continue;
-        if (!push_op(ops, OP_SET, k, kl, v, vl))
-            goto nomem;
-        ops->v[ops->n - 1].seq = 0;
-    }
-    qsort(ops->v, ops->n, sizeof *ops->v, cmp_op);
-    size_t set = 0, removed = 0, kept = 0;
-    for (size_t i = 0; i < ops->n;) {
-        size_t j = i;
-        while (j + 1 < ops->n && same_key(&ops->v[i], &ops->v[j + 1]))
-            j++;
-        /* ops->v[j] is the last word on this key. */
-        const meta_op *last = &ops->v[j];
-        bool existed = ops->v[i].seq == 0;
-        if (last->kind == OP_SET) {
-            rc = st_writer_set_metadata(w, last->key, last->key_len, last->value,
-                                        last->value_len, &err);
-            if (rc != ST_OK)
-                goto werr;
-            if (last->seq == 0)
-                kept++;
-            else
-                set++;
-        } else if (existed) {
-            removed++;
-        }
-        i = j + 1;
-    }
-    if (st_metadata_present(in.file))
-        st_writer_set_metadata_present(w, 1);
-    cli_input *inputs[] = {&in};
-    ret = cli_write_output(w, out_path, inputs, 1);
-    if (ret == CLI_EXIT_OK) {
-        const char *shown = in_place ? path : out_path;
-        char *p = cli_printable(shown, strlen(shown));
-        printf("wrote %s: %zu metadata key%s (%zu set, %zu removed, %zu unchanged)\n",
-               p ? p : "?", set + kept, set + kept == 1 ? "" : "s", set, removed, kept);
-        free(p);
-    }
-    goto done;
-werr:
-    if (err.code == ST_OK)
-        err.code = rc;
-    cli_print_error(out_path, &err);
-    ret = CLI_EXIT_ERROR;
-    goto done;
-nomem:
-    cli_errorf("nomem: out of memory");
-    ret = CLI_EXIT_ERROR;
-done:
-    st_writer_free(w);
-    free(src);
-    free(real);
-    st_close(in.file);
-    return ret;
+    int rc = st_metadata_edit(path, out_path, ch, ops->n, &opt, &rep, &err);
+    free(ch);
+    if (rc != ST_OK)
+        return rep.failed_input == 0 ? cli_report(path, rc, &err)
+                                     : (cli_report(in_place ? path : out_path, rc, &err),
+                                        CLI_EXIT_ERROR);
+    const char *shown = in_place ? path : out_path;
+    char *p = cli_printable(shown, strlen(shown));
+    printf("wrote %s: %zu metadata key%s (%zu set, %zu removed, %zu unchanged)\n", p ? p : "?",
+           rep.set + rep.kept, rep.set + rep.kept == 1 ? "" : "s", rep.set, rep.removed,
+           rep.kept);
+    free(p);
+    return CLI_EXIT_OK;
 }
 
 int cmd_meta(int argc, char **argv)

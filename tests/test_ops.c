@@ -455,6 +455,47 @@ static void test_install(void)
     CHECK(strstr(err.message, "no such folder") != NULL, "%s", err.message);
 }
 
+static void test_meta_edit(void)
+{
+    spec s[] = {{"t", 16, 1, 1, ST_F32}};
+    write_file(path_of("me.safetensors"), s, 1, "keep", "1");
+    st_meta_change ch[] = {{"a", 1, "x", 1}, {"keep", 4, NULL, 0}, {"a", 1, "y", 1},
+                           {"gone", 4, NULL, 0}};
+    st_meta_edit_report r;
+    st_error err;
+    CHECK(st_metadata_edit(path_of("me.safetensors"), path_of("me2.safetensors"), ch, 4, NULL,
+                           &r, &err) == ST_OK,
+          "%s", err.message);
+    CHECK(r.set == 1 && r.removed == 1 && r.kept == 0);
+    st_file *f = NULL;
+    if (st_open(path_of("me2.safetensors"), 0, &f, NULL) == ST_OK) {
+        size_t vl;
+        const char *v = st_metadata_get(f, "a", 1, &vl);
+        CHECK(v && vl == 1 && v[0] == 'y', "the last word on a key wins");
+        CHECK(!st_metadata_get(f, "keep", 4, &vl));
+        CHECK(value_at(f, "t", 5) == 6.0f, "tensors unchanged");
+        st_close(f);
+    }
+    /* OUT = IN without in_place: refused; in place: replaced */
+    CHECK(st_metadata_edit(path_of("me.safetensors"), path_of("me.safetensors"), ch, 1, NULL, &r,
+                           &err) == ST_E_ARG);
+    st_meta_edit_options o;
+    memset(&o, 0, sizeof o);
+    o.in_place = 1;
+    CHECK(st_metadata_edit(path_of("me.safetensors"), NULL, ch, 1, &o, &r, &err) == ST_OK);
+    if (st_open(path_of("me.safetensors"), 0, &f, NULL) == ST_OK) {
+        size_t vl;
+        CHECK(st_metadata_get(f, "a", 1, &vl) && st_metadata_get(f, "keep", 4, &vl));
+        st_close(f);
+    }
+    CHECK(no_temp_files());
+    /* a value that is not UTF-8: ST_E_ARG, no output */
+    st_meta_change bad[] = {{"k", 1, "\xff", 1}};
+    CHECK(st_metadata_edit(path_of("me.safetensors"), path_of("me3.safetensors"), bad, 1, NULL,
+                           &r, &err) == ST_E_ARG);
+    CHECK(!exists(path_of("me3.safetensors")));
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/st_ops_XXXXXX");
@@ -467,6 +508,7 @@ int main(void)
     test_convert_file();
     test_glob();
     test_install();
+    test_meta_edit();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
