@@ -85,31 +85,33 @@ static int check_one(const char *path, unsigned flags, bool json)
     return cli_exit_code(rc == ST_OK ? ST_OK : err.code);
 }
 
+static int on_option(void *ctx, int c, const char *arg)
+{
+    (void)arg;
+    if (c != 'p')
+        return cli_usage_error(usage, NULL);
+    *(unsigned *)ctx = ST_OPEN_PREAD;
+    return 0;
+}
+
 int cmd_check(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},
         {"pread", no_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    bool json = false;
+    static const cli_command cmd = {usage, CLI_OPT_JSON, opts, NULL, on_option, false};
     unsigned flags = ST_OPEN_MMAP;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'j': json = true; break;
-        case 'p': flags = ST_OPEN_PREAD; break;
-        case 'h': return cli_help(usage);
-        default: return cli_usage_error(usage, NULL);
-        }
-    }
-    if (optind >= argc)
+    cli_common common;
+    int ret = cli_parse_options(argc, argv, &cmd, &common, &flags);
+    if (ret >= 0)
+        return ret;
+    if (common.first_arg >= argc)
         return cli_usage_error(usage, "check: no FILE given");
     /* Worst outcome wins: an I/O error (2) outranks an invalid file (1). */
     int worst = CLI_EXIT_OK;
-    for (int i = optind; i < argc; i++) {
-        int rc = check_one(argv[i], flags, json);
+    for (int i = common.first_arg; i < argc; i++) {
+        int rc = check_one(argv[i], flags, common.json);
         if (rc > worst)
             worst = rc;
     }

@@ -323,23 +323,16 @@ static void print_text(const char *path, const view *f)
 
 int cmd_info(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    bool json = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'j': json = true; break;
-        case 'h': return cli_help(usage);
-        default: return cli_usage_error(usage, NULL);
-        }
-    }
-    if (argc - optind != 1)
+    static const cli_command cmd = {usage, CLI_OPT_JSON, NULL, NULL, NULL, false};
+    cli_common common;
+    int ret = cli_parse_options(argc, argv, &cmd, &common, NULL);
+    if (ret >= 0)
+        return ret;
+    bool json = common.json;
+    int first = common.first_arg;
+    if (argc - first != 1)
         return cli_usage_error(usage, "info: expected one FILE");
-    const char *path = argv[optind];
+    const char *path = argv[first];
     if (ckpt_is_pickle_file(path)) /* PyTorch checkpoints: programs/ckpt_show.c */
         return ckpt_info(path, json);
     st_file *f = NULL;

@@ -260,26 +260,19 @@ static void scan_one(const char *path, bool json, scan_totals *t)
 
 int cmd_scan(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    bool json = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'j': json = true; break;
-        case 'h': return cli_help(usage);
-        default: return cli_usage_error(usage, NULL);
-        }
-    }
-    if (optind >= argc)
+    static const cli_command cmd = {usage, CLI_OPT_JSON, NULL, NULL, NULL, false};
+    cli_common common;
+    int ret = cli_parse_options(argc, argv, &cmd, &common, NULL);
+    if (ret >= 0)
+        return ret;
+    bool json = common.json;
+    int first = common.first_arg;
+    if (first >= argc)
         return cli_usage_error(usage, "scan: expected at least one FILE");
     scan_totals t = {0, 0, CLI_EXIT_OK, true};
     if (json)
         fputs("{\"files\":[\n", stdout);
-    for (int i = optind; i < argc; i++)
+    for (int i = first; i < argc; i++)
         scan_one(argv[i], json, &t);
     if (json)
         printf("\n],\"dangerous_files\":%d,\"error_files\":%d}\n", t.dangerous_files, t.error_files);
