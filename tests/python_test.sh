@@ -30,8 +30,10 @@ preload=""
 if [ "${ST_SAN:-0}" = 1 ]; then
     so="$pkg"/safetensors_c/_safetensors_c*.so
     # shellcheck disable=SC2086
-    rt=$(ldd $so 2>/dev/null | awk '/libasan|libclang_rt\.asan/ {print $3; exit}')
-    [ -n "$rt" ] || rt=$(clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
+    rt=$(ldd $so 2>/dev/null | awk '/libasan|libclang_rt\.asan/ && $3 ~ /^\// {print $3; exit}')
+    if [ -z "$rt" ] && ldd $so 2>/dev/null | grep -q libclang_rt.asan; then
+        rt=$(clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
+    fi
     if [ ! -f "$rt" ]; then
         echo "python_test: no ASan runtime to preload" >&2
         echo "# passed 0 failed 1"
