@@ -123,6 +123,14 @@ def _itemsize(st_dtype):
             "F16": 2, "BF16": 2, "I16": 2, "U16": 2}.get(st_dtype, 1)
 
 
+_BIG = 1 << 20
+
+
+def _fresh(nbytes):
+    """Writable memory for a copy: big ones in a mapping of their own."""
+    return _c.alloc(nbytes) if nbytes >= _BIG else bytearray(nbytes)
+
+
 def make_tensor(handle, name, framework, device, mode):
     """name's tensor from an open _Handle, as framework wants it."""
     dtype, shape, nbytes, _ = handle.info(name)
@@ -135,9 +143,9 @@ def make_tensor(handle, name, framework, device, mode):
         view = handle.view(name, mode == VIEW_RW) if mode != COPY else None
         if view is not None and view.address % npdt.itemsize == 0:
             return np.frombuffer(view, dtype=npdt).reshape(shape)
-        arr = np.empty(shape, dtype=npdt)
-        handle.read_into(name, arr)
-        return arr
+        buf = _fresh(nbytes)
+        handle.read_into(name, buf)
+        return np.frombuffer(buf, dtype=npdt).reshape(shape)
     import torch
     tdt = torch_dtype(dtype)
     if count == 0:
@@ -147,8 +155,9 @@ def make_tensor(handle, name, framework, device, mode):
         if view is not None and not view.readonly and view.address % _itemsize(dtype) == 0:
             t = torch.frombuffer(view, dtype=tdt).reshape(shape)
         else:
-            t = torch.empty(shape, dtype=tdt)
-            handle.read_into(name, torch_numpy_view(t))
+            buf = _fresh(nbytes)
+            handle.read_into(name, buf)
+            t = torch.frombuffer(buf, dtype=tdt).reshape(shape)
     if device != "cpu":
         t = t.to(device)
     return t
@@ -299,7 +308,7 @@ class safe_open:
     (zero-copy) or "pread" (every tensor read into its own buffer).
     """
 
-    def __init__(self, filename, framework, device="cpu", *, backend="mmap"):
+    def __init__(self, filename, framework, device="cpu", *, backend="mmap", _populate=False):
         self._handle = None
         self._framework = _parse_framework(framework)
         self._device = _parse_device(device, self._framework)
@@ -311,7 +320,7 @@ class safe_open:
             import torch  # noqa: F401  (fail here, as the reference does)
         else:
             import numpy  # noqa: F401
-        self._handle = _c.open_file(_fspath(filename), self._pread)
+        self._handle = _c.open_file(_fspath(filename), self._pread, _populate)
         self._mode = VIEW_RW if self._framework == "pt" else VIEW_RO
 
     def _inner(self):

@@ -78,6 +78,6 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
 def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap") -> Dict[str, np.ndarray]:
     """{name: array} of a file: writable arrays over private copy-on-write
     pages of the mapping (mmap backend), or fresh buffers (pread)."""
-    with safe_open(filename, framework="np", backend=backend) as f:
+    with safe_open(filename, framework="np", backend=backend, _populate=True) as f:
         f._mode = VIEW_RW
         return f.get_tensors()

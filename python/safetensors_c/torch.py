@@ -203,7 +203,7 @@ def load_file(
     """{name: tensor} of a file. With the mmap backend the tensors live in
     private copy-on-write pages of the file's mapping: writable, and writes
     never reach the file."""
-    with safe_open(filename, framework="pt", device=device, backend=backend) as f:
+    with safe_open(filename, framework="pt", device=device, backend=backend, _populate=True) as f:
         return f.get_tensors()
 
 
