@@ -357,6 +357,24 @@ typedef int (*st_read_fn)(void *ctx, uint64_t offset, void *buf, size_t len);
  */
 typedef int (*st_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
+/**
+ * Told of each temporary file an operation creates (created = 1, right
+ * after it exists and before any byte is written) and of its end (created =
+ * 0: renamed into place or removed). A program keeps these paths in a fixed
+ * table that its SIGINT/SIGTERM handler unlinks, so an interrupted run
+ * leaves nothing behind. Called on the thread doing the work.
+ */
+typedef void (*st_temp_fn)(void *ctx, const char *path, int created);
+
+/* What an operation that writes a file reports while it works. Zeroed
+ * (or a NULL pointer where one is taken): no reports. */
+typedef struct st_output_hooks {
+    st_progress_fn progress; /* bytes written of the output's total size     */
+    void *progress_ctx;
+    st_temp_fn temp;         /* the temporary file beside the target         */
+    void *temp_ctx;
+} st_output_hooks;
+
 /** Creates an empty writer. Returns NULL only when out of memory. */
 ST_API st_writer *st_writer_new(void);
 
@@ -417,6 +435,14 @@ ST_API void st_writer_set_metadata_present(st_writer *writer, int present);
  * of 8. Memory use is the header plus a fixed buffer.
  */
 ST_API int st_writer_write(st_writer *writer, const char *path, st_error *err);
+
+/**
+ * Sets the hooks st_writer_write, st_writer_write_to and
+ * st_writer_serialize report through (copied; NULL clears them). Progress
+ * counts bytes of the serialized file; a progress callback returning
+ * non-zero stops the write with ST_E_CALLBACK and no output.
+ */
+ST_API void st_writer_set_hooks(st_writer *writer, const st_output_hooks *hooks);
 
 /**
  * Serializes to a freshly malloc'ed buffer (*out, *out_len; free() it).
@@ -965,6 +991,240 @@ ST_API int st_ckpt_metadata_at(const st_ckpt *ckpt, size_t i,
                                const char **value, size_t *value_len);
 
 /* ======================== end of Checkpoints ============================ */
+
+/* ------------------------------------------------------------------------ */
+/* Model operations (lib/sd/): merge, diff, convert with selection           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * What the CLI's merge, diff and convert commands do, as library calls: a C
+ * program or the Python package gets the same results. Each streams: memory
+ * is a few fixed buffers whatever the model size. Outputs are written
+ * atomically (temporary file beside the target, fsync, rename); an input
+ * is never overwritten (OUT naming an input is ST_E_ARG).
+ */
+
+typedef enum st_merge_mode {
+    ST_MERGE_WEIGHTED = 0,   /* (1 - M) * A + M * B          (A, B)          */
+    ST_MERGE_ADD_DIFF = 1    /* A + M * (B - C)              (A, B, C)       */
+} st_merge_mode;
+
+typedef struct st_merge_options {
+    st_merge_mode mode;
+    double alpha;            /* M, finite                                    */
+    int set_dtype;           /* non-zero: floating tensors written as dtype  */
+    st_dtype dtype;          /* ST_F16, ST_BF16, ST_F32 or ST_F64            */
+    const char *vae_path;    /* bake in this VAE file (NULL: none)           */
+    const char *discard;     /* POSIX ERE: leave out matching names (NULL)   */
+    st_output_hooks hooks;   /* progress of the write, temporary file        */
+} st_merge_options;
+
+typedef struct st_merge_report {
+    size_t tensors;          /* A's tensors                                  */
+    size_t merged;           /* computed from A and B (and C)                */
+    size_t baked;            /* replaced by the VAE's                        */
+    size_t discarded;        /* left out by the discard pattern              */
+    size_t written;          /* tensors in the output                        */
+    int inpainting;          /* an inpainting A merged on 4 channels         */
+    int pix2pix;             /* an instruct-pix2pix A merged on 4 channels   */
+    uint64_t output_size;    /* bytes of the output file                     */
+    int failed_input;        /* on error: the input it is about (0..2 = A, B,*/
+                             /* C; 3 = the VAE), -1 when none                */
+} st_merge_report;
+
+/**
+ * A1111's Checkpoint Merger (modules/extras.py run_modelmerger) on
+ * safetensors files: inputs[0..ninputs) are A, B (and C for add-diff).
+ * The output has A's tensors; those whose name contains "model" and that B
+ * has are merged in float32 (CLIP's position_ids never); an inpainting (9
+ * input channels) or instruct-pix2pix (8) A merges with a normal B on its
+ * first 4 channels. Metadata: A's, B's, C's (later wins), then format=pt
+ * and A1111's sd_merge_recipe and sd_merge_models (the inputs' SHA-256,
+ * which takes a read of each input). report may be NULL. Errors: the
+ * input's st_open code (report->failed_input says which), ST_E_ARG for bad
+ * options and incompatible models (the message names the tensor), ST_E_IO.
+ */
+ST_API int st_merge(const char *const *inputs, size_t ninputs, const char *out_path,
+                    const st_merge_options *opt, st_merge_report *report,
+                    st_error *err);
+
+/* Diff statuses (st_tensor_diff.status and the metadata callback's). */
+#define ST_DIFF_SAME 0      /* same dtype, shape and bytes                   */
+#define ST_DIFF_CHANGED 1   /* in both, different dtype, shape or bytes      */
+#define ST_DIFF_ONLY_A 2
+#define ST_DIFF_ONLY_B 3
+
+typedef struct st_tensor_diff {
+    int status;              /* ST_DIFF_*                                    */
+    const st_tensor *a, *b;  /* NULL where absent                            */
+    int same_shape;          /* both present with the same shape: compared   */
+    int bytes_equal;         /* compared and byte for byte equal             */
+    int numeric;             /* max_abs and cosine are meaningful (both      */
+                             /* dtypes decode to numbers; C64 does not)      */
+    double max_abs;          /* max |a - b| in double precision (NaN if any  */
+                             /* difference is NaN)                           */
+    double cosine;           /* a.b / (|a| |b|); NaN when a norm is zero     */
+} st_tensor_diff;
+
+typedef struct st_diff_options {
+    /* Called for each tensor that differs (and each identical one too when
+     * report_identical), in name-byte order; non-zero return stops the
+     * diff with ST_E_CALLBACK. */
+    int (*on_tensor)(void *ctx, const st_tensor_diff *diff);
+    /* Called for each metadata key only in one file or with another value,
+     * in key-byte order (status ST_DIFF_CHANGED / ONLY_A / ONLY_B). */
+    int (*on_metadata)(void *ctx, int status, const char *key, size_t key_len);
+    void *ctx;
+    int report_identical;
+    st_progress_fn progress; /* bytes of A's compared tensors                */
+    void *progress_ctx;
+} st_diff_options;
+
+typedef struct st_diff_summary {
+    size_t identical, changed, only_a, only_b; /* tensors                    */
+    size_t metadata;         /* metadata differences                         */
+    int identical_files;     /* same tensors (names, dtypes, shapes, bytes)  */
+                             /* and metadata                                 */
+    int failed_input;        /* on a read error: 0 = A, 1 = B; else -1       */
+} st_diff_summary;
+
+/**
+ * Compares two open files: tensors by name (values of same-shape pairs in
+ * double precision, any numeric dtype), then metadata. opt and summary may
+ * be NULL. Returns ST_OK whether or not they differ (see
+ * summary->identical_files), or the read error met (summary->failed_input
+ * says in which file).
+ */
+ST_API int st_diff(const st_file *a, const st_file *b, const st_diff_options *opt,
+                   st_diff_summary *summary, st_error *err);
+
+/** The metadata half of st_diff alone (no tensor data is read). */
+ST_API int st_diff_metadata(const st_file *a, const st_file *b, const st_diff_options *opt,
+                            st_diff_summary *summary, st_error *err);
+
+/** Compares one pair of tensors as st_diff does (status ST_DIFF_SAME or
+ * ST_DIFF_CHANGED). */
+ST_API int st_tensor_compare(const st_file *a, const st_tensor *ta, const st_file *b,
+                             const st_tensor *tb, st_tensor_diff *out, st_error *err);
+
+/**
+ * Glob match of a tensor name (name_len bytes, may contain NUL) against a
+ * NUL-terminated pattern: `*` any run of bytes (dots and slashes too), `?`
+ * one byte, `[abc]`, `[a-z]`, `[!x]` or `[^x]` one byte of a set, `\c` a
+ * literal c. Linear-time: no pattern can make it slow. Returns 1 or 0.
+ */
+ST_API int st_name_glob_match(const char *pattern, const char *name, size_t name_len);
+
+/* EMA handling of st_convert_file (LDM checkpoints' model_ema.* shadows). */
+#define ST_EMA_KEEP 0 /* write every tensor                                  */
+#define ST_EMA_DROP 1 /* leave out model_ema.*: a pruned checkpoint          */
+#define ST_EMA_ONLY 2 /* write each model.X's EMA twin under model.X's name  */
+                      /* (LitEma naming: model_ema. + X without its dots)    */
+                      /* and leave out model_ema.*                           */
+
+typedef struct st_convert_file_options {
+    int set_dtype;              /* non-zero: convert floating tensors to dtype */
+    st_dtype dtype;             /* a floating dtype of whole bytes             */
+    unsigned convert_flags;     /* ST_CONVERT_SATURATE                         */
+    const char *const *only;    /* convert only names matching one of these    */
+    size_t nonly;               /* (0: all; MX kinds only when named here)     */
+    const char *const *exclude; /* never convert names matching these          */
+    size_t nexclude;
+    int ema;                    /* ST_EMA_*                                    */
+    const char *const *drop;    /* leave out names matching these              */
+    size_t ndrop;
+    st_output_hooks hooks;
+} st_convert_file_options;
+
+typedef struct st_convert_file_report {
+    size_t written;             /* tensors in the output                       */
+    size_t converted;           /* of those, converted to the dtype            */
+    size_t already;             /* kept: already of the dtype                  */
+    size_t kept;                /* written unconverted                         */
+    size_t from_count[ST_DTYPE_COUNT]; /* converted, by their input dtype      */
+    size_t dropped;             /* left out by a drop pattern                  */
+    size_t ema_dropped;         /* model_ema.* left out                        */
+    size_t ema_used;            /* model.* weights replaced by their EMA       */
+    size_t metadata;            /* metadata pairs carried over                 */
+    uint64_t input_size, output_size;
+    int failed_input;           /* 0 when the error is about IN, else -1       */
+} st_convert_file_report;
+
+/**
+ * Rewrites the safetensors file in_path as out_path in the canonical
+ * layout, streaming: tensors copied or converted (dtype, only, exclude,
+ * flags), selected (drop, ema), metadata kept (an empty "__metadata__"
+ * too). OUT may not be IN (ST_E_ARG). report may be NULL. Errors: IN's
+ * st_open code (report->failed_input = 0), ST_E_ARG (options, EMA twins of
+ * another shape, no EMA to keep), ST_E_IO.
+ */
+ST_API int st_convert_file(const char *in_path, const char *out_path,
+                           const st_convert_file_options *opt,
+                           st_convert_file_report *report, st_error *err);
+
+/* ---- Installing a model where a UI looks for it ---- */
+
+typedef enum st_ui {
+    ST_UI_A1111 = 0, /* AUTOMATIC1111 stable-diffusion-webui               */
+    ST_UI_FORGE,     /* stable-diffusion-webui-forge                        */
+    ST_UI_COMFYUI,
+    ST_UI_SDNEXT,
+    ST_UI_COUNT
+} st_ui;
+
+#define ST_INSTALL_COPY 0 /* temporary file in the folder, fsync, rename      */
+#define ST_INSTALL_MOVE 1 /* rename (copy + delete across file systems)       */
+#define ST_INSTALL_LINK 2 /* symbolic link to the file's absolute path        */
+
+/** "a1111", "forge", "comfyui", "sdnext"; NULL for anything else. */
+ST_API const char *st_ui_name(int ui);
+/** The st_ui of a name; ST_E_NOT_FOUND if none. */
+ST_API int st_ui_from_name(const char *name, int *ui);
+/** The folder (relative to the UI's root) where `ui` reads files of `kind`
+ * ("models/Lora", ...); NULL when the UI has none for that kind. */
+ST_API const char *st_install_folder(int ui, st_model_kind kind);
+/** The installable kind named as st_kind_name names it; ST_E_NOT_FOUND. */
+ST_API int st_install_kind_from_name(const char *name, st_model_kind *kind);
+
+typedef struct st_install_item {
+    const char *src;  /* the file, or a sidecar next to it (same stem:      */
+                      /* .yaml .json .civitai.info .preview.png/.jpg/...)   */
+    const char *dst;  /* where it goes                                      */
+    int exists;       /* dst exists now: the plan cannot be executed        */
+} st_install_item;
+
+typedef struct st_install_plan st_install_plan;
+
+/**
+ * Plans the installation of `file` (which must pass st_open's checks) for
+ * `ui` under `root` (an existing folder): the kind is `kind`, or
+ * st_identify's when ST_KIND_UNKNOWN; the items are the file and its
+ * sidecars. Nothing is changed. Errors: the file's st_open code,
+ * ST_E_UNSUPPORTED (unknown kind, or the UI has no folder for it), ST_E_IO
+ * (root missing: "no such folder", or not a folder).
+ */
+ST_API int st_install_plan_new(const char *file, int ui, const char *root,
+                               st_model_kind kind, st_install_plan **out,
+                               st_error *err);
+ST_API size_t st_install_plan_count(const st_install_plan *plan);
+ST_API const st_install_item *st_install_plan_item(const st_install_plan *plan, size_t i);
+/** The destination folder (root + st_install_folder). */
+ST_API const char *st_install_plan_dir(const st_install_plan *plan);
+ST_API st_model_kind st_install_plan_kind(const st_install_plan *plan);
+/** What st_identify said (zeroed when the kind was given). */
+ST_API const st_identity *st_install_plan_identity(const st_install_plan *plan);
+
+/**
+ * Carries a plan out with ST_INSTALL_COPY, _MOVE or _LINK: all or nothing.
+ * Every destination is checked first and nothing is ever overwritten (each
+ * file is put in place by an operation that fails if the name exists); if
+ * a step fails, what was already installed is taken back. Missing folders
+ * under root are created.
+ */
+ST_API int st_install_execute(st_install_plan *plan, int method, st_error *err);
+ST_API void st_install_plan_free(st_install_plan *plan);
+
+/* ======================= end of Model operations ======================== */
 
 #ifdef __cplusplus
 }

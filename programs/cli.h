@@ -14,6 +14,7 @@
 #define ST_CLI_H
 
 #include "safetensors.h"
+#include "common/jsonval.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -77,6 +78,46 @@ void cli_getopt_reset(void);
 /* Flushes stdout; on a write error (disk full, closed pipe) prints it and
  * returns 2, else returns rc. Called by main after every command. */
 int cli_finish_stdout(int rc);
+
+/* ---- options (cli_options.c) ---- */
+
+/* Shared flags a command takes (bits of cli_command.which); --help always. */
+#define CLI_OPT_JSON 0x1u     /* --json                                    */
+#define CLI_OPT_PROGRESS 0x2u /* -q/--quiet and --progress                 */
+#define CLI_OPT_OUTPUT 0x4u   /* -o/--output OUT                           */
+
+/* The shared flags, as parsed. */
+typedef struct cli_common {
+    bool json;
+    bool quiet;        /* no progress line                                 */
+    bool progress;     /* a progress line even when stderr is no terminal  */
+    const char *output;/* -o OUT, or NULL                                  */
+    int first_arg;     /* argv index of the first operand                  */
+} cli_common;
+
+struct option;
+
+/* A command's options: its usage text, the shared flags it takes, and its
+ * own (a getopt_long table ending in a zeroed entry, plus short letters),
+ * handed to on_option(ctx, val, optarg), which returns 0 or prints a usage
+ * error and returns non-zero. */
+typedef struct cli_command {
+    const char *usage;
+    unsigned which;
+    const struct option *options;
+    const char *shortopts;
+    int (*on_option)(void *ctx, int val, const char *arg);
+    bool in_order;     /* stop at the first operand (subcommands)          */
+} cli_command;
+
+/* Parses argv. Returns -1 to go on (operands from common->first_arg), or
+ * the exit code to return now: 0 after --help, 2 after a usage error. */
+int cli_parse_options(int argc, char **argv, const cli_command *cmd, cli_common *common,
+                      void *ctx);
+
+/* Prints a library error ("safetensors: PATH: CODE: message", or without
+ * PATH when NULL) and returns its exit code (1 invalid input, else 2). */
+int cli_report(const char *path, int rc, const st_error *err);
 
 /* ---- JSON output ---- */
 
@@ -157,39 +198,7 @@ bool cli_stdout_is_tty(void);
 /* Width of the terminal on stdout, else $COLUMNS, else 80. */
 int cli_terminal_width(void);
 
-/* ---- JSON inside metadata values (cli_jsonval.c) ---- */
-
-/* A byte range of a JSON text. */
-typedef struct cli_span {
-    const char *s;
-    size_t n;
-} cli_span;
-
-/* True when s is one JSON value (whitespace around it allowed), nested at
- * most 64 deep. */
-bool cli_jv_valid(const char *s, size_t n);
-
-/* True when s is a valid JSON object or array (a value worth
- * pretty-printing: kohya's ss_tag_frequency, modelspec.*, ...). */
-bool cli_jv_is_container(const char *s, size_t n);
-
-/* Pretty-prints a valid JSON value, two spaces per level, continuation
- * lines indented `level` levels. Strings are written as they are in s.
- * Returns false (printing nothing) when s is not valid. */
-bool cli_jv_pretty(FILE *out, const char *s, size_t n, int level);
-
-/* Iterates the members of a JSON object: start with *pos = 0; each call
- * sets key (the raw string, quotes included) and value (raw JSON) and
- * returns true, false at the end or on a syntax error. */
-bool cli_jv_object_next(const char *s, size_t n, size_t *pos, cli_span *key, cli_span *value);
-
-/* Decodes a raw JSON string (quotes included) to a malloc'ed
- * NUL-terminated UTF-8 string; NULL when s is not one string or on
- * out-of-memory. A lone surrogate escape becomes U+FFFD. */
-char *cli_jv_string_decode(const char *s, size_t n, size_t *out_len);
-
-/* The shortest decimal text that reads back as v (Python's float repr). */
-const char *cli_format_double(double v, char *buf, size_t cap);
+/* JSON values inside metadata: lib/common/jsonval.h (st_jv_*, st_span). */
 
 /* ---- streaming tensors from an input into a writer (cli_stream.c) ---- */
 

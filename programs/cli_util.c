@@ -124,39 +124,6 @@ int cli_finish_stdout(int rc)
 /* Length of the well-formed UTF-8 sequence at p (1..4), or 0 when the bytes
  * there are not one (overlong forms, surrogates and values past U+10FFFF
  * are rejected, as RFC 3629 says). */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf)
-            return 0;
-    return len;
-}
 
 /* ------------------------------------------------------------------------ */
 /* JSON                                                                      */
@@ -164,43 +131,7 @@ static size_t utf8_len(const unsigned char *p, size_t n)
 
 void cli_json_string(FILE *out, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)s;
-    putc('"', out);
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = p[i];
-        if (c >= 0x80) {
-            size_t n = utf8_len(p + i, len - i);
-            if (n == 0) {
-                fputs("\\ufffd", out);
-                i++;
-            } else {
-                fwrite(p + i, 1, n, out);
-                i += n;
-            }
-            continue;
-        }
-        switch (c) {
-        case '"': fputs("\\\"", out); break;
-        case '\\': fputs("\\\\", out); break;
-        case '\n': fputs("\\n", out); break;
-        case '\r': fputs("\\r", out); break;
-        case '\t': fputs("\\t", out); break;
-        case '\b': fputs("\\b", out); break;
-        case '\f': fputs("\\f", out); break;
-        default:
-            if (c < 0x20 || c == 0x7f) {
-                fputs("\\u00", out);
-                putc(hex[c >> 4], out);
-                putc(hex[c & 15], out);
-            } else {
-                putc(c, out);
-            }
-        }
-        i++;
-    }
-    putc('"', out);
+    st_jv_write_string(out, s, len);
 }
 
 void cli_json_cstr(FILE *out, const char *s)
@@ -330,7 +261,7 @@ static size_t printable_len(const unsigned char *p, size_t n, bool keep_backslas
     unsigned char c = p[0];
     if (c < 0x80)
         return c < 0x20 || c == 0x7f || (c == '\\' && !keep_backslash) ? 0 : 1;
-    size_t k = utf8_len(p, n);
+    size_t k = st_utf8_seq_len(p, n);
     /* C1 controls (U+0080..U+009F) would move a terminal too. */
     if (k == 2 && c == 0xc2 && p[1] < 0xa0)
         return 0;
@@ -462,97 +393,9 @@ void cli_elide_middle(char *s, size_t cols)
     memmove(s + hb + 3, s + tb, tlen + 1);
 }
 
-/* Matches one bracket expression starting after '[' at pattern[*pi];
- * sets *pi past the closing ']'. Returns -1 when the bracket is not closed
- * (then '[' is taken literally), else 1 on a match, 0 otherwise. */
-static int match_class(const char *pattern, size_t *pi, unsigned char c)
-{
-    size_t i = *pi;
-    bool negate = false, matched = false;
-    if (pattern[i] == '!' || pattern[i] == '^') {
-        negate = true;
-        i++;
-    }
-    bool first = true;
-    for (;;) {
-        unsigned char lo = (unsigned char)pattern[i];
-        if (lo == 0)
-            return -1;
-        if (lo == ']' && !first)
-            break;
-        first = false;
-        if (lo == '\\' && pattern[i + 1])
-            lo = (unsigned char)pattern[++i];
-        i++;
-        unsigned char hi = lo;
-        if (pattern[i] == '-' && pattern[i + 1] && pattern[i + 1] != ']') {
-            hi = (unsigned char)pattern[i + 1];
-            i += 2;
-            if (hi == '\\' && pattern[i]) {
-                hi = (unsigned char)pattern[i];
-                i++;
-            }
-        }
-        if (c >= lo && c <= hi)
-            matched = true;
-    }
-    *pi = i + 1;
-    return matched != negate;
-}
-
 bool cli_glob_match(const char *pattern, const char *name, size_t name_len)
 {
-    size_t p = 0, n = 0;
-    /* Where to resume after the last '*': the classic two-pointer scan.
-     * A later '*' supersedes an earlier one, so one resume point suffices
-     * and the match is O(pattern x name) at worst. */
-    size_t star_p = SIZE_MAX, star_n = 0;
-    while (n < name_len) {
-        unsigned char c = (unsigned char)name[n];
-        char pc = pattern[p];
-        if (pc == '*') {
-            while (pattern[p] == '*')
-                p++;
-            star_p = p;
-            star_n = n;
-            continue;
-        }
-        if (pc == '?') {
-            p++;
-            n++;
-            continue;
-        }
-        if (pc == '[') {
-            size_t q = p + 1;
-            int r = match_class(pattern, &q, c);
-            if (r == 1) {
-                p = q;
-                n++;
-                continue;
-            }
-            if (r == -1 && c == '[') {
-                p++;
-                n++;
-                continue;
-            }
-        } else if (pc != 0) {
-            size_t q = p;
-            if (pc == '\\' && pattern[q + 1])
-                q++;
-            if ((unsigned char)pattern[q] == c) {
-                p = q + 1;
-                n++;
-                continue;
-            }
-        }
-        if (star_p == SIZE_MAX)
-            return false;
-        p = star_p;
-        n = ++star_n;
-    }
-    while (pattern[p] == '*')
-        p++;
-    return pattern[p] == 0;
+    return st_name_glob_match(pattern, name, name_len) != 0;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -152,13 +152,13 @@ static int load_set_json(meta_ops *ops, const char *path)
     size_t i = 0;
     while (i < n && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t' || text[i] == '\r'))
         i++;
-    if (!cli_jv_valid(text, n) || i >= n || text[i] != '{') {
+    if (!st_jv_valid(text, n) || i >= n || text[i] != '{') {
         cli_errorf("invalid_argument: %s: not a JSON object", path);
         return CLI_EXIT_ERROR;
     }
     size_t pos = 0;
-    cli_span k, v;
-    while (cli_jv_object_next(text, n, &pos, &k, &v)) {
+    st_span k, v;
+    while (st_jv_object_next(text, n, &pos, &k, &v)) {
         if (v.s[0] != '"') {
             char *kp = cli_printable(k.s, k.n);
             cli_errorf("invalid_argument: %s: the value of %s is not a string (metadata "
@@ -168,12 +168,12 @@ static int load_set_json(meta_ops *ops, const char *path)
             return CLI_EXIT_ERROR;
         }
         size_t kl, vl;
-        char *kd = cli_jv_string_decode(k.s, k.n, &kl);
+        char *kd = st_jv_string_decode(k.s, k.n, &kl);
         if (kd && !own(ops, kd)) {
             free(kd);
             kd = NULL;
         }
-        char *vd = kd ? cli_jv_string_decode(v.s, v.n, &vl) : NULL;
+        char *vd = kd ? st_jv_string_decode(v.s, v.n, &vl) : NULL;
         if (vd && !own(ops, vd)) {
             free(vd);
             vd = NULL;
@@ -211,12 +211,12 @@ static void print_pair(const char *k, size_t kl, const char *v, size_t vl)
     char *kp = cli_printable(k, kl);
     printf("%s:", kp ? kp : "?");
     free(kp);
-    if (cli_jv_is_container(v, vl)) {
+    if (st_jv_is_container(v, vl)) {
         char *buf = NULL;
         size_t len = 0;
         FILE *m = open_memstream(&buf, &len);
         if (m) {
-            cli_jv_pretty(m, v, vl, 0);
+            st_jv_pretty(m, v, vl, 0);
             fclose(m);
         }
         if (buf) {

@@ -1,13 +1,13 @@
-/* Unit tests of the CLI's JSON-in-metadata helpers (programs/cli_jsonval.c):
+/* Unit tests of the CLI's JSON-in-metadata helpers (lib/common/jsonval.c):
  * syntax check and its depth limit, pretty-printing, object members,
  * string decoding, shortest float text. */
-#include "../programs/cli_jsonval.c"
+#include "common/jsonval.h"
 
 #include "test.h"
 
 static bool valid(const char *s)
 {
-    return cli_jv_valid(s, strlen(s));
+    return st_jv_valid(s, strlen(s));
 }
 
 static char *pretty(const char *s)
@@ -17,7 +17,7 @@ static char *pretty(const char *s)
     FILE *f = open_memstream(&buf, &n);
     if (!f)
         return NULL;
-    if (!cli_jv_pretty(f, s, strlen(s), 0)) {
+    if (!st_jv_pretty(f, s, strlen(s), 0)) {
         fclose(f);
         free(buf);
         return NULL;
@@ -29,7 +29,7 @@ static char *pretty(const char *s)
 static bool decodes_to(const char *raw, const char *want, size_t want_len)
 {
     size_t n = 0;
-    char *d = cli_jv_string_decode(raw, strlen(raw), &n);
+    char *d = st_jv_string_decode(raw, strlen(raw), &n);
     bool ok = d && n == want_len && memcmp(d, want, n) == 0;
     free(d);
     return ok;
@@ -61,11 +61,11 @@ int main(void)
     static char huge[200001];
     memset(huge, '[', 100000);
     memset(huge + 100000, ']', 100000);
-    CHECK(!cli_jv_valid(huge, 200000), "100000 levels refused quickly");
+    CHECK(!st_jv_valid(huge, 200000), "100000 levels refused quickly");
 
-    CHECK(cli_jv_is_container(" {\"a\": 1}", 9), "object is a container");
-    CHECK(!cli_jv_is_container("\"x\"", 3), "string is not");
-    CHECK(!cli_jv_is_container("{bad", 4), "invalid is not");
+    CHECK(st_jv_is_container(" {\"a\": 1}", 9), "object is a container");
+    CHECK(!st_jv_is_container("\"x\"", 3), "string is not");
+    CHECK(!st_jv_is_container("{bad", 4), "invalid is not");
 
     /* pretty-printing */
     char *p = pretty("{\"a\":[1,{\"b\":null}],\"c\":{},\"d\":[]}");
@@ -82,10 +82,10 @@ int main(void)
     /* members */
     const char *obj = "{\"k1\": \"v\", \"k2\" : {\"n\": [1,2]} , \"k3\":3}";
     size_t pos = 0, count = 0;
-    cli_span k, v;
+    st_span k, v;
     const char *keys[] = {"\"k1\"", "\"k2\"", "\"k3\""};
     const char *vals[] = {"\"v\"", "{\"n\": [1,2]}", "3"};
-    while (cli_jv_object_next(obj, strlen(obj), &pos, &k, &v)) {
+    while (st_jv_object_next(obj, strlen(obj), &pos, &k, &v)) {
         if (count < 3) {
             CHECK(k.n == strlen(keys[count]) && memcmp(k.s, keys[count], k.n) == 0, "key %zu",
                   count);
@@ -96,9 +96,9 @@ int main(void)
     }
     CHECK(count == 3, "three members, got %zu", count);
     pos = 0;
-    CHECK(!cli_jv_object_next("[1]", 3, &pos, &k, &v), "an array has no members");
+    CHECK(!st_jv_object_next("[1]", 3, &pos, &k, &v), "an array has no members");
     pos = 0;
-    CHECK(!cli_jv_object_next("{}", 2, &pos, &k, &v), "empty object");
+    CHECK(!st_jv_object_next("{}", 2, &pos, &k, &v), "empty object");
 
     /* string decoding */
     CHECK(decodes_to("\"a\\\"b\\\\c\\/d\\n\"", "a\"b\\c/d\n", 8), "simple escapes");
@@ -108,16 +108,16 @@ int main(void)
     CHECK(decodes_to("\"\\u0000\"", "\0", 1), "NUL kept with its length");
     CHECK(decodes_to("\"\"", "", 0), "empty string");
     size_t n;
-    CHECK(cli_jv_string_decode("\"a\" ", 4, &n) == NULL, "one string only");
-    CHECK(cli_jv_string_decode("x", 1, &n) == NULL, "not a string");
+    CHECK(st_jv_string_decode("\"a\" ", 4, &n) == NULL, "one string only");
+    CHECK(st_jv_string_decode("x", 1, &n) == NULL, "not a string");
 
     /* shortest float text */
     char buf[40];
-    CHECK(strcmp(cli_format_double(0.3, buf, sizeof buf), "0.3") == 0, "0.3: %s", buf);
-    CHECK(strcmp(cli_format_double(1.0, buf, sizeof buf), "1") == 0, "1: %s", buf);
-    CHECK(strcmp(cli_format_double(1.0 / 3, buf, sizeof buf), "0.3333333333333333") == 0,
+    CHECK(strcmp(st_format_double(0.3, buf, sizeof buf), "0.3") == 0, "0.3: %s", buf);
+    CHECK(strcmp(st_format_double(1.0, buf, sizeof buf), "1") == 0, "1: %s", buf);
+    CHECK(strcmp(st_format_double(1.0 / 3, buf, sizeof buf), "0.3333333333333333") == 0,
           "1/3: %s", buf);
-    CHECK(strcmp(cli_format_double(-2.5e-7, buf, sizeof buf), "-2.5e-07") == 0, "small: %s",
+    CHECK(strcmp(st_format_double(-2.5e-7, buf, sizeof buf), "-2.5e-07") == 0, "small: %s",
           buf);
     TEST_END();
 }

@@ -10,7 +10,7 @@
  * "__metadata__" object first (keys sorted bytewise here, so the output is
  * deterministic; the reference uses a HashMap), then one
  * {"dtype":..,"shape":[..],"data_offsets":[b,e]} object per tensor. */
-#include "common/internal.h"
+#include "common/outfile.h"
 #include "format/json.h"
 
 #include <errno.h>
@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Staging buffer for the output stream: small pieces (header, tiny tensors)
@@ -68,6 +69,8 @@ struct st_writer {
                           * hostile file, so collisions must not be
                           * predictable */
     uint64_t data_size;  /* sum of nbytes (checked at add)              */
+
+    st_output_hooks hooks; /* progress and temp-file reporting          */
 
     /* Prepared output, rebuilt after any change. */
     int prepared;
@@ -608,7 +611,42 @@ typedef struct out {
     void *ctx;
     unsigned char *buf;
     size_t cap, len;
+    /* Progress: bytes emitted of `total`, reported at most every
+     * PROGRESS_NS through the writer's hook. */
+    const st_output_hooks *hooks;
+    uint64_t done, total, last_ns;
 } out;
+
+#define PROGRESS_NS 100000000ull
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Counts n emitted bytes and tells the progress hook when due (always at
+ * the end). A hook asking to stop fails the write like a callback would. */
+static int out_progress(out *o, size_t n, st_error *err)
+{
+    o->done += n;
+    if (!o->hooks || !o->hooks->progress)
+        return ST_OK;
+    uint64_t t = now_ns();
+    if (o->done != o->total && t - o->last_ns < PROGRESS_NS)
+        return ST_OK;
+    o->last_ns = t;
+    if (o->hooks->progress(o->hooks->progress_ctx, o->done, o->total) != 0)
+        return st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
+    return ST_OK;
+}
+
+static int emit_counted(out *o, const void *p, size_t n, st_error *err)
+{
+    int rc = o->emit(o->ctx, p, n, err);
+    return rc ? rc : out_progress(o, n, err);
+}
 
 static int out_flush(out *o, st_error *err)
 {
@@ -616,7 +654,7 @@ static int out_flush(out *o, st_error *err)
         return ST_OK;
     size_t n = o->len;
     o->len = 0;
-    return o->emit(o->ctx, o->buf, n, err);
+    return emit_counted(o, o->buf, n, err);
 }
 
 static int out_write(out *o, const void *p, uint64_t n, st_error *err)
@@ -639,7 +677,7 @@ static int out_write(out *o, const void *p, uint64_t n, st_error *err)
     }
     while (n) {
         size_t piece = n > MAX_PIECE ? MAX_PIECE : (size_t)n;
-        rc = o->emit(o->ctx, s, piece, err);
+        rc = emit_counted(o, s, piece, err);
         if (rc)
             return rc;
         s += piece;
@@ -650,6 +688,8 @@ static int out_write(out *o, const void *p, uint64_t n, st_error *err)
 
 static int stream(st_writer *w, out *o, st_error *err)
 {
+    o->hooks = &w->hooks;
+    o->total = st_writer_output_size(w);
     unsigned char nle[8];
     uint64_t n = w->header_len;
     for (int i = 0; i < 8; i++)
@@ -703,6 +743,16 @@ static int emit_user(void *ctx, const void *p, size_t n, st_error *err)
     return ST_OK;
 }
 
+void st_writer_set_hooks(st_writer *w, const st_output_hooks *hooks)
+{
+    if (!w)
+        return;
+    if (hooks)
+        w->hooks = *hooks;
+    else
+        memset(&w->hooks, 0, sizeof w->hooks);
+}
+
 int st_writer_write_to(st_writer *w, st_write_fn sink, void *ctx, st_error *err)
 {
     if (!sink)
@@ -711,7 +761,7 @@ int st_writer_write_to(st_writer *w, st_write_fn sink, void *ctx, st_error *err)
     if (rc)
         return rc;
     user_sink us = {sink, ctx};
-    out o = {emit_user, &us, malloc(OUT_BUFFER_SIZE), OUT_BUFFER_SIZE, 0};
+    out o = {.emit = emit_user, .ctx = &us, .buf = malloc(OUT_BUFFER_SIZE), .cap = OUT_BUFFER_SIZE};
     if (!o.buf)
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     rc = stream(w, &o, err);
@@ -755,7 +805,7 @@ int st_writer_serialize(st_writer *w, void **outp, size_t *out_len, st_error *er
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory for %llu bytes",
                        (unsigned long long)total);
     }
-    out o = {emit_mem, &m, stage, 64 * 1024, 0};
+    out o = {.emit = emit_mem, .ctx = &m, .buf = stage, .cap = 64 * 1024};
     rc = stream(w, &o, err);
     free(stage);
     if (!rc && m.len != total)
@@ -771,186 +821,33 @@ int st_writer_serialize(st_writer *w, void **outp, size_t *out_len, st_error *er
 
 /* ---- atomic file write ---- */
 
-typedef struct fd_sink {
-    int fd;
-    const char *tmp_path;
-    const char *path;
-    uint64_t written; /* bytes written so far                        */
-    uint64_t kicked;  /* bytes whose writeback has been started       */
-} fd_sink;
-
-/* Writeback of the temporary file is started every this many bytes, so the
- * disk works while the rest is produced and the final fsync only waits for
- * the tail (a 1 GiB output: fsync ~1.3 s -> ~0.8 s wall for the whole
- * `convert --dtype f16` of 2 GiB here). A hint only: errors surface at
- * fsync. */
-#define WRITEBACK_STEP ((uint64_t)64 << 20)
-
-static const char *errtext(int e, char *buf, size_t cap)
+static int emit_file(void *ctx, const void *p, size_t n, st_error *err)
 {
-    /* GNU strerror_r (we build with _GNU_SOURCE): thread-safe, returns the
-     * text, which may or may not be in buf. */
-    return strerror_r(e, buf, cap);
-}
-
-static int emit_fd(void *ctx, const void *p, size_t n, st_error *err)
-{
-    fd_sink *s = ctx;
-    const char *c = p;
-    while (n) {
-        ssize_t k = write(s->fd, c, n);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            int e = errno;
-            char eb[128];
-            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s' (for '%s'): %s",
-                           s->tmp_path, s->path, errtext(e, eb, sizeof eb));
-        }
-        if (k == 0)
-            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s' (for '%s'): no progress",
-                           s->tmp_path, s->path);
-        c += k;
-        n -= (size_t)k;
-        s->written += (uint64_t)k;
-    }
-#ifdef SYNC_FILE_RANGE_WRITE
-    if (s->written - s->kicked >= WRITEBACK_STEP) {
-        (void)sync_file_range(s->fd, (off_t)s->kicked, (off_t)(s->written - s->kicked),
-                              SYNC_FILE_RANGE_WRITE);
-        s->kicked = s->written;
-    }
-#endif
-    return ST_OK;
+    return st_outfile_write(ctx, p, n, err);
 }
 
 int st_writer_write(st_writer *w, const char *path, st_error *err)
 {
-    char eb[128];
     if (!w || !path || !*path)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_write: NULL writer or empty path");
     int rc = prepare(w, err);
     if (rc)
         return rc;
-
-    /* The temporary file lives next to the target so rename() is atomic. */
-    size_t plen = strlen(path);
-    const char *slash = strrchr(path, '/');
-    size_t dlen = slash ? (size_t)(slash - path) : 0;
-    const char *base = slash ? slash + 1 : path;
-    size_t blen = strlen(base);
-    if (!blen)
-        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "'%s' names a folder, not a file", path);
-    if (blen > 200) /* keep the temporary name within NAME_MAX */
-        blen = 200;
-    char *dir = malloc(dlen + 2);
-    char *tmp = malloc(plen + 32);
-    if (!dir || !tmp) {
-        free(dir);
-        free(tmp);
-        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
-    }
-    if (slash) {
-        memcpy(dir, path, dlen ? dlen : 1); /* "/x" -> "/" */
-        dir[dlen ? dlen : 1] = 0;
-    } else {
-        strcpy(dir, ".");
-    }
-    size_t o = 0;
-    if (slash) {
-        memcpy(tmp, path, dlen + 1);
-        o = dlen + 1;
-    }
-    tmp[o++] = '.';
-    memcpy(tmp + o, base, blen);
-    o += blen;
-    memcpy(tmp + o, ".XXXXXX.tmp", 12);
-
-    mode_t mode = 0644;
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
-        mode = st.st_mode & 07777;
-
-    int fd = mkostemps(tmp, 4, O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET,
-                     "cannot create a temporary file in '%s' for '%s': %s", dir, path,
-                     errtext(e, eb, sizeof eb));
-        free(dir);
-        free(tmp);
+    st_outfile of;
+    rc = st_outfile_open(&of, path, st_writer_output_size(w), w->hooks.temp, w->hooks.temp_ctx,
+                         err);
+    if (rc)
         return rc;
-    }
-    if (fchmod(fd, mode) != 0) {
-        int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot set the mode of '%s': %s", tmp,
-                     errtext(e, eb, sizeof eb));
-        goto fail;
-    }
-
-    /* Reserve the space first so a full disk fails now rather than after
-     * gigabytes were written. File systems without fallocate are fine. */
-    uint64_t total = st_writer_output_size(w);
-    if (total && total <= INT64_MAX && fallocate(fd, 0, 0, (off_t)total) != 0 &&
-        (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)) {
-        int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET,
-                     "cannot reserve %llu bytes for '%s' in '%s': %s",
-                     (unsigned long long)total, path, dir, errtext(e, eb, sizeof eb));
-        goto fail;
-    }
-
-    fd_sink fs = {fd, tmp, path, 0, 0};
-    out ob = {emit_fd, &fs, malloc(OUT_BUFFER_SIZE), OUT_BUFFER_SIZE, 0};
+    out ob = {.emit = emit_file, .ctx = &of, .buf = malloc(OUT_BUFFER_SIZE), .cap = OUT_BUFFER_SIZE};
     if (!ob.buf) {
-        rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
-        goto fail;
+        st_outfile_abort(&of);
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     }
     rc = stream(w, &ob, err);
     free(ob.buf);
-    if (rc)
-        goto fail;
-    if (fsync(fd) != 0) {
-        int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot fsync '%s' (for '%s'): %s", tmp,
-                     path, errtext(e, eb, sizeof eb));
-        goto fail;
+    if (rc) {
+        st_outfile_abort(&of);
+        return rc;
     }
-    int cfd = fd;
-    fd = -1;
-    if (close(cfd) != 0 && errno != EINTR) {
-        int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot close '%s' (for '%s'): %s", tmp,
-                     path, errtext(e, eb, sizeof eb));
-        goto fail;
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot rename '%s' to '%s': %s", tmp, path,
-                     errtext(e, eb, sizeof eb));
-        goto fail;
-    }
-    /* Make the rename itself durable. Past this point the new file is in
-     * place, so a failure is reported but nothing is undone. Some file
-     * systems cannot fsync a folder (EINVAL); that is not an error. */
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        if (fsync(dfd) != 0 && errno != EINVAL && errno != EROFS) {
-            int e = errno;
-            rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot fsync folder '%s': %s", dir,
-                         errtext(e, eb, sizeof eb));
-        }
-        close(dfd);
-    }
-    free(dir);
-    free(tmp);
-    return rc;
-
-fail:
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    free(dir);
-    free(tmp);
-    return rc;
+    return st_outfile_commit(&of, err);
 }

@@ -1,10 +1,10 @@
-/* JSON values inside metadata strings, for the commands that look into
- * them (meta, merge): a syntax check, a pretty-printer, object member
- * iteration and string decoding. Metadata values are strings the file's
+/* JSON values inside metadata strings, for the operations that look into
+ * them (meta, merge) and the CLI that prints them: a syntax check, a
+ * pretty-printer, object member iteration, string decoding and writing. Metadata values are strings the file's
  * author chose, so every function here is bounded: nesting is limited,
  * nothing recurses without a depth check, nothing allocates more than the
  * input's size. */
-#include "cli.h"
+#include "common/jsonval.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -141,17 +141,17 @@ static size_t scan_value(const char *s, size_t n, size_t i, int depth)
     return scan_number(s, n, i);
 }
 
-bool cli_jv_valid(const char *s, size_t n)
+bool st_jv_valid(const char *s, size_t n)
 {
     size_t i = skip_ws(s, n, 0);
     i = scan_value(s, n, i, 0);
     return i && skip_ws(s, n, i) == n;
 }
 
-bool cli_jv_is_container(const char *s, size_t n)
+bool st_jv_is_container(const char *s, size_t n)
 {
     size_t i = skip_ws(s, n, 0);
-    return i < n && (s[i] == '{' || s[i] == '[') && cli_jv_valid(s, n);
+    return i < n && (s[i] == '{' || s[i] == '[') && st_jv_valid(s, n);
 }
 
 static void indent(FILE *out, int level)
@@ -199,15 +199,15 @@ static size_t pretty_value(FILE *out, const char *s, size_t n, size_t i, int lev
     return e;
 }
 
-bool cli_jv_pretty(FILE *out, const char *s, size_t n, int level)
+bool st_jv_pretty(FILE *out, const char *s, size_t n, int level)
 {
-    if (!cli_jv_valid(s, n))
+    if (!st_jv_valid(s, n))
         return false;
     pretty_value(out, s, n, skip_ws(s, n, 0), level);
     return true;
 }
 
-bool cli_jv_object_next(const char *s, size_t n, size_t *pos, cli_span *key, cli_span *value)
+bool st_jv_object_next(const char *s, size_t n, size_t *pos, st_span *key, st_span *value)
 {
     size_t i = *pos;
     if (i == 0) {
@@ -279,7 +279,7 @@ static size_t put_utf8(char *d, unsigned cp)
     return 4;
 }
 
-char *cli_jv_string_decode(const char *s, size_t n, size_t *out_len)
+char *st_jv_string_decode(const char *s, size_t n, size_t *out_len)
 {
     if (n < 2 || s[0] != '"' || scan_string(s, n, 0) != n)
         return NULL;
@@ -331,7 +331,7 @@ char *cli_jv_string_decode(const char *s, size_t n, size_t *out_len)
 
 /* Shortest "%.*g" text that reads back as the same double: what Python's
  * repr prints for a float (without its trailing ".0" rule). */
-const char *cli_format_double(double v, char *buf, size_t cap)
+const char *st_format_double(double v, char *buf, size_t cap)
 {
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, cap, "%.*g", prec, v);
@@ -339,4 +339,79 @@ const char *cli_format_double(double v, char *buf, size_t cap)
             break;
     }
     return buf;
+}
+
+size_t st_utf8_seq_len(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+void st_jv_write_string(FILE *out, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    putc('"', out);
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = p[i];
+        if (c >= 0x80) {
+            size_t n = st_utf8_seq_len(p + i, len - i);
+            if (n == 0) {
+                fputs("\\ufffd", out);
+                i++;
+            } else {
+                fwrite(p + i, 1, n, out);
+                i += n;
+            }
+            continue;
+        }
+        switch (c) {
+        case '"': fputs("\\\"", out); break;
+        case '\\': fputs("\\\\", out); break;
+        case '\n': fputs("\\n", out); break;
+        case '\r': fputs("\\r", out); break;
+        case '\t': fputs("\\t", out); break;
+        case '\b': fputs("\\b", out); break;
+        case '\f': fputs("\\f", out); break;
+        default:
+            if (c < 0x20 || c == 0x7f) {
+                fputs("\\u00", out);
+                putc(hex[c >> 4], out);
+                putc(hex[c & 15], out);
+            } else {
+                putc(c, out);
+            }
+        }
+        i++;
+    }
+    putc('"', out);
 }

@@ -1,0 +1,43 @@
+/* The one way the library creates an output file: a temporary file beside
+ * the target (".NAME.XXXXXX.tmp"), space reserved up front, written, fsync'ed,
+ * renamed over the target, the folder fsync'ed. Every writer (safetensors,
+ * GGUF, shards, LoRA) goes through it, so temp-file reporting for the CLI's
+ * signal clean-up and the failure rules live in one place. Not installed. */
+#ifndef ST_OUTFILE_H
+#define ST_OUTFILE_H
+
+#include "common/internal.h"
+
+typedef struct st_outfile {
+    int fd;            /* the temporary file, -1 when closed             */
+    char *tmp;         /* its path                                       */
+    char *dir;         /* the target's folder ("." when none)            */
+    char *path;        /* the target (own copy)                          */
+    uint64_t written;  /* bytes written by st_outfile_write              */
+    uint64_t kicked;   /* bytes whose writeback has been started         */
+    st_temp_fn temp;   /* told of the temporary file (may be NULL)       */
+    void *temp_ctx;
+} st_outfile;
+
+/* Creates the temporary file for `path` (mode: the replaced regular file's,
+ * else 0644) and reserves `reserve` bytes when not 0 (a full disk fails
+ * here, before any data). On failure nothing is left behind. */
+ST_INTERNAL int st_outfile_open(st_outfile *o, const char *path, uint64_t reserve,
+                                st_temp_fn temp, void *temp_ctx, st_error *err);
+
+/* Appends n bytes (write(2) until done; EINTR retried). */
+ST_INTERNAL int st_outfile_write(st_outfile *o, const void *p, size_t n, st_error *err);
+
+/* fsync, close, rename over the target, fsync the folder. On failure before
+ * the rename the temporary file is removed and the target untouched. Frees
+ * the paths either way. */
+ST_INTERNAL int st_outfile_commit(st_outfile *o, st_error *err);
+
+/* Closes and removes the temporary file; frees the paths. Safe to call on a
+ * zeroed or already committed/aborted st_outfile. */
+ST_INTERNAL void st_outfile_abort(st_outfile *o);
+
+/* strerror_r's text for errno e (thread-safe). */
+ST_INTERNAL const char *st_errno_text(int e, char *buf, size_t cap);
+
+#endif

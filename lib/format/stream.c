@@ -1,0 +1,91 @@
+/* Streaming tensors from open inputs into a writer; see stream.h. */
+#include "format/stream.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int st_op_input_fail(st_op_input *in, int rc, const st_error *err)
+{
+    if (rc != ST_OK && !in->failed) {
+        in->failed = true;
+        in->err = *err;
+        if (in->err.code == ST_OK)
+            in->err.code = rc;
+    }
+    return rc;
+}
+
+int st_op_copy_read(void *ctx, uint64_t offset, void *buf, size_t len)
+{
+    st_op_source *c = ctx;
+    st_error err;
+    memset(&err, 0, sizeof err);
+    int rc = st_tensor_read(c->in->file, c->t, offset, buf, len, &err);
+    return st_op_input_fail(c->in, rc, &err);
+}
+
+int st_op_write(st_writer *w, const char *path, st_op_input *inputs, size_t n,
+                int *failed_input, st_error *err)
+{
+    int rc = st_writer_write(w, path, err);
+    if (rc == ST_OK || rc != ST_E_CALLBACK)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        if (inputs[i].file && inputs[i].failed) {
+            /* An input that changed or cannot be read: its error. */
+            if (failed_input)
+                *failed_input = (int)i;
+            if (err)
+                *err = inputs[i].err;
+            return inputs[i].err.code ? inputs[i].err.code : ST_E_IO;
+        }
+    return rc;
+}
+
+bool st_op_same_shape(const st_tensor *x, const st_tensor *y)
+{
+    if (x->rank != y->rank)
+        return false;
+    for (uint32_t i = 0; i < x->rank; i++)
+        if (x->shape[i] != y->shape[i])
+            return false;
+    return true;
+}
+
+void st_op_shape_text(const st_tensor *t, char *buf, size_t cap)
+{
+    if (!cap)
+        return;
+    size_t o = 0;
+    buf[0] = 0;
+    int k = snprintf(buf, cap, "[");
+    o = k > 0 ? (size_t)k : 0;
+    for (uint32_t i = 0; i < t->rank && o < cap; i++) {
+        k = snprintf(buf + o, cap - o, i ? ", %llu" : "%llu", (unsigned long long)t->shape[i]);
+        if (k < 0 || (size_t)k >= cap - o) {
+            if (cap >= 5)
+                memcpy(buf + cap - 5, "...]", 5);
+            return;
+        }
+        o += (size_t)k;
+    }
+    if (o + 2 <= cap) {
+        buf[o] = ']';
+        buf[o + 1] = 0;
+    }
+}
+
+const char *st_op_base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+bool st_op_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) != 0 || stat(b, &sb) != 0)
+        return false;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
