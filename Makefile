@@ -6,6 +6,8 @@
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS
 #   make valgrind   every C test binary under valgrind (minutes)
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make python     the Python package in BUILD/python (PYTHONPATH=BUILD/python);
+#                   part of `make` when the Python headers are installed
 
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -34,10 +36,36 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 PROG_OBJ := $(PROG_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-DEPS     := $(LIB_OBJ:.o=.d) $(PROG_OBJ:.o=.d) $(TEST_BIN:%=%.d)
+DEPS     := $(LIB_OBJ:.o=.d) $(PROG_OBJ:.o=.d) $(TEST_BIN:%=%.d) $(BUILD)/obj/python/_safetensors_c.d
 
-.PHONY: all lib cli tests test test-fast demo bench fuzz valgrind install uninstall clean deps
-all: lib cli
+# The Python extension (python/): built against the static library.
+PYTHON  ?= /usr/bin/python3
+PY_INC  := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)
+PY_EXT  := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))' 2>/dev/null)
+HAVE_PY := $(if $(PY_EXT),$(wildcard $(PY_INC)/Python.h))
+PY_PKG  := $(BUILD)/python/safetensors_c
+PY_SRC  := $(sort $(wildcard python/safetensors_c/*.py))
+PY_MOD  := $(PY_PKG)/_safetensors_c$(PY_EXT)
+# A sanitized extension is loaded into an unsanitized interpreter: clang's
+# runtime then comes from LD_PRELOAD (tests/python_test.sh), not the link.
+PY_LDFLAGS := $(if $(and $(filter 1,$(SAN)),$(findstring clang,$(CC))),-shared-libasan)
+
+.PHONY: all lib cli tests test test-fast demo bench fuzz valgrind install uninstall clean deps python
+all: lib cli $(if $(HAVE_PY),python)
+
+python: $(PY_MOD) $(PY_SRC:python/safetensors_c/%=$(PY_PKG)/%)
+
+$(BUILD)/obj/python/%.o: python/src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -isystem $(PY_INC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(PY_MOD): $(BUILD)/obj/python/_safetensors_c.o $(BUILD)/libsafetensors.a
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) $(PY_LDFLAGS) -o $@ $< $(BUILD)/libsafetensors.a $(LDLIBS)
+
+$(PY_PKG)/%.py: python/safetensors_c/%.py
+	@mkdir -p $(dir $@)
+	cp $< $@
 
 lib: $(BUILD)/libsafetensors.a $(BUILD)/libsafetensors.so
 cli: $(BUILD)/safetensors

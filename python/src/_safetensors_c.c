@@ -1,0 +1,1345 @@
+/*
+ * _safetensors_c: the CPython side of the safetensors_c package.
+ *
+ * Only raw bytes cross this boundary: a _Handle is an open, validated file
+ * (or caller's buffer), a _View is a buffer-protocol window on one tensor's
+ * bytes that keeps its _Handle alive. Turning bytes into numpy arrays and
+ * torch tensors is done in Python (safetensors_c/_core.py), where each
+ * framework's own constructors do it without copies.
+ *
+ * The mmap backend maps the file MAP_PRIVATE and writable: writes through a
+ * tensor land in private copy-on-write pages and never reach the file (as
+ * the reference does with torch's from_file(shared=False)). Views handed to
+ * numpy from safe_open are exported read-only all the same; only load_file
+ * asks for writable ones, each over its own tensor's bytes.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "safetensors.h"
+
+static PyObject *SafetensorError; /* set once at module init, never changed */
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Raises SafetensorError(message) with .code, .code_name and .offset. */
+static PyObject *raise_st(const char *prefix, const char *path, int rc, const st_error *err)
+{
+    int code = (err && err->code) ? err->code : rc;
+    const char *msg = (err && err->message[0]) ? err->message : st_code_description(code);
+    PyObject *text;
+    if (path)
+        text = PyUnicode_FromFormat("%s%s: %s", prefix ? prefix : "", path, msg);
+    else
+        text = PyUnicode_FromFormat("%s%s", prefix ? prefix : "", msg);
+    if (!text)
+        return NULL;
+    PyObject *exc = PyObject_CallOneArg(SafetensorError, text);
+    Py_DECREF(text);
+    if (!exc)
+        return NULL;
+    PyObject *c = PyLong_FromLong(code);
+    PyObject *n = PyUnicode_FromString(st_code_name(code));
+    PyObject *o = (err && err->offset != ST_NO_OFFSET) ? PyLong_FromUnsignedLongLong(err->offset)
+                                                       : Py_NewRef(Py_None);
+    if (c && n && o) {
+        PyObject_SetAttrString(exc, "code", c);
+        PyObject_SetAttrString(exc, "code_name", n);
+        PyObject_SetAttrString(exc, "offset", o);
+    }
+    Py_XDECREF(c);
+    Py_XDECREF(n);
+    Py_XDECREF(o);
+    PyErr_SetObject(SafetensorError, exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+static PyObject *raise_msg(const char *msg)
+{
+    PyErr_SetString(SafetensorError, msg);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* _Handle                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    st_file *file;
+    void *map;          /* our private mapping, or NULL                        */
+    size_t map_len;
+    Py_buffer src;      /* the caller's buffer (open_memory)                  */
+    int has_src;
+    int pread;          /* opened with ST_OPEN_PREAD: no pointers to hand out */
+    PyObject *path;     /* str, or None                                       */
+} Handle;
+
+static PyTypeObject HandleType;
+
+static void handle_dealloc(Handle *self)
+{
+    st_close(self->file);
+    if (self->map)
+        munmap(self->map, self->map_len);
+    if (self->has_src)
+        PyBuffer_Release(&self->src);
+    Py_XDECREF(self->path);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Handle *handle_alloc(void)
+{
+    Handle *h = PyObject_New(Handle, &HandleType);
+    if (!h)
+        return NULL;
+    h->file = NULL;
+    h->map = NULL;
+    h->map_len = 0;
+    h->has_src = 0;
+    h->pread = 0;
+    h->path = NULL;
+    return h;
+}
+
+static const char *handle_path(const Handle *h)
+{
+    return (h->path && PyUnicode_Check(h->path)) ? PyUnicode_AsUTF8(h->path) : NULL;
+}
+
+/* The reference's message for a file that cannot be opened. */
+static PyObject *raise_open_errno(int e, PyObject *path)
+{
+    if (e == ENOENT)
+        return PyErr_Format(PyExc_FileNotFoundError, "No such file or directory: %U", path);
+    errno = e;
+    return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+}
+
+/* open_file(path: str, pread=False, populate=False) -> _Handle
+ * populate: map every page in now (load_file wants them all): one
+ * MADV_POPULATE_READ costs far less than a page fault per 64 KiB, and
+ * unlike MAP_POPULATE it does not break copy-on-write (copy every page). */
+static PyObject *mod_open_file(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    PyObject *path;
+    int use_pread = 0, populate = 0;
+    if (!PyArg_ParseTuple(args, "U|pp:open_file", &path, &use_pread, &populate))
+        return NULL;
+    const char *cpath = PyUnicode_AsUTF8(path);
+    if (!cpath)
+        return NULL;
+    Handle *h = handle_alloc();
+    if (!h)
+        return NULL;
+    h->path = Py_NewRef(path);
+    st_error err;
+    memset(&err, 0, sizeof err);
+    int rc;
+    if (use_pread) {
+        h->pread = 1;
+        Py_BEGIN_ALLOW_THREADS
+        rc = st_open(cpath, ST_OPEN_PREAD, &h->file, &err);
+        Py_END_ALLOW_THREADS
+        if (rc != ST_OK) {
+            Py_DECREF(h);
+            if (rc == ST_E_IO && access(cpath, F_OK) != 0)
+                return raise_open_errno(ENOENT, path);
+            return raise_st("Error while deserializing header: ", cpath, rc, &err);
+        }
+        return (PyObject *)h;
+    }
+    int fd = open(cpath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        Py_DECREF(h);
+        return raise_open_errno(e, path);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int e = errno ? errno : EINVAL;
+        close(fd);
+        Py_DECREF(h);
+        if (e == EINVAL)
+            return PyErr_Format(PyExc_OSError, "%U: not a regular file", path);
+        return raise_open_errno(e, path);
+    }
+    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
+        close(fd);
+        Py_DECREF(h);
+        return PyErr_Format(PyExc_OSError, "%U: file too large to map", path);
+    }
+    static const char empty[1] = {0};
+    const void *data = empty;
+    if (st.st_size > 0) {
+        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            Py_DECREF(h);
+            errno = e;
+            return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        }
+        h->map = m;
+        h->map_len = (size_t)st.st_size;
+        data = m;
+    }
+    close(fd);
+    Py_BEGIN_ALLOW_THREADS
+    rc = st_open_memory(data, (size_t)st.st_size, 0, &h->file, &err);
+#ifdef MADV_POPULATE_READ
+    if (rc == ST_OK && populate && h->map)
+        (void)madvise(h->map, h->map_len, MADV_POPULATE_READ); /* a hint: old kernels say EINVAL */
+#endif
+    Py_END_ALLOW_THREADS
+    if (rc != ST_OK) {
+        Py_DECREF(h);
+        return raise_st("Error while deserializing header: ", cpath, rc, &err);
+    }
+    return (PyObject *)h;
+}
+
+/* open_memory(buffer) -> _Handle; the buffer stays exported (so a bytearray
+ * cannot be resized under us) until the handle goes. */
+static PyObject *mod_open_memory(PyObject *mod, PyObject *obj)
+{
+    (void)mod;
+    Handle *h = handle_alloc();
+    if (!h)
+        return NULL;
+    h->path = Py_NewRef(Py_None);
+    if (PyObject_GetBuffer(obj, &h->src, PyBUF_C_CONTIGUOUS) != 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    h->has_src = 1;
+    st_error err;
+    memset(&err, 0, sizeof err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = st_open_memory(h->src.buf, (size_t)h->src.len, 0, &h->file, &err);
+    Py_END_ALLOW_THREADS
+    if (rc != ST_OK) {
+        Py_DECREF(h);
+        return raise_st("Error while deserializing: ", NULL, rc, &err);
+    }
+    return (PyObject *)h;
+}
+
+static PyObject *decode_name(const char *s, size_t n)
+{
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, "surrogateescape");
+}
+
+static PyObject *handle_metadata(Handle *self, PyObject *unused)
+{
+    (void)unused;
+    if (!st_metadata_present(self->file))
+        Py_RETURN_NONE;
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    size_t n = st_metadata_count(self->file);
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        size_t kl, vl;
+        if (st_metadata_at(self->file, i, &k, &kl, &v, &vl) != ST_OK)
+            break;
+        PyObject *pk = decode_name(k, kl);
+        PyObject *pv = pk ? decode_name(v, vl) : NULL;
+        if (!pv || PyDict_SetItem(d, pk, pv) != 0) {
+            Py_XDECREF(pk);
+            Py_XDECREF(pv);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(pk);
+        Py_DECREF(pv);
+    }
+    return d;
+}
+
+static PyObject *name_list(Handle *self, const st_tensor *(*at)(const st_file *, size_t))
+{
+    size_t n = st_tensor_count(self->file);
+    PyObject *l = PyList_New((Py_ssize_t)n);
+    if (!l)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const st_tensor *t = at(self->file, i);
+        PyObject *s = decode_name(t->name, t->name_len);
+        if (!s) {
+            Py_DECREF(l);
+            return NULL;
+        }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, s);
+    }
+    return l;
+}
+
+/* Sorted as the reference sorts Rust Strings: by UTF-8 bytes. */
+static PyObject *handle_keys(Handle *self, PyObject *unused)
+{
+    (void)unused;
+    return name_list(self, st_tensor_by_name_order);
+}
+
+static PyObject *handle_offset_keys(Handle *self, PyObject *unused)
+{
+    (void)unused;
+    return name_list(self, st_tensor_at);
+}
+
+/* Looks a tensor up; raises the reference's error when there is none. */
+static const st_tensor *find_tensor(Handle *self, PyObject *name)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "tensor name must be str, not %.100s",
+                     Py_TYPE(name)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t len;
+    const char *s = PyUnicode_AsUTF8AndSize(name, &len);
+    if (!s) {
+        PyErr_Clear();
+        PyErr_Format(SafetensorError, "File does not contain tensor %R", name);
+        return NULL;
+    }
+    const st_tensor *t = st_find(self->file, s, (size_t)len);
+    if (!t)
+        PyErr_Format(SafetensorError, "File does not contain tensor %U", name);
+    return t;
+}
+
+static PyObject *shape_tuple(const uint64_t *shape, uint32_t rank)
+{
+    PyObject *t = PyTuple_New(rank);
+    if (!t)
+        return NULL;
+    for (uint32_t i = 0; i < rank; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(shape[i]);
+        if (!v) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
+/* info(name) -> (dtype: str, shape: tuple, nbytes: int, begin: int) */
+static PyObject *handle_info(Handle *self, PyObject *name)
+{
+    const st_tensor *t = find_tensor(self, name);
+    if (!t)
+        return NULL;
+    PyObject *shape = shape_tuple(t->shape, t->rank);
+    if (!shape)
+        return NULL;
+    return Py_BuildValue("(sNKK)", st_dtype_name(t->dtype), shape,
+                         (unsigned long long)st_tensor_nbytes(t),
+                         (unsigned long long)t->begin);
+}
+
+static PyObject *handle_sizes(Handle *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_BuildValue("(KKK)", (unsigned long long)st_file_size(self->file),
+                         (unsigned long long)st_header_size(self->file),
+                         (unsigned long long)st_tensor_count(self->file));
+}
+
+/* ---- _View: one tensor's bytes, buffer protocol ---- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;  /* the _Handle whose memory this is, or NULL           */
+    char *ptr;
+    Py_ssize_t len;
+    int readonly;
+    size_t map_len;   /* owner NULL: our own anonymous mapping of this size  */
+} View;
+
+static PyTypeObject ViewType;
+
+static void view_dealloc(View *self)
+{
+    Py_XDECREF(self->owner);
+    if (!self->owner && self->map_len)
+        munmap(self->ptr, self->map_len);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int view_getbuffer(View *self, Py_buffer *view, int flags)
+{
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->ptr, self->len, self->readonly, flags);
+}
+
+static PyBufferProcs view_as_buffer = {
+    .bf_getbuffer = (getbufferproc)view_getbuffer,
+    .bf_releasebuffer = NULL,
+};
+
+static PyObject *view_address(View *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromVoidPtr(self->ptr);
+}
+
+static PyObject *view_readonly(View *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->readonly);
+}
+
+static PyGetSetDef view_getset[] = {
+    {"address", (getter)view_address, NULL, "address of the first byte", NULL},
+    {"readonly", (getter)view_readonly, NULL, "whether writes are refused", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static Py_ssize_t view_length(View *self)
+{
+    return self->len;
+}
+
+static PySequenceMethods view_as_sequence = {.sq_length = (lenfunc)view_length};
+
+static PyTypeObject ViewType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safetensors_c._safetensors_c._View",
+    .tp_basicsize = sizeof(View),
+    .tp_dealloc = (destructor)view_dealloc,
+    .tp_as_buffer = &view_as_buffer,
+    .tp_as_sequence = &view_as_sequence,
+    .tp_getset = view_getset,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Zero-copy window on one tensor's bytes; keeps its file open.",
+};
+
+/* view(name, writable=False) -> _View, or None when there is no memory to
+ * point at (pread backend). Writable only over our private mapping. */
+static PyObject *handle_view(Handle *self, PyObject *args)
+{
+    PyObject *name;
+    int writable = 0;
+    if (!PyArg_ParseTuple(args, "O|p:view", &name, &writable))
+        return NULL;
+    const st_tensor *t = find_tensor(self, name);
+    if (!t)
+        return NULL;
+    if (self->pread)
+        Py_RETURN_NONE;
+    uint64_t n = st_tensor_nbytes(t);
+    if (n > (uint64_t)PY_SSIZE_T_MAX)
+        return raise_msg("tensor too large for this platform");
+    const void *p = st_tensor_data(self->file, t);
+    if (!p)
+        Py_RETURN_NONE;
+    View *v = PyObject_New(View, &ViewType);
+    if (!v)
+        return NULL;
+    v->owner = Py_NewRef((PyObject *)self);
+    v->ptr = (char *)(uintptr_t)p;
+    v->len = (Py_ssize_t)n;
+    v->readonly = !(writable && self->map);
+    v->map_len = 0;
+    return (PyObject *)v;
+}
+
+/* alloc(nbytes) -> writable _View over fresh zeroed memory of its own.
+ * Large copies land here rather than in malloc'ed memory: the mapping asks
+ * for transparent huge pages, and where the kernel gives them (THP
+ * "madvise" mode) the first touch costs one fault per 2 MiB, not per 4 KiB. */
+static PyObject *mod_alloc(PyObject *mod, PyObject *arg)
+{
+    (void)mod;
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "alloc: negative size");
+        return NULL;
+    }
+    size_t len = n ? (size_t)n : 1;
+    void *m;
+    Py_BEGIN_ALLOW_THREADS
+    m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+#ifdef MADV_HUGEPAGE
+    if (m != MAP_FAILED && len >= (2u << 20))
+        (void)madvise(m, len, MADV_HUGEPAGE);
+#endif
+    Py_END_ALLOW_THREADS
+    if (m == MAP_FAILED)
+        return PyErr_NoMemory();
+    View *v = PyObject_New(View, &ViewType);
+    if (!v) {
+        munmap(m, len);
+        return NULL;
+    }
+    v->owner = NULL;
+    v->ptr = m;
+    v->len = n;
+    v->readonly = 0;
+    v->map_len = len;
+    return (PyObject *)v;
+}
+
+/* read_into(name, buffer): the whole tensor into a writable buffer. */
+static PyObject *handle_read_into(Handle *self, PyObject *args)
+{
+    PyObject *name, *dst;
+    if (!PyArg_ParseTuple(args, "OO:read_into", &name, &dst))
+        return NULL;
+    const st_tensor *t = find_tensor(self, name);
+    if (!t)
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(dst, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) != 0)
+        return NULL;
+    uint64_t n = st_tensor_nbytes(t);
+    if ((uint64_t)b.len != n) {
+        PyBuffer_Release(&b);
+        return PyErr_Format(PyExc_ValueError, "buffer holds %zd bytes, tensor %U has %llu",
+                            b.len, name, (unsigned long long)n);
+    }
+    st_error err;
+    memset(&err, 0, sizeof err);
+    int rc = ST_OK;
+    if (n) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = st_tensor_read(self->file, t, 0, b.buf, (size_t)n, &err);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&b);
+    if (rc != ST_OK)
+        return raise_st(NULL, handle_path(self), rc, &err);
+    Py_RETURN_NONE;
+}
+
+/* Parses [(kind, start, stop), ...] into st_slice_dim. */
+static st_slice_dim *parse_dims(PyObject *seq, size_t *ndims)
+{
+    PyObject *fast = PySequence_Fast(seq, "slice dims must be a sequence");
+    if (!fast)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    st_slice_dim *d = PyMem_Calloc(n ? (size_t)n : 1, sizeof *d);
+    if (!d) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int kind;
+        unsigned long long start, stop;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "iKK", &kind, &start, &stop)) {
+            PyMem_Free(d);
+            Py_DECREF(fast);
+            return NULL;
+        }
+        d[i].kind = (st_slice_kind)kind;
+        d[i].start = start;
+        d[i].stop = stop;
+    }
+    Py_DECREF(fast);
+    *ndims = (size_t)n;
+    return d;
+}
+
+/* slice_info(name, dims) -> (nbytes, shape) */
+static PyObject *handle_slice_info(Handle *self, PyObject *args)
+{
+    PyObject *name, *dims;
+    if (!PyArg_ParseTuple(args, "OO:slice_info", &name, &dims))
+        return NULL;
+    const st_tensor *t = find_tensor(self, name);
+    if (!t)
+        return NULL;
+    size_t nd;
+    st_slice_dim *d = parse_dims(dims, &nd);
+    if (!d)
+        return NULL;
+    uint64_t *shape = PyMem_Calloc(t->rank ? t->rank : 1, sizeof *shape);
+    if (!shape) {
+        PyMem_Free(d);
+        return PyErr_NoMemory();
+    }
+    uint64_t nbytes = 0;
+    uint32_t rank = 0;
+    st_error err;
+    memset(&err, 0, sizeof err);
+    int rc = st_slice_info(t, d, nd, &nbytes, shape, &rank, &err);
+    PyMem_Free(d);
+    PyObject *res = NULL;
+    if (rc != ST_OK) {
+        raise_st(NULL, NULL, rc, &err);
+    } else {
+        PyObject *s = shape_tuple(shape, rank);
+        if (s)
+            res = Py_BuildValue("(KN)", (unsigned long long)nbytes, s);
+    }
+    PyMem_Free(shape);
+    return res;
+}
+
+/* slice_into(name, dims, buffer) */
+static PyObject *handle_slice_into(Handle *self, PyObject *args)
+{
+    PyObject *name, *dims, *dst;
+    if (!PyArg_ParseTuple(args, "OOO:slice_into", &name, &dims, &dst))
+        return NULL;
+    const st_tensor *t = find_tensor(self, name);
+    if (!t)
+        return NULL;
+    size_t nd;
+    st_slice_dim *d = parse_dims(dims, &nd);
+    if (!d)
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(dst, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) != 0) {
+        PyMem_Free(d);
+        return NULL;
+    }
+    st_error err;
+    memset(&err, 0, sizeof err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = st_slice_read(self->file, t, d, nd, b.buf, (size_t)b.len, &err);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&b);
+    PyMem_Free(d);
+    if (rc != ST_OK)
+        return raise_st(NULL, NULL, rc, &err);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef handle_methods[] = {
+    {"metadata", (PyCFunction)handle_metadata, METH_NOARGS, "metadata dict or None"},
+    {"keys", (PyCFunction)handle_keys, METH_NOARGS, "names in name order"},
+    {"offset_keys", (PyCFunction)handle_offset_keys, METH_NOARGS, "names in file order"},
+    {"info", (PyCFunction)handle_info, METH_O, "(dtype, shape, nbytes, begin)"},
+    {"sizes", (PyCFunction)handle_sizes, METH_NOARGS, "(file size, header size, tensors)"},
+    {"view", (PyCFunction)handle_view, METH_VARARGS, "zero-copy _View or None"},
+    {"read_into", (PyCFunction)handle_read_into, METH_VARARGS, "copy a tensor"},
+    {"slice_info", (PyCFunction)handle_slice_info, METH_VARARGS, "(nbytes, shape)"},
+    {"slice_into", (PyCFunction)handle_slice_into, METH_VARARGS, "copy a slice"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject HandleType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safetensors_c._safetensors_c._Handle",
+    .tp_basicsize = sizeof(Handle),
+    .tp_dealloc = (destructor)handle_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_methods = handle_methods,
+    .tp_doc = "An open, validated safetensors file (use safetensors_c.safe_open).",
+};
+
+/* ------------------------------------------------------------------------ */
+/* Writing                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    Py_buffer *bufs;
+    size_t nbufs;
+} held_buffers;
+
+static void release_all(held_buffers *h)
+{
+    for (size_t i = 0; i < h->nbufs; i++)
+        PyBuffer_Release(&h->bufs[i]);
+    PyMem_Free(h->bufs);
+}
+
+static int set_metadata(st_writer *w, PyObject *metadata)
+{
+    if (metadata == Py_None)
+        return 0;
+    if (!PyDict_Check(metadata)) {
+        PyErr_Format(PyExc_TypeError, "metadata must be a dict of str to str, not %.100s",
+                     Py_TYPE(metadata)->tp_name);
+        return -1;
+    }
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    st_writer_set_metadata_present(w, 1);
+    while (PyDict_Next(metadata, &pos, &k, &v)) {
+        if (!PyUnicode_Check(k) || !PyUnicode_Check(v)) {
+            PyErr_Format(PyExc_TypeError,
+                         "metadata must be a dict of str to str: %R: %R is not", k, v);
+            return -1;
+        }
+        Py_ssize_t kl, vl;
+        const char *ks = PyUnicode_AsUTF8AndSize(k, &kl);
+        const char *vs = ks ? PyUnicode_AsUTF8AndSize(v, &vl) : NULL;
+        if (!vs)
+            return -1;
+        st_error err;
+        memset(&err, 0, sizeof err);
+        int rc = st_writer_set_metadata(w, ks, (size_t)kl, vs, (size_t)vl, &err);
+        if (rc != ST_OK) {
+            raise_st("Error while serializing: ", NULL, rc, &err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Adds one (name, dtype, shape, data) item; data is a C-contiguous buffer
+ * or a (address, length) pair (the reference's TensorSpec). */
+static int add_item(st_writer *w, PyObject *item, held_buffers *held)
+{
+    PyObject *name, *shape, *data;
+    const char *dtype_name;
+    if (!PyArg_ParseTuple(item, "UsOO", &name, &dtype_name, &shape, &data))
+        return -1;
+    st_dtype dt;
+    if (st_dtype_from_name(dtype_name, strlen(dtype_name), &dt) != ST_OK) {
+        PyErr_Format(SafetensorError, "Unknown dtype %s", dtype_name);
+        return -1;
+    }
+    PyObject *fast = PySequence_Fast(shape, "shape must be a sequence of ints");
+    if (!fast)
+        return -1;
+    Py_ssize_t rank = PySequence_Fast_GET_SIZE(fast);
+    if (rank > ST_MAX_RANK) {
+        Py_DECREF(fast);
+        PyErr_Format(SafetensorError, "tensor %U has %zd dimensions (at most %d)", name, rank,
+                     ST_MAX_RANK);
+        return -1;
+    }
+    uint64_t dims[64];
+    uint64_t *shp = rank <= 64 ? dims : PyMem_Calloc((size_t)rank, sizeof *shp);
+    if (!shp) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    int ok = 1;
+    for (Py_ssize_t i = 0; i < rank && ok; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(fast, i);
+        unsigned long long v = PyLong_Check(o) ? PyLong_AsUnsignedLongLong(o) : (unsigned long long)-1;
+        if (!PyLong_Check(o) || PyErr_Occurred()) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "shape of %U must hold ints", name);
+            ok = 0;
+        }
+        shp[i] = v;
+    }
+    Py_DECREF(fast);
+    const void *ptr = NULL;
+    uint64_t nbytes = 0;
+    if (ok && PyTuple_Check(data)) {
+        unsigned long long addr, len;
+        if (!PyArg_ParseTuple(data, "KK", &addr, &len)) {
+            ok = 0;
+        } else {
+            ptr = (const void *)(uintptr_t)addr;
+            nbytes = len;
+        }
+    } else if (ok) {
+        Py_buffer *b = &held->bufs[held->nbufs];
+        if (PyObject_GetBuffer(data, b, PyBUF_C_CONTIGUOUS) != 0) {
+            ok = 0;
+        } else {
+            held->nbufs++;
+            ptr = b->buf;
+            nbytes = (uint64_t)b->len;
+        }
+    }
+    if (ok) {
+        Py_ssize_t nl;
+        const char *ns = PyUnicode_AsUTF8AndSize(name, &nl);
+        st_error err;
+        memset(&err, 0, sizeof err);
+        int rc = ns ? st_writer_add(w, ns, (size_t)nl, dt, shp, (uint32_t)rank,
+                                    nbytes ? ptr : NULL, nbytes, &err)
+                    : ST_E_ARG;
+        if (!ns)
+            ok = 0;
+        else if (rc != ST_OK) {
+            raise_st("Error while serializing: ", NULL, rc, &err);
+            ok = 0;
+        }
+    }
+    if (shp != dims)
+        PyMem_Free(shp);
+    return ok ? 0 : -1;
+}
+
+typedef struct {
+    char *out;
+    size_t cap;
+    size_t len;
+} bytes_sink;
+
+static int sink_bytes(void *ctx, const void *buf, size_t len)
+{
+    bytes_sink *s = ctx;
+    if (len > s->cap - s->len)
+        return 1;
+    memcpy(s->out + s->len, buf, len);
+    s->len += len;
+    return 0;
+}
+
+/* write(items, metadata, path or None) -> None, or bytes when path is None */
+static PyObject *mod_write(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    PyObject *items, *metadata, *path;
+    if (!PyArg_ParseTuple(args, "OOO:write", &items, &metadata, &path))
+        return NULL;
+    PyObject *fast = PySequence_Fast(items, "tensors must be a sequence of items");
+    if (!fast)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    held_buffers held = {PyMem_Calloc(n ? (size_t)n : 1, sizeof(Py_buffer)), 0};
+    st_writer *w = st_writer_new();
+    PyObject *res = NULL;
+    if (!held.bufs || !w) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (set_metadata(w, metadata) != 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (add_item(w, PySequence_Fast_GET_ITEM(fast, i), &held) != 0)
+            goto done;
+    st_error err;
+    memset(&err, 0, sizeof err);
+    int rc;
+    if (path == Py_None) {
+        uint64_t size;
+        Py_BEGIN_ALLOW_THREADS
+        size = st_writer_output_size(w);
+        Py_END_ALLOW_THREADS
+        if (size == 0 || size > (uint64_t)PY_SSIZE_T_MAX) {
+            rc = st_writer_write_to(w, sink_bytes, &(bytes_sink){NULL, 0, 0}, &err);
+            raise_st("Error while serializing: ", NULL, rc ? rc : ST_E_NOMEM, &err);
+            goto done;
+        }
+        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+        if (!b)
+            goto done;
+        bytes_sink s = {PyBytes_AS_STRING(b), (size_t)size, 0};
+        Py_BEGIN_ALLOW_THREADS
+        rc = st_writer_write_to(w, sink_bytes, &s, &err);
+        Py_END_ALLOW_THREADS
+        if (rc != ST_OK || s.len != s.cap) {
+            Py_DECREF(b);
+            raise_st("Error while serializing: ", NULL, rc ? rc : ST_E_IO, &err);
+            goto done;
+        }
+        res = b;
+    } else {
+        PyObject *fspath = PyOS_FSPath(path);
+        if (!fspath)
+            goto done;
+        PyObject *encoded = NULL;
+        if (!PyUnicode_FSConverter(fspath, &encoded)) {
+            Py_DECREF(fspath);
+            goto done;
+        }
+        Py_DECREF(fspath);
+        const char *cpath = PyBytes_AS_STRING(encoded);
+        Py_BEGIN_ALLOW_THREADS
+        rc = st_writer_write(w, cpath, &err);
+        Py_END_ALLOW_THREADS
+        if (rc != ST_OK)
+            raise_st("Error while serializing: ", NULL, rc, &err);
+        else
+            res = Py_NewRef(Py_None);
+        Py_DECREF(encoded);
+    }
+done:
+    st_writer_free(w);
+    if (held.bufs)
+        release_all(&held);
+    Py_DECREF(fast);
+    return res;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tools                                                                      */
+/* ------------------------------------------------------------------------ */
+
+static int fs_path(PyObject *path, PyObject **encoded)
+{
+    PyObject *p = PyOS_FSPath(path);
+    if (!p)
+        return -1;
+    int ok = PyUnicode_FSConverter(p, encoded);
+    Py_DECREF(p);
+    return ok ? 0 : -1;
+}
+
+/* check(path) -> dict; never raises for an invalid file (that is a verdict). */
+static PyObject *mod_check(PyObject *mod, PyObject *path)
+{
+    (void)mod;
+    PyObject *enc = NULL;
+    if (fs_path(path, &enc) != 0)
+        return NULL;
+    st_error err;
+    memset(&err, 0, sizeof err);
+    st_file *f = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = st_open(PyBytes_AS_STRING(enc), ST_OPEN_PREAD, &f, &err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(enc);
+    PyObject *d;
+    if (rc == ST_OK) {
+        d = Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:n,s:K,s:K}", "valid", Py_True, "error", Py_None,
+                          "code", Py_None, "message", Py_None, "offset", Py_None, "tensors",
+                          (Py_ssize_t)st_tensor_count(f), "header_size",
+                          (unsigned long long)st_header_size(f), "file_size",
+                          (unsigned long long)st_file_size(f));
+        st_close(f);
+        return d;
+    }
+    int code = err.code ? err.code : rc;
+    if (code > ST_E_INCOMPLETE) /* not a verdict: the file could not be read */
+        return raise_st(NULL, NULL, rc, &err);
+    PyObject *off = err.offset != ST_NO_OFFSET ? PyLong_FromUnsignedLongLong(err.offset)
+                                               : Py_NewRef(Py_None);
+    if (!off)
+        return NULL;
+    return Py_BuildValue("{s:O,s:s,s:i,s:s,s:N,s:O,s:O,s:O}", "valid", Py_False, "error",
+                         st_code_name(code), "code", code, "message", err.message, "offset", off,
+                         "tensors", Py_None, "header_size", Py_None, "file_size", Py_None);
+}
+
+static PyObject *str_or_none(const char *s)
+{
+    return s ? PyUnicode_FromString(s) : Py_NewRef(Py_None);
+}
+
+static int dict_set_new(PyObject *d, const char *k, PyObject *v)
+{
+    if (!v)
+        return -1;
+    int r = PyDict_SetItemString(d, k, v);
+    Py_DECREF(v);
+    return r;
+}
+
+static PyObject *identity_dict(const st_identity *id)
+{
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    PyObject *variants = PyList_New(0);
+    if (!variants)
+        goto fail;
+    for (unsigned bit = 1; bit && bit <= ST_VARIANT_V_PREDICTION; bit <<= 1) {
+        if (!(id->variants & bit) || !st_variant_name(bit))
+            continue;
+        PyObject *s = PyUnicode_FromString(st_variant_name(bit));
+        if (!s || PyList_Append(variants, s) != 0) {
+            Py_XDECREF(s);
+            Py_DECREF(variants);
+            goto fail;
+        }
+        Py_DECREF(s);
+    }
+    PyObject *reasons = PyList_New((Py_ssize_t)id->reason_count);
+    if (!reasons) {
+        Py_DECREF(variants);
+        goto fail;
+    }
+    for (size_t i = 0; i < id->reason_count; i++) {
+        PyObject *s = PyUnicode_DecodeUTF8(id->reasons[i], (Py_ssize_t)strlen(id->reasons[i]),
+                                           "replace");
+        if (!s) {
+            Py_DECREF(reasons);
+            Py_DECREF(variants);
+            goto fail;
+        }
+        PyList_SET_ITEM(reasons, (Py_ssize_t)i, s);
+    }
+    PyObject *params = Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "total", (unsigned long long)id->params.total,
+        "diffusion_model", (unsigned long long)id->params.diffusion_model, "text_encoder",
+        (unsigned long long)id->params.text_encoder, "vae", (unsigned long long)id->params.vae,
+        "ema", (unsigned long long)id->params.ema, "controlnet",
+        (unsigned long long)id->params.controlnet, "other", (unsigned long long)id->params.other);
+    if (dict_set_new(d, "kind", PyUnicode_FromString(st_kind_name(id->kind))) ||
+        dict_set_new(d, "family", PyUnicode_FromString(st_family_name(id->family))) ||
+        dict_set_new(d, "variant", variants) ||
+        dict_set_new(d, "format", str_or_none(id->kind == ST_KIND_LORA
+                                                  ? st_lora_format_name(id->format)
+                                                  : NULL)) ||
+        dict_set_new(d, "ema", PyBool_FromLong(id->ema)) ||
+        dict_set_new(d, "precision",
+                     str_or_none(id->precision >= 0 ? st_dtype_name((st_dtype)id->precision)
+                                                    : NULL)) ||
+        dict_set_new(d, "parameters", params) ||
+        dict_set_new(d, "confidence", PyUnicode_FromString(st_confidence_name(id->confidence))) ||
+        dict_set_new(d, "reasons", reasons))
+        goto fail;
+    return d;
+fail:
+    Py_DECREF(d);
+    return NULL;
+}
+
+/* identify(path) -> dict (safetensors files) */
+static PyObject *mod_identify(PyObject *mod, PyObject *path)
+{
+    (void)mod;
+    PyObject *enc = NULL;
+    if (fs_path(path, &enc) != 0)
+        return NULL;
+    st_identity *id = PyMem_Calloc(1, sizeof *id);
+    if (!id) {
+        Py_DECREF(enc);
+        return PyErr_NoMemory();
+    }
+    st_error err;
+    memset(&err, 0, sizeof err);
+    st_file *f = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = st_open(PyBytes_AS_STRING(enc), ST_OPEN_PREAD, &f, &err);
+    if (rc == ST_OK)
+        rc = st_identify(f, id, &err);
+    st_close(f);
+    Py_END_ALLOW_THREADS
+    PyObject *res = rc == ST_OK ? identity_dict(id)
+                                : raise_st(NULL, PyBytes_AS_STRING(enc), rc, &err);
+    Py_DECREF(enc);
+    PyMem_Free(id);
+    return res;
+}
+
+/* hash(path, algos: list of names, style: "plain"|"civitai") -> dict */
+static PyObject *mod_hash(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    PyObject *path, *names;
+    const char *style_name = "plain";
+    if (!PyArg_ParseTuple(args, "OO|s:hash", &path, &names, &style_name))
+        return NULL;
+    unsigned style;
+    if (strcmp(style_name, "plain") == 0)
+        style = ST_HASH_STYLE_PLAIN;
+    else if (strcmp(style_name, "civitai") == 0)
+        style = ST_HASH_STYLE_CIVITAI;
+    else
+        return PyErr_Format(PyExc_ValueError, "style must be 'plain' or 'civitai', not %R",
+                            PyTuple_GET_ITEM(args, 2));
+    PyObject *fast = PySequence_Fast(names, "algos must be a sequence of names");
+    if (!fast)
+        return NULL;
+    unsigned algos = 0;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(fast, i);
+        Py_ssize_t l;
+        const char *s = PyUnicode_Check(o) ? PyUnicode_AsUTF8AndSize(o, &l) : NULL;
+        unsigned bit;
+        if (!s || st_hash_from_name(s, (size_t)l, &bit) != ST_OK) {
+            Py_DECREF(fast);
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "unknown hash %R", o);
+            return NULL;
+        }
+        algos |= bit;
+    }
+    Py_DECREF(fast);
+    if (!algos)
+        return PyErr_Format(PyExc_ValueError, "no hash asked for");
+    PyObject *enc = NULL;
+    if (fs_path(path, &enc) != 0)
+        return NULL;
+    st_hashes h;
+    st_error err;
+    memset(&h, 0, sizeof h);
+    memset(&err, 0, sizeof err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = st_hash_path(PyBytes_AS_STRING(enc), algos, NULL, &h, &err);
+    Py_END_ALLOW_THREADS
+    if (rc != ST_OK) {
+        PyObject *r = raise_st(NULL, PyBytes_AS_STRING(enc), rc, &err);
+        Py_DECREF(enc);
+        return r;
+    }
+    Py_DECREF(enc);
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    for (unsigned bit = 1; bit & ST_HASH_ALL; bit <<= 1) {
+        if (!(algos & bit))
+            continue;
+        char text[ST_HASH_TEXT_MAX];
+        PyObject *v = st_hash_text(&h, bit, style, text) == ST_OK ? PyUnicode_FromString(text)
+                                                                   : Py_NewRef(Py_None);
+        if (dict_set_new(d, st_hash_name(bit), v) != 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    return d;
+}
+
+/* ---- convert: every floating tensor to one dtype, streamed ---- */
+
+typedef struct {
+    const st_file *in;
+    const st_tensor *t;
+    st_dtype to;
+    unsigned flags;
+    unsigned char *scratch; /* CONVERT_CHUNK elements of the source dtype */
+    int rc;
+    st_error err;
+} convert_src;
+
+#define CONVERT_CHUNK 65536u
+
+static int convert_read(void *ctx, uint64_t offset, void *buf, size_t len)
+{
+    convert_src *c = ctx;
+    unsigned out_bits = st_dtype_bits(c->to), in_bits = st_dtype_bits(c->t->dtype);
+    /* The writer asks for whole elements of the output except maybe at its
+     * chunk edges; convert whole elements and copy the wanted bytes. */
+    unsigned osz = out_bits / 8, isz = in_bits / 8;
+    unsigned char tmp[8];
+    unsigned char *out = buf;
+    while (len > 0) {
+        uint64_t e = offset / osz;
+        size_t skip = (size_t)(offset % osz);
+        uint64_t ne = (len + skip + osz - 1) / osz;
+        if (ne > CONVERT_CHUNK)
+            ne = CONVERT_CHUNK;
+        if (skip)
+            ne = 1; /* a straddled element; whole ones follow */
+        int rc = st_tensor_read(c->in, c->t, e * isz, c->scratch, (size_t)ne * isz, &c->err);
+        if (rc != ST_OK) {
+            c->rc = rc;
+            return 1;
+        }
+        size_t take = (size_t)ne * osz - skip;
+        if (take > len)
+            take = len;
+        if (skip == 0 && take == (size_t)ne * osz) {
+            rc = st_convert(c->to, out, c->t->dtype, c->scratch, ne, c->flags, &c->err);
+        } else {
+            /* an edge: convert element by element through tmp */
+            rc = ST_OK;
+            size_t done = 0;
+            for (uint64_t i = 0; i < ne && done < take && rc == ST_OK; i++) {
+                rc = st_convert(c->to, tmp, c->t->dtype, c->scratch + i * isz, 1, c->flags,
+                                &c->err);
+                size_t from = i == 0 ? skip : 0;
+                size_t k = osz - from;
+                if (k > take - done)
+                    k = take - done;
+                memcpy(out + done, tmp + from, k);
+                done += k;
+            }
+        }
+        if (rc != ST_OK) {
+            c->rc = rc;
+            return 1;
+        }
+        out += take;
+        offset += take;
+        len -= take;
+    }
+    return 0;
+}
+
+typedef struct {
+    const st_file *in;
+    const st_tensor *t;
+    int rc;
+    st_error err;
+} copy_src;
+
+static int copy_read(void *ctx, uint64_t offset, void *buf, size_t len)
+{
+    copy_src *c = ctx;
+    int rc = st_tensor_read(c->in, c->t, offset, buf, len, &c->err);
+    if (rc != ST_OK) {
+        c->rc = rc;
+        return 1;
+    }
+    return 0;
+}
+
+/* convert(src, dst, dtype, saturate=False) -> dict(converted=n, copied=m)
+ * Floating tensors (F64/F32/F16/BF16/F8*) become `dtype`; every other
+ * tensor and the metadata are kept as they are. */
+static PyObject *mod_convert(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    PyObject *src, *dst;
+    const char *dtype_name;
+    int saturate = 0;
+    if (!PyArg_ParseTuple(args, "OOs|p:convert", &src, &dst, &dtype_name, &saturate))
+        return NULL;
+    st_dtype to;
+    if (st_dtype_from_name(dtype_name, strlen(dtype_name), &to) != ST_OK || !st_dtype_is_float(to) ||
+        st_dtype_bits(to) < 8)
+        return PyErr_Format(PyExc_ValueError, "cannot convert to dtype %s", dtype_name);
+    PyObject *esrc = NULL, *edst = NULL;
+    if (fs_path(src, &esrc) != 0)
+        return NULL;
+    if (fs_path(dst, &edst) != 0) {
+        Py_DECREF(esrc);
+        return NULL;
+    }
+    const char *in_path = PyBytes_AS_STRING(esrc), *out_path = PyBytes_AS_STRING(edst);
+    st_error err;
+    memset(&err, 0, sizeof err);
+    st_file *in = NULL;
+    st_writer *w = NULL;
+    convert_src *cs = NULL;
+    copy_src *cp = NULL;
+    size_t n = 0, converted = 0, copied = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = st_open(in_path, ST_OPEN_PREAD, &in, &err);
+    if (rc == ST_OK) {
+        n = st_tensor_count(in);
+        w = st_writer_new();
+        cs = calloc(n ? n : 1, sizeof *cs);
+        cp = calloc(n ? n : 1, sizeof *cp);
+        if (!w || !cs || !cp)
+            rc = ST_E_NOMEM;
+    }
+    for (size_t i = 0; rc == ST_OK && i < st_metadata_count(in); i++) {
+        const char *k, *v;
+        size_t kl, vl;
+        st_metadata_at(in, i, &k, &kl, &v, &vl);
+        rc = st_writer_set_metadata(w, k, kl, v, vl, &err);
+    }
+    if (rc == ST_OK && st_metadata_present(in))
+        st_writer_set_metadata_present(w, 1);
+    for (size_t i = 0; rc == ST_OK && i < n; i++) {
+        const st_tensor *t = st_tensor_at(in, i);
+        int conv = st_dtype_is_float(t->dtype) && st_dtype_bits(t->dtype) >= 8 &&
+                   t->dtype != to && st_convert_supported(t->dtype, to);
+        if (conv) {
+            cs[i] = (convert_src){in, t, to, saturate ? ST_CONVERT_SATURATE : 0u, NULL, ST_OK,
+                                  {0, 0, {0}}};
+            cs[i].scratch = malloc((size_t)CONVERT_CHUNK * (st_dtype_bits(t->dtype) / 8));
+            if (!cs[i].scratch) {
+                rc = ST_E_NOMEM;
+                break;
+            }
+            uint64_t nb = t->nelements * (st_dtype_bits(to) / 8);
+            rc = st_writer_add_stream(w, t->name, t->name_len, to, t->shape, t->rank, nb,
+                                      convert_read, &cs[i], &err);
+            converted++;
+        } else {
+            cp[i] = (copy_src){in, t, ST_OK, {0, 0, {0}}};
+            rc = st_writer_add_stream(w, t->name, t->name_len, t->dtype, t->shape, t->rank,
+                                      st_tensor_nbytes(t), copy_read, &cp[i], &err);
+            copied++;
+        }
+    }
+    if (rc == ST_OK) {
+        rc = st_writer_write(w, out_path, &err);
+        for (size_t i = 0; rc == ST_E_CALLBACK && i < n; i++) {
+            if (cs[i].rc != ST_OK) {
+                rc = cs[i].rc;
+                err = cs[i].err;
+            } else if (cp[i].rc != ST_OK) {
+                rc = cp[i].rc;
+                err = cp[i].err;
+            }
+        }
+    }
+    for (size_t i = 0; cs && i < n; i++)
+        free(cs[i].scratch);
+    free(cs);
+    free(cp);
+    st_writer_free(w);
+    st_close(in);
+    Py_END_ALLOW_THREADS
+    PyObject *res = rc == ST_OK ? Py_BuildValue("{s:n,s:n}", "converted", (Py_ssize_t)converted,
+                                                "copied", (Py_ssize_t)copied)
+                                : raise_st(NULL, in_path, rc, &err);
+    Py_DECREF(esrc);
+    Py_DECREF(edst);
+    return res;
+}
+
+static PyObject *mod_code_name(PyObject *mod, PyObject *arg)
+{
+    (void)mod;
+    long c = PyLong_AsLong(arg);
+    if (c == -1 && PyErr_Occurred())
+        return NULL;
+    return PyUnicode_FromString(st_code_name((int)c));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Module                                                                     */
+/* ------------------------------------------------------------------------ */
+
+static PyMethodDef module_methods[] = {
+    {"open_file", mod_open_file, METH_VARARGS, "open_file(path, pread=False) -> _Handle"},
+    {"open_memory", mod_open_memory, METH_O, "open_memory(buffer) -> _Handle"},
+    {"alloc", mod_alloc, METH_O, "alloc(nbytes) -> writable _View of its own"},
+    {"write", mod_write, METH_VARARGS, "write(items, metadata, path|None)"},
+    {"check", mod_check, METH_O, "check(path) -> dict"},
+    {"identify", mod_identify, METH_O, "identify(path) -> dict"},
+    {"hash", mod_hash, METH_VARARGS, "hash(path, algos, style='plain') -> dict"},
+    {"convert", mod_convert, METH_VARARGS, "convert(src, dst, dtype, saturate=False) -> dict"},
+    {"code_name", mod_code_name, METH_O, "code_name(code) -> str"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "safetensors_c._safetensors_c",
+    .m_doc = "libsafetensors bindings (use the safetensors_c package).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC PyInit__safetensors_c(void);
+PyMODINIT_FUNC PyInit__safetensors_c(void)
+{
+    if (PyType_Ready(&HandleType) < 0 || PyType_Ready(&ViewType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m)
+        return NULL;
+    if (!SafetensorError) {
+        SafetensorError = PyErr_NewExceptionWithDoc(
+            "safetensors_c.SafetensorError",
+            "An invalid file or a failed library call; .code, .code_name and .offset "
+            "say which check failed and where.",
+            NULL, NULL);
+        if (!SafetensorError) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
+    if (PyModule_AddObjectRef(m, "SafetensorError", SafetensorError) < 0 ||
+        PyModule_AddObjectRef(m, "_Handle", (PyObject *)&HandleType) < 0 ||
+        PyModule_AddObjectRef(m, "_View", (PyObject *)&ViewType) < 0 ||
+        PyModule_AddStringConstant(m, "library_version", st_version()) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
