@@ -443,47 +443,59 @@ static int hash_one(const char *path, unsigned algos, bool civitai, bool json,
     return CLI_EXIT_OK;
 }
 
+typedef struct hash_args {
+    unsigned algos;
+    bool civitai;
+    st_hash_options opt;
+} hash_args;
+
+static int on_option(void *ctx, int c, const char *arg)
+{
+    hash_args *a = ctx;
+    switch (c) {
+    case 'a':
+        if (parse_algos(arg, &a->algos) != 0)
+            return cli_usage_error(usage, "hash: bad --algo list '%s'", arg);
+        return 0;
+    case 'c': a->civitai = true; return 0;
+    case 't': {
+        char *end;
+        errno = 0;
+        unsigned long n = strtoul(arg, &end, 10);
+        if (errno || *end || end == arg || n < 1 || n > 64)
+            return cli_usage_error(usage, "hash: --threads takes 1..64");
+        a->opt.threads = (unsigned)n;
+        return 0;
+    }
+    default: return cli_usage_error(usage, NULL);
+    }
+}
+
 int cmd_hash(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"algo", required_argument, NULL, 'a'},
         {"civitai", no_argument, NULL, 'c'},
-        {"json", no_argument, NULL, 'j'},
         {"threads", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    unsigned algos = 0;
-    bool civitai = false, json = false;
-    st_hash_options opt = {0, 0};
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'a':
-            if (parse_algos(optarg, &algos) != 0)
-                return cli_usage_error(usage, "hash: bad --algo list '%s'", optarg);
-            break;
-        case 'c': civitai = true; break;
-        case 'j': json = true; break;
-        case 't': {
-            char *end;
-            errno = 0;
-            unsigned long n = strtoul(optarg, &end, 10);
-            if (errno || *end || end == optarg || n < 1 || n > 64)
-                return cli_usage_error(usage, "hash: --threads takes 1..64");
-            opt.threads = (unsigned)n;
-            break;
-        }
-        case 'h': return cli_help(usage);
-        default: return cli_usage_error(usage, NULL);
-        }
-    }
-    if (optind >= argc)
+    static const cli_command cmd = {usage, CLI_OPT_JSON, opts, NULL, on_option, false};
+    hash_args a;
+    memset(&a, 0, sizeof a);
+    cli_common common;
+    int ret = cli_parse_options(argc, argv, &cmd, &common, &a);
+    if (ret >= 0)
+        return ret;
+    unsigned algos = a.algos;
+    bool civitai = a.civitai, json = common.json;
+    st_hash_options opt = a.opt;
+    int first = common.first_arg;
+    if (first >= argc)
         return cli_usage_error(usage, "hash: no FILE given");
     if (!algos)
         algos = civitai ? ST_HASH_ALL : DEFAULT_ALGOS;
     int worst = CLI_EXIT_OK;
-    for (int i = optind; i < argc; i++) {
+    for (int i = first; i < argc; i++) {
         int rc;
         if (strcmp(argv[i], "-") != 0 && cli_is_model_path(argv[i])) {
             /* A sharded model: validated whole, then each shard as a file

@@ -72,9 +72,6 @@ enum { OPT_DTYPE = 1000, OPT_ALLOW, OPT_RANK, OPT_CONV_RANK, OPT_ALPHA, OPT_CONV
        OPT_MIN_DIFF, OPT_CLAMP, OPT_DYNAMIC };
 
 static const struct option long_opts[] = {
-    {"output", required_argument, NULL, 'o'},
-    {"quiet", no_argument, NULL, 'q'},
-    {"help", no_argument, NULL, 'h'},
     {"dtype", required_argument, NULL, OPT_DTYPE},
     {"allow-unmatched", no_argument, NULL, OPT_ALLOW},
     {"rank", required_argument, NULL, OPT_RANK},
@@ -95,18 +92,13 @@ typedef struct args {
     double alpha, conv_alpha, min_diff, clamp, dyn_param;
     int dyn;
     bool have_min_diff;
+    int first; /* argv index of the first operand */
 } args;
 
-static int parse(int argc, char **argv, args *a)
+static int on_option(void *ctx, int c, const char *v)
 {
-    memset(a, 0, sizeof *a);
-    int c;
-    while ((c = getopt_long(argc, argv, "o:qh", long_opts, NULL)) != -1) {
-        const char *v = optarg;
-        switch (c) {
-        case 'o': a->out = v; break;
-        case 'q': a->quiet = true; break;
-        case 'h': return -1;
+    args *a = ctx;
+    switch (c) {
         case OPT_DTYPE:
             if (!cli_parse_dtype(v, &a->dtype))
                 return cli_usage_error(usage, "unknown --dtype '%s'", v);
@@ -150,9 +142,26 @@ static int parse(int argc, char **argv, args *a)
                 return cli_usage_error(usage, "--dynamic takes sv_ratio=X, sv_fro=X or sv_cumulative=X (X > 0)");
             break;
         }
-        default: return cli_usage_error(usage, NULL);
-        }
+    default: return cli_usage_error(usage, NULL);
     }
+    return 0;
+}
+
+/* Parses a subcommand's options: 0 to go on, or an exit code (help: -1). */
+static int parse(int argc, char **argv, args *a)
+{
+    static const cli_command cmd = {usage, CLI_OPT_OUTPUT | CLI_OPT_PROGRESS, long_opts, NULL,
+                                    on_option, false};
+    memset(a, 0, sizeof *a);
+    cli_common common;
+    int ret = cli_parse_options(argc, argv, &cmd, &common, a);
+    if (ret == 0)
+        return -1; /* --help, already printed */
+    if (ret > 0)
+        return ret;
+    a->out = common.output;
+    a->quiet = common.quiet;
+    a->first = common.first_arg;
     if (!a->out)
         return cli_usage_error(usage, "-o OUT is required");
     return 0;
@@ -178,20 +187,20 @@ static int run_bake(int argc, char **argv)
     args a;
     int rc = parse(argc, argv, &a);
     if (rc)
-        return rc < 0 ? cli_help(usage) : rc;
-    if (argc - optind < 2)
+        return rc < 0 ? CLI_EXIT_OK : rc;
+    if (argc - a.first < 2)
         return cli_usage_error(usage, "bake needs a MODEL and at least one LORA");
     if (a.have_rank || a.conv_rank || a.dyn || a.alpha || a.have_min_diff || a.clamp)
         return cli_usage_error(usage, "bake takes --dtype and --allow-unmatched only");
-    const char *model = argv[optind];
-    size_t n = (size_t)(argc - optind - 1);
+    const char *model = argv[a.first];
+    size_t n = (size_t)(argc - a.first - 1);
     st_lora_input *in = calloc(n, sizeof *in);
     if (!in) {
         cli_errorf("out of memory");
         return CLI_EXIT_ERROR;
     }
     for (size_t i = 0; i < n; i++)
-        parse_lora_arg(argv[optind + 1 + (int)i], &in[i]);
+        parse_lora_arg(argv[a.first + 1 + (int)i], &in[i]);
     st_lora_bake_options opt;
     st_lora_bake_defaults(&opt);
     opt.dtype = a.have_dtype ? (int)a.dtype : -1;
@@ -219,8 +228,8 @@ static int run_extract(int argc, char **argv)
     args a;
     int rc = parse(argc, argv, &a);
     if (rc)
-        return rc < 0 ? cli_help(usage) : rc;
-    if (argc - optind != 2)
+        return rc < 0 ? CLI_EXIT_OK : rc;
+    if (argc - a.first != 2)
         return cli_usage_error(usage, "extract needs BASE and TUNED");
     if (!a.have_rank)
         return cli_usage_error(usage, "extract needs --rank R");
@@ -242,9 +251,9 @@ static int run_extract(int argc, char **argv)
     }
     st_lora_extract_report rep;
     st_error err;
-    rc = st_lora_extract(argv[optind], argv[optind + 1], a.out, &opt, &rep, &err);
+    rc = st_lora_extract(argv[a.first], argv[a.first + 1], a.out, &opt, &rep, &err);
     if (rc)
-        return lib_error(argv[optind], &err);
+        return lib_error(argv[a.first], &err);
     printf("extracted %zu layer(s) (%s), %zu left out below --min-diff %g: %s\n", rep.layers,
            st_family_name((st_model_family)rep.family), rep.skipped, (double)opt.min_diff, a.out);
     return CLI_EXIT_OK;
@@ -266,8 +275,8 @@ static int run_resize(int argc, char **argv)
     args a;
     int rc = parse(argc, argv, &a);
     if (rc)
-        return rc < 0 ? cli_help(usage) : rc;
-    if (argc - optind != 1)
+        return rc < 0 ? CLI_EXIT_OK : rc;
+    if (argc - a.first != 1)
         return cli_usage_error(usage, "resize needs one LORA");
     if (!a.have_rank)
         return cli_usage_error(usage, "resize needs --rank R (the cap of --dynamic)");
@@ -287,9 +296,9 @@ static int run_resize(int argc, char **argv)
     if (!a.quiet)
         opt.layer = print_layer;
     st_error err;
-    rc = st_lora_resize(argv[optind], a.out, &opt, &err);
+    rc = st_lora_resize(argv[a.first], a.out, &opt, &err);
     if (rc)
-        return lib_error(argv[optind], &err);
+        return lib_error(argv[a.first], &err);
     return CLI_EXIT_OK;
 }
 

@@ -152,40 +152,40 @@ static void print_json(const st_tensor **list, size_t n)
     fputs(n ? "\n]\n" : "]\n", o);
 }
 
+static int on_option(void *ctx, int c, const char *arg)
+{
+    enum sort_key *sort = ctx;
+    if (c != 's')
+        return cli_usage_error(usage, NULL);
+    if (strcmp(arg, "name") == 0)
+        *sort = SORT_NAME;
+    else if (strcmp(arg, "offset") == 0)
+        *sort = SORT_OFFSET;
+    else if (strcmp(arg, "size") == 0)
+        *sort = SORT_SIZE;
+    else
+        return cli_usage_error(usage, "ls: --sort takes name, offset or size, not '%s'", arg);
+    return 0;
+}
+
 int cmd_ls(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},
         {"sort", required_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    bool json = false;
+    static const cli_command cmd = {usage, CLI_OPT_JSON, opts, NULL, on_option, false};
     enum sort_key sort = SORT_OFFSET;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'j': json = true; break;
-        case 's':
-            if (strcmp(optarg, "name") == 0)
-                sort = SORT_NAME;
-            else if (strcmp(optarg, "offset") == 0)
-                sort = SORT_OFFSET;
-            else if (strcmp(optarg, "size") == 0)
-                sort = SORT_SIZE;
-            else
-                return cli_usage_error(usage, "ls: --sort takes name, offset or size, not '%s'",
-                                       optarg);
-            break;
-        case 'h': return cli_help(usage);
-        default: return cli_usage_error(usage, NULL);
-        }
-    }
-    int nargs = argc - optind;
+    cli_common common;
+    int ret = cli_parse_options(argc, argv, &cmd, &common, &sort);
+    if (ret >= 0)
+        return ret;
+    bool json = common.json;
+    int nargs = argc - common.first_arg;
     if (nargs < 1 || nargs > 2)
         return cli_usage_error(usage, "ls: expected FILE and an optional GLOB");
-    const char *path = argv[optind];
-    const char *glob = nargs == 2 ? argv[optind + 1] : NULL;
+    const char *path = argv[common.first_arg];
+    const char *glob = nargs == 2 ? argv[common.first_arg + 1] : NULL;
 
     if (ckpt_is_pickle_file(path)) /* PyTorch checkpoints: programs/ckpt_show.c */
         return ckpt_ls(path, json, sort == SORT_NAME ? 1 : sort == SORT_SIZE ? 2 : 0, glob);
@@ -213,7 +213,7 @@ int cmd_ls(int argc, char **argv)
     }
     if (sort == SORT_SIZE && n > 1)
         qsort(list, n, sizeof *list, by_size_desc);
-    int ret = CLI_EXIT_OK;
+    ret = CLI_EXIT_OK;
     if (json)
         print_json(list, n);
     else

@@ -290,86 +290,72 @@ static int edit(const char *path, meta_ops *ops, const char *out_path, bool in_p
     return CLI_EXIT_OK;
 }
 
+typedef struct meta_args {
+    meta_ops ops;
+    bool in_place;
+    size_t nedits;
+} meta_args;
+
+enum { OPT_SET = 256, OPT_UNSET, OPT_SET_JSON, OPT_IN_PLACE };
+
+static int on_option(void *ctx, int c, const char *arg)
+{
+    meta_args *a = ctx;
+    switch (c) {
+    case OPT_IN_PLACE: a->in_place = true; return 0;
+    case OPT_SET: {
+        const char *eq = strchr(arg, '=');
+        if (!eq)
+            return cli_usage_error(usage, "meta: --set wants KEY=VALUE, got '%s'", arg);
+        a->nedits++;
+        if (!push_op(&a->ops, OP_SET, arg, (size_t)(eq - arg), eq + 1, strlen(eq + 1)))
+            break;
+        return 0;
+    }
+    case OPT_UNSET:
+        a->nedits++;
+        if (!push_op(&a->ops, OP_UNSET, arg, strlen(arg), NULL, 0))
+            break;
+        return 0;
+    case OPT_SET_JSON:
+        a->nedits++;
+        return load_set_json(&a->ops, arg) == CLI_EXIT_OK ? 0 : 1;
+    default: return cli_usage_error(usage, NULL);
+    }
+    cli_errorf("nomem: out of memory");
+    return 1;
+}
+
 int cmd_meta(int argc, char **argv)
 {
-    enum { OPT_SET = 256, OPT_UNSET, OPT_SET_JSON, OPT_IN_PLACE, OPT_JSON };
     static const struct option opts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"json", no_argument, NULL, OPT_JSON},
         {"set", required_argument, NULL, OPT_SET},
         {"unset", required_argument, NULL, OPT_UNSET},
         {"set-json", required_argument, NULL, OPT_SET_JSON},
-        {"output", required_argument, NULL, 'o'},
         {"in-place", no_argument, NULL, OPT_IN_PLACE},
         {NULL, 0, NULL, 0},
     };
-    meta_ops ops;
-    memset(&ops, 0, sizeof ops);
-    bool json = false, in_place = false;
-    const char *out = NULL;
-    size_t nedits = 0;
-    int c, ret;
-    while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            ret = cli_help(usage);
-            goto out;
-        case OPT_JSON: json = true; break;
-        case 'o': out = optarg; break;
-        case OPT_IN_PLACE: in_place = true; break;
-        case OPT_SET: {
-            const char *eq = strchr(optarg, '=');
-            if (!eq) {
-                ret = cli_usage_error(usage, "meta: --set wants KEY=VALUE, got '%s'", optarg);
-                goto out;
-            }
-            nedits++;
-            if (!push_op(&ops, OP_SET, optarg, (size_t)(eq - optarg), eq + 1, strlen(eq + 1)))
-                goto nomem;
-            break;
-        }
-        case OPT_UNSET:
-            nedits++;
-            if (!push_op(&ops, OP_UNSET, optarg, strlen(optarg), NULL, 0))
-                goto nomem;
-            break;
-        case OPT_SET_JSON:
-            nedits++;
-            ret = load_set_json(&ops, optarg);
-            if (ret != CLI_EXIT_OK)
-                goto out;
-            break;
-        default:
-            ret = cli_usage_error(usage, NULL);
-            goto out;
-        }
-    }
-    if (argc - optind != 1) {
+    static const cli_command cmd = {usage, CLI_OPT_JSON | CLI_OPT_OUTPUT, opts, NULL, on_option,
+                                    false};
+    meta_args a;
+    memset(&a, 0, sizeof a);
+    cli_common common;
+    int ret = cli_parse_options(argc, argv, &cmd, &common, &a);
+    const char *out = common.output;
+    if (ret >= 0)
+        goto done;
+    if (argc - common.first_arg != 1)
         ret = cli_usage_error(usage, "meta: expected one FILE");
-        goto out;
-    }
-    if (out && in_place) {
+    else if (out && a.in_place)
         ret = cli_usage_error(usage, "meta: -o and --in-place exclude each other");
-        goto out;
-    }
-    if (!out && !in_place) {
-        if (nedits) {
-            ret = cli_usage_error(usage, "meta: edits need -o OUT or --in-place");
-            goto out;
-        }
-        ret = show(argv[optind], json);
-        goto out;
-    }
-    if (json) {
+    else if (!out && !a.in_place)
+        ret = a.nedits ? cli_usage_error(usage, "meta: edits need -o OUT or --in-place")
+                       : show(argv[common.first_arg], common.json);
+    else if (common.json)
         ret = cli_usage_error(usage, "meta: --json only applies to printing");
-        goto out;
-    }
-    ret = edit(argv[optind], &ops, out, in_place);
-    goto out;
-nomem:
-    cli_errorf("nomem: out of memory");
-    ret = CLI_EXIT_ERROR;
-out:
-    free_ops(&ops);
+    else
+        ret = edit(argv[common.first_arg], &a.ops, out, a.in_place);
+done:
+    free_ops(&a.ops);
     return ret;
 }
