@@ -1627,8 +1627,7 @@ ST_API int st_parse_size(const char *text, uint64_t *out, st_error *err);
  * not removed. opt may be NULL.
  */
 ST_API int st_model_split(const st_model *model, const char *outdir,
-                          const st_split_options *opt, st_progress_fn progress,
-                          void *progress_ctx, st_error *err);
+                          const st_split_options *opt, const st_output_hooks *hooks, st_error *err);
 
 /**
  * Writes every tensor of the model and its metadata into one canonical
@@ -1638,7 +1637,7 @@ ST_API int st_model_split(const st_model *model, const char *outdir,
  * memory stays bounded whatever the tensor sizes.
  */
 ST_API int st_model_join(const st_model *model, const char *out_path,
-                         st_progress_fn progress, void *progress_ctx,
+                         const st_output_hooks *hooks,
                          st_error *err);
 
 /* ---- Diffusers folders (lib/model/diffusers.c) ---- */
@@ -1665,7 +1664,7 @@ ST_API int st_model_join(const st_model *model, const char *out_path,
  * text_encoder/) as one single file at out_path, without metadata.
  */
 ST_API int st_diffusers_to_single(const char *folder, const char *out_path,
-                                  st_progress_fn progress, void *progress_ctx,
+                                  const st_output_hooks *hooks,
                                   st_error *err);
 
 /**
@@ -1680,7 +1679,7 @@ ST_API int st_diffusers_to_single(const char *folder, const char *out_path,
  * counted in *left_out (may be NULL).
  */
 ST_API int st_single_to_diffusers(const st_model *model, const char *outdir,
-                                  st_progress_fn progress, void *progress_ctx,
+                                  const st_output_hooks *hooks,
                                   size_t *left_out, st_error *err);
 
 /* ======================== end of Multi-file models ======================= */
@@ -1744,6 +1743,8 @@ typedef struct st_lora_bake_options {
                              /* are counted (report) instead of failing       */
     st_progress_fn progress; /* may be NULL; bytes of output written          */
     void *progress_ctx;
+    st_temp_fn temp;         /* told of the temporary output file (NULL ok)   */
+    void *temp_ctx;
 } st_lora_bake_options;
 
 #define ST_LORA_REPORT_NAMES 8
@@ -1792,6 +1793,8 @@ typedef struct st_lora_extract_options {
     int dtype;               /* dtype of the output (ST_F16, ST_BF16, ST_F32) */
     st_progress_fn progress; /* layers done / layers total; may be NULL       */
     void *progress_ctx;
+    st_temp_fn temp;         /* told of the temporary output file (NULL ok)   */
+    void *temp_ctx;
 } st_lora_extract_options;
 
 typedef struct st_lora_extract_report {
@@ -1850,6 +1853,8 @@ typedef struct st_lora_resize_options {
     int dtype;               /* -1: the adapter's dtype                       */
     st_lora_layer_fn layer;  /* may be NULL                                   */
     void *layer_ctx;
+    st_temp_fn temp;         /* told of the temporary output file (NULL ok)   */
+    void *temp_ctx;
 } st_lora_resize_options;
 
 /** Fills defaults: rank 4, conv_rank 0, ST_LORA_RESIZE_RANK, dtype -1. */

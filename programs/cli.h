@@ -56,6 +56,10 @@ int cli_open_model(const char *path, st_model **out);
 /* st_progress_fn printing "done / total" on stderr (cmd_split.c). */
 int cli_model_progress(void *ctx, uint64_t done, uint64_t total);
 
+/* Output hooks for the multi-file operations: cli_model_progress when
+ * `bar`, and the signal clean-up's temp hook. */
+const st_output_hooks *cli_model_hooks(bool bar);
+
 int cmd_lora(int argc, char **argv);
 
 /* ---- usage and errors ---- */
@@ -139,6 +143,16 @@ int cli_parse_options(int argc, char **argv, const cli_command *cmd, cli_common 
 /* Prints a library error ("safetensors: PATH: CODE: message", or without
  * PATH when NULL) and returns its exit code (1 invalid input, else 2). */
 int cli_report(const char *path, int rc, const st_error *err);
+
+/* ---- interrupted runs (cli_signals.c) ---- */
+
+/* Installs the SIGINT/SIGTERM/SIGHUP handlers that remove this process's
+ * temporary files, and ignores SIGXFSZ. Called once by main. */
+void cli_signals_init(void);
+
+/* An st_temp_fn recording temporary files for those handlers: put it in
+ * the st_output_hooks (or options) of every library call that writes. */
+void cli_temp_hook(void *ctx, const char *path, int created);
 
 /* ---- JSON output ---- */
 

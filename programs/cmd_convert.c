@@ -223,7 +223,7 @@ static int convert_layout(convert_args *a, bool bar, const char *in_path, const 
     st_error err;
     int rc;
     if (a->layout == TO_SINGLE) {
-        rc = st_diffusers_to_single(in_path, out_path, bar ? cli_model_progress : NULL, NULL, &err);
+        rc = st_diffusers_to_single(in_path, out_path, cli_model_hooks(bar), &err);
         if (rc) {
             cli_print_error(in_path, &err);
             return cli_exit_code(rc);
@@ -235,7 +235,7 @@ static int convert_layout(convert_args *a, bool bar, const char *in_path, const 
     if (rc != CLI_EXIT_OK)
         return rc;
     size_t left = 0;
-    rc = st_single_to_diffusers(m, out_path, bar ? cli_model_progress : NULL, NULL, &left, &err);
+    rc = st_single_to_diffusers(m, out_path, cli_model_hooks(bar), &left, &err);
     st_model_close(m);
     if (rc) {
         cli_print_error(in_path, &err);
@@ -271,7 +271,7 @@ static int convert_model(const convert_args *a, bool bar, const char *in_path,
         }
     }
     st_error err;
-    rc = st_model_join(m, out_path, bar ? cli_model_progress : NULL, NULL, &err);
+    rc = st_model_join(m, out_path, cli_model_hooks(bar), &err);
     st_model_close(m);
     if (rc) {
         cli_print_error(out_path, &err);
@@ -304,6 +304,7 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
     o->exclude = a->exclude;
     o->drop = a->drop;
     progress_line pl = {0, false};
+    o->hooks.temp = cli_temp_hook;
     if (common->progress || (!common->quiet && isatty(STDERR_FILENO) == 1)) {
         o->hooks.progress = draw_progress;
         o->hooks.progress_ctx = &pl;

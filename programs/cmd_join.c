@@ -45,7 +45,7 @@ int cmd_join(int argc, char **argv)
     }
     bool bar = common.progress || (!common.quiet && isatty(STDERR_FILENO) == 1);
     st_error err;
-    rc = st_model_join(m, out, bar ? cli_model_progress : NULL, NULL, &err);
+    rc = st_model_join(m, out, cli_model_hooks(bar), &err);
     st_model_close(m);
     if (rc) {
         cli_print_error(out, &err);

@@ -203,6 +203,7 @@ static int run_bake(int argc, char **argv)
         parse_lora_arg(argv[a.first + 1 + (int)i], &in[i]);
     st_lora_bake_options opt;
     st_lora_bake_defaults(&opt);
+    opt.temp = cli_temp_hook;
     opt.dtype = a.have_dtype ? (int)a.dtype : -1;
     opt.allow_unmatched = a.allow;
     st_lora_bake_report rep;
@@ -237,6 +238,7 @@ static int run_extract(int argc, char **argv)
         return cli_usage_error(usage, "--dynamic and --allow-unmatched are not extract options");
     st_lora_extract_options opt;
     st_lora_extract_defaults(&opt);
+    opt.temp = cli_temp_hook;
     opt.rank = a.rank;
     opt.conv_rank = a.conv_rank;
     opt.alpha = (float)a.alpha;
@@ -284,6 +286,7 @@ static int run_resize(int argc, char **argv)
         return cli_usage_error(usage, "resize takes --rank, --conv-rank, --dynamic, --dtype");
     st_lora_resize_options opt;
     st_lora_resize_defaults(&opt);
+    opt.temp = cli_temp_hook;
     opt.rank = a.rank;
     opt.conv_rank = a.conv_rank;
     opt.method = (st_lora_resize_method)a.dyn;

@@ -112,6 +112,7 @@ int cmd_merge(int argc, char **argv)
     if (!a.has_alpha)
         return cli_usage_error(usage, "merge: --alpha M is required");
     const char *const *inputs = (const char *const *)argv + common.first_arg;
+    a.opt.hooks.temp = cli_temp_hook;
     st_merge_report rep;
     st_error err;
     memset(&err, 0, sizeof err);

@@ -272,6 +272,7 @@ static int edit(const char *path, meta_ops *ops, const char *out_path, bool in_p
     st_meta_edit_options opt;
     memset(&opt, 0, sizeof opt);
     opt.in_place = in_place;
+    opt.hooks.temp = cli_temp_hook;
     st_meta_edit_report rep;
     st_error err;
     memset(&err, 0, sizeof err);

@@ -43,6 +43,14 @@ int cli_model_progress(void *ctx, uint64_t done, uint64_t total)
     return 0;
 }
 
+const st_output_hooks *cli_model_hooks(bool bar)
+{
+    static const st_output_hooks with_bar = {.progress = cli_model_progress,
+                                             .temp = cli_temp_hook};
+    static const st_output_hooks quiet = {.temp = cli_temp_hook};
+    return bar ? &with_bar : &quiet;
+}
+
 enum { OPT_MAX = 256, OPT_PREFIX, OPT_HUB };
 
 static int on_option(void *ctx, int c, const char *arg)
@@ -83,7 +91,7 @@ int cmd_split(int argc, char **argv)
         return rc;
     bool bar = common.progress || (!common.quiet && isatty(STDERR_FILENO) == 1);
     st_error err;
-    rc = st_model_split(m, outdir, &so, bar ? cli_model_progress : NULL, NULL, &err);
+    rc = st_model_split(m, outdir, &so, cli_model_hooks(bar), &err);
     st_model_close(m);
     if (rc) {
         cli_print_error(outdir, &err);

@@ -136,6 +136,8 @@ int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe)
         report(out_path, &err, rc);
         goto done;
     }
+    st_output_hooks hooks = {.temp = cli_temp_hook};
+    st_writer_set_hooks(w, &hooks);
     rc = st_writer_write(w, out_path, &err);
     if (rc != ST_OK) {
         if (read_failed)

@@ -78,6 +78,7 @@ static int run_command(const command *cmd, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    cli_signals_init();
     if (argc < 2) {
         usage(stderr);
         return CLI_EXIT_ERROR;

@@ -519,6 +519,10 @@ int st_lora_bake(const char *model_path, const char *out_path, const st_lora_inp
     }
     if (rc == ST_OK) {
         b.total = st_writer_output_size(w);
+        {
+            st_output_hooks h = {.temp = opt->temp, .temp_ctx = opt->temp_ctx};
+            st_writer_set_hooks(w, &h);
+        }
         rc = st_writer_write(w, out_path, err);
         if (rc == ST_E_CALLBACK && b.err.code) {
             rc = b.err.code;

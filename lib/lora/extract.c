@@ -321,6 +321,10 @@ int st_lora_extract(const char *base_path, const char *tuned_path, const char *o
     if (rc == ST_OK)
         rc = set_meta(w, "ss_network_args", args, err);
     if (rc == ST_OK) {
+        {
+            st_output_hooks h = {.temp = opt->temp, .temp_ctx = opt->temp_ctx};
+            st_writer_set_hooks(w, &h);
+        }
         rc = st_writer_write(w, out_path, err);
         if (rc == ST_E_CALLBACK && x.err.code) {
             rc = x.err.code;

@@ -298,8 +298,11 @@ int st_lora_resize(const char *lora_path, const char *out_path, const st_lora_re
         if (rc == ST_OK)
             rc = st_writer_set_metadata(w, "ss_network_alpha", 16, alpha, strlen(alpha), err);
     }
-    if (rc == ST_OK)
+    if (rc == ST_OK) {
+        st_output_hooks h = {.temp = opt->temp, .temp_ctx = opt->temp_ctx};
+        st_writer_set_hooks(w, &h);
         rc = st_writer_write(w, out_path, err);
+    }
 out:
     st_writer_free(w);
     free_layers(o, no);

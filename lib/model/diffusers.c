@@ -137,9 +137,19 @@ static void free_srcs(src *s, size_t n)
 
 /* ---- diffusers -> single file ---- */
 
-int st_diffusers_to_single(const char *folder, const char *out_path, st_progress_fn progress,
-                           void *progress_ctx, st_error *err)
+/* A staged file stays until everything is written and renamed into
+ * place: the temp hook hears of it so an interrupted run can remove it. */
+static void staged_note(const st_output_hooks *h, const char *path, bool created)
 {
+    if (h->temp)
+        h->temp(h->temp_ctx, path, created ? 1 : 0);
+}
+
+int st_diffusers_to_single(const char *folder, const char *out_path, const st_output_hooks *hooks, st_error *err)
+{
+    st_progress_fn progress = hooks ? hooks->progress : NULL;
+    void *progress_ctx = hooks ? hooks->progress_ctx : NULL;
+    st_output_hooks temp_only = {.temp = hooks ? hooks->temp : NULL, .temp_ctx = hooks ? hooks->temp_ctx : NULL};
     if (!folder || !out_path)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_diffusers_to_single: folder and path are required");
     char path[4096];
@@ -211,6 +221,7 @@ int st_diffusers_to_single(const char *folder, const char *out_path, st_progress
                                   srcs[i].shape, srcs[i].rank, st_tensor_nbytes(srcs[i].t), read_src,
                                   &srcs[i], err);
     if (!rc) {
+        st_writer_set_hooks(w, &temp_only);
         rc = st_writer_write(w, out_path, err);
         if (rc)
             rc = job_error(&j, rc, err);
@@ -360,9 +371,11 @@ static int make_dir(const char *path, bool *made, st_error *err)
 
 #define NFILES 8 /* 3 weight files, 5 JSON files */
 
-int st_single_to_diffusers(const st_model *m, const char *outdir, st_progress_fn progress,
-                           void *progress_ctx, size_t *left_out, st_error *err)
+int st_single_to_diffusers(const st_model *m, const char *outdir, const st_output_hooks *hooks, size_t *left_out, st_error *err)
 {
+    st_progress_fn progress = hooks ? hooks->progress : NULL;
+    void *progress_ctx = hooks ? hooks->progress_ctx : NULL;
+    st_output_hooks temp_only = {.temp = hooks ? hooks->temp : NULL, .temp_ctx = hooks ? hooks->temp_ctx : NULL};
     if (!m || !outdir)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_single_to_diffusers: model and folder are required");
     size_t n = st_model_tensor_count(m), nsrc = 0, dropped = 0;
@@ -458,7 +471,9 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, st_progress_fn
                                           srcs[i].shape, srcs[i].rank, st_tensor_nbytes(srcs[i].t),
                                           read_src, &srcs[i], err);
         if (!rc) {
+            st_writer_set_hooks(w, &temp_only);
             rc = st_writer_write(w, staged[c], err);
+            staged_note(&temp_only, staged[c], rc == ST_OK);
             if (rc)
                 rc = job_error(&j, rc, err);
             else
@@ -473,17 +488,23 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, st_progress_fn
     for (int k = 0; k < 5 && !rc; k++) {
         rc = write_text_file(staged[ST_SD_COMPONENTS + k], texts[k], err);
         if (!rc)
+            staged_note(&temp_only, staged[ST_SD_COMPONENTS + k], true);
+        if (!rc)
             nstaged++;
     }
     if (!rc && progress && progress(progress_ctx, j.done, j.total))
         rc = st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
     for (size_t k = 0; k < nstaged && !rc; k++)
-        if (rename(staged[k], final[k]) != 0)
+        if (rename(staged[k], final[k]) == 0)
+            staged_note(&temp_only, staged[k], false);
+        else
             rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot rename %s to %s: %s", staged[k], final[k],
                          strerror(errno));
     if (rc) {
-        for (size_t k = 0; k < nstaged; k++)
+        for (size_t k = 0; k < nstaged; k++) {
             unlink(staged[k]);
+            staged_note(&temp_only, staged[k], false);
+        }
         for (size_t k = 5; k-- > 0;)
             if (made[k])
                 rmdir(dirs[k]);

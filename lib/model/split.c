@@ -20,6 +20,14 @@
 
 /* ---- sizes ---- */
 
+/* A staged file stays until everything is written and renamed into
+ * place: the temp hook hears of it so an interrupted run can remove it. */
+static void staged_note(const st_output_hooks *h, const char *path, bool created)
+{
+    if (h->temp)
+        h->temp(h->temp_ctx, path, created ? 1 : 0);
+}
+
 int st_parse_size(const char *text, uint64_t *out, st_error *err)
 {
     if (!text || !out)
@@ -189,9 +197,11 @@ static int add_metadata(st_writer *w, const st_model *m, bool add_format, st_err
 
 /* ---- join ---- */
 
-int st_model_join(const st_model *m, const char *out_path, st_progress_fn progress,
-                  void *progress_ctx, st_error *err)
+int st_model_join(const st_model *m, const char *out_path, const st_output_hooks *hooks, st_error *err)
 {
+    st_progress_fn progress = hooks ? hooks->progress : NULL;
+    void *progress_ctx = hooks ? hooks->progress_ctx : NULL;
+    st_output_hooks temp_only = {.temp = hooks ? hooks->temp : NULL, .temp_ctx = hooks ? hooks->temp_ctx : NULL};
     if (!m || !out_path)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_model_join: model and path are required");
     size_t n = st_model_tensor_count(m);
@@ -212,6 +222,7 @@ int st_model_join(const st_model *m, const char *out_path, st_progress_fn progre
     if (!rc)
         rc = add_metadata(w, m, false, err);
     if (!rc) {
+        st_writer_set_hooks(w, &temp_only);
         rc = st_writer_write(w, out_path, err);
         if (rc)
             rc = job_error(&j, rc, err);
@@ -487,8 +498,11 @@ static bool prefix_ok(const char *prefix)
 }
 
 int st_model_split(const st_model *m, const char *outdir, const st_split_options *opt,
-                   st_progress_fn progress, void *progress_ctx, st_error *err)
+                   const st_output_hooks *hooks, st_error *err)
 {
+    st_progress_fn progress = hooks ? hooks->progress : NULL;
+    void *progress_ctx = hooks ? hooks->progress_ctx : NULL;
+    st_output_hooks temp_only = {.temp = hooks ? hooks->temp : NULL, .temp_ctx = hooks ? hooks->temp_ctx : NULL};
     if (!m || !outdir)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_model_split: model and folder are required");
     uint64_t max = opt && opt->max_shard_size ? opt->max_shard_size : ST_SPLIT_DEFAULT_MAX;
@@ -558,7 +572,9 @@ int st_model_split(const st_model *m, const char *outdir, const st_split_options
         if (!rc)
             rc = add_metadata(w, m, true, err);
         if (!rc) {
+            st_writer_set_hooks(w, &temp_only);
             rc = st_writer_write(w, staged[s], err);
+            staged_note(&temp_only, staged[s], rc == ST_OK);
             if (rc)
                 rc = job_error(&j, rc, err);
             else
@@ -571,13 +587,17 @@ int st_model_split(const st_model *m, const char *outdir, const st_split_options
         if (!rc)
             rc = write_staged_text(staged[nsh], &idx, err);
         if (!rc)
+            staged_note(&temp_only, staged[nsh], true);
+        if (!rc)
             nstaged++;
     }
     if (!rc && report(&j, true))
         rc = st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
     /* Everything is written: move it into place, the index last. */
     for (size_t k = 0; k < nstaged && !rc; k++)
-        if (rename(staged[k], final[k]) != 0)
+        if (rename(staged[k], final[k]) == 0)
+            staged_note(&temp_only, staged[k], false);
+        else
             rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot rename %s to %s: %s", staged[k],
                          final[k], strerror(errno));
     if (!rc) {
@@ -589,8 +609,10 @@ int st_model_split(const st_model *m, const char *outdir, const st_split_options
             close(dfd);
         }
     } else {
-        for (size_t k = 0; k < nstaged; k++)
+        for (size_t k = 0; k < nstaged; k++) {
             unlink(staged[k]); /* those already renamed are gone from here */
+            staged_note(&temp_only, staged[k], false);
+        }
         if (made)
             rmdir(outdir); /* only when this call created it (and it is empty) */
     }

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Interrupted and limited runs through the real CLI: SIGINT, SIGTERM and
+# SIGHUP in the middle of a write leave no temporary file and the old
+# destination intact, and the exit status says which signal ended the run;
+# a file-size limit (ulimit -f) is an ordinary error (exit 2, a message, no
+# temporary file), not a SIGXFSZ kill.
+set -u
+bin=${ST_BIN:?ST_BIN not set}
+py=${PYTHON:-/usr/bin/python3}
+pass=0 fail=0
+check() { # check DESCRIPTION COMMAND...
+    local what=$1; shift
+    if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $what"; fi
+}
+# On disk (not tmpfs): the output's fsync keeps the write going long enough
+# to be interrupted.
+tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/st_signals.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+# 1 GiB of F32 zeros (sparse: cheap to make and to read).
+"$py" - "$tmp/big.safetensors" <<'PY'
+import json, struct, sys
+n = 1 << 26
+hdr = {"t%d" % i: {"dtype": "F32", "shape": [n], "data_offsets": [i * 4 * n, (i + 1) * 4 * n]}
+       for i in range(4)}
+h = json.dumps(hdr, separators=(",", ":")).encode()
+h += b" " * (-len(h) % 8)
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h)
+    f.truncate(8 + len(h) + 16 * n)
+PY
+printf 'old' >"$tmp/old"
+
+temp_files() { find "$tmp" -name '.out.safetensors.*' | wc -l; }
+
+# A background job of a non-interactive shell starts with SIGINT ignored
+# (and an ignored signal stays ignored, as nohup wants): start the CLI with
+# the default actions, as a terminal would.
+run_default() {
+    exec "$py" -c 'import os, signal, sys
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_DFL)
+os.execv(sys.argv[1], sys.argv[1:])' "$@"
+}
+
+for sig in INT TERM HUP; do
+    cp "$tmp/old" "$tmp/out.safetensors"
+    caught=0
+    for attempt in 1 2 3 4 5; do
+        run_default "$bin" convert "$tmp/big.safetensors" "$tmp/out.safetensors" --dtype bf16 \
+            -q >/dev/null 2>&1 &
+        pid=$!
+        # wait for the temporary file to appear, then signal
+        for _ in $(seq 1 500); do
+            [ "$(temp_files)" -gt 0 ] && break
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.01
+        done
+        if [ "$(temp_files)" -gt 0 ] && kill -"$sig" "$pid" 2>/dev/null; then
+            wait "$pid"
+            rc=$?
+            caught=1
+            break
+        fi
+        wait "$pid"
+        cp "$tmp/old" "$tmp/out.safetensors" # it finished first: try again
+    done
+    if [ "$caught" = 0 ]; then
+        echo "FAIL: SIG$sig: the write never stayed long enough to be interrupted"
+        fail=$((fail + 1))
+        continue
+    fi
+    want=$((128 + $(kill -l "$sig")))
+    check "SIG$sig: exit status $rc, want $want (killed by the signal)" [ "$rc" -eq "$want" ]
+    check "SIG$sig: no temporary file left" [ "$(temp_files)" -eq 0 ]
+    check "SIG$sig: the old destination intact" cmp -s "$tmp/old" "$tmp/out.safetensors"
+done
+
+# A file-size limit: the write fails with EFBIG; exit 2, a message, no temp.
+cp "$tmp/old" "$tmp/out.safetensors"
+err=$( (ulimit -f 2048; exec "$bin" convert "$tmp/big.safetensors" "$tmp/out.safetensors" -q) 2>&1 >/dev/null)
+rc=$?
+check "ulimit -f: exit $rc, want 2 (not killed by SIGXFSZ)" [ "$rc" -eq 2 ]
+check "ulimit -f: the message says why ($err)" bash -c "echo \"\$1\" | grep -qi 'too large'" _ "$err"
+check "ulimit -f: no temporary file left" [ "$(temp_files)" -eq 0 ]
+check "ulimit -f: the old destination intact" cmp -s "$tmp/old" "$tmp/out.safetensors"
+
+echo "# passed $pass failed $fail"
+[ "$fail" -eq 0 ]
