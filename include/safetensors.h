@@ -355,8 +355,9 @@ typedef int (*st_read_fn)(void *ctx, uint64_t offset, void *buf, size_t len);
 /**
  * Progress of long work (anything that reads or writes tensor data): called
  * from the thread doing the work with the bytes done so far and the total
- * expected (0 when not known), at most a few times a second and once at the
- * end. Return 0 to go on, non-zero to stop the work, which then fails with
+ * expected (0 when not known), after each piece of work (from every few
+ * MiB to a few times a second: a display should limit its redraws) and
+ * once at the end. Return 0 to go on, non-zero to stop the work, which then fails with
  * ST_E_CALLBACK and leaves no partial output. Every operation that takes
  * one accepts NULL for "no progress".
  */
@@ -650,6 +651,8 @@ typedef struct st_hash_options {
                              /* 0 = as many as help (CPU count), 1 = read    */
                              /* and hash in the calling thread only          */
     size_t chunk_size;       /* bytes per read, 0 = 8 MiB (64 KiB..1 GiB)    */
+    st_progress_fn progress; /* bytes read of the file's size (0: a pipe);  */
+    void *progress_ctx;      /* non-zero return stops with ST_E_CALLBACK     */
 } st_hash_options;
 
 /**

@@ -144,6 +144,24 @@ int cli_parse_options(int argc, char **argv, const cli_command *cmd, cli_common 
  * PATH when NULL) and returns its exit code (1 invalid input, else 2). */
 int cli_report(const char *path, int rc, const st_error *err);
 
+/* ---- the progress line (cli_progress.c) ---- */
+
+typedef struct cli_progress cli_progress;
+
+/* A progress line labelled `label` when stderr is a terminal or --progress
+ * was given, and not --quiet; NULL (no line) otherwise. */
+cli_progress *cli_progress_new(const char *label, const cli_common *common);
+
+/* An st_progress_fn drawing the line; ctx is the cli_progress (NULL: no-op). */
+int cli_progress_cb(void *ctx, uint64_t done, uint64_t total);
+
+/* Clears the line (before printing a result); the next draw starts a new
+ * rate measurement. NULL allowed. */
+void cli_progress_clear(cli_progress *p);
+
+/* Clears the line and frees p (NULL allowed). */
+void cli_progress_done(cli_progress *p);
+
 /* ---- interrupted runs (cli_signals.c) ---- */
 
 /* Installs the SIGINT/SIGTERM/SIGHUP handlers that remove this process's

@@ -63,7 +63,8 @@ static const char usage[] =
     "  --to diffusers  IN is an SD1.x single file: write a diffusers folder\n"
     "                  (unet/ vae/ text_encoder/ scheduler/ and their configs;\n"
     "                  copy tokenizer/ from the base model)\n"
-    "  -q, --quiet     no progress bar (it is shown only when stderr is a terminal)\n"
+    "  -q, --quiet     no progress line (shown when stderr is a terminal)\n"
+    "  --progress      a progress line even when stderr is not a terminal\n"
     "  -h, --help      show this help\n"
     "\n"
     "GLOB: * any run of characters (dots included), ? one character, [a-z] sets.\n"
@@ -132,41 +133,6 @@ static int on_option(void *ctx, int c, const char *arg)
         cli_errorf("nomem: out of memory");
         return 1;
     }
-    return 0;
-}
-
-/* ---- progress: one line on stderr while the output is written ---- */
-
-typedef struct progress_line {
-    double last_draw;
-    bool drawn;
-} progress_line;
-
-static double monotonic_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* An st_progress_fn: a bar redrawn at most 10 times a second. */
-static int draw_progress(void *ctx, uint64_t done, uint64_t total)
-{
-    progress_line *pl = ctx;
-    double t = monotonic_seconds();
-    if (done != total && t - pl->last_draw < 0.1)
-        return 0;
-    pl->last_draw = t;
-    unsigned pct = total ? (unsigned)(done * 100 / total) : 100;
-    char a[32], b[32], bar[41];
-    unsigned fill = pct * 40 / 100;
-    for (unsigned i = 0; i < 40; i++)
-        bar[i] = i < fill ? '#' : '.';
-    bar[40] = 0;
-    fprintf(stderr, "\r\033[Kconverting [%s] %3u%% %s / %s", bar, pct,
-            cli_human_size(done, a, sizeof a), cli_human_size(total, b, sizeof b));
-    fflush(stderr);
-    pl->drawn = true;
     return 0;
 }
 
@@ -303,20 +269,15 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
     o->only = a->only;
     o->exclude = a->exclude;
     o->drop = a->drop;
-    progress_line pl = {0, false};
+    cli_progress *line = cli_progress_new("convert", common);
     o->hooks.temp = cli_temp_hook;
-    if (common->progress || (!common->quiet && isatty(STDERR_FILENO) == 1)) {
-        o->hooks.progress = draw_progress;
-        o->hooks.progress_ctx = &pl;
-    }
+    o->hooks.progress = cli_progress_cb;
+    o->hooks.progress_ctx = line;
     st_convert_file_report rep;
     st_error err;
     memset(&err, 0, sizeof err);
     int rc = st_convert_file(in_path, out_path, o, &rep, &err);
-    if (pl.drawn) {
-        fputs("\r\033[K", stderr);
-        fflush(stderr);
-    }
+    cli_progress_done(line);
     if (rc != ST_OK) {
         /* IN valid but failing later (a read of IN that changed underneath,
          * the write of OUT) is an I/O error: exit 2. */

@@ -20,6 +20,8 @@ static const char usage[] =
     "Options:\n"
     "  --json      one JSON object: a, b, identical, tensors (the differing\n"
     "              ones, each with a status), identical_tensors, metadata\n"
+    "  -q, --quiet  no progress line (shown when stderr is a terminal)\n"
+    "  --progress   a progress line even when stderr is not a terminal\n"
     "  -h, --help  show this help\n"
     "\n"
     "Exit status, as diff(1) and cmp(1): 0 the files hold the same tensors\n"
@@ -29,6 +31,7 @@ static const char usage[] =
 typedef struct diff_job {
     bool json;
     bool first_json_item;
+    cli_progress *bar;
 } diff_job;
 
 static void json_number(double v)
@@ -195,6 +198,8 @@ static int run(diff_job *job, const char *pa, const char *pb)
     memset(&opt, 0, sizeof opt);
     opt.on_tensor = on_tensor;
     opt.ctx = job;
+    opt.progress = cli_progress_cb;
+    opt.progress_ctx = job->bar;
     st_diff_summary sum;
     st_error err;
     memset(&err, 0, sizeof err);
@@ -236,7 +241,8 @@ static int run(diff_job *job, const char *pa, const char *pb)
 
 int cmd_diff(int argc, char **argv)
 {
-    static const cli_command cmd = {usage, CLI_OPT_JSON, NULL, NULL, NULL, false};
+    static const cli_command cmd = {usage, CLI_OPT_JSON | CLI_OPT_PROGRESS, NULL, NULL, NULL,
+                                    false};
     cli_common common;
     int ret = cli_parse_options(argc, argv, &cmd, &common, NULL);
     if (ret >= 0)
@@ -246,5 +252,9 @@ int cmd_diff(int argc, char **argv)
     diff_job job;
     memset(&job, 0, sizeof job);
     job.json = common.json;
-    return run(&job, argv[common.first_arg], argv[common.first_arg + 1]);
+    cli_progress *bar = cli_progress_new("diff", &common);
+    job.bar = bar;
+    ret = run(&job, argv[common.first_arg], argv[common.first_arg + 1]);
+    cli_progress_done(bar);
+    return ret;
 }

@@ -56,6 +56,8 @@ static const char usage[] =
     "                bytes reversed, AutoV1 null for files under 2 MiB\n"
     "  --json        one JSON object per line and file\n"
     "  --threads N   hashing threads (default: one per CPU, as useful)\n"
+    "  -q, --quiet    no progress line (shown when stderr is a terminal)\n"
+    "  --progress     a progress line even when stderr is not a terminal\n"
     "  -h, --help    show this help\n"
     "\n"
     "Exit status: 0 success, 2 usage error or a file that cannot be read.\n";
@@ -411,6 +413,7 @@ static int hash_one(const char *path, unsigned algos, bool civitai, bool json,
     if (want == 0)
         want = ST_HASH_SHA256; /* only autov3 asked, of a non-safetensors file */
     int rc = st_hash_fd(fd, want, opt, &h, &err);
+    cli_progress_clear(opt->progress_ctx);
     if (!is_stdin)
         close(fd);
     /* A regular file that shrank or grew while it was read would get the
@@ -479,7 +482,8 @@ int cmd_hash(int argc, char **argv)
         {"threads", required_argument, NULL, 't'},
         {NULL, 0, NULL, 0},
     };
-    static const cli_command cmd = {usage, CLI_OPT_JSON, opts, NULL, on_option, false};
+    static const cli_command cmd = {usage, CLI_OPT_JSON | CLI_OPT_PROGRESS, opts, NULL, on_option,
+                                    false};
     hash_args a;
     memset(&a, 0, sizeof a);
     cli_common common;
@@ -489,6 +493,9 @@ int cmd_hash(int argc, char **argv)
     unsigned algos = a.algos;
     bool civitai = a.civitai, json = common.json;
     st_hash_options opt = a.opt;
+    cli_progress *bar = cli_progress_new("hash", &common);
+    opt.progress = cli_progress_cb;
+    opt.progress_ctx = bar;
     int first = common.first_arg;
     if (first >= argc)
         return cli_usage_error(usage, "hash: no FILE given");
@@ -514,5 +521,6 @@ int cmd_hash(int argc, char **argv)
         if (rc > worst)
             worst = rc;
     }
+    cli_progress_done(bar);
     return worst;
 }

@@ -32,6 +32,8 @@ static const char usage[] =
     "  --vae VAE         bake in a VAE: its tensor K replaces first_stage_model.K\n"
     "  --discard REGEX   leave out tensors whose name matches REGEX (POSIX ERE,\n"
     "                    searched anywhere in the name)\n"
+    "  -q, --quiet        no progress line (shown when stderr is a terminal)\n"
+    "  --progress         a progress line even when stderr is not a terminal\n"
     "  -h, --help        show this help\n"
     "\n"
     "Exit status: 0 success, 1 invalid input file, 2 usage or I/O error,\n"
@@ -113,10 +115,14 @@ int cmd_merge(int argc, char **argv)
         return cli_usage_error(usage, "merge: --alpha M is required");
     const char *const *inputs = (const char *const *)argv + common.first_arg;
     a.opt.hooks.temp = cli_temp_hook;
+    cli_progress *bar = cli_progress_new("merge", &common);
+    a.opt.hooks.progress = cli_progress_cb;
+    a.opt.hooks.progress_ctx = bar;
     st_merge_report rep;
     st_error err;
     memset(&err, 0, sizeof err);
     int rc = st_merge(inputs, nin, common.output, &a.opt, &rep, &err);
+    cli_progress_done(bar);
     if (rc != ST_OK) {
         const char *path = rep.failed_input < 0 ? NULL
                            : rep.failed_input == 3 ? a.opt.vae_path

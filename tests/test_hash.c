@@ -167,7 +167,7 @@ static void test_autov1(void)
         size_t n = sizes[i];
         st_hashes h, w;
         char a[ST_HASH_TEXT_MAX], b[ST_HASH_TEXT_MAX];
-        st_hash_options o = {2, 64 * 1024}; /* the window spans reads */
+        st_hash_options o = {.threads = 2, .chunk_size = 64 * 1024}; /* the window spans reads */
         CHECK_EQ_INT(st_hash_memory(p, n, ST_HASH_AUTOV1, &o, &h, NULL), ST_OK);
         /* The rule: SHA-256 of what read(0x10000) after seek(0x100000) gives. */
         size_t from = n < 0x100000 ? n : 0x100000;
@@ -202,7 +202,7 @@ static void test_autov3(void)
     uint64_t hdrs[] = {0, 8, 1000, 150000, n - 8};
     for (size_t i = 0; i < sizeof hdrs / sizeof hdrs[0]; i++) {
         put_u64(p, hdrs[i]);
-        st_hash_options o = {0, 64 * 1024};
+        st_hash_options o = {.chunk_size = 64 * 1024};
         CHECK_EQ_INT(st_hash_memory(p, n, ST_HASH_AUTOV3 | ST_HASH_SHA256, &o, &h, NULL), ST_OK);
         CHECK(h.computed & ST_HASH_AUTOV3, "-");
         CHECK_EQ_INT(h.autov3_offset, 8 + hdrs[i]);
@@ -226,7 +226,7 @@ static void test_pipeline(void)
     uint8_t *p = pattern(n);
     put_u64(p, 4096);
     st_hashes ref, h;
-    st_hash_options one = {1, 0};
+    st_hash_options one = {.threads = 1};
     CHECK_EQ_INT(st_hash_memory(p, n, ST_HASH_ALL, &one, &ref, NULL), ST_OK);
     CHECK(ref.computed == ST_HASH_ALL, "-");
     unsigned threads[] = {0, 1, 2, 3, 8};
@@ -237,7 +237,7 @@ static void test_pipeline(void)
     CHECK(write(fd, p, n) == (ssize_t)n, "-");
     for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++)
         for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
-            st_hash_options o = {threads[t], chunks[c]};
+            st_hash_options o = {.threads = threads[t], .chunk_size = chunks[c]};
             CHECK_EQ_INT(st_hash_memory(p, n, ST_HASH_ALL, &o, &h, NULL), ST_OK);
             CHECK(memcmp(&h, &ref, sizeof h) == 0, "memory, threads %u chunk %zu", threads[t], chunks[c]);
             memset(&h, 0, sizeof h);
@@ -271,7 +271,7 @@ static void test_args_and_names(void)
     st_error err;
     CHECK_EQ_INT(st_hash_memory("x", 1, 0, NULL, &h, &err), ST_E_ARG);
     CHECK_EQ_INT(st_hash_memory("x", 1, 0x40, NULL, &h, &err), ST_E_ARG);
-    st_hash_options bad = {0, 1000};
+    st_hash_options bad = {.chunk_size = 1000};
     CHECK_EQ_INT(st_hash_memory("x", 1, ST_HASH_SHA256, &bad, &h, &err), ST_E_ARG);
     CHECK_EQ_INT(st_hash_memory("x", 1, ST_HASH_SHA256, NULL, NULL, &err), ST_E_ARG);
     CHECK_EQ_INT(st_hash_fd(-1, ST_HASH_SHA256, NULL, &h, &err), ST_E_ARG);

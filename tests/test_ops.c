@@ -496,6 +496,25 @@ static void test_meta_edit(void)
     CHECK(!exists(path_of("me3.safetensors")));
 }
 
+static void test_hash_progress(void)
+{
+    spec s[] = {{"t", 1 << 20, 0, 1, ST_F32}};
+    write_file(path_of("hp.safetensors"), s, 1, NULL, NULL);
+    struct stat st;
+    stat(path_of("hp.safetensors"), &st);
+    st_hash_options o = {.chunk_size = 64 * 1024, .progress = count_progress};
+    st_hashes h;
+    st_error err;
+    progress_calls = 0;
+    CHECK(st_hash_path(path_of("hp.safetensors"), ST_HASH_SHA256, &o, &h, &err) == ST_OK);
+    CHECK(progress_calls >= 64, "one report per chunk: %d", progress_calls);
+    CHECK(progress_last == (uint64_t)st.st_size && progress_total == (uint64_t)st.st_size);
+    o.progress = stop_progress;
+    CHECK(st_hash_path(path_of("hp.safetensors"), ST_HASH_SHA256, &o, &h, &err) == ST_E_CALLBACK);
+    o.threads = 1;
+    CHECK(st_hash_path(path_of("hp.safetensors"), ST_HASH_SHA256, &o, &h, &err) == ST_E_CALLBACK);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/st_ops_XXXXXX");
@@ -509,6 +528,7 @@ int main(void)
     test_glob();
     test_install();
     test_meta_edit();
+    test_hash_progress();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)

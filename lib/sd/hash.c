@@ -73,6 +73,7 @@ typedef struct engine {
     /* source */
     int fd;
     int use_read; /* unseekable: read() instead of pread() */
+    uint64_t expected; /* the file's size for progress (0: unknown) */
     const uint8_t *mem;
     uint64_t mem_len;
     size_t chunk;
@@ -365,6 +366,11 @@ static int run(engine *e, unsigned algos, const st_hash_options *opt, st_hashes 
                 rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "SHA-256 update failed");
         }
         total += s->len;
+        if (opt && opt->progress &&
+            opt->progress(opt->progress_ctx, total, e->mem ? e->mem_len : e->expected) != 0) {
+            rc = st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
+            break;
+        }
         if (inline_mode) {
             lane_process(&e->lanes[0], e, s->off, s->data, s->len);
         } else {
@@ -445,8 +451,10 @@ int st_hash_fd(int fd, unsigned algos, const st_hash_options *opt, st_hashes *ou
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     e->fd = fd;
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
         (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        e->expected = (uint64_t)st.st_size;
+    }
     int rc = run(e, algos, opt, out, err);
     free(e);
     return rc;

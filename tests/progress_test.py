@@ -1,0 +1,81 @@
+"""The progress line of long commands (programs/cli_progress.c), through the
+real binary: drawn on a terminal (a pty here) and cleared at the end, absent
+when stderr is not a terminal (scripts, --json), absent with --quiet, and
+forced into a pipe with --progress."""
+import os
+import pty
+import select
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+BIN = os.environ["ST_BIN"]
+passed = failed = 0
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL:", what)
+
+
+def save(path, n):
+    import json
+    import struct
+    hdr = {"t": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}}
+    h = json.dumps(hdr, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        f.write(np.arange(n, dtype=np.float32).tobytes())
+
+
+def run_tty(args):
+    """Runs BIN with stderr on a pty; returns (exit code, stderr bytes)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen([BIN] + args, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        r, _, _ = select.select([master], [], [], 30)
+        if not r:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    p.wait()
+    os.close(master)
+    return p.returncode, out
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    src = os.path.join(tmp, "in.safetensors")
+    save(src, 16 << 20)  # 64 MiB: several progress reports
+    for cmd, args in (("convert", ["convert", src, os.path.join(tmp, "o.safetensors"),
+                                   "--dtype", "f16"]),
+                      ("hash", ["hash", src]),
+                      ("diff", ["diff", src, src]),
+                      ("merge", ["merge", src, src, "-o", os.path.join(tmp, "m.safetensors"),
+                                 "--alpha", "0.5"])):
+        rc, err = run_tty(args)
+        check(rc == 0, "%s on a tty: exit %d" % (cmd, rc))
+        check(cmd.encode() in err and b"%" in err, "%s: a progress line on a tty" % cmd)
+        check(err.endswith(b"\r\x1b[K"), "%s: the line is cleared at the end" % cmd)
+        rc, err = run_tty(args + ["--quiet"])
+        check(rc == 0 and err == b"", "%s --quiet: nothing on stderr (%r)" % (cmd, err[:80]))
+        p = subprocess.run([BIN] + args, capture_output=True)
+        check(p.returncode == 0 and p.stderr == b"", "%s into a pipe: nothing on stderr" % cmd)
+        p = subprocess.run([BIN] + args + ["--progress"], capture_output=True)
+        check(p.returncode == 0 and cmd.encode() in p.stderr, "%s --progress into a pipe" % cmd)
+
+print("# passed %d failed %d" % (passed, failed))
+sys.exit(1 if failed else 0)
