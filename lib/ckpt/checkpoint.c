@@ -507,9 +507,11 @@ static int emit_tensor(st_ckpt *ck, const pk_value *tv, st_error *err)
 {
     char q[160];
     st_quote_name(q, sizeof q, ck->name, ck->name_len);
-    if (ck->nt >= ck->lim.max_tensors)
-        return st_fail(err, ST_E_PICKLE_LIMIT, ST_NO_OFFSET, "more than %llu tensors",
-                       (unsigned long long)ck->lim.max_tensors);
+    uint64_t limit = ck->name_limit ? ck->name_limit : ck->lim.max_tensors;
+    if (ck->nt >= limit)
+        return st_fail(err, ST_E_PICKLE_LIMIT, ST_NO_OFFSET,
+                       "more than %llu tensor names (for a pickle of this size)",
+                       (unsigned long long)limit);
     if (!utf8_valid((const unsigned char *)ck->name, ck->name_len))
         return st_fail(err, ST_E_CKPT_TENSOR, ST_NO_OFFSET, "tensor name %s is not UTF-8", q);
     const ck_storage *s = &ck->st[tv->u.t.storage->u.st.index];
@@ -697,10 +699,10 @@ static int flatten_child(st_ckpt *ck, const char *key, size_t keylen, pk_value *
 
 static int flatten(st_ckpt *ck, pk_value *v, uint32_t depth, st_error *err)
 {
-    if (++ck->visits > ck->lim.max_visits)
+    if (++ck->visits > ck->visit_limit)
         return st_fail(err, ST_E_PICKLE_LIMIT, ST_NO_OFFSET,
                        "more than %llu container entries to walk (shared containers nested like a bomb?)",
-                       (unsigned long long)ck->lim.max_visits);
+                       (unsigned long long)ck->visit_limit);
     if (depth > ck->lim.max_depth)
         return st_fail(err, ST_E_PICKLE_LIMIT, ST_NO_OFFSET, "containers nested deeper than %u",
                        ck->lim.max_depth);
@@ -833,8 +835,17 @@ static int collect_meta(st_ckpt *ck, pk_value *root, st_error *err)
     return ST_OK;
 }
 
-int ck_name_tensors(st_ckpt *ck, pk_value *root, st_error *err)
+int ck_name_tensors(st_ckpt *ck, pk_value *root, uint64_t pickle_bytes, st_error *err)
 {
+    /* A walk visits each container entry once per path to it: shared
+     * containers nested like a bomb multiply the paths, so the walk gets
+     * max(1 Mi, 64 x the pickle's bytes) visits at most. */
+    ck->visit_limit = pk_scaled_limit(ck->lim.max_visits, (uint64_t)1 << 20, pickle_bytes);
+    /* Each name costs the pickle at least a key and a reference (8+ bytes),
+     * so P / 8 names (16 Ki at least) is room for any real checkpoint;
+     * a bomb whose paths all lead to one shared tensor is stopped early. */
+    uint64_t names = pickle_bytes / 8 > (16u << 10) ? pickle_bytes / 8 : (16u << 10);
+    ck->name_limit = names < ck->lim.max_tensors ? names : ck->lim.max_tensors;
     int rc = collect_meta(ck, root, err);
     if (rc)
         return rc;
@@ -1096,7 +1107,7 @@ static int open_zip(st_ckpt *ck, st_error *err)
     before = ck->narr;
     rc = run_zip_pickle(ck, en, true, &m, &res, err);
     if (!rc)
-        rc = ck_name_tensors(ck, res, err);
+        rc = ck_name_tensors(ck, res, en->size, err);
     int krc = ck_keep_machine(ck, m, before, err);
     return rc ? rc : krc;
 }
@@ -1120,6 +1131,7 @@ static int open_legacy(st_ckpt *ck, st_error *err)
         pk_value *res = NULL;
         uint64_t end = 0;
         st_error e = {0};
+        uint64_t pickle_start = pos;
         rc = pk_run(ck->fd, pos, ck->size, &ck->lim, &h, !ck->scan_only, &m, &res, &end, &e);
         if (rc) {
             pk_free(m);
@@ -1150,7 +1162,7 @@ static int open_legacy(st_ckpt *ck, st_error *err)
         } else if (i == 3) {
             main_m = m;
             m = NULL;
-            rc = ck_name_tensors(ck, res, err);
+            rc = ck_name_tensors(ck, res, end - pickle_start, err);
         } else if (i == 4) {
             keys = res;
             keys_m = m;

@@ -103,6 +103,10 @@ typedef struct pk_machine pk_machine;
  * the offset just past the STOP opcode; *result the unpickled value. All
  * values live in the machine's arena until pk_free. With interpret == false
  * no torch call is interpreted (scan mode: every REDUCE is inert). */
+/* min(configured, max(floor, 64 x pickle_bytes)): the budgets a pickle of
+ * that size gets (graph memory here, container walks in checkpoint.c). */
+ST_INTERNAL uint64_t pk_scaled_limit(uint64_t configured, uint64_t floor, uint64_t pickle_bytes);
+
 ST_INTERNAL int pk_run(int fd, uint64_t start, uint64_t end,
                        const st_ckpt_limits *limits, const pk_hooks *hooks,
                        bool interpret, pk_machine **out_machine,

@@ -74,6 +74,8 @@ struct st_ckpt {
     char *name;
     size_t name_len, name_cap;
     uint64_t visits;
+    uint64_t visit_limit; /* of this walk: scaled to the pickle's size */
+    uint64_t name_limit;  /* tensors it may name, likewise */
     uint64_t hash_seed; /* the indexes hash names the file chose: seeded */
     /* TorchScript */
     const char *rec_dir;   /* records of the pickle being read: "data/"...  */
@@ -134,7 +136,8 @@ ST_INTERNAL int ck_pid_error(st_error *err, const char *what);
 ST_INTERNAL const pk_hooks *ck_hooks_for(st_ckpt *ck, pk_hooks *h);
 ST_INTERNAL pk_value *ck_dict_get(pk_value *d, const char *key);
 /* Names the tensors of the object a checkpoint holds (metadata too). */
-ST_INTERNAL int ck_name_tensors(st_ckpt *ck, pk_value *root, st_error *err);
+ST_INTERNAL int ck_name_tensors(st_ckpt *ck, pk_value *root, uint64_t pickle_bytes,
+                                st_error *err);
 /* Keeps a pickle's machine with the checkpoint when numpy arrays were
  * recorded since narr_before (their bytes are in its arena); else frees it. */
 ST_INTERNAL int ck_keep_machine(st_ckpt *ck, pk_machine *m, size_t narr_before, st_error *err);

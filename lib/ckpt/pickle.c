@@ -1317,8 +1317,24 @@ static int run(pk_machine *m, pk_value **result)
     }
 }
 
+/* Budgets proportional to the input: a pickle of P bytes may build at most
+ * max(16 MiB, 64 x P) of object graph, so a 2 KB "billion laughs" stops at
+ * 16 MiB instead of the fixed 256 MiB default; the configured limits stay
+ * the ceiling. Real checkpoints' graphs are a few times their pickle. */
+#define PK_MEMORY_FLOOR ((uint64_t)16 << 20)
+#define PK_PER_BYTE 64u
+
+uint64_t pk_scaled_limit(uint64_t configured, uint64_t floor, uint64_t pickle_bytes)
+{
+    uint64_t scaled = pickle_bytes > UINT64_MAX / PK_PER_BYTE ? UINT64_MAX
+                                                              : pickle_bytes * PK_PER_BYTE;
+    if (scaled < floor)
+        scaled = floor;
+    return scaled < configured ? scaled : configured;
+}
+
 static int start(pk_machine **out, const st_ckpt_limits *limits, const pk_hooks *hooks, bool interpret,
-                 st_error *err)
+                 uint64_t pickle_bytes, st_error *err)
 {
     pk_machine *m = calloc(1, sizeof *m);
     if (!m)
@@ -1327,6 +1343,7 @@ static int start(pk_machine **out, const st_ckpt_limits *limits, const pk_hooks 
         m->lim = *limits;
     else
         st_ckpt_default_limits(&m->lim);
+    m->lim.max_memory = pk_scaled_limit(m->lim.max_memory, PK_MEMORY_FLOOR, pickle_bytes);
     m->arena.limit = m->lim.max_memory;
     m->hooks = hooks;
     m->interpret = interpret;
@@ -1359,7 +1376,7 @@ int pk_run(int fd, uint64_t begin, uint64_t end, const st_ckpt_limits *limits, c
     pk_machine *m;
     if (out_machine)
         *out_machine = NULL;
-    int rc = start(&m, limits, hooks, interpret, err);
+    int rc = start(&m, limits, hooks, interpret, end > begin ? end - begin : 0, err);
     if (rc)
         return rc;
     m->fd = fd;
@@ -1383,7 +1400,7 @@ int pk_run_memory(const void *data, size_t len, const st_ckpt_limits *limits, co
     pk_machine *m;
     if (out_machine)
         *out_machine = NULL;
-    int rc = start(&m, limits, hooks, interpret, err);
+    int rc = start(&m, limits, hooks, interpret, len, err);
     if (rc)
         return rc;
     m->fd = -1;

@@ -484,7 +484,7 @@ int ck_open_tar(st_ckpt *ck, st_error *err)
         tar_reader r = {ck, pkl->data_offset, pkl->data_offset + pkl->size, NULL, NULL};
         rc = tar_next(&r, "pickle", true, pe);
         if (!rc && !ck->scan_only)
-            rc = ck_name_tensors(ck, r.v, pe);
+            rc = ck_name_tensors(ck, r.v, pkl->size, pe);
         if (rc)
             pk_free(r.m);
         else
