@@ -15,7 +15,7 @@ check() { # check DESCRIPTION COMMAND...
 # On disk (not tmpfs): the output's fsync keeps the write going long enough
 # to be interrupted.
 tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/st_signals.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+trap 'umount "$tmp/small" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 # 1 GiB of F32 zeros (sparse: cheap to make and to read).
 "$py" - "$tmp/big.safetensors" <<'PY'
@@ -84,6 +84,33 @@ check "ulimit -f: exit $rc, want 2 (not killed by SIGXFSZ)" [ "$rc" -eq 2 ]
 check "ulimit -f: the message says why ($err)" bash -c "echo \"\$1\" | grep -qi 'too large'" _ "$err"
 check "ulimit -f: no temporary file left" [ "$(temp_files)" -eq 0 ]
 check "ulimit -f: the old destination intact" cmp -s "$tmp/old" "$tmp/out.safetensors"
+
+# A full disk, for real: a 4 MiB tmpfs mounted here (root only).
+mnt="$tmp/small"
+mkdir -p "$mnt"
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=4m tmpfs "$mnt" 2>/dev/null; then
+    printf 'old' >"$mnt/out.safetensors"
+    "$py" - "$tmp/mid.safetensors" <<'PY'
+import json, struct, sys
+n = 3 << 20  # 12 MiB of F32
+h = json.dumps({"t": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}},
+               separators=(",", ":")).encode()
+h += b" " * (-len(h) % 8)
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h)
+    f.truncate(8 + len(h) + 4 * n)
+PY
+    err=$("$bin" convert "$tmp/mid.safetensors" "$mnt/out.safetensors" -q 2>&1 >/dev/null)
+    rc=$?
+    check "disk full: exit $rc, want 2" [ "$rc" -eq 2 ]
+    check "disk full: the message names the folder and the cause ($err)" \
+        bash -c "echo \"\$1\" | grep -q '$mnt' && echo \"\$1\" | grep -qi 'no space'" _ "$err"
+    check "disk full: no temporary file left" [ "$(find "$mnt" -name '.out*' | wc -l)" -eq 0 ]
+    check "disk full: the old destination intact" [ "$(cat "$mnt/out.safetensors")" = old ]
+    umount "$mnt"
+else
+    echo "disk-full check skipped: needs root and a tmpfs mount"
+fi
 
 echo "# passed $pass failed $fail"
 [ "$fail" -eq 0 ]
