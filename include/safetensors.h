@@ -248,6 +248,15 @@ ST_API uint64_t st_tensor_nbytes(const st_tensor *tensor);
 ST_API const void *st_tensor_data(const st_file *file, const st_tensor *tensor);
 
 /**
+ * The descriptor and absolute file offset of a tensor's bytes, for
+ * st_writer_add_file_range: ST_OK for files opened with ST_OPEN_PREAD (the
+ * descriptor stays the st_file's: do not close it), ST_E_UNSUPPORTED for
+ * mapped or in-memory files, ST_E_ARG for a tensor of another file.
+ */
+ST_API int st_tensor_file_range(const st_file *file, const st_tensor *tensor, int *fd,
+                                uint64_t *offset);
+
+/**
  * Copies len bytes of a tensor starting at byte `offset` of its data into
  * buf. Works in every mode; thread-safe. ST_E_RANGE if the range is past
  * the tensor, ST_E_IO on a read error or a file that got shorter.
@@ -405,6 +414,19 @@ ST_API int st_writer_add_stream(st_writer *writer, const char *name,
                                 const uint64_t *shape, uint32_t rank,
                                 uint64_t nbytes, st_read_fn read, void *ctx,
                                 st_error *err);
+
+/**
+ * Like st_writer_add_stream, with the bytes at [offset, offset + nbytes) of
+ * the open file fd (which must stay open, and those bytes unchanged, until
+ * the write ends). Written to a file, they are moved inside the kernel
+ * (copy_file_range: no copy through this process, and shared extents where
+ * the file system can), falling back to pread/write where it refuses; to a
+ * sink or memory, they are read with pread. The output bytes are the same
+ * either way. A short file is ST_E_IO.
+ */
+ST_API int st_writer_add_file_range(st_writer *writer, const char *name, size_t name_len,
+                                    st_dtype dtype, const uint64_t *shape, uint32_t rank,
+                                    int fd, uint64_t offset, uint64_t nbytes, st_error *err);
 
 /**
  * Sets a metadata pair (replacing an earlier value for the key). Any call

@@ -435,7 +435,8 @@ CEOF
     if cc -shared -fPIC -o "$tmp/failpread.so" "$tmp/failpread.c" -ldl 2>"$tmp/cc.log"; then
         mkdir -p "$tmp/rf"
         from=$(( $(stat -c %s "$SAMPLE") - 100 ))
-        run env LD_PRELOAD="$tmp/failpread.so" FAIL_PREAD_FROM=$from \
+        # the buffered copy path: the kernel's copy_file_range does no pread
+        run env LD_PRELOAD="$tmp/failpread.so" FAIL_PREAD_FROM=$from ST_NO_COPY_FILE_RANGE=1 \
             "$BIN" convert "$SAMPLE" "$tmp/rf/out.safetensors"
         check "convert with a failing read exits 2" [ "$rc" -eq 2 ]
         check "failing read: IN named with io" grep -q "sample.safetensors: io: " "$tmp/err"

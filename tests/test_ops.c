@@ -515,6 +515,91 @@ static void test_hash_progress(void)
     CHECK(st_hash_path(path_of("hp.safetensors"), ST_HASH_SHA256, &o, &h, &err) == ST_E_CALLBACK);
 }
 
+static bool same_bytes(const char *a, const char *b)
+{
+    FILE *x = fopen(a, "rb"), *y = fopen(b, "rb");
+    bool equal = x && y;
+    int cx;
+    while (equal && (cx = fgetc(x)) != EOF)
+        equal = cx == fgetc(y);
+    equal = equal && fgetc(y) == EOF;
+    if (x)
+        fclose(x);
+    if (y)
+        fclose(y);
+    return equal;
+}
+
+/* Unchanged bytes moved by the kernel (copy_file_range), by the buffered
+ * fallback, and read into memory: the same output every way. */
+static void test_file_range(void)
+{
+    spec s[] = {{"a", 300000, 1, 0.5f, ST_F32}, {"b", 7, 2, 1, ST_F16}};
+    write_file(path_of("fr.safetensors"), s, 2, "k", "v");
+    st_file *f = NULL;
+    CHECK(st_open(path_of("fr.safetensors"), ST_OPEN_PREAD, &f, NULL) == ST_OK);
+    if (!f)
+        return;
+    st_error err;
+    const char *outs[] = {"fr_kernel.safetensors", "fr_buffered.safetensors"};
+    for (int mode = 0; mode < 2; mode++) {
+        if (mode)
+            setenv("ST_NO_COPY_FILE_RANGE", "1", 1);
+        st_writer *w = st_writer_new();
+        for (size_t i = 0; i < st_tensor_count(f); i++) {
+            const st_tensor *t = st_tensor_at(f, i);
+            int fd;
+            uint64_t off;
+            CHECK(st_tensor_file_range(f, t, &fd, &off) == ST_OK);
+            CHECK(st_writer_add_file_range(w, t->name, t->name_len, t->dtype, t->shape, t->rank,
+                                           fd, off, st_tensor_nbytes(t), &err) == ST_OK);
+        }
+        st_writer_set_metadata(w, "k", 1, "v", 1, NULL);
+        CHECK(st_writer_write(w, path_of(outs[mode]), &err) == ST_OK, "%s", err.message);
+        if (mode == 0) {
+            void *mem = NULL;
+            size_t len = 0;
+            CHECK(st_writer_serialize(w, &mem, &len, &err) == ST_OK);
+            FILE *g = fopen(path_of("fr_mem.safetensors"), "wb");
+            if (g && mem)
+                fwrite(mem, 1, len, g);
+            if (g)
+                fclose(g);
+            free(mem);
+        }
+        st_writer_free(w);
+        unsetenv("ST_NO_COPY_FILE_RANGE");
+    }
+    CHECK(same_bytes(path_of("fr.safetensors"), path_of("fr_kernel.safetensors")));
+    CHECK(same_bytes(path_of("fr.safetensors"), path_of("fr_buffered.safetensors")));
+    CHECK(same_bytes(path_of("fr.safetensors"), path_of("fr_mem.safetensors")));
+    /* a range past the end of its file: ST_E_IO, no output, no temp file */
+    const st_tensor *t = st_tensor_at(f, 0);
+    int fd;
+    uint64_t off;
+    st_tensor_file_range(f, t, &fd, &off);
+    for (int mode = 0; mode < 2; mode++) {
+        if (mode)
+            setenv("ST_NO_COPY_FILE_RANGE", "1", 1);
+        st_writer *w = st_writer_new();
+        uint64_t shape[1] = {1u << 20};
+        CHECK(st_writer_add_file_range(w, "x", 1, ST_F32, shape, 1, fd, off, 4u << 20, &err) ==
+              ST_OK);
+        CHECK(st_writer_write(w, path_of("fr_short.safetensors"), &err) == ST_E_IO,
+              "mode %d: %s", mode, err.message);
+        CHECK(!exists(path_of("fr_short.safetensors")) && no_temp_files());
+        st_writer_free(w);
+        unsetenv("ST_NO_COPY_FILE_RANGE");
+    }
+    st_file *m = NULL;
+    CHECK(st_open(path_of("fr.safetensors"), ST_OPEN_MMAP, &m, NULL) == ST_OK);
+    if (m) {
+        CHECK(st_tensor_file_range(m, st_tensor_at(m, 0), &fd, &off) == ST_E_UNSUPPORTED);
+        st_close(m);
+    }
+    st_close(f);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/st_ops_XXXXXX");
@@ -529,6 +614,7 @@ int main(void)
     test_install();
     test_meta_edit();
     test_hash_progress();
+    test_file_range();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)

@@ -1,6 +1,7 @@
 /* Atomic output files: temporary file beside the target, reserve, write,
  * fsync, rename, fsync the folder. See outfile.h for the rules. */
 #include "common/outfile.h"
+#include "common/arena.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -120,6 +121,19 @@ int st_outfile_open(st_outfile *o, const char *path, uint64_t reserve, st_temp_f
     return ST_OK;
 }
 
+static void kick_writeback(st_outfile *o)
+{
+#ifdef SYNC_FILE_RANGE_WRITE
+    if (o->written - o->kicked >= WRITEBACK_STEP) {
+        (void)sync_file_range(o->fd, (off_t)o->kicked, (off_t)(o->written - o->kicked),
+                              SYNC_FILE_RANGE_WRITE);
+        o->kicked = o->written;
+    }
+#else
+    (void)o;
+#endif
+}
+
 int st_outfile_write(st_outfile *o, const void *p, size_t n, st_error *err)
 {
     const char *c = p;
@@ -140,13 +154,60 @@ int st_outfile_write(st_outfile *o, const void *p, size_t n, st_error *err)
         n -= (size_t)k;
         o->written += (uint64_t)k;
     }
-#ifdef SYNC_FILE_RANGE_WRITE
-    if (o->written - o->kicked >= WRITEBACK_STEP) {
-        (void)sync_file_range(o->fd, (off_t)o->kicked, (off_t)(o->written - o->kicked),
-                              SYNC_FILE_RANGE_WRITE);
-        o->kicked = o->written;
+    kick_writeback(o);
+    return ST_OK;
+}
+
+static int copy_through_buffer(st_outfile *o, int fd_in, uint64_t off, uint64_t len,
+                               st_error *err)
+{
+    size_t cap = len < ((size_t)4 << 20) ? (size_t)len : ((size_t)4 << 20);
+    char *buf = malloc(cap ? cap : 1);
+    if (!buf)
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    int rc = ST_OK;
+    while (len && rc == ST_OK) {
+        size_t n = len < cap ? (size_t)len : cap;
+        rc = st_pread_full(fd_in, buf, n, off);
+        if (rc != ST_OK) {
+            rc = st_fail(err, ST_E_IO, off, "cannot read %zu bytes of the input at offset %llu "
+                         "(for '%s')", n, (unsigned long long)off, o->path);
+            break;
+        }
+        rc = st_outfile_write(o, buf, n, err);
+        off += n;
+        len -= n;
     }
-#endif
+    free(buf);
+    return rc;
+}
+
+int st_outfile_copy_range(st_outfile *o, int fd_in, uint64_t off_in, uint64_t len, st_error *err)
+{
+    const char *force = getenv("ST_NO_COPY_FILE_RANGE");
+    if (force && *force == '1')
+        return copy_through_buffer(o, fd_in, off_in, len, err);
+    while (len) {
+        loff_t in = (loff_t)off_in;
+        size_t want = len < ((uint64_t)1 << 30) ? (size_t)len : ((size_t)1 << 30);
+        ssize_t k = copy_file_range(fd_in, &in, o->fd, NULL, want, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+                      errno == EOPNOTSUPP || errno == EBADF))
+            return copy_through_buffer(o, fd_in, off_in, len, err);
+        if (k <= 0) {
+            char eb[128];
+            int e = k < 0 ? errno : 0;
+            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot copy into '%s' (for '%s'): %s",
+                           o->tmp, o->path, k < 0 ? st_errno_text(e, eb, sizeof eb)
+                                                  : "the input ended early");
+        }
+        off_in += (uint64_t)k;
+        len -= (uint64_t)k;
+        o->written += (uint64_t)k;
+        kick_writeback(o);
+    }
     return ST_OK;
 }
 

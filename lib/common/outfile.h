@@ -28,6 +28,14 @@ ST_INTERNAL int st_outfile_open(st_outfile *o, const char *path, uint64_t reserv
 /* Appends n bytes (write(2) until done; EINTR retried). */
 ST_INTERNAL int st_outfile_write(st_outfile *o, const void *p, size_t n, st_error *err);
 
+/* Appends len bytes of fd_in starting at off_in, moved inside the kernel
+ * (copy_file_range; the file system may share extents) when it can, else
+ * through a buffer (pread/write) when the kernel or file system refuses
+ * (EXDEV, EINVAL, ENOSYS, EOPNOTSUPP), or always when the environment has
+ * ST_NO_COPY_FILE_RANGE=1 (for tests of that path). Short input: ST_E_IO. */
+ST_INTERNAL int st_outfile_copy_range(st_outfile *o, int fd_in, uint64_t off_in, uint64_t len,
+                                      st_error *err);
+
 /* fsync, close, rename over the target, fsync the folder. On failure before
  * the rename the temporary file is removed and the target untouched. Frees
  * the paths either way. */

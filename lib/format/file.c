@@ -314,6 +314,17 @@ int st_file_read(const st_file *f, uint64_t offset, void *buf, size_t len, st_er
     return pread_full(f->fd, buf, len, offset, err);
 }
 
+int st_tensor_file_range(const st_file *f, const st_tensor *t, int *fd, uint64_t *offset)
+{
+    if (!owns(f, t) || !fd || !offset)
+        return ST_E_ARG;
+    if (f->fd < 0)
+        return ST_E_UNSUPPORTED; /* mapped (descriptor closed) or in memory */
+    *fd = f->fd;
+    *offset = 8 + f->header_len + t->begin;
+    return ST_OK;
+}
+
 int st_tensor_read(const st_file *f, const st_tensor *t, uint64_t offset, void *buf, size_t len,
                    st_error *err)
 {

@@ -129,9 +129,7 @@ int st_metadata_edit(const char *in_path, const char *out_path, const st_meta_ch
     for (size_t i = 0; i < nt && rc == ST_OK; i++) {
         src[i].in = &in;
         src[i].t = st_tensor_at(in.file, i);
-        const st_tensor *t = src[i].t;
-        rc = st_writer_add_stream(w, t->name, t->name_len, t->dtype, t->shape, t->rank,
-                                  st_tensor_nbytes(t), st_op_copy_read, &src[i], err);
+        rc = st_op_add_copy(w, NULL, 0, &src[i], err);
     }
     if (rc == ST_OK)
         rc = apply(w, in.file, changes, n, &rep, err);

@@ -2,6 +2,7 @@
 #include "format/stream.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -41,6 +42,27 @@ int st_op_write(st_writer *w, const char *path, st_op_input *inputs, size_t n,
             return inputs[i].err.code ? inputs[i].err.code : ST_E_IO;
         }
     return rc;
+}
+
+int st_op_add_copy(st_writer *w, const char *name, size_t name_len, st_op_source *src,
+                   st_error *err)
+{
+    const st_tensor *t = src->t;
+    if (!name) {
+        name = t->name;
+        name_len = t->name_len;
+    }
+    int fd;
+    uint64_t off;
+    /* ST_NO_COPY_FILE_RANGE=1 (tests) keeps every byte on the read path,
+     * where a failing read is reported against its input. */
+    const char *force = getenv("ST_NO_COPY_FILE_RANGE");
+    bool buffered = force && *force == '1';
+    if (!buffered && st_tensor_file_range(src->in->file, t, &fd, &off) == ST_OK)
+        return st_writer_add_file_range(w, name, name_len, t->dtype, t->shape, t->rank, fd, off,
+                                        st_tensor_nbytes(t), err);
+    return st_writer_add_stream(w, name, name_len, t->dtype, t->shape, t->rank,
+                                st_tensor_nbytes(t), st_op_copy_read, src, err);
 }
 
 bool st_op_same_shape(const st_tensor *x, const st_tensor *y)

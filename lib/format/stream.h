@@ -34,6 +34,14 @@ ST_INTERNAL int st_op_copy_read(void *ctx, uint64_t offset, void *buf, size_t le
 ST_INTERNAL int st_op_write(st_writer *w, const char *path, st_op_input *inputs, size_t n,
                             int *failed_input, st_error *err);
 
+/* Adds tensor t of input `in` to the writer unchanged, under name (the
+ * tensor's own when NULL): as a file range moved by the kernel when the
+ * input is opened for pread, else (or with ST_NO_COPY_FILE_RANGE=1 in the
+ * environment, for tests) streamed through st_op_copy_read with src (which
+ * must outlive the write). */
+ST_INTERNAL int st_op_add_copy(st_writer *w, const char *name, size_t name_len,
+                               st_op_source *src, st_error *err);
+
 /* Same rank and dimensions. */
 ST_INTERNAL bool st_op_same_shape(const st_tensor *x, const st_tensor *y);
 

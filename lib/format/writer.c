@@ -10,6 +10,7 @@
  * "__metadata__" object first (keys sorted bytewise here, so the output is
  * deterministic; the reference uses a HashMap), then one
  * {"dtype":..,"shape":[..],"data_offsets":[b,e]} object per tensor. */
+#include "common/arena.h"
 #include "common/outfile.h"
 #include "format/json.h"
 
@@ -41,6 +42,8 @@ typedef struct wtensor {
     const void *data;    /* caller's bytes, or NULL with a callback     */
     st_read_fn read;
     void *ctx;
+    int fd;               /* >= 0: the bytes are [file_offset, +nbytes)  */
+    uint64_t file_offset; /* of this open file (st_writer_add_file_range) */
 } wtensor;
 
 typedef struct wmeta {
@@ -310,6 +313,7 @@ static int add_common(st_writer *w, const char *name, size_t name_len,
     t.data = data;
     t.read = read;
     t.ctx = ctx;
+    t.fd = -1;
     invalidate(w);
     w->tensors[w->count] = t;
     hset_insert(&w->tensor_set, h, w->count);
@@ -334,6 +338,34 @@ int st_writer_add_stream(st_writer *w, const char *name, size_t name_len, st_dty
                        "st_writer_add_stream: NULL callback for %llu bytes",
                        (unsigned long long)nbytes);
     return add_common(w, name, name_len, dtype, shape, rank, NULL, nbytes, read, ctx, err);
+}
+
+/* Stands in as the read callback of file-range tensors (so add_common's
+ * checks see a source); stream() moves their bytes itself. */
+static int file_range_marker(void *ctx, uint64_t offset, void *buf, size_t len)
+{
+    (void)ctx;
+    (void)offset;
+    (void)buf;
+    (void)len;
+    return -1;
+}
+
+int st_writer_add_file_range(st_writer *w, const char *name, size_t name_len, st_dtype dtype,
+                             const uint64_t *shape, uint32_t rank, int fd, uint64_t offset,
+                             uint64_t nbytes, st_error *err)
+{
+    if (fd < 0)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_add_file_range: bad descriptor");
+    if (offset > UINT64_MAX - nbytes)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_add_file_range: range overflows");
+    int rc = add_common(w, name, name_len, dtype, shape, rank, NULL, nbytes, file_range_marker,
+                        NULL, err);
+    if (rc == ST_OK) {
+        w->tensors[w->count - 1].fd = fd;
+        w->tensors[w->count - 1].file_offset = offset;
+    }
+    return rc;
 }
 
 int st_writer_set_metadata(st_writer *w, const char *key, size_t key_len, const char *value,
@@ -615,6 +647,9 @@ typedef struct out {
      * PROGRESS_NS through the writer's hook. */
     const st_output_hooks *hooks;
     uint64_t done, total, last_ns;
+    /* Set when the output is a file: moves n bytes of fd from off into it
+     * without passing them through this process. */
+    int (*copy)(void *ctx, int fd, uint64_t off, uint64_t n, st_error *err);
 } out;
 
 #define PROGRESS_NS 100000000ull
@@ -686,6 +721,46 @@ static int out_write(out *o, const void *p, uint64_t n, st_error *err)
     return ST_OK;
 }
 
+/* A file-range tensor: into a file, flushed and moved by the kernel (in
+ * pieces, so progress keeps moving); elsewhere, read into the buffer. */
+static int stream_file_range(out *o, const wtensor *t, st_error *err)
+{
+    uint64_t off = 0;
+    int rc = ST_OK;
+    if (o->copy) {
+        rc = out_flush(o, err);
+        while (rc == ST_OK && off < t->nbytes) {
+            uint64_t n = t->nbytes - off;
+            if (n > ((uint64_t)64 << 20))
+                n = (uint64_t)64 << 20;
+            rc = o->copy(o->ctx, t->fd, t->file_offset + off, n, err);
+            if (rc == ST_OK)
+                rc = out_progress(o, (size_t)n, err);
+            off += n;
+        }
+        return rc;
+    }
+    while (rc == ST_OK && off < t->nbytes) {
+        if (o->cap - o->len < o->cap / 4)
+            rc = out_flush(o, err);
+        if (rc)
+            break;
+        uint64_t left = t->nbytes - off;
+        size_t room = o->cap - o->len;
+        size_t piece = left < room ? (size_t)left : room;
+        if (st_pread_full(t->fd, o->buf + o->len, piece, t->file_offset + off) != ST_OK) {
+            char q[160];
+            st_quote_name(q, sizeof q, t->name, t->name_len);
+            return st_fail(err, ST_E_IO, t->file_offset + off,
+                           "cannot read tensor %s's bytes at byte %llu of its file", q,
+                           (unsigned long long)(t->file_offset + off));
+        }
+        o->len += piece;
+        off += piece;
+    }
+    return rc;
+}
+
 static int stream(st_writer *w, out *o, st_error *err)
 {
     o->hooks = &w->hooks;
@@ -701,6 +776,10 @@ static int stream(st_writer *w, out *o, st_error *err)
         const wtensor *t = w->order[i];
         if (!t->read) {
             rc = out_write(o, t->data, t->nbytes, err);
+            continue;
+        }
+        if (t->fd >= 0) {
+            rc = stream_file_range(o, t, err);
             continue;
         }
         uint64_t off = 0;
@@ -826,6 +905,11 @@ static int emit_file(void *ctx, const void *p, size_t n, st_error *err)
     return st_outfile_write(ctx, p, n, err);
 }
 
+static int copy_file(void *ctx, int fd, uint64_t off, uint64_t n, st_error *err)
+{
+    return st_outfile_copy_range(ctx, fd, off, n, err);
+}
+
 int st_writer_write(st_writer *w, const char *path, st_error *err)
 {
     if (!w || !path || !*path)
@@ -838,7 +922,8 @@ int st_writer_write(st_writer *w, const char *path, st_error *err)
                          err);
     if (rc)
         return rc;
-    out ob = {.emit = emit_file, .ctx = &of, .buf = malloc(OUT_BUFFER_SIZE), .cap = OUT_BUFFER_SIZE};
+    out ob = {.emit = emit_file, .ctx = &of, .buf = malloc(OUT_BUFFER_SIZE), .cap = OUT_BUFFER_SIZE,
+              .copy = copy_file};
     if (!ob.buf) {
         st_outfile_abort(&of);
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");

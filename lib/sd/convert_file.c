@@ -266,8 +266,10 @@ static int add_tensor(convert_job *job, const st_convert_file_options *o, size_t
         rep->already++;
     }
     /* an EMA twin's bytes go under the weight's name */
-    int rc = st_writer_add_stream(w, named->name, named->name_len, s->to, t->shape, t->rank,
-                                  nbytes, read, ctx, err);
+    int rc = read == st_op_copy_read
+                 ? st_op_add_copy(w, named->name, named->name_len, &s->copy, err)
+                 : st_writer_add_stream(w, named->name, named->name_len, s->to, t->shape, t->rank,
+                                        nbytes, read, ctx, err);
     if (rc == ST_OK)
         rep->written++;
     return rc;

@@ -599,9 +599,7 @@ static int add_tensors(merge_job *job, plan *plans, size_t n, st_writer *w, st_e
             continue;
         int rc;
         if (p->kind == PLAN_COPY)
-            rc = st_writer_add_stream(w, a->name, a->name_len, p->copy.t->dtype, a->shape,
-                                      a->rank, st_tensor_nbytes(p->copy.t), st_op_copy_read,
-                                      &p->copy, err);
+            rc = st_op_add_copy(w, a->name, a->name_len, &p->copy, err);
         else
             rc = st_writer_add_stream(w, a->name, a->name_len, p->out, a->shape, a->rank,
                                       a->nelements * (st_dtype_bits(p->out) / 8), merge_read, p,
