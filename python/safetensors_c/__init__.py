@@ -20,7 +20,7 @@ library_version = _c.library_version
 
 __all__ = [
     "SafetensorError", "TensorSpec", "safe_open", "serialize", "serialize_file",
-    "deserialize", "check", "identify", "hash", "convert", "__version__",
+    "deserialize", "check", "identify", "hash", "convert", "merge", "__version__",
 ]
 
 _TORCH_TO_ST = {
@@ -145,3 +145,14 @@ def convert(src, dst, dtype="F16", *, saturate=False):
     if _os.path.exists(dst) and _os.path.samefile(src, dst):
         raise SafetensorError(f"{dst}: refusing to overwrite the input")
     return _c.convert(_fspath(src), _fspath(dst), dtype, bool(saturate))
+
+
+def merge(inputs, output, alpha, mode="weighted", dtype=None, vae=None, discard=None):
+    """A1111's checkpoint merger over st_merge: (1 - alpha) * A + alpha * B
+    (mode "weighted", inputs [A, B]) or A + alpha * (B - C) ("add-diff",
+    inputs [A, B, C]); tensors whose name holds "model" are merged, in
+    float32, the rest are A's; dtype (e.g. "F16") converts the floating
+    tensors; vae bakes a VAE in; discard is a POSIX regex of names to leave
+    out. Streams, writes output atomically. Returns the counts as a dict."""
+    return _c.merge([_fspath(p) for p in inputs], _fspath(output), float(alpha), mode,
+                    dtype, None if vae is None else _fspath(vae), discard)

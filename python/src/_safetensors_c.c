@@ -1097,94 +1097,8 @@ static PyObject *mod_hash(PyObject *mod, PyObject *args)
     return d;
 }
 
-/* ---- convert: every floating tensor to one dtype, streamed ---- */
-
-typedef struct {
-    const st_file *in;
-    const st_tensor *t;
-    st_dtype to;
-    unsigned flags;
-    unsigned char *scratch; /* CONVERT_CHUNK elements of the source dtype */
-    int rc;
-    st_error err;
-} convert_src;
-
-#define CONVERT_CHUNK 65536u
-
-static int convert_read(void *ctx, uint64_t offset, void *buf, size_t len)
-{
-    convert_src *c = ctx;
-    unsigned out_bits = st_dtype_bits(c->to), in_bits = st_dtype_bits(c->t->dtype);
-    /* The writer asks for whole elements of the output except maybe at its
-     * chunk edges; convert whole elements and copy the wanted bytes. */
-    unsigned osz = out_bits / 8, isz = in_bits / 8;
-    unsigned char tmp[8];
-    unsigned char *out = buf;
-    while (len > 0) {
-        uint64_t e = offset / osz;
-        size_t skip = (size_t)(offset % osz);
-        uint64_t ne = (len + skip + osz - 1) / osz;
-        if (ne > CONVERT_CHUNK)
-            ne = CONVERT_CHUNK;
-        if (skip)
-            ne = 1; /* a straddled element; whole ones follow */
-        int rc = st_tensor_read(c->in, c->t, e * isz, c->scratch, (size_t)ne * isz, &c->err);
-        if (rc != ST_OK) {
-            c->rc = rc;
-            return 1;
-        }
-        size_t take = (size_t)ne * osz - skip;
-        if (take > len)
-            take = len;
-        if (skip == 0 && take == (size_t)ne * osz) {
-            rc = st_convert(c->to, out, c->t->dtype, c->scratch, ne, c->flags, &c->err);
-        } else {
-            /* an edge: convert element by element through tmp */
-            rc = ST_OK;
-            size_t done = 0;
-            for (uint64_t i = 0; i < ne && done < take && rc == ST_OK; i++) {
-                rc = st_convert(c->to, tmp, c->t->dtype, c->scratch + i * isz, 1, c->flags,
-                                &c->err);
-                size_t from = i == 0 ? skip : 0;
-                size_t k = osz - from;
-                if (k > take - done)
-                    k = take - done;
-                memcpy(out + done, tmp + from, k);
-                done += k;
-            }
-        }
-        if (rc != ST_OK) {
-            c->rc = rc;
-            return 1;
-        }
-        out += take;
-        offset += take;
-        len -= take;
-    }
-    return 0;
-}
-
-typedef struct {
-    const st_file *in;
-    const st_tensor *t;
-    int rc;
-    st_error err;
-} copy_src;
-
-static int copy_read(void *ctx, uint64_t offset, void *buf, size_t len)
-{
-    copy_src *c = ctx;
-    int rc = st_tensor_read(c->in, c->t, offset, buf, len, &c->err);
-    if (rc != ST_OK) {
-        c->rc = rc;
-        return 1;
-    }
-    return 0;
-}
-
-/* convert(src, dst, dtype, saturate=False) -> dict(converted=n, copied=m)
- * Floating tensors (F64/F32/F16/BF16/F8*) become `dtype`; every other
- * tensor and the metadata are kept as they are. */
+/* convert and merge: the library's operations (st_convert_file, st_merge),
+ * run with the GIL released. */
 static PyObject *mod_convert(PyObject *mod, PyObject *args)
 {
     (void)mod;
@@ -1193,10 +1107,13 @@ static PyObject *mod_convert(PyObject *mod, PyObject *args)
     int saturate = 0;
     if (!PyArg_ParseTuple(args, "OOs|p:convert", &src, &dst, &dtype_name, &saturate))
         return NULL;
-    st_dtype to;
-    if (st_dtype_from_name(dtype_name, strlen(dtype_name), &to) != ST_OK || !st_dtype_is_float(to) ||
-        st_dtype_bits(to) < 8)
+    st_convert_file_options opt;
+    memset(&opt, 0, sizeof opt);
+    if (st_dtype_from_name(dtype_name, strlen(dtype_name), &opt.dtype) != ST_OK ||
+        !st_dtype_is_float(opt.dtype) || st_dtype_bits(opt.dtype) < 8)
         return PyErr_Format(PyExc_ValueError, "cannot convert to dtype %s", dtype_name);
+    opt.set_dtype = 1;
+    opt.convert_flags = saturate ? ST_CONVERT_SATURATE : 0u;
     PyObject *esrc = NULL, *edst = NULL;
     if (fs_path(src, &esrc) != 0)
         return NULL;
@@ -1207,77 +1124,91 @@ static PyObject *mod_convert(PyObject *mod, PyObject *args)
     const char *in_path = PyBytes_AS_STRING(esrc), *out_path = PyBytes_AS_STRING(edst);
     st_error err;
     memset(&err, 0, sizeof err);
-    st_file *in = NULL;
-    st_writer *w = NULL;
-    convert_src *cs = NULL;
-    copy_src *cp = NULL;
-    size_t n = 0, converted = 0, copied = 0;
+    st_convert_file_report rep;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = st_open(in_path, ST_OPEN_PREAD, &in, &err);
-    if (rc == ST_OK) {
-        n = st_tensor_count(in);
-        w = st_writer_new();
-        cs = calloc(n ? n : 1, sizeof *cs);
-        cp = calloc(n ? n : 1, sizeof *cp);
-        if (!w || !cs || !cp)
-            rc = ST_E_NOMEM;
-    }
-    for (size_t i = 0; rc == ST_OK && i < st_metadata_count(in); i++) {
-        const char *k, *v;
-        size_t kl, vl;
-        st_metadata_at(in, i, &k, &kl, &v, &vl);
-        rc = st_writer_set_metadata(w, k, kl, v, vl, &err);
-    }
-    if (rc == ST_OK && st_metadata_present(in))
-        st_writer_set_metadata_present(w, 1);
-    for (size_t i = 0; rc == ST_OK && i < n; i++) {
-        const st_tensor *t = st_tensor_at(in, i);
-        int conv = st_dtype_is_float(t->dtype) && st_dtype_bits(t->dtype) >= 8 &&
-                   t->dtype != to && st_convert_supported(t->dtype, to);
-        if (conv) {
-            cs[i] = (convert_src){in, t, to, saturate ? ST_CONVERT_SATURATE : 0u, NULL, ST_OK,
-                                  {0, 0, {0}}};
-            cs[i].scratch = malloc((size_t)CONVERT_CHUNK * (st_dtype_bits(t->dtype) / 8));
-            if (!cs[i].scratch) {
-                rc = ST_E_NOMEM;
-                break;
-            }
-            uint64_t nb = t->nelements * (st_dtype_bits(to) / 8);
-            rc = st_writer_add_stream(w, t->name, t->name_len, to, t->shape, t->rank, nb,
-                                      convert_read, &cs[i], &err);
-            converted++;
-        } else {
-            cp[i] = (copy_src){in, t, ST_OK, {0, 0, {0}}};
-            rc = st_writer_add_stream(w, t->name, t->name_len, t->dtype, t->shape, t->rank,
-                                      st_tensor_nbytes(t), copy_read, &cp[i], &err);
-            copied++;
-        }
-    }
-    if (rc == ST_OK) {
-        rc = st_writer_write(w, out_path, &err);
-        for (size_t i = 0; rc == ST_E_CALLBACK && i < n; i++) {
-            if (cs[i].rc != ST_OK) {
-                rc = cs[i].rc;
-                err = cs[i].err;
-            } else if (cp[i].rc != ST_OK) {
-                rc = cp[i].rc;
-                err = cp[i].err;
-            }
-        }
-    }
-    for (size_t i = 0; cs && i < n; i++)
-        free(cs[i].scratch);
-    free(cs);
-    free(cp);
-    st_writer_free(w);
-    st_close(in);
+    rc = st_convert_file(in_path, out_path, &opt, &rep, &err);
     Py_END_ALLOW_THREADS
-    PyObject *res = rc == ST_OK ? Py_BuildValue("{s:n,s:n}", "converted", (Py_ssize_t)converted,
-                                                "copied", (Py_ssize_t)copied)
-                                : raise_st(NULL, in_path, rc, &err);
+    PyObject *res = rc == ST_OK
+                        ? Py_BuildValue("{s:n,s:n}", "converted", (Py_ssize_t)rep.converted,
+                                        "copied", (Py_ssize_t)(rep.written - rep.converted))
+                        : raise_st(NULL, rep.failed_input == 0 ? in_path : out_path, rc, &err);
     Py_DECREF(esrc);
     Py_DECREF(edst);
+    return res;
+}
+
+static PyObject *mod_merge(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    PyObject *inputs, *out;
+    double alpha;
+    const char *mode = "weighted", *dtype_name = NULL, *vae = NULL, *discard = NULL;
+    if (!PyArg_ParseTuple(args, "OOd|szzz:merge", &inputs, &out, &alpha, &mode, &dtype_name,
+                          &vae, &discard))
+        return NULL;
+    st_merge_options opt;
+    memset(&opt, 0, sizeof opt);
+    opt.alpha = alpha;
+    opt.vae_path = vae;
+    opt.discard = discard;
+    if (strcmp(mode, "weighted") == 0)
+        opt.mode = ST_MERGE_WEIGHTED;
+    else if (strcmp(mode, "add-diff") == 0 || strcmp(mode, "add_diff") == 0)
+        opt.mode = ST_MERGE_ADD_DIFF;
+    else
+        return PyErr_Format(PyExc_ValueError, "mode must be 'weighted' or 'add-diff', not %s",
+                            mode);
+    if (dtype_name) {
+        if (st_dtype_from_name(dtype_name, strlen(dtype_name), &opt.dtype) != ST_OK)
+            return PyErr_Format(PyExc_ValueError, "unknown dtype %s", dtype_name);
+        opt.set_dtype = 1;
+    }
+    PyObject *seq = PySequence_Fast(inputs, "inputs must be a sequence of paths");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n < 2 || n > 3) {
+        Py_DECREF(seq);
+        return PyErr_Format(PyExc_ValueError, "merge takes 2 or 3 input files, not %zd", n);
+    }
+    PyObject *enc[3] = {NULL, NULL, NULL}, *eout = NULL;
+    const char *paths[3];
+    PyObject *res = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (fs_path(PySequence_Fast_GET_ITEM(seq, i), &enc[i]) != 0)
+            goto done;
+        paths[i] = PyBytes_AS_STRING(enc[i]);
+    }
+    if (fs_path(out, &eout) != 0)
+        goto done;
+    const char *out_path = PyBytes_AS_STRING(eout);
+    st_merge_report rep;
+    st_error err;
+    memset(&err, 0, sizeof err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = st_merge(paths, (size_t)n, out_path, &opt, &rep, &err);
+    Py_END_ALLOW_THREADS
+    if (rc != ST_OK) {
+        const char *p = rep.failed_input < 0 ? out_path
+                        : rep.failed_input == 3 ? vae
+                                                : paths[rep.failed_input];
+        res = raise_st(NULL, p, rc, &err);
+    } else {
+        res = Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:O,s:O,s:K}", "tensors",
+                            (Py_ssize_t)rep.tensors, "merged", (Py_ssize_t)rep.merged, "baked",
+                            (Py_ssize_t)rep.baked, "discarded", (Py_ssize_t)rep.discarded,
+                            "written", (Py_ssize_t)rep.written,
+                            "inpainting", rep.inpainting ? Py_True : Py_False,
+                            "instruct_pix2pix", rep.pix2pix ? Py_True : Py_False,
+                            "output_size", (unsigned long long)rep.output_size);
+    }
+done:
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(enc[i]);
+    Py_XDECREF(eout);
+    Py_DECREF(seq);
     return res;
 }
 
@@ -1303,6 +1234,8 @@ static PyMethodDef module_methods[] = {
     {"identify", mod_identify, METH_O, "identify(path) -> dict"},
     {"hash", mod_hash, METH_VARARGS, "hash(path, algos, style='plain') -> dict"},
     {"convert", mod_convert, METH_VARARGS, "convert(src, dst, dtype, saturate=False) -> dict"},
+    {"merge", mod_merge, METH_VARARGS,
+     "merge(inputs, out, alpha, mode='weighted', dtype=None, vae=None, discard=None) -> dict"},
     {"code_name", mod_code_name, METH_O, "code_name(code) -> str"},
     {NULL, NULL, 0, NULL},
 };

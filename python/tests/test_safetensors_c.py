@@ -527,3 +527,34 @@ def test_convert(tmp_path):
         safetensors_c.convert(src, dst, "I32")
     with pytest.raises(SafetensorError):
         safetensors_c.convert(src, src, "F16")
+
+
+def test_merge(tmp_path):
+    a, b, c = (str(tmp_path / n) for n in ("a.safetensors", "b.safetensors", "c.safetensors"))
+    out = str(tmp_path / "m.safetensors")
+    torch.manual_seed(2)
+    ta = {"model.w": torch.randn(64, 3), "model.h": torch.randn(8).half(), "other": torch.ones(2)}
+    tb = {"model.w": torch.randn(64, 3), "model.h": torch.randn(8).half(), "other": torch.zeros(2)}
+    tc = {"model.w": torch.randn(64, 3)}
+    stpt.save_file(ta, a)
+    stpt.save_file(tb, b)
+    stpt.save_file(tc, c)
+    r = safetensors_c.merge([a, b], out, 0.25)
+    assert r["merged"] == 2 and r["written"] == 3 and r["output_size"] == os.path.getsize(out)
+    o = stpt.load_file(out)
+    assert torch.equal(o["model.w"], 0.75 * ta["model.w"] + 0.25 * tb["model.w"])
+    assert o["model.h"].dtype == torch.float16
+    assert torch.equal(o["other"], ta["other"]), "no 'model' in the name: A's"
+    with safe_open(out, framework="pt") as f:
+        assert "sd_merge_recipe" in f.metadata()
+    r = safetensors_c.merge([a, b, c], out, 1.0, mode="add-diff", dtype="F32")
+    o = stpt.load_file(out)
+    assert torch.equal(o["model.w"], ta["model.w"] + (tb["model.w"] - tc["model.w"]))
+    assert o["model.h"].dtype == torch.float32
+    stpt.save_file({"model.w": torch.randn(3, 64)}, c)
+    with pytest.raises(SafetensorError):
+        safetensors_c.merge([a, c], out, 0.5)
+    with pytest.raises(ValueError):
+        safetensors_c.merge([a, b], out, 0.5, mode="average")
+    with pytest.raises(SafetensorError):
+        safetensors_c.merge([a, b], a, 0.5)
