@@ -32,6 +32,8 @@ typedef struct diff_job {
     bool json;
     bool first_json_item;
     cli_progress *bar;
+    size_t identical;   /* identical tensors so far (reported to on_tensor) */
+    bool meta_started;  /* the tensor list is closed, the metadata begun */
 } diff_job;
 
 static void json_number(double v)
@@ -140,6 +142,10 @@ static void report_changed(diff_job *job, const st_tensor *ta, const st_tensor *
 static int on_tensor(void *ctx, const st_tensor_diff *d)
 {
     diff_job *job = ctx;
+    if (d->status == ST_DIFF_SAME) {
+        job->identical++; /* counted for the JSON, not listed */
+        return 0;
+    }
     if (d->status == ST_DIFF_ONLY_A)
         report_only(job, d->a, true);
     else if (d->status == ST_DIFF_ONLY_B)
@@ -163,9 +169,24 @@ static void report_meta(diff_job *job, const char *status, const char *k, size_t
     free(p);
 }
 
+/* st_diff reports metadata after every tensor: the first metadata report
+ * (or the end) closes the tensor list and opens the metadata one. */
+static void start_metadata(diff_job *job)
+{
+    if (job->meta_started)
+        return;
+    job->meta_started = true;
+    if (!job->json)
+        return;
+    fputs(job->first_json_item ? "],\n" : "\n ],\n", stdout);
+    printf(" \"identical_tensors\": %zu,\n \"metadata\": [", job->identical);
+    job->first_json_item = true;
+}
+
 static int on_metadata(void *ctx, int status, const char *k, size_t kl)
 {
     diff_job *job = ctx;
+    start_metadata(job);
     const char *what = status == ST_DIFF_ONLY_A   ? (job->json ? "only_in_a" : "only in A")
                        : status == ST_DIFF_ONLY_B ? (job->json ? "only_in_b" : "only in B")
                                                   : "changed";
@@ -197,6 +218,8 @@ static int run(diff_job *job, const char *pa, const char *pb)
     st_diff_options opt;
     memset(&opt, 0, sizeof opt);
     opt.on_tensor = on_tensor;
+    opt.on_metadata = on_metadata;
+    opt.report_identical = 1;
     opt.ctx = job;
     opt.progress = cli_progress_cb;
     opt.progress_ctx = job->bar;
@@ -212,17 +235,7 @@ static int run(diff_job *job, const char *pa, const char *pb)
         cli_report(sum.failed_input == 1 ? pb : sum.failed_input == 0 ? pa : NULL, rc, &err);
         return CLI_EXIT_ERROR;
     }
-    if (job->json) {
-        fputs(job->first_json_item ? "],\n" : "\n ],\n", stdout);
-        printf(" \"identical_tensors\": %zu,\n \"metadata\": [", sum.identical);
-        job->first_json_item = true;
-    }
-    /* The metadata pass again, printing (cheap: no tensor data is read). */
-    st_diff_options mopt;
-    memset(&mopt, 0, sizeof mopt);
-    mopt.on_metadata = on_metadata;
-    mopt.ctx = job;
-    (void)st_diff_metadata(a, b, &mopt, NULL, &err);
+    start_metadata(job);
     bool identical = sum.identical_files;
     if (job->json) {
         fputs(job->first_json_item ? "],\n" : "\n ],\n", stdout);
