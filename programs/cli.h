@@ -53,12 +53,6 @@ bool cli_is_model_path(const char *path);
  * returns its exit code (1 invalid, 2 I/O); 0 with *out set on success. */
 int cli_open_model(const char *path, st_model **out);
 
-/* st_progress_fn printing "done / total" on stderr (cmd_split.c). */
-int cli_model_progress(void *ctx, uint64_t done, uint64_t total);
-
-/* Output hooks for the multi-file operations: cli_model_progress when
- * `bar`, and the signal clean-up's temp hook. */
-const st_output_hooks *cli_model_hooks(bool bar);
 
 int cmd_lora(int argc, char **argv);
 
@@ -154,6 +148,10 @@ cli_progress *cli_progress_new(const char *label, const cli_common *common);
 
 /* An st_progress_fn drawing the line; ctx is the cli_progress (NULL: no-op). */
 int cli_progress_cb(void *ctx, uint64_t done, uint64_t total);
+
+/* The hooks every writing command passes to the library: the progress
+ * line p (NULL: none) and the signal clean-up's temporary-file table. */
+st_output_hooks cli_output_hooks(cli_progress *p);
 
 /* Clears the line (before printing a result); the next draw starts a new
  * rate measurement. NULL allowed. */

@@ -60,6 +60,12 @@ int cli_progress_cb(void *ctx, uint64_t done, uint64_t total)
     return 0;
 }
 
+st_output_hooks cli_output_hooks(cli_progress *p)
+{
+    st_output_hooks h = {.progress = cli_progress_cb, .progress_ctx = p, .temp = cli_temp_hook};
+    return h;
+}
+
 void cli_progress_clear(cli_progress *p)
 {
     if (p && p->drawn) {

@@ -178,7 +178,8 @@ static void print_report(const st_convert_file_options *o, const st_convert_file
 }
 
 /* --to: between a single SD1.x file and a diffusers folder (lib/model/). */
-static int convert_layout(convert_args *a, bool bar, const char *in_path, const char *out_path)
+static int convert_layout(convert_args *a, const cli_common *common, const char *in_path,
+                          const char *out_path)
 {
     const st_convert_file_options *o = &a->opt;
     if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop) {
@@ -188,8 +189,11 @@ static int convert_layout(convert_args *a, bool bar, const char *in_path, const 
     }
     st_error err;
     int rc;
+    cli_progress *line = cli_progress_new("convert", common);
+    st_output_hooks hooks = cli_output_hooks(line);
     if (a->layout == TO_SINGLE) {
-        rc = st_diffusers_to_single(in_path, out_path, cli_model_hooks(bar), &err);
+        rc = st_diffusers_to_single(in_path, out_path, &hooks, &err);
+        cli_progress_done(line);
         if (rc) {
             cli_print_error(in_path, &err);
             return cli_exit_code(rc);
@@ -198,10 +202,13 @@ static int convert_layout(convert_args *a, bool bar, const char *in_path, const 
     }
     st_model *m = NULL;
     rc = cli_open_model(in_path, &m);
-    if (rc != CLI_EXIT_OK)
+    if (rc != CLI_EXIT_OK) {
+        cli_progress_done(line);
         return rc;
+    }
     size_t left = 0;
-    rc = st_single_to_diffusers(m, out_path, cli_model_hooks(bar), &left, &err);
+    rc = st_single_to_diffusers(m, out_path, &hooks, &left, &err);
+    cli_progress_done(line);
     st_model_close(m);
     if (rc) {
         cli_print_error(in_path, &err);
@@ -215,7 +222,7 @@ static int convert_layout(convert_args *a, bool bar, const char *in_path, const 
 
 /* A sharded model (index or folder): joined into one canonical file, which
  * is what convert writes for the same tensors and metadata. */
-static int convert_model(const convert_args *a, bool bar, const char *in_path,
+static int convert_model(const convert_args *a, const cli_common *common, const char *in_path,
                          const char *out_path)
 {
     const st_convert_file_options *o = &a->opt;
@@ -236,8 +243,11 @@ static int convert_model(const convert_args *a, bool bar, const char *in_path,
             return CLI_EXIT_ERROR;
         }
     }
+    cli_progress *line = cli_progress_new("convert", common);
+    st_output_hooks hooks = cli_output_hooks(line);
     st_error err;
-    rc = st_model_join(m, out_path, cli_model_hooks(bar), &err);
+    rc = st_model_join(m, out_path, &hooks, &err);
+    cli_progress_done(line);
     st_model_close(m);
     if (rc) {
         cli_print_error(out_path, &err);
@@ -250,11 +260,10 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
                const char *out_path)
 {
     st_convert_file_options *o = &a->opt;
-    bool bar = common->progress || (!common->quiet && isatty(STDERR_FILENO) == 1);
     if (a->layout != TO_SAME)
-        return convert_layout(a, bar, in_path, out_path);
+        return convert_layout(a, common, in_path, out_path);
     if (cli_is_model_path(in_path))
-        return convert_model(a, bar, in_path, out_path);
+        return convert_model(a, common, in_path, out_path);
     /* Pickle-based checkpoints go to programs/convert_ckpt.c. */
     st_format fmt = ST_FORMAT_UNKNOWN;
     if (st_ckpt_detect(in_path, &fmt, NULL) == ST_OK && fmt != ST_FORMAT_SAFETENSORS &&
@@ -270,9 +279,7 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
     o->exclude = a->exclude;
     o->drop = a->drop;
     cli_progress *line = cli_progress_new("convert", common);
-    o->hooks.temp = cli_temp_hook;
-    o->hooks.progress = cli_progress_cb;
-    o->hooks.progress_ctx = line;
+    o->hooks = cli_output_hooks(line);
     st_convert_file_report rep;
     st_error err;
     memset(&err, 0, sizeof err);

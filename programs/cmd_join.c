@@ -43,9 +43,11 @@ int cmd_join(int argc, char **argv)
             return CLI_EXIT_ERROR;
         }
     }
-    bool bar = common.progress || (!common.quiet && isatty(STDERR_FILENO) == 1);
+    cli_progress *line = cli_progress_new("join", &common);
+    st_output_hooks hooks = cli_output_hooks(line);
     st_error err;
-    rc = st_model_join(m, out, cli_model_hooks(bar), &err);
+    rc = st_model_join(m, out, &hooks, &err);
+    cli_progress_done(line);
     st_model_close(m);
     if (rc) {
         cli_print_error(out, &err);

@@ -114,10 +114,8 @@ int cmd_merge(int argc, char **argv)
     if (!a.has_alpha)
         return cli_usage_error(usage, "merge: --alpha M is required");
     const char *const *inputs = (const char *const *)argv + common.first_arg;
-    a.opt.hooks.temp = cli_temp_hook;
     cli_progress *bar = cli_progress_new("merge", &common);
-    a.opt.hooks.progress = cli_progress_cb;
-    a.opt.hooks.progress_ctx = bar;
+    a.opt.hooks = cli_output_hooks(bar);
     st_merge_report rep;
     st_error err;
     memset(&err, 0, sizeof err);

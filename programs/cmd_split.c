@@ -33,24 +33,6 @@ static const char usage[] =
     "\n"
     "Exit status: 0 success, 1 invalid input, 2 usage or I/O error.\n";
 
-int cli_model_progress(void *ctx, uint64_t done, uint64_t total)
-{
-    (void)ctx;
-    char a[32], b[32];
-    fprintf(stderr, "\r%s / %s", cli_human_size(done, a, sizeof a), cli_human_size(total, b, sizeof b));
-    if (done >= total)
-        fputc('\n', stderr);
-    return 0;
-}
-
-const st_output_hooks *cli_model_hooks(bool bar)
-{
-    static const st_output_hooks with_bar = {.progress = cli_model_progress,
-                                             .temp = cli_temp_hook};
-    static const st_output_hooks quiet = {.temp = cli_temp_hook};
-    return bar ? &with_bar : &quiet;
-}
-
 enum { OPT_MAX = 256, OPT_PREFIX, OPT_HUB };
 
 static int on_option(void *ctx, int c, const char *arg)
@@ -89,9 +71,11 @@ int cmd_split(int argc, char **argv)
     int rc = cli_open_model(in, &m);
     if (rc != CLI_EXIT_OK)
         return rc;
-    bool bar = common.progress || (!common.quiet && isatty(STDERR_FILENO) == 1);
+    cli_progress *line = cli_progress_new("split", &common);
+    st_output_hooks hooks = cli_output_hooks(line);
     st_error err;
-    rc = st_model_split(m, outdir, &so, cli_model_hooks(bar), &err);
+    rc = st_model_split(m, outdir, &so, &hooks, &err);
+    cli_progress_done(line);
     st_model_close(m);
     if (rc) {
         cli_print_error(outdir, &err);
