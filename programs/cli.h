@@ -209,8 +209,6 @@ char *cli_shape_text(const uint64_t *shape, uint32_t rank);
  * ...), that the conversion engine can produce from F32. */
 bool cli_parse_dtype(const char *arg, st_dtype *out);
 
-/* Same rank and dimensions. */
-bool cli_same_shape(const st_tensor *x, const st_tensor *y);
 
 /* ---- names and text ---- */
 

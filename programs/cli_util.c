@@ -458,7 +458,3 @@ bool cli_parse_dtype(const char *arg, st_dtype *out)
     return false;
 }
 
-bool cli_same_shape(const st_tensor *x, const st_tensor *y)
-{
-    return st_op_same_shape(x, y);
-}
