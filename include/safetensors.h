@@ -1334,6 +1334,14 @@ ST_API const st_identity *st_install_plan_identity(const st_install_plan *plan);
  * under root are created.
  */
 ST_API int st_install_execute(st_install_plan *plan, int method, st_error *err);
+
+/**
+ * Reports for the next st_install_execute (copied from *hooks; NULL: none):
+ * progress over the bytes copied or moved (a copy reports every 64 MiB; a
+ * non-zero return stops it, ST_E_CALLBACK, and what was installed is taken
+ * back), and each temporary file a copy creates and ends.
+ */
+ST_API void st_install_plan_set_hooks(st_install_plan *plan, const st_output_hooks *hooks);
 ST_API void st_install_plan_free(st_install_plan *plan);
 
 /* ---- Editing metadata ---- */

@@ -37,6 +37,8 @@ static const char usage[] =
     "                stay where they are; works across file systems)\n"
     "  --as KIND     install as KIND instead of what identify says\n"
     "  -n, --dry-run say what would be done, change nothing\n"
+    "  --progress    a progress line on stderr even when it is not a terminal\n"
+    "  -q, --quiet   no progress line\n"
     "  -h, --help    show this help\n"
     "\n"
     "Exit status: 0 success, 1 FILE is not a valid safetensors file, 2 usage\n"
@@ -96,7 +98,7 @@ static void say_items(const st_install_plan *plan, const char *verb)
     }
 }
 
-static int run(const install_args *a, const char *file)
+static int run(const install_args *a, const char *file, const cli_common *common)
 {
     static const char *const verbs[] = {"would copy", "would move", "would link"};
     static const char *const done_verbs[] = {"copied", "moved", "linked"};
@@ -142,7 +144,11 @@ static int run(const install_args *a, const char *file)
         ret = CLI_EXIT_OK;
         goto done;
     }
+    cli_progress *line = cli_progress_new("install", common);
+    st_output_hooks hooks = cli_output_hooks(line);
+    st_install_plan_set_hooks(plan, &hooks);
     rc = st_install_execute(plan, a->method, &err);
+    cli_progress_done(line);
     if (rc != ST_OK) {
         ret = cli_report(NULL, rc, &err);
         goto done;
@@ -166,7 +172,7 @@ int cmd_install(int argc, char **argv)
         {"dry-run", no_argument, NULL, 'n'},
         {NULL, 0, NULL, 0},
     };
-    static const cli_command cmd = {usage, 0, opts, "n", on_option, false};
+    static const cli_command cmd = {usage, CLI_OPT_PROGRESS, opts, "n", on_option, false};
     install_args a;
     memset(&a, 0, sizeof a);
     a.ui = -1;
@@ -181,5 +187,5 @@ int cmd_install(int argc, char **argv)
         return cli_usage_error(usage, "install: --ui and --root are required");
     if (a.methods > 1)
         return cli_usage_error(usage, "install: choose one of --copy, --move, --link");
-    return run(&a, argv[common.first_arg]);
+    return run(&a, argv[common.first_arg], &common);
 }

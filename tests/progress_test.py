@@ -60,21 +60,27 @@ def run_tty(args):
 with tempfile.TemporaryDirectory() as tmp:
     src = os.path.join(tmp, "in.safetensors")
     save(src, 16 << 20)  # 64 MiB: several progress reports
-    for cmd, args in (("convert", ["convert", src, os.path.join(tmp, "o.safetensors"),
-                                   "--dtype", "f16"]),
-                      ("hash", ["hash", src]),
-                      ("diff", ["diff", src, src]),
-                      ("merge", ["merge", src, src, "-o", os.path.join(tmp, "m.safetensors"),
-                                 "--alpha", "0.5"])):
-        rc, err = run_tty(args)
+    def fresh_root():  # install never overwrites: a new destination per run
+        return tempfile.mkdtemp(dir=tmp)
+
+    for cmd, make_args in (
+            ("convert", lambda: ["convert", src, os.path.join(tmp, "o.safetensors"),
+                                 "--dtype", "f16"]),
+            ("hash", lambda: ["hash", src]),
+            ("diff", lambda: ["diff", src, src]),
+            ("merge", lambda: ["merge", src, src, "-o", os.path.join(tmp, "m.safetensors"),
+                               "--alpha", "0.5"]),
+            ("install", lambda: ["install", src, "--ui", "comfyui", "--as", "checkpoint",
+                                 "--root", fresh_root()])):
+        rc, err = run_tty(make_args())
         check(rc == 0, "%s on a tty: exit %d" % (cmd, rc))
         check(cmd.encode() in err and b"%" in err, "%s: a progress line on a tty" % cmd)
         check(err.endswith(b"\r\x1b[K"), "%s: the line is cleared at the end" % cmd)
-        rc, err = run_tty(args + ["--quiet"])
+        rc, err = run_tty(make_args() + ["--quiet"])
         check(rc == 0 and err == b"", "%s --quiet: nothing on stderr (%r)" % (cmd, err[:80]))
-        p = subprocess.run([BIN] + args, capture_output=True)
+        p = subprocess.run([BIN] + make_args(), capture_output=True)
         check(p.returncode == 0 and p.stderr == b"", "%s into a pipe: nothing on stderr" % cmd)
-        p = subprocess.run([BIN] + args + ["--progress"], capture_output=True)
+        p = subprocess.run([BIN] + make_args() + ["--progress"], capture_output=True)
         check(p.returncode == 0 and cmd.encode() in p.stderr, "%s --progress into a pipe" % cmd)
 
 print("# passed %d failed %d" % (passed, failed))

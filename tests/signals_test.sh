@@ -76,6 +76,50 @@ for sig in INT TERM HUP; do
     check "SIG$sig: the old destination intact" cmp -s "$tmp/old" "$tmp/out.safetensors"
 done
 
+# install --copy writes through the same atomic output file: interrupted,
+# it leaves neither its temporary file nor a half-installed model.
+ui="$tmp/ui"
+mkdir -p "$ui"
+install_temps() { find "$ui" -name '.big.safetensors.*' | wc -l; }
+caught=0
+for attempt in 1 2 3 4 5; do
+    rm -rf "$ui"/models
+    run_default "$bin" install "$tmp/big.safetensors" --ui a1111 --root "$ui" --as checkpoint \
+        -q >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 1 500); do
+        [ "$(install_temps)" -gt 0 ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.01
+    done
+    if [ "$(install_temps)" -gt 0 ] && kill -INT "$pid" 2>/dev/null; then
+        wait "$pid"
+        rc=$?
+        caught=1
+        break
+    fi
+    wait "$pid"
+done
+if [ "$caught" = 1 ]; then
+    check "install --copy SIGINT: exit status $rc, want 130" [ "$rc" -eq 130 ]
+    check "install --copy SIGINT: no temporary file left" [ "$(install_temps)" -eq 0 ]
+    check "install --copy SIGINT: nothing installed" \
+        [ ! -e "$ui/models/Stable-diffusion/big.safetensors" ]
+else
+    echo "FAIL: install --copy: the copy never stayed long enough to be interrupted"
+    fail=$((fail + 1))
+fi
+rm -rf "$ui"/models
+err=$( (ulimit -f 2048; exec "$bin" install "$tmp/big.safetensors" --ui a1111 --root "$ui" \
+    --as checkpoint -q) 2>&1 >/dev/null)
+rc=$?
+check "install --copy under ulimit -f: exit $rc, want 2" [ "$rc" -eq 2 ]
+check "install --copy under ulimit -f: the message says why ($err)" \
+    bash -c "echo \"\$1\" | grep -qi 'too large'" _ "$err"
+check "install --copy under ulimit -f: no temporary file" [ "$(install_temps)" -eq 0 ]
+check "install --copy under ulimit -f: nothing installed" \
+    [ ! -e "$ui/models/Stable-diffusion/big.safetensors" ]
+
 # A file-size limit: the write fails with EFBIG; exit 2, a message, no temp.
 cp "$tmp/old" "$tmp/out.safetensors"
 err=$( (ulimit -f 2048; exec "$bin" convert "$tmp/big.safetensors" "$tmp/out.safetensors" -q) 2>&1 >/dev/null)

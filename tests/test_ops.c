@@ -82,10 +82,10 @@ static bool exists(const char *p)
     return lstat(p, &st) == 0;
 }
 
-/* No ".NAME.XXXXXX.tmp" left in the test folder. */
-static bool no_temp_files(void)
+/* No ".NAME.XXXXXX.tmp" left in folder. */
+static bool no_temp_files_in(const char *folder)
 {
-    DIR *d = opendir(dir);
+    DIR *d = opendir(folder);
     struct dirent *e;
     bool clean = true;
     while (d && (e = readdir(d)))
@@ -94,6 +94,12 @@ static bool no_temp_files(void)
     if (d)
         closedir(d);
     return clean;
+}
+
+/* ... in the test folder. */
+static bool no_temp_files(void)
+{
+    return no_temp_files_in(dir);
 }
 
 static int progress_calls;
@@ -113,6 +119,15 @@ static int stop_progress(void *ctx, uint64_t done, uint64_t total)
     (void)done;
     (void)total;
     return 1;
+}
+
+static int install_temps_open, install_temps_seen;
+static void install_temp(void *ctx, const char *path, int created)
+{
+    (void)ctx;
+    (void)path;
+    install_temps_open += created ? 1 : -1;
+    install_temps_seen += created ? 1 : 0;
 }
 
 static void test_merge(void)
@@ -448,6 +463,40 @@ static void test_install(void)
         CHECK(st_install_execute(plan, ST_INSTALL_LINK, &err) == ST_E_IO);
         st_install_plan_free(plan);
     }
+    /* hooks: progress over the bytes copied, the temporary file told; a
+     * stop from the callback takes everything back */
+    char root2[512];
+    snprintf(root2, sizeof root2, "%s/ui2", dir);
+    mkdir(root2, 0755);
+    struct stat sst;
+    CHECK(stat(path_of("thing.safetensors"), &sst) == 0);
+    uint64_t want_total = (uint64_t)sst.st_size + 3; /* + the 3-byte sidecar */
+    plan = NULL;
+    CHECK(st_install_plan_new(path_of("thing.safetensors"), ST_UI_COMFYUI, root2, ST_KIND_LORA,
+                              &plan, &err) == ST_OK);
+    if (plan) {
+        st_output_hooks h = {stop_progress, NULL, install_temp, NULL};
+        install_temps_open = install_temps_seen = 0;
+        st_install_plan_set_hooks(plan, &h);
+        CHECK(st_install_execute(plan, ST_INSTALL_COPY, &err) == ST_E_CALLBACK);
+        CHECK(install_temps_seen == 1 && install_temps_open == 0, "temps seen %d open %d",
+              install_temps_seen, install_temps_open);
+        snprintf(dst, sizeof dst, "%s/models/loras/thing.safetensors", root2);
+        CHECK(!exists(dst), "a stopped install leaves nothing");
+        CHECK(no_temp_files_in(st_install_plan_dir(plan)));
+        h.progress = count_progress;
+        progress_calls = 0;
+        install_temps_open = install_temps_seen = 0;
+        st_install_plan_set_hooks(plan, &h);
+        CHECK(st_install_execute(plan, ST_INSTALL_COPY, &err) == ST_OK, "%s", err.message);
+        CHECK(progress_calls == 2 && progress_last == want_total && progress_total == want_total,
+              "calls %d last %llu total %llu", progress_calls,
+              (unsigned long long)progress_last, (unsigned long long)progress_total);
+        CHECK(install_temps_seen == 2 && install_temps_open == 0);
+        CHECK(exists(dst));
+        st_install_plan_free(plan);
+    }
+
     char missing[600];
     snprintf(missing, sizeof missing, "%s/no-such-root", dir);
     CHECK(st_install_plan_new(path_of("thing.safetensors"), ST_UI_COMFYUI, missing, ST_KIND_LORA,

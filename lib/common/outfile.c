@@ -211,7 +211,21 @@ int st_outfile_copy_range(st_outfile *o, int fd_in, uint64_t off_in, uint64_t le
     return ST_OK;
 }
 
-int st_outfile_commit(st_outfile *o, st_error *err)
+int st_rename_noreplace(const char *from, const char *to)
+{
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+        return errno;
+    /* A file system without RENAME_NOREPLACE: link() fails on an existing
+     * name as well. */
+    if (link(from, to) != 0)
+        return errno;
+    unlink(from);
+    return 0;
+}
+
+static int finish(st_outfile *o, bool replace, st_error *err)
 {
     char eb[128];
     int rc;
@@ -233,8 +247,10 @@ int st_outfile_commit(st_outfile *o, st_error *err)
         st_outfile_abort(o);
         return rc;
     }
-    if (rename(o->tmp, o->path) != 0) {
-        int e = errno;
+    int renamed = replace ? (rename(o->tmp, o->path) == 0 ? 0 : errno)
+                          : st_rename_noreplace(o->tmp, o->path);
+    if (renamed != 0) {
+        int e = renamed;
         rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot rename '%s' to '%s': %s", o->tmp,
                      o->path, st_errno_text(e, eb, sizeof eb));
         st_outfile_abort(o);
@@ -256,6 +272,16 @@ int st_outfile_commit(st_outfile *o, st_error *err)
     }
     release(o);
     return rc;
+}
+
+int st_outfile_commit(st_outfile *o, st_error *err)
+{
+    return finish(o, true, err);
+}
+
+int st_outfile_commit_noreplace(st_outfile *o, st_error *err)
+{
+    return finish(o, false, err);
 }
 
 void st_outfile_abort(st_outfile *o)

@@ -41,6 +41,16 @@ ST_INTERNAL int st_outfile_copy_range(st_outfile *o, int fd_in, uint64_t off_in,
  * the paths either way. */
 ST_INTERNAL int st_outfile_commit(st_outfile *o, st_error *err);
 
+/* As st_outfile_commit, but an existing target is never replaced: the
+ * rename fails with "File exists" (EEXIST) and the temporary file is
+ * removed (for `install`, which must not clobber a file that appeared
+ * meanwhile). */
+ST_INTERNAL int st_outfile_commit_noreplace(st_outfile *o, st_error *err);
+
+/* Gives `from` the name `to` unless `to` exists (renameat2
+ * RENAME_NOREPLACE, else link + unlink). Returns 0 or errno (EEXIST). */
+ST_INTERNAL int st_rename_noreplace(const char *from, const char *to);
+
 /* Closes and removes the temporary file; frees the paths. Safe to call on a
  * zeroed or already committed/aborted st_outfile. */
 ST_INTERNAL void st_outfile_abort(st_outfile *o);

@@ -67,6 +67,7 @@ struct st_install_plan {
     st_model_kind kind;
     st_identity id;     /* what st_identify said (kind forced: zeroed) */
     int method;         /* set by st_install_execute, for undo */
+    st_output_hooks hooks;
     bool done[MAX_ITEMS];
 };
 
@@ -123,138 +124,116 @@ static int fsync_dir(const char *dir)
     return rc;
 }
 
-/* Gives `from` the name `to` unless `to` exists. Returns 0 or errno
- * (EEXIST when it exists). */
-static int rename_noreplace(const char *from, const char *to)
+/* Progress over every byte an execution copies. */
+typedef struct copy_progress {
+    const st_output_hooks *hooks;
+    uint64_t done, total;
+} copy_progress;
+
+#define COPY_STEP ((uint64_t)64 << 20) /* bytes between progress reports */
+
+static int report(copy_progress *p, st_error *err)
 {
-    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-        return 0;
-    if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
-        return errno;
-    /* A file system without RENAME_NOREPLACE: link() fails on an existing
-     * name as well. */
-    if (link(from, to) != 0)
-        return errno;
-    unlink(from);
-    return 0;
+    if (p && p->hooks && p->hooks->progress &&
+        p->hooks->progress(p->hooks->progress_ctx, p->done, p->total) != 0)
+        return st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
+    return ST_OK;
 }
 
-static int copy_fd(int in, int out)
+/* Copies src to dst through the library's atomic output file (temporary
+ * file in dst's folder, reported to the temp hook, synced, renamed without
+ * replacing: EEXIST if dst appeared meanwhile). */
+static int copy_atomic(const char *src, const char *dst, copy_progress *p, st_error *err)
 {
-    for (;;) {
-        ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)1 << 30, 0);
-        if (n == 0)
-            return 0;
-        if (n > 0)
-            continue;
-        if (errno == EINTR)
-            continue;
-        if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP &&
-            errno != EBADF)
-            return errno;
-        break;
-    }
-    /* The kernel cannot copy between these: read and write. */
-    size_t cap = (size_t)1 << 20;
-    char *buf = malloc(cap);
-    if (!buf)
-        return ENOMEM;
-    int rc = 0;
-    for (;;) {
-        ssize_t n = read(in, buf, cap);
-        if (n == 0)
-            break;
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = errno;
-            break;
-        }
-        for (ssize_t o = 0; o < n && !rc;) {
-            ssize_t w = write(out, buf + o, (size_t)(n - o));
-            if (w < 0 && errno != EINTR)
-                rc = errno;
-            else if (w > 0)
-                o += w;
-        }
-        if (rc)
-            break;
-    }
-    free(buf);
-    return rc;
-}
-
-/* Copies src to dst through a synced temporary file in dst's folder.
- * Returns 0 or errno (EEXIST: dst appeared meanwhile). */
-static int copy_atomic(const char *src, const char *dst, const char *dir)
-{
-    const char *base = strrchr(dst, '/');
-    base = base ? base + 1 : dst;
-    size_t cap = strlen(dir) + strlen(base) + 32;
-    char *tmp = malloc(cap);
-    if (!tmp)
-        return ENOMEM;
-    snprintf(tmp, cap, "%s/.%s.XXXXXX", dir, base);
-    int out = mkstemp(tmp);
-    if (out < 0) {
-        int e = errno;
-        free(tmp);
-        return e;
-    }
-    int rc = 0;
+    char eb[128];
     int in = open(src, O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        rc = errno;
     struct stat st;
-    if (!rc && fstat(in, &st) != 0)
-        rc = errno;
-    if (!rc) {
-        mode_t um = umask(0);
-        umask(um);
-        /* the mode cp(1) gives a new file */
-        if (fchmod(out, 0666 & ~um) != 0)
-            rc = errno;
+    if (in < 0 || fstat(in, &st) != 0) {
+        int e = errno;
+        if (in >= 0)
+            close(in);
+        return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot read '%s': %s", src,
+                       st_errno_text(e, eb, sizeof eb));
     }
-    if (!rc)
-        rc = copy_fd(in, out);
-    if (!rc && fsync(out) != 0)
-        rc = errno;
-    if (in >= 0)
+    const st_output_hooks *h = p ? p->hooks : NULL;
+    st_outfile o;
+    uint64_t size = (uint64_t)st.st_size;
+    int rc = st_outfile_open(&o, dst, size, h ? h->temp : NULL, h ? h->temp_ctx : NULL, err);
+    if (rc != ST_OK) {
         close(in);
-    if (close(out) != 0 && !rc)
-        rc = errno;
-    if (!rc)
-        rc = rename_noreplace(tmp, dst);
-    if (rc)
-        unlink(tmp);
-    free(tmp);
-    return rc;
+        return rc;
+    }
+    mode_t um = umask(0);
+    umask(um);
+    /* the mode cp(1) gives a new file */
+    if (fchmod(o.fd, 0666 & ~um) != 0) {
+        int e = errno;
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot set the mode of '%s': %s", o.tmp,
+                     st_errno_text(e, eb, sizeof eb));
+    }
+    for (uint64_t off = 0; rc == ST_OK && off < size;) {
+        uint64_t n = size - off < COPY_STEP ? size - off : COPY_STEP;
+        rc = st_outfile_copy_range(&o, in, off, n, err);
+        off += n;
+        if (rc == ST_OK && p) {
+            p->done += n;
+            rc = report(p, err);
+        }
+    }
+    close(in);
+    if (rc != ST_OK) {
+        st_outfile_abort(&o);
+        return rc;
+    }
+    return st_outfile_commit_noreplace(&o, err);
 }
 
-static int do_item(const st_install_plan *ins, const st_install_item *it)
+static int item_failed(const char *verb, const st_install_item *it, int e, st_error *err)
+{
+    char eb[128];
+    return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot %s '%s' to '%s': %s", verb, it->src,
+                   it->dst, st_errno_text(e, eb, sizeof eb));
+}
+
+static uint64_t file_size(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && st.st_size > 0 ? (uint64_t)st.st_size : 0;
+}
+
+static int do_item(const st_install_plan *ins, const st_install_item *it, copy_progress *p,
+                   st_error *err)
 {
     switch (ins->method) {
     case ST_INSTALL_COPY:
-        return copy_atomic(it->src, it->dst, ins->dir);
+        return copy_atomic(it->src, it->dst, p, err);
     case ST_INSTALL_MOVE: {
-        int rc = rename_noreplace(it->src, it->dst);
-        if (rc != EXDEV)
+        uint64_t size = file_size(it->src);
+        int e = st_rename_noreplace(it->src, it->dst);
+        if (e == 0) {
+            p->done += size;
+            return report(p, err);
+        }
+        if (e != EXDEV)
+            return item_failed("move", it, e, err);
+        int rc = copy_atomic(it->src, it->dst, p, err);
+        if (rc != ST_OK)
             return rc;
-        rc = copy_atomic(it->src, it->dst, ins->dir);
-        if (rc)
-            return rc;
-        return unlink(it->src) == 0 ? 0 : errno;
+        if (unlink(it->src) != 0) {
+            e = errno;
+            unlink(it->dst); /* keep one copy, the original */
+            return item_failed("move", it, e, err);
+        }
+        return ST_OK;
     }
     case ST_INSTALL_LINK: {
         char *abs = realpath(it->src, NULL);
-        if (!abs)
-            return errno;
-        int rc = symlink(abs, it->dst) == 0 ? 0 : errno;
+        int e = !abs ? errno : symlink(abs, it->dst) == 0 ? 0 : errno;
         free(abs);
-        return rc;
+        return e ? item_failed("link", it, e, err) : ST_OK;
     }
     }
-    return EINVAL;
+    return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_install_execute: bad method");
 }
 
 /* Takes back what this run installed (a move is moved back). */
@@ -265,13 +244,11 @@ static void undo(st_install_plan *ins)
             continue;
         if (ins->method == ST_INSTALL_MOVE) {
             const char *src = ins->items[i].src, *dst = ins->items[i].dst;
-            int rc = rename_noreplace(dst, src);
+            int rc = st_rename_noreplace(dst, src);
             if (rc == EXDEV) {
                 /* moved across file systems: copy it back, then remove */
-                const char *slash = strrchr(src, '/');
-                char *dir = slash ? strndup(src, (size_t)(slash - src)) : strdup(".");
-                rc = dir ? copy_atomic(dst, src, dir) : ENOMEM;
-                free(dir);
+                st_error ignored;
+                rc = copy_atomic(dst, src, NULL, &ignored) == ST_OK ? 0 : EIO;
                 if (rc == 0)
                     unlink(dst);
             }
@@ -460,10 +437,19 @@ const st_identity *st_install_plan_identity(const st_install_plan *plan)
     return plan ? &plan->id : NULL;
 }
 
+void st_install_plan_set_hooks(st_install_plan *plan, const st_output_hooks *hooks)
+{
+    if (plan) {
+        if (hooks)
+            plan->hooks = *hooks;
+        else
+            memset(&plan->hooks, 0, sizeof plan->hooks);
+    }
+}
+
 int st_install_execute(st_install_plan *plan, int method, st_error *err)
 {
     char eb[128];
-    static const char *const verbs[] = {"copy", "move", "link"};
     if (!plan || method < ST_INSTALL_COPY || method > ST_INSTALL_LINK)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_install_execute: bad argument");
     /* Every destination first: all or nothing. */
@@ -477,13 +463,18 @@ int st_install_execute(st_install_plan *plan, int method, st_error *err)
     if (e)
         return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot create '%s': %s", plan->dir,
                        st_errno_text(e, eb, sizeof eb));
+    copy_progress progress = {&plan->hooks, 0, 0};
+    for (size_t i = 0; i < plan->n; i++)
+        if (method != ST_INSTALL_LINK)
+            progress.total += file_size(plan->items[i].src);
     for (size_t i = 0; i < plan->n; i++) {
-        e = do_item(plan, &plan->items[i]);
-        if (e) {
-            int rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot %s '%s' to '%s': %s%s",
-                             verbs[method], plan->items[i].src, plan->items[i].dst,
-                             st_errno_text(e, eb, sizeof eb),
-                             i ? "; what was installed is removed again" : "");
+        int rc = do_item(plan, &plan->items[i], &progress, err);
+        if (rc != ST_OK) {
+            if (i && err) {
+                char first[ST_ERROR_MESSAGE_MAX];
+                memcpy(first, err->message, sizeof first);
+                st_fail(err, rc, err->offset, "%s; what was installed is removed again", first);
+            }
             undo(plan);
             return rc;
         }
