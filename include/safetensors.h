@@ -465,6 +465,16 @@ ST_API void st_writer_set_metadata_present(st_writer *writer, int present);
 ST_API int st_writer_write(st_writer *writer, const char *path, st_error *err);
 
 /**
+ * Leaves at least `bytes` spaces after the header's JSON (then pads to a
+ * multiple of 8 as usual), so a later metadata edit can rewrite the header
+ * in place instead of the whole file (`convert --pad`, `meta --pad`). Such
+ * a file is valid (readers accept trailing spaces in the header) but not
+ * canonical. 0, the default: the reference writer's layout. The padded
+ * header is still limited to ST_MAX_HEADER_SIZE (ST_E_HEADER_TOO_LARGE).
+ */
+ST_API void st_writer_set_header_padding(st_writer *writer, uint64_t bytes);
+
+/**
  * Sets the hooks st_writer_write, st_writer_write_to and
  * st_writer_serialize report through (copied; NULL clears them). Progress
  * counts bytes of the serialized file; a progress callback returning
@@ -1246,6 +1256,8 @@ typedef struct st_convert_file_options {
     const char *const *drop;    /* leave out names matching these              */
     size_t ndrop;
     st_output_hooks hooks;
+    uint64_t pad;               /* spaces after the header's JSON (see         */
+                                /* st_writer_set_header_padding)               */
 } st_convert_file_options;
 
 typedef struct st_convert_file_report {
@@ -1359,21 +1371,31 @@ typedef struct st_meta_change {
 typedef struct st_meta_edit_options {
     int in_place;          /* replace in_path (the file a link points to)   */
     st_output_hooks hooks;
+    uint64_t pad;          /* spaces to leave after the header's JSON       */
 } st_meta_edit_options;
 
 typedef struct st_meta_edit_report {
     size_t set, removed, kept; /* keys set by a change, removed, unchanged  */
     uint64_t output_size;
     int failed_input;          /* 0 when the error is about in_path, else -1 */
+    int header_only;           /* the file was cloned, only its header written */
+    int kept_layout;           /* the header's size kept, tensors copied     */
 } st_meta_edit_report;
 
 /**
  * Writes in_path with its "__metadata__" changed by changes[0..n) (in
  * order: the last word on a key wins) to out_path, or over in_path with
- * opt->in_place (out_path then ignored), streaming the tensors: the
- * result is in canonical layout, written atomically; a failure leaves no
- * output and an untouched input. out_path naming in_path without in_place
- * is ST_E_ARG. opt and report may be NULL.
+ * opt->in_place (out_path then ignored), atomically (temporary file,
+ * fsync, rename): a failure leaves no output and an untouched input.
+ * When the new header's JSON fits in the old header's space with opt->pad
+ * bytes to spare, and the tensors lie where the canonical writer puts them,
+ * the header keeps its size (trailing spaces) and no tensor byte moves: on
+ * file systems that share extents (FICLONE: XFS, btrfs) the output is a
+ * clone of the input with only its header written (report->header_only),
+ * elsewhere the same bytes are written by copying (report->kept_layout).
+ * Otherwise the result is the canonical layout plus opt->pad spaces.
+ * out_path naming in_path without in_place is ST_E_ARG. opt and report may
+ * be NULL.
  */
 ST_API int st_metadata_edit(const char *in_path, const char *out_path,
                             const st_meta_change *changes, size_t n,

@@ -209,6 +209,10 @@ char *cli_shape_text(const uint64_t *shape, uint32_t rank);
  * ...), that the conversion engine can produce from F32. */
 bool cli_parse_dtype(const char *arg, st_dtype *out);
 
+/* A --pad argument: 0, or a size as st_parse_size reads it (4096, 64KiB,
+ * 1MB), at most the header limit (ST_MAX_HEADER_SIZE). */
+bool cli_parse_pad(const char *arg, uint64_t *out);
+
 
 /* ---- names and text ---- */
 

@@ -430,6 +430,15 @@ int cli_terminal_width(void)
     return 80;
 }
 
+bool cli_parse_pad(const char *arg, uint64_t *out)
+{
+    if (strcmp(arg, "0") == 0) {
+        *out = 0;
+        return true;
+    }
+    return st_parse_size(arg, out, NULL) == ST_OK && *out <= ST_MAX_HEADER_SIZE;
+}
+
 /* --dtype names (convert, merge): a floating dtype the engine can write. */
 bool cli_parse_dtype(const char *arg, st_dtype *out)
 {

@@ -55,6 +55,9 @@ static const char usage[] =
     "                  LitEma naming: the name after \"model.\" without its dots);\n"
     "                  weights without an EMA twin are kept as they are\n"
     "  --drop GLOB     leave out tensors whose name matches GLOB (repeatable)\n"
+    "  --pad SIZE      leave SIZE spare bytes (spaces) after the header JSON, so\n"
+    "                  later 'meta' edits rewrite only the header: valid, but not\n"
+    "                  the canonical layout (4096, 64KiB, 1MB)\n"
     "  --allow-unsafe-globals\n"
     "                  convert a checkpoint whose pickles name a dangerous global\n"
     "                  anyway (nothing from it is ever run)\n"
@@ -79,7 +82,8 @@ typedef struct convert_args {
     bool failed;                /* out of memory while parsing */
 } convert_args;
 
-enum { OPT_DTYPE = 256, OPT_ONLY, OPT_EXCLUDE, OPT_SATURATE, OPT_EMA, OPT_DROP, OPT_UNSAFE, OPT_TO };
+enum { OPT_DTYPE = 256, OPT_ONLY, OPT_EXCLUDE, OPT_SATURATE, OPT_EMA, OPT_DROP, OPT_UNSAFE, OPT_TO,
+       OPT_PAD };
 enum { TO_SAME = 0, TO_SINGLE, TO_DIFFUSERS };
 
 static bool push_pattern(const char ***list, size_t *n, const char *pat)
@@ -99,6 +103,11 @@ static int on_option(void *ctx, int c, const char *arg)
     bool ok = true;
     switch (c) {
     case OPT_UNSAFE: a->allow_unsafe_globals = true; return 0;
+    case OPT_PAD:
+        if (!cli_parse_pad(arg, &o->pad))
+            return cli_usage_error(usage, "convert: --pad wants a size (4096, 64KiB, 1MB), got '%s'",
+                                   arg);
+        return 0;
     case OPT_DTYPE:
         if (!cli_parse_dtype(arg, &o->dtype))
             return cli_usage_error(usage, "convert: unknown or unsupported --dtype '%s'", arg);
@@ -182,8 +191,8 @@ static int convert_layout(convert_args *a, const cli_common *common, const char 
                           const char *out_path)
 {
     const st_convert_file_options *o = &a->opt;
-    if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop) {
-        cli_errorf("unsupported: --to does not combine with --dtype, --ema or --drop; "
+    if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop || o->pad) {
+        cli_errorf("unsupported: --to does not combine with --dtype, --ema, --drop or --pad; "
                    "run them as separate steps");
         return CLI_EXIT_ERROR;
     }
@@ -226,8 +235,8 @@ static int convert_model(const convert_args *a, const cli_common *common, const 
                          const char *out_path)
 {
     const st_convert_file_options *o = &a->opt;
-    if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop) {
-        cli_errorf("unsupported: --dtype, --ema and --drop work on one file; "
+    if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop || o->pad) {
+        cli_errorf("unsupported: --dtype, --ema, --drop and --pad work on one file; "
                    "join the model first ('safetensors join'), then convert that file");
         return CLI_EXIT_ERROR;
     }
@@ -268,8 +277,8 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
     st_format fmt = ST_FORMAT_UNKNOWN;
     if (st_ckpt_detect(in_path, &fmt, NULL) == ST_OK && fmt != ST_FORMAT_SAFETENSORS &&
         fmt != ST_FORMAT_UNKNOWN) {
-        if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop) {
-            cli_errorf("unsupported: --dtype, --ema and --drop work on safetensors input; "
+        if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop || o->pad) {
+            cli_errorf("unsupported: --dtype, --ema, --drop and --pad work on safetensors input; "
                        "convert the checkpoint first, then that file");
             return CLI_EXIT_ERROR;
         }
@@ -306,6 +315,7 @@ int cmd_convert(int argc, char **argv)
         {"drop", required_argument, NULL, OPT_DROP},
         {"allow-unsafe-globals", no_argument, NULL, OPT_UNSAFE},
         {"to", required_argument, NULL, OPT_TO},
+        {"pad", required_argument, NULL, OPT_PAD},
         {NULL, 0, NULL, 0},
     };
     static const cli_command cmd = {usage, CLI_OPT_PROGRESS, opts, NULL, on_option, false};

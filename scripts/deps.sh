@@ -5,7 +5,7 @@
 set -u
 pkgs="make gcc clang libclang-rt-14-dev pkg-config libssl-dev zlib1g-dev
       python3 python3-dev python3-numpy python3-torch python3-pytest python3-fsspec
-      python3-setuptools valgrind b3sum time liblapacke-dev libopenblas-dev"
+      python3-setuptools valgrind b3sum time liblapacke-dev libopenblas-dev xfsprogs"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

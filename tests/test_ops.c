@@ -545,6 +545,89 @@ static void test_meta_edit(void)
     CHECK(!exists(path_of("me3.safetensors")));
 }
 
+static uint64_t file_size_of(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* --pad and the two layouts of st_metadata_edit. */
+static void test_header_padding(void)
+{
+    spec s[] = {{"w", 64, 1, 0.5f, ST_F32}, {"h", 10, -1, 1, ST_F16}};
+    write_file(path_of("pad0.safetensors"), s, 2, "k", "v");
+    st_convert_file_options co;
+    memset(&co, 0, sizeof co);
+    co.pad = 1000;
+    st_convert_file_report cr;
+    st_error err;
+    CHECK(st_convert_file(path_of("pad0.safetensors"), path_of("pad1.safetensors"), &co, &cr,
+                          &err) == ST_OK,
+          "%s", err.message);
+    st_file *f0 = NULL, *f1 = NULL;
+    CHECK(st_open(path_of("pad0.safetensors"), 0, &f0, NULL) == ST_OK);
+    CHECK(st_open(path_of("pad1.safetensors"), 0, &f1, NULL) == ST_OK);
+    if (!f0 || !f1) {
+        st_close(f0);
+        st_close(f1);
+        return;
+    }
+    uint64_t n0 = st_data_offset(f0) - 8, n1 = st_data_offset(f1) - 8;
+    CHECK(n1 >= n0 + 1000 - 7 && n1 % 8 == 0, "n0 %llu n1 %llu", (unsigned long long)n0,
+          (unsigned long long)n1);
+    CHECK(cr.output_size == file_size_of(path_of("pad1.safetensors")));
+    CHECK(value_at(f1, "w", 3) == 2.5f && value_at(f1, "h", 2) == 1.0f);
+    st_close(f0);
+    st_close(f1);
+
+    /* a key that fits in the room: the size kept, tensors where they were */
+    st_meta_change ch[] = {{"added", 5, "value", 5}};
+    st_meta_edit_report r;
+    CHECK(st_metadata_edit(path_of("pad1.safetensors"), path_of("pad2.safetensors"), ch, 1, NULL,
+                           &r, &err) == ST_OK,
+          "%s", err.message);
+    CHECK(r.header_only || r.kept_layout, "the header keeps its size");
+    CHECK(file_size_of(path_of("pad2.safetensors")) == file_size_of(path_of("pad1.safetensors")));
+    CHECK(r.output_size == file_size_of(path_of("pad2.safetensors")));
+    st_file *f2 = NULL;
+    if (st_open(path_of("pad2.safetensors"), 0, &f2, NULL) == ST_OK) {
+        CHECK(st_data_offset(f2) - 8 == n1);
+        size_t vl;
+        CHECK(st_metadata_get(f2, "added", 5, &vl) != NULL);
+        CHECK(value_at(f2, "w", 63) == 32.5f);
+        st_close(f2);
+    }
+    /* asking for more room than is left: a rewrite with the new room */
+    st_meta_edit_options mo;
+    memset(&mo, 0, sizeof mo);
+    mo.pad = 4096;
+    CHECK(st_metadata_edit(path_of("pad1.safetensors"), path_of("pad3.safetensors"), ch, 1, &mo,
+                           &r, &err) == ST_OK);
+    CHECK(!r.header_only && !r.kept_layout);
+    if (st_open(path_of("pad3.safetensors"), 0, &f2, NULL) == ST_OK) {
+        CHECK(st_data_offset(f2) - 8 >= n0 + 4096);
+        st_close(f2);
+    }
+    /* a canonical file and a growing header: the canonical rewrite */
+    CHECK(st_metadata_edit(path_of("pad0.safetensors"), path_of("pad4.safetensors"), ch, 1, NULL,
+                           &r, &err) == ST_OK);
+    CHECK(!r.header_only && !r.kept_layout);
+    /* room beyond the header limit */
+    st_writer *w = st_writer_new();
+    uint64_t shape[1] = {1};
+    float one = 1;
+    CHECK(st_writer_add(w, "x", 1, ST_F32, shape, 1, &one, 4, NULL) == ST_OK);
+    st_writer_set_header_padding(w, ST_MAX_HEADER_SIZE);
+    CHECK(st_writer_write(w, path_of("pad5.safetensors"), &err) == ST_E_HEADER_TOO_LARGE);
+    CHECK(!exists(path_of("pad5.safetensors")));
+    st_writer_set_header_padding(w, 0);
+    CHECK(st_writer_write(w, path_of("pad5.safetensors"), &err) == ST_OK);
+    CHECK(file_size_of(path_of("pad5.safetensors")) == 8 + 56 + 4, "%llu",
+          (unsigned long long)file_size_of(path_of("pad5.safetensors")));
+    st_writer_free(w);
+    CHECK(no_temp_files());
+}
+
 static void test_hash_progress(void)
 {
     spec s[] = {{"t", 1 << 20, 0, 1, ST_F32}};
@@ -661,6 +744,7 @@ int main(void)
     test_convert_file();
     test_glob();
     test_install();
+    test_header_padding();
     test_meta_edit();
     test_hash_progress();
     test_file_range();

@@ -32,6 +32,13 @@ struct st_file {
     _Atomic(void *) name_order;  /* const st_tensor *[count], built on first use */
 };
 
+int st_file_fd(const st_file *f, uint64_t *size)
+{
+    if (size)
+        *size = f->file_size;
+    return f->mode == MODE_MEMORY ? -1 : f->fd;
+}
+
 static uint64_t read_le64(const unsigned char *b)
 {
     uint64_t v = 0;

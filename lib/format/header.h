@@ -48,4 +48,9 @@ ST_INTERNAL int st_header_validate(st_header *h, uint64_t data_len, uint64_t dat
 /* Frees what h owns (h itself is not freed). */
 ST_INTERNAL void st_header_free(st_header *h);
 
+/* The descriptor of a file opened from a path (st_open), -1 for one in
+ * memory; with its size. For operations that copy or clone the file
+ * inside the kernel. */
+ST_INTERNAL int st_file_fd(const st_file *f, uint64_t *size);
+
 #endif

@@ -1,15 +1,31 @@
-/* Editing a file's "__metadata__": the tensors are streamed from the input
- * into the canonical writer (temporary file, fsync, rename), so a file of
- * any size needs a fixed amount of memory and the input is never modified;
- * in place, the file (not a symbolic link to it) is replaced atomically
- * once the new one is complete. Changes apply in order: the last word on a
- * key wins. */
+/* Editing a file's "__metadata__". Changes apply in order: the last word
+ * on a key wins. The result always goes to a temporary file that is
+ * fsync'ed and renamed over the target (in place: the file a symbolic link
+ * points to), so a crash leaves the old file or the new one, never a mix,
+ * and the input is never modified.
+ *
+ * Two layouts. When the new header's JSON fits in the old header's N bytes
+ * (with `pad` spaces to spare) and the tensors already lie where the
+ * canonical writer would put them, the output keeps N (spaces after the
+ * JSON) so no tensor byte moves: the temporary file is then a clone of the
+ * input (FICLONE: XFS, btrfs share the extents) with only its header
+ * rewritten, O(header) whatever the file's size. Where cloning is refused
+ * (other file systems, ST_NO_COPY_FILE_RANGE=1) the same bytes are written
+ * by the writer, the tensors moved by copy_file_range. Otherwise the file
+ * is rewritten in the canonical layout (plus `pad`). */
+#include "common/outfile.h"
+#include "format/header.h"
 #include "format/stream.h"
+#include "format/writer_internal.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* One pair of the result: an input pair (seq 0) or a change (seq = its
  * position + 1). */
@@ -76,6 +92,68 @@ static int apply(st_writer *w, const st_file *in, const st_meta_change *changes,
     return rc;
 }
 
+/* The writer would put every tensor of `in` at the offset it has now. */
+static bool same_layout(st_writer *w, const st_file *in)
+{
+    for (size_t i = 0; i < st_tensor_count(in); i++) {
+        uint64_t begin;
+        if (st_writer_planned_begin(w, i, &begin) != ST_OK || begin != st_tensor_at(in, i)->begin)
+            return false;
+    }
+    return true;
+}
+
+/* Clones the input into the temporary file of out_path and writes the new
+ * header over the clone's. ST_E_UNSUPPORTED (nothing left behind) when the
+ * file system cannot clone, so the caller copies instead. */
+static int clone_and_patch(st_writer *w, const st_file *in, const char *out_path,
+                           const st_output_hooks *hooks, st_error *err)
+{
+    const char *force = getenv("ST_NO_COPY_FILE_RANGE");
+    if (force && *force == '1')
+        return ST_E_UNSUPPORTED;
+    uint64_t size;
+    int in_fd = st_file_fd(in, &size);
+    if (in_fd < 0)
+        return ST_E_UNSUPPORTED;
+    const char *header;
+    uint64_t n;
+    int rc = st_writer_header(w, &header, &n, err);
+    if (rc != ST_OK)
+        return rc;
+    st_outfile o;
+    rc = st_outfile_open(&o, out_path, 0, hooks ? hooks->temp : NULL,
+                         hooks ? hooks->temp_ctx : NULL, err);
+    if (rc != ST_OK)
+        return rc;
+    if (ioctl(o.fd, FICLONE, in_fd) != 0) {
+        st_outfile_abort(&o);
+        return ST_E_UNSUPPORTED;
+    }
+    char eb[128];
+    struct stat st;
+    if (fstat(o.fd, &st) != 0 || (uint64_t)st.st_size != size) {
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "'%s' changed while it was cloned", out_path);
+        st_outfile_abort(&o);
+        return rc;
+    }
+    unsigned char len8[8];
+    for (int k = 0; k < 8; k++)
+        len8[k] = (unsigned char)(n >> (8 * k));
+    if (pwrite(o.fd, len8, 8, 0) != 8 || pwrite(o.fd, header, (size_t)n, 8) != (ssize_t)n) {
+        int e = errno;
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write the header of '%s' (for '%s'): %s",
+                     o.tmp, out_path, st_errno_text(e, eb, sizeof eb));
+        st_outfile_abort(&o);
+        return rc;
+    }
+    if (hooks && hooks->progress && hooks->progress(hooks->progress_ctx, size, size) != 0) {
+        st_outfile_abort(&o);
+        return st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
+    }
+    return st_outfile_commit(&o, err);
+}
+
 int st_metadata_edit(const char *in_path, const char *out_path, const st_meta_change *changes,
                      size_t n, const st_meta_edit_options *opt, st_meta_edit_report *report,
                      st_error *err)
@@ -137,9 +215,25 @@ int st_metadata_edit(const char *in_path, const char *out_path, const st_meta_ch
         goto done;
     if (st_metadata_present(in.file))
         st_writer_set_metadata_present(w, 1);
+    uint64_t pad = opt ? opt->pad : 0;
+    uint64_t old_n = st_data_offset(in.file) - 8;
+    uint64_t json = st_writer_json_size(w);
+    bool keep = json && pad <= old_n && json <= old_n - pad && same_layout(w, in.file);
+    if (keep)
+        st_writer_set_header_size(w, old_n);
+    else
+        st_writer_set_header_padding(w, pad);
     rep.output_size = st_writer_output_size(w);
     if (opt)
         st_writer_set_hooks(w, &opt->hooks);
+    if (keep) {
+        rep.header_only = 1;
+        rc = clone_and_patch(w, in.file, out_path, opt ? &opt->hooks : NULL, err);
+        if (rc != ST_E_UNSUPPORTED)
+            goto done;
+        rep.header_only = 0;
+        rep.kept_layout = 1;
+    }
     rc = st_op_write(w, out_path, &in, 1, &rep.failed_input, err);
 done:
     st_writer_free(w);

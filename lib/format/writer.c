@@ -13,6 +13,7 @@
 #include "common/arena.h"
 #include "common/outfile.h"
 #include "format/json.h"
+#include "format/writer_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -74,6 +75,8 @@ struct st_writer {
     uint64_t data_size;  /* sum of nbytes (checked at add)              */
 
     st_output_hooks hooks; /* progress and temp-file reporting          */
+    uint64_t header_room;  /* spaces wanted after the JSON (--pad)       */
+    uint64_t header_exact; /* non-zero: N exactly (an in-place edit)     */
 
     /* Prepared output, rebuilt after any change. */
     int prepared;
@@ -566,8 +569,29 @@ static void build_header(const st_writer *w, wtensor *const *order, wmeta *const
         sb_puts(b, "]}");
     }
     sb_put(b, "}", 1);
-    while (!b->failed && b->len % 8)
-        sb_put(b, " ", 1);
+    /* Spaces: to a multiple of 8 (the reference writer's alignment), after
+     * at least header_room of them, or to exactly header_exact. */
+    uint64_t want = b->len;
+    if (w->header_exact)
+        want = w->header_exact;
+    else if (w->header_room > ST_MAX_HEADER_SIZE - want)
+        want = (uint64_t)ST_MAX_HEADER_SIZE + 1; /* refused below */
+    else
+        want = (want + w->header_room + 7) & ~(uint64_t)7;
+    if (b->failed || want <= b->len)
+        return;
+    if (want - b->len > ST_MAX_HEADER_SIZE - b->len) {
+        b->failed = ST_E_HEADER_TOO_LARGE;
+        return;
+    }
+    if (!b->measuring) {
+        if (want > b->cap) {
+            b->failed = ST_E_HEADER_TOO_LARGE;
+            return;
+        }
+        memset(b->p + b->len, ' ', (size_t)(want - b->len));
+    }
+    b->len = (size_t)want;
 }
 
 /* Sorts the tensors and builds the padded header (cached until the next
@@ -623,6 +647,64 @@ static int prepare(st_writer *w, st_error *err)
     w->order = order;
     w->prepared = 1;
     return ST_OK;
+}
+
+void st_writer_set_header_padding(st_writer *w, uint64_t bytes)
+{
+    if (!w)
+        return;
+    if (bytes != w->header_room)
+        invalidate(w);
+    w->header_room = bytes;
+}
+
+void st_writer_set_header_size(st_writer *w, uint64_t n)
+{
+    if (!w)
+        return;
+    if (n != w->header_exact)
+        invalidate(w);
+    w->header_exact = n;
+}
+
+uint64_t st_writer_json_size(st_writer *w)
+{
+    uint64_t room = w->header_room, exact = w->header_exact;
+    w->header_room = w->header_exact = 0;
+    invalidate(w);
+    uint64_t n = prepare(w, NULL) == ST_OK ? w->header_len : 0;
+    /* the JSON without the alignment spaces */
+    while (n && w->header[n - 1] == ' ')
+        n--;
+    w->header_room = room;
+    w->header_exact = exact;
+    invalidate(w);
+    return n;
+}
+
+int st_writer_header(st_writer *w, const char **header, uint64_t *n, st_error *err)
+{
+    int rc = prepare(w, err);
+    if (rc != ST_OK)
+        return rc;
+    *header = w->header;
+    *n = w->header_len;
+    return ST_OK;
+}
+
+int st_writer_planned_begin(st_writer *w, size_t i, uint64_t *begin)
+{
+    if (prepare(w, NULL) != ST_OK || i >= w->count)
+        return ST_E_ARG;
+    uint64_t off = 0;
+    for (size_t k = 0; k < w->count; k++) {
+        if (w->order[k] == &w->tensors[i]) {
+            *begin = off;
+            return ST_OK;
+        }
+        off += w->order[k]->nbytes;
+    }
+    return ST_E_ARG;
 }
 
 uint64_t st_writer_output_size(st_writer *w)

@@ -339,6 +339,7 @@ int st_convert_file(const char *in_path, const char *out_path,
     if (rc != ST_OK)
         goto done;
     rep.kept = rep.written - rep.converted;
+    st_writer_set_header_padding(w, opt->pad);
     rep.output_size = st_writer_output_size(w);
     st_writer_set_hooks(w, &opt->hooks);
     rc = st_op_write(w, out_path, &job.in, 1, &rep.failed_input, err);
