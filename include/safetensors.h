@@ -976,6 +976,33 @@ ST_API void st_ckpt_close(st_ckpt *ckpt);
 
 ST_API st_format st_ckpt_format(const st_ckpt *ckpt);
 
+typedef struct st_ckpt_write_options {
+    st_output_hooks hooks;   /* progress of the write, temporary file        */
+    uint64_t pad;            /* spaces after the header JSON                 */
+} st_ckpt_write_options;
+
+typedef struct st_ckpt_write_report {
+    size_t tensors;          /* tensors written                              */
+    size_t metadata;         /* metadata keys written (format=pt included)   */
+    uint64_t output_size;
+    int failed_input;        /* on error: 0 when reading the checkpoint      */
+                             /* failed, -1 when the output did               */
+} st_ckpt_write_report;
+
+/**
+ * Writes the tensors of a checkpoint opened without ST_CKPT_SCAN to
+ * out_path as one safetensors file in the canonical layout (atomic:
+ * temporary file, fsync, rename), with the checkpoint's metadata and
+ * format=pt. Tensors that are one little-endian run of the file are moved
+ * inside the kernel (copy_file_range); the others stream through
+ * st_ckpt_tensor_read, so memory does not grow with the checkpoint. This
+ * call does not judge globals: scan the file first (ST_CKPT_SCAN) and
+ * refuse dangerous ones as `convert` does. opt and report may be NULL.
+ */
+ST_API int st_ckpt_write_safetensors(const st_ckpt *ckpt, const char *out_path,
+                                     const st_ckpt_write_options *opt,
+                                     st_ckpt_write_report *report, st_error *err);
+
 /** In ST_CKPT_SCAN mode: why a pickle could not be read to its end, or NULL. */
 ST_API const st_error *st_ckpt_scan_error(const st_ckpt *ckpt);
 

@@ -277,12 +277,12 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
     st_format fmt = ST_FORMAT_UNKNOWN;
     if (st_ckpt_detect(in_path, &fmt, NULL) == ST_OK && fmt != ST_FORMAT_SAFETENSORS &&
         fmt != ST_FORMAT_UNKNOWN) {
-        if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop || o->pad) {
-            cli_errorf("unsupported: --dtype, --ema, --drop and --pad work on safetensors input; "
+        if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop) {
+            cli_errorf("unsupported: --dtype, --ema and --drop work on safetensors input; "
                        "convert the checkpoint first, then that file");
             return CLI_EXIT_ERROR;
         }
-        return convert_ckpt(in_path, out_path, a->allow_unsafe_globals);
+        return convert_ckpt(in_path, out_path, a->allow_unsafe_globals, o->pad, common);
     }
     o->only = a->only;
     o->exclude = a->exclude;

@@ -1,32 +1,13 @@
 /* `safetensors convert` for PyTorch checkpoints: the input's pickles are
  * scanned first (nothing is executed, ever); a dangerous global refuses
- * the conversion unless --allow-unsafe-globals. Tensors stream from the
- * checkpoint through the library's writer (st_writer_add_stream), so
- * memory use does not grow with the checkpoint. */
+ * the conversion unless --allow-unsafe-globals. The tensors are written by
+ * the library (st_ckpt_write_safetensors: kernel copies where the bytes
+ * are one run of the file, streaming otherwise). */
 #include "convert_ckpt.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-typedef struct ckpt_source {
-    const st_ckpt *ck;
-    const st_ckpt_tensor *t;
-    st_error *err;
-    bool *failed;
-} ckpt_source;
-
-static int ckpt_read(void *ctx, uint64_t offset, void *buf, size_t len)
-{
-    ckpt_source *s = ctx;
-    st_error e;
-    int rc = st_ckpt_tensor_read(s->ck, s->t, offset, buf, len, &e);
-    if (rc != ST_OK && !*s->failed) {
-        *s->err = e;
-        *s->failed = true;
-    }
-    return rc;
-}
 
 static bool same_file(const char *a, const char *b)
 {
@@ -42,7 +23,8 @@ static int report(const char *path, st_error *err, int rc)
     return cli_exit_code(err->code);
 }
 
-int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe)
+int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe, uint64_t pad,
+                 const cli_common *common)
 {
     st_error err;
     memset(&err, 0, sizeof err);
@@ -103,62 +85,30 @@ int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe)
                    a->refused);
         free(nm);
     }
-    st_writer *w = st_writer_new();
-    ckpt_source *src = calloc(n ? n : 1, sizeof *src);
-    st_error read_err;
-    bool read_failed = false;
-    memset(&read_err, 0, sizeof read_err);
-    if (!w || !src) {
-        cli_errorf("nomem: out of memory");
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const st_ckpt_tensor *t = st_ckpt_tensor_at(ck, i);
-        src[i] = (ckpt_source){ck, t, &read_err, &read_failed};
-        rc = st_writer_add_stream(w, t->name, t->name_len, t->dtype, t->shape, t->rank, t->nbytes,
-                                  ckpt_read, &src[i], &err);
-        if (rc != ST_OK) {
-            report(out_path, &err, rc);
-            goto done;
-        }
-    }
-    size_t nmeta = st_ckpt_metadata_count(ck);
-    for (size_t i = 0; i < nmeta; i++) {
-        const char *k, *v;
-        size_t kl, vl;
-        if (st_ckpt_metadata_at(ck, i, &k, &kl, &v, &vl) == ST_OK && !(kl == 6 && memcmp(k, "format", 6) == 0) &&
-            (rc = st_writer_set_metadata(w, k, kl, v, vl, &err)) != ST_OK) {
-            report(out_path, &err, rc);
-            goto done;
-        }
-    }
-    if ((rc = st_writer_set_metadata(w, "format", 6, "pt", 2, &err)) != ST_OK) {
-        report(out_path, &err, rc);
-        goto done;
-    }
-    st_output_hooks hooks = {.temp = cli_temp_hook};
-    st_writer_set_hooks(w, &hooks);
-    rc = st_writer_write(w, out_path, &err);
+    cli_progress *line = cli_progress_new("convert", common);
+    st_ckpt_write_options wo;
+    memset(&wo, 0, sizeof wo);
+    wo.hooks = cli_output_hooks(line);
+    wo.pad = pad;
+    st_ckpt_write_report rep;
+    rc = st_ckpt_write_safetensors(ck, out_path, &wo, &rep, &err);
+    cli_progress_done(line);
     if (rc != ST_OK) {
-        if (read_failed)
-            cli_print_error(in_path, &read_err);
-        else
-            report(out_path, &err, rc);
+        report(rep.failed_input == 0 ? in_path : out_path, &err, rc);
         goto done;
     }
     {
-        uint64_t size = st_writer_output_size(w);
         char a[32], b[32];
         char *p = cli_printable(out_path, strlen(out_path));
         printf("wrote %s: %zu tensor%s from a %s checkpoint, %zu metadata key%s, %s (%s bytes)\n",
-               p ? p : out_path, n, n == 1 ? "" : "s", st_format_name(st_ckpt_format(ck)), nmeta + 1,
-               nmeta ? "s" : "", cli_human_size(size, a, sizeof a), cli_grouped(size, b, sizeof b));
+               p ? p : out_path, rep.tensors, rep.tensors == 1 ? "" : "s",
+               st_format_name(st_ckpt_format(ck)), rep.metadata, rep.metadata == 1 ? "" : "s",
+               cli_human_size(rep.output_size, a, sizeof a),
+               cli_grouped(rep.output_size, b, sizeof b));
         free(p);
     }
     ret = CLI_EXIT_OK;
 done:
-    st_writer_free(w);
-    free(src);
     st_ckpt_close(ck);
     return ret;
 }

@@ -6,8 +6,10 @@
 
 /* Converts a checkpoint at in_path to a safetensors file at out_path.
  * Refuses (exit 1, no output) when a pickle of the file names a dangerous
- * global, unless allow_unsafe. Returns the CLI exit code. */
-int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe);
+ * global, unless allow_unsafe. pad: spare header bytes (--pad); common:
+ * the progress flags. Returns the CLI exit code. */
+int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe, uint64_t pad,
+                 const cli_common *common);
 
 /* True when path is a pickle-based file (zip or legacy checkpoint, bare
  * pickle), by content. */

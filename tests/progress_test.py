@@ -60,6 +60,10 @@ def run_tty(args):
 with tempfile.TemporaryDirectory() as tmp:
     src = os.path.join(tmp, "in.safetensors")
     save(src, 16 << 20)  # 64 MiB: several progress reports
+    ckpt = os.path.join(tmp, "in.ckpt")
+    import torch
+    torch.save({"t": torch.arange(16 << 20, dtype=torch.float32)}, ckpt)
+
     def fresh_root():  # install never overwrites: a new destination per run
         return tempfile.mkdtemp(dir=tmp)
 
@@ -67,6 +71,7 @@ with tempfile.TemporaryDirectory() as tmp:
             ("convert", lambda: ["convert", src, os.path.join(tmp, "o.safetensors"),
                                  "--dtype", "f16"]),
             ("hash", lambda: ["hash", src]),
+            ("convert", lambda: ["convert", ckpt, os.path.join(tmp, "c.safetensors")]),
             ("diff", lambda: ["diff", src, src]),
             ("merge", lambda: ["merge", src, src, "-o", os.path.join(tmp, "m.safetensors"),
                                "--alpha", "0.5"]),

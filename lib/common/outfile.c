@@ -182,10 +182,15 @@ static int copy_through_buffer(st_outfile *o, int fd_in, uint64_t off, uint64_t 
     return rc;
 }
 
-int st_outfile_copy_range(st_outfile *o, int fd_in, uint64_t off_in, uint64_t len, st_error *err)
+bool st_kernel_copy_allowed(void)
 {
     const char *force = getenv("ST_NO_COPY_FILE_RANGE");
-    if (force && *force == '1')
+    return !(force && *force == '1');
+}
+
+int st_outfile_copy_range(st_outfile *o, int fd_in, uint64_t off_in, uint64_t len, st_error *err)
+{
+    if (!st_kernel_copy_allowed())
         return copy_through_buffer(o, fd_in, off_in, len, err);
     while (len) {
         loff_t in = (loff_t)off_in;

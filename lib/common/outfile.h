@@ -55,6 +55,13 @@ ST_INTERNAL int st_rename_noreplace(const char *from, const char *to);
  * zeroed or already committed/aborted st_outfile. */
 ST_INTERNAL void st_outfile_abort(st_outfile *o);
 
+/* False when the environment has ST_NO_COPY_FILE_RANGE=1: every byte then
+ * goes through a buffer (copy_file_range and FICLONE are not tried, and
+ * the operations stream unchanged tensors through their read path, where a
+ * failing read is blamed on its input). The one switch for the tests of
+ * the buffered paths. */
+ST_INTERNAL bool st_kernel_copy_allowed(void);
+
 /* strerror_r's text for errno e (thread-safe). */
 ST_INTERNAL const char *st_errno_text(int e, char *buf, size_t cap);
 

@@ -109,8 +109,7 @@ static bool same_layout(st_writer *w, const st_file *in)
 static int clone_and_patch(st_writer *w, const st_file *in, const char *out_path,
                            const st_output_hooks *hooks, st_error *err)
 {
-    const char *force = getenv("ST_NO_COPY_FILE_RANGE");
-    if (force && *force == '1')
+    if (!st_kernel_copy_allowed())
         return ST_E_UNSUPPORTED;
     uint64_t size;
     int in_fd = st_file_fd(in, &size);

@@ -1,5 +1,6 @@
 /* Streaming tensors from open inputs into a writer; see stream.h. */
 #include "format/stream.h"
+#include "common/outfile.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,11 +55,7 @@ int st_op_add_copy(st_writer *w, const char *name, size_t name_len, st_op_source
     }
     int fd;
     uint64_t off;
-    /* ST_NO_COPY_FILE_RANGE=1 (tests) keeps every byte on the read path,
-     * where a failing read is reported against its input. */
-    const char *force = getenv("ST_NO_COPY_FILE_RANGE");
-    bool buffered = force && *force == '1';
-    if (!buffered && st_tensor_file_range(src->in->file, t, &fd, &off) == ST_OK)
+    if (st_kernel_copy_allowed() && st_tensor_file_range(src->in->file, t, &fd, &off) == ST_OK)
         return st_writer_add_file_range(w, name, name_len, t->dtype, t->shape, t->rank, fd, off,
                                         st_tensor_nbytes(t), err);
     return st_writer_add_stream(w, name, name_len, t->dtype, t->shape, t->rank,
