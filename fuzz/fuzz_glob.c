@@ -6,7 +6,9 @@
  * matches exactly itself; when P matches N, "*" P matches N and P "*"
  * matches N followed by anything (unless P ends in a lone backslash, which
  * would escape the added star). No input is slow: the matcher is linear in
- * pattern x name. */
+ * pattern x name. *
+ * fuzz-min-seconds: 60 (one of the CLI's own parsers: at least this long
+ * in `make test`) */
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -5,7 +5,9 @@
  * Properties: pretty-printing succeeds exactly on valid text and its
  * output is valid JSON again; object members are spans inside the input,
  * each key a string that decodes; a decoded string is no longer than its
- * raw form; st_jv_write_string always writes valid JSON. */
+ * raw form; st_jv_write_string always writes valid JSON. *
+ * fuzz-min-seconds: 60 (one of the CLI's own parsers: at least this long
+ * in `make test`) */
 #include "fuzz_util.h"
 #include "common/jsonval.h"
 

@@ -14,7 +14,9 @@
  * cannot write is ST_E_ARG; on failure no output and no temporary file
  * exist; on success the output passes st_open, holds written = tensors -
  * discarded tensors, and a weighted merge with multiplier 0 reproduces A's
- * values. */
+ * values. *
+ * fuzz-min-seconds: 60 (one of the CLI's own parsers: at least this long
+ * in `make test`) */
 #include "fuzz_util.h"
 
 #include <dirent.h>
