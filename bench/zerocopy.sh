@@ -27,7 +27,7 @@ cleanup() { umount "$mnt" 2>/dev/null; rm -rf "$shm" "$disk"; }
 trap cleanup EXIT
 
 best() { # best OUT_TO_REMOVE COMMAND...: min wall seconds over $runs runs
-    local out=$1 b=999999 t s e
+    local out=$1 b=999999999999 t s e
     shift
     for _ in $(seq "$runs"); do
         rm -f "$out"
@@ -81,7 +81,7 @@ report() { # WHERE DIR
     echo "$where: .ckpt import $(ms "$ck_t") = $(ratio "$ck_t" "$cp_t") cp," \
         "$(ratio "$ck_t" "$cps_t") cp + sync"
     "$bin" convert "$d/in.safetensors" "$d/padded.safetensors" --pad 4KiB -q >/dev/null
-    local b=999999 t s e
+    local b=999999999999 t s e
     for i in $(seq "$runs"); do
         s=$(date +%s%N)
         "$bin" meta "$d/padded.safetensors" --set "edit=$i" --in-place -q >/dev/null
