@@ -7,11 +7,8 @@
 set -u
 bin=${ST_BIN:?ST_BIN not set}
 py=${PYTHON:-/usr/bin/python3}
-pass=0 fail=0
-check() { # check DESCRIPTION COMMAND...
-    local what=$1; shift
-    if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $what"; fi
-}
+# shellcheck source=tests/testlib.sh
+. "$(dirname "$0")/testlib.sh"
 # On disk (not tmpfs): the output's fsync keeps the write going long enough
 # to be interrupted.
 tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/st_signals.XXXXXX")
@@ -43,29 +40,37 @@ for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
 os.execv(sys.argv[1], sys.argv[1:])' "$@"
 }
 
-for sig in INT TERM HUP; do
-    cp "$tmp/old" "$tmp/out.safetensors"
-    caught=0
-    for attempt in 1 2 3 4 5; do
-        run_default "$bin" convert "$tmp/big.safetensors" "$tmp/out.safetensors" --dtype bf16 \
-            -q >/dev/null 2>&1 &
+# interrupt SIG COUNT_TEMPS RESET COMMAND...: runs COMMAND in the
+# background, sends SIG once its temporary file exists (COUNT_TEMPS > 0),
+# and sets rc to its exit status; RESET runs before each attempt (a run
+# that finished first is tried again, five times at most). Returns 1 if
+# the command never stayed long enough to be interrupted.
+interrupt() {
+    local sig=$1 count=$2 reset=$3 pid
+    shift 3
+    for _ in 1 2 3 4 5; do
+        "$reset"
+        run_default "$@" >/dev/null 2>&1 &
         pid=$!
-        # wait for the temporary file to appear, then signal
         for _ in $(seq 1 500); do
-            [ "$(temp_files)" -gt 0 ] && break
+            [ "$("$count")" -gt 0 ] && break
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.01
         done
-        if [ "$(temp_files)" -gt 0 ] && kill -"$sig" "$pid" 2>/dev/null; then
+        if [ "$("$count")" -gt 0 ] && kill -"$sig" "$pid" 2>/dev/null; then
             wait "$pid"
             rc=$?
-            caught=1
-            break
+            return 0
         fi
         wait "$pid"
-        cp "$tmp/old" "$tmp/out.safetensors" # it finished first: try again
     done
-    if [ "$caught" = 0 ]; then
+    return 1
+}
+
+restore_old() { cp "$tmp/old" "$tmp/out.safetensors"; }
+for sig in INT TERM HUP; do
+    if ! interrupt "$sig" temp_files restore_old "$bin" convert "$tmp/big.safetensors" \
+        "$tmp/out.safetensors" --dtype bf16 -q; then
         echo "FAIL: SIG$sig: the write never stayed long enough to be interrupted"
         fail=$((fail + 1))
         continue
@@ -81,26 +86,9 @@ done
 ui="$tmp/ui"
 mkdir -p "$ui"
 install_temps() { find "$ui" -name '.big.safetensors.*' | wc -l; }
-caught=0
-for attempt in 1 2 3 4 5; do
-    rm -rf "$ui"/models
-    run_default "$bin" install "$tmp/big.safetensors" --ui a1111 --root "$ui" --as checkpoint \
-        -q >/dev/null 2>&1 &
-    pid=$!
-    for _ in $(seq 1 500); do
-        [ "$(install_temps)" -gt 0 ] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.01
-    done
-    if [ "$(install_temps)" -gt 0 ] && kill -INT "$pid" 2>/dev/null; then
-        wait "$pid"
-        rc=$?
-        caught=1
-        break
-    fi
-    wait "$pid"
-done
-if [ "$caught" = 1 ]; then
+uninstall() { rm -rf "$ui"/models; }
+if interrupt INT install_temps uninstall "$bin" install "$tmp/big.safetensors" --ui a1111 \
+    --root "$ui" --as checkpoint -q; then
     check "install --copy SIGINT: exit status $rc, want 130" [ "$rc" -eq 130 ]
     check "install --copy SIGINT: no temporary file left" [ "$(install_temps)" -eq 0 ]
     check "install --copy SIGINT: nothing installed" \
@@ -156,5 +144,4 @@ else
     echo "disk-full check skipped: needs root and a tmpfs mount"
 fi
 
-echo "# passed $pass failed $fail"
-[ "$fail" -eq 0 ]
+finish

@@ -11,11 +11,8 @@
 set -u
 bin=${ST_BIN:?ST_BIN not set}
 py=${PYTHON:-/usr/bin/python3}
-pass=0 fail=0
-check() { # check DESCRIPTION COMMAND...
-    local what=$1; shift
-    if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $what"; fi
-}
+# shellcheck source=tests/testlib.sh
+. "$(dirname "$0")/testlib.sh"
 tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/st_zerocopy.XXXXXX")
 mnt="$tmp/xfs"
 trap 'umount "$mnt" 2>/dev/null; rm -rf "$tmp"' EXIT
@@ -132,5 +129,4 @@ else
     echo "xfs clone checks skipped: need root, mkfs.xfs (xfsprogs) and a loop mount"
 fi
 
-echo "# passed $pass failed $fail"
-[ "$fail" -eq 0 ]
+finish
