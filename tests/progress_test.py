@@ -64,6 +64,9 @@ with tempfile.TemporaryDirectory() as tmp:
     import torch
     torch.save({"t": torch.arange(16 << 20, dtype=torch.float32)}, ckpt)
 
+    shards = os.path.join(tmp, "shards")
+    subprocess.run([BIN, "split", src, shards, "--max-shard-size", "20MB", "-q"], check=True)
+
     def fresh_root():  # install never overwrites: a new destination per run
         return tempfile.mkdtemp(dir=tmp)
 
@@ -71,6 +74,8 @@ with tempfile.TemporaryDirectory() as tmp:
             ("convert", lambda: ["convert", src, os.path.join(tmp, "o.safetensors"),
                                  "--dtype", "f16"]),
             ("hash", lambda: ["hash", src]),
+            ("join", lambda: ["join", shards, os.path.join(tmp, "j.safetensors")]),
+            ("split", lambda: ["split", src, fresh_root(), "--max-shard-size", "20MB"]),
             ("convert", lambda: ["convert", ckpt, os.path.join(tmp, "c.safetensors")]),
             ("diff", lambda: ["diff", src, src]),
             ("merge", lambda: ["merge", src, src, "-o", os.path.join(tmp, "m.safetensors"),

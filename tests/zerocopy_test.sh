@@ -88,8 +88,12 @@ check "meta that does not fit: the canonical layout" cmp -s "$tmp/grown.safetens
 "$bin" meta "$tmp/convert.fast" --set added=value --pad 1KiB -o "$tmp/grown.pad" -q >/dev/null 2>&1
 check "meta --pad 1KiB: room left" [ "$(hdr_n "$tmp/grown.pad")" -ge $((plain_n + 1024)) ]
 
-# join of shards: both paths.
+# split and join of shards: both paths.
 "$bin" split "$tmp/convert.fast" "$tmp/shards" --max-shard-size 2KB -q >/dev/null 2>&1
+ST_NO_COPY_FILE_RANGE=1 "$bin" split "$tmp/convert.fast" "$tmp/shards.slow" --max-shard-size 2KB \
+    -q >/dev/null 2>&1
+check "split: several shards" [ "$(ls "$tmp/shards" | wc -l)" -gt 2 ]
+check "split: byte-identical shards on both paths" diff -r "$tmp/shards" "$tmp/shards.slow"
 both join "$bin" join "$tmp/shards"
 out=$("$bin" diff "$tmp/convert.fast" "$tmp/join.fast" 2>&1)
 check "join: the tensors of the file split ($out)" \

@@ -758,8 +758,10 @@ size_t st_model_tensor_shard(const st_model *m, const st_tensor *t)
 
 /* ---- reads ------------------------------------------------------------- */
 
-/* A descriptor for shard si, counted as in use until release(). */
-static int acquire(st_model *m, size_t si, int *fd, st_error *err)
+/* A descriptor for shard si, counted as in use until release(). When
+ * every descriptor the cache allows is in use, waits for one, or with
+ * !wait fails with ST_E_UNSUPPORTED. */
+static int acquire_fd(st_model *m, size_t si, int *fd, bool wait, st_error *err)
 {
     shard *s = &m->shards[si];
     pthread_mutex_lock(&m->lock);
@@ -775,6 +777,10 @@ static int acquire(st_model *m, size_t si, int *fd, st_error *err)
             victim->fd = -1;
             m->open_count--;
             break;
+        }
+        if (!wait) {
+            pthread_mutex_unlock(&m->lock);
+            return ST_E_UNSUPPORTED;
         }
         pthread_cond_wait(&m->freed, &m->lock);
     }
@@ -802,12 +808,36 @@ static int acquire(st_model *m, size_t si, int *fd, st_error *err)
     return ST_OK;
 }
 
+static int acquire(st_model *m, size_t si, int *fd, st_error *err)
+{
+    return acquire_fd(m, si, fd, true, err);
+}
+
 static void release(st_model *m, size_t si)
 {
     pthread_mutex_lock(&m->lock);
     if (--m->shards[si].refs == 0)
         pthread_cond_broadcast(&m->freed);
     pthread_mutex_unlock(&m->lock);
+}
+
+int st_model_tensor_file_range(const st_model *cm, const st_tensor *t, int *fd, uint64_t *off)
+{
+    size_t si = st_model_tensor_shard(cm, t);
+    if (si == SIZE_MAX)
+        return ST_E_ARG;
+    st_model *m = (st_model *)cm; /* only the descriptor cache changes, under its lock */
+    int rc = acquire_fd(m, si, fd, false, NULL);
+    if (rc == ST_OK)
+        *off = m->shards[si].data_offset + t->begin;
+    return rc;
+}
+
+void st_model_tensor_file_release(const st_model *cm, const st_tensor *t)
+{
+    size_t si = st_model_tensor_shard(cm, t);
+    if (si != SIZE_MAX)
+        release((st_model *)cm, si);
 }
 
 int st_model_tensor_read(const st_model *cm, const st_tensor *t, uint64_t offset, void *buf,

@@ -71,4 +71,15 @@ ST_INTERNAL const char *st_index_bad_shard_name(const char *name, size_t len);
 
 ST_INTERNAL void st_index_free(st_index *ix);
 
+/* ---- the bytes of a tensor, for kernel copies ---- */
+
+/* The open descriptor of t's shard and the absolute offset of t's bytes in
+ * it, held open (not recycled by the descriptor cache) until
+ * st_model_tensor_file_release(m, t). ST_E_UNSUPPORTED, without waiting,
+ * when every descriptor the cache allows is already held: read the tensor
+ * with st_model_tensor_read instead. */
+ST_INTERNAL int st_model_tensor_file_range(const st_model *m, const st_tensor *t, int *fd,
+                                           uint64_t *off);
+ST_INTERNAL void st_model_tensor_file_release(const st_model *m, const st_tensor *t);
+
 #endif

@@ -1,9 +1,12 @@
 /*
  * Whole-model operations: split (a model into shards and an index, with
  * huggingface_hub's packing rules and transformers' or huggingface_hub's
- * index layout) and join (a model into one canonical file). Both stream
- * through st_writer, so memory does not grow with tensor sizes.
+ * index layout) and join (a model into one canonical file). Both go
+ * through st_writer, so memory does not grow with tensor sizes; tensor
+ * bytes move inside the kernel (copy_file_range) while the shards'
+ * descriptors can be held open, and stream through reads otherwise.
  */
+#include "common/outfile.h"
 #include "model/model_internal.h"
 
 #include <errno.h>
@@ -106,7 +109,14 @@ typedef struct src {
     const st_model *m;
     const st_tensor *t;
     job *j;
+    bool held;         /* added as a file range: its shard's fd is held */
 } src;
+
+/* The writer's progress over one output, as the job's: base + done. */
+typedef struct out_progress {
+    job *j;
+    uint64_t base;
+} out_progress;
 
 static bool progress_due(job *j)
 {
@@ -137,8 +147,27 @@ static int read_src(void *ctx, uint64_t offset, void *buf, size_t len)
         s->j->failed = true;
         return 1;
     }
-    s->j->done += len;
-    return report(s->j, false);
+    return 0;
+}
+
+static int writer_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    out_progress *p = ctx;
+    (void)total;
+    p->j->done = p->base + done < p->j->total ? p->base + done : p->j->total;
+    return report(p->j, false);
+}
+
+/* The hooks a writer of the job gets: the temporary file, and progress
+ * through op when the job reports any. */
+static st_output_hooks writer_hooks(const st_output_hooks *temp_only, out_progress *op)
+{
+    st_output_hooks h = *temp_only;
+    if (op->j->progress) {
+        h.progress = writer_progress;
+        h.progress_ctx = op;
+    }
+    return h;
 }
 
 /* The writer's error, or the read error / cancellation behind it. */
@@ -163,19 +192,40 @@ static void job_init(job *j, st_progress_fn progress, void *ctx, uint64_t total)
     clock_gettime(CLOCK_MONOTONIC, &j->last);
 }
 
-/* Adds tensors[0..n) of the model to w, each read through srcs[k]. */
+/* Adds tensors[0..n) of the model to w: as file ranges while shard
+ * descriptors can be held, else read through srcs[k]. */
 static int add_tensors(st_writer *w, const st_model *m, const st_tensor *const *tensors, size_t n,
                        src *srcs, job *j, st_error *err)
 {
+    bool kernel = st_kernel_copy_allowed();
+    for (size_t k = 0; k < n; k++)
+        srcs[k] = (src){m, tensors[k], j, false};
     for (size_t k = 0; k < n; k++) {
         const st_tensor *t = tensors[k];
-        srcs[k] = (src){m, t, j};
-        int rc = st_writer_add_stream(w, t->name, t->name_len, t->dtype, t->shape, t->rank,
+        int fd, rc;
+        uint64_t off;
+        if (kernel && st_model_tensor_file_range(m, t, &fd, &off) == ST_OK) {
+            srcs[k].held = true;
+            rc = st_writer_add_file_range(w, t->name, t->name_len, t->dtype, t->shape, t->rank,
+                                          fd, off, t->end - t->begin, err);
+        } else {
+            rc = st_writer_add_stream(w, t->name, t->name_len, t->dtype, t->shape, t->rank,
                                       t->end - t->begin, read_src, &srcs[k], err);
+        }
         if (rc)
             return rc;
     }
     return ST_OK;
+}
+
+/* Lets go of the descriptors add_tensors held. */
+static void release_tensors(src *srcs, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (srcs[k].held) {
+            st_model_tensor_file_release(srcs[k].m, srcs[k].t);
+            srcs[k].held = false;
+        }
 }
 
 static int add_metadata(st_writer *w, const st_model *m, bool add_format, st_error *err)
@@ -221,14 +271,17 @@ int st_model_join(const st_model *m, const char *out_path, const st_output_hooks
     int rc = add_tensors(w, m, ts, n, srcs, &j, err);
     if (!rc)
         rc = add_metadata(w, m, false, err);
+    out_progress op = {&j, 0};
     if (!rc) {
-        st_writer_set_hooks(w, &temp_only);
+        st_output_hooks wh = writer_hooks(&temp_only, &op);
+        st_writer_set_hooks(w, &wh);
         rc = st_writer_write(w, out_path, err);
         if (rc)
             rc = job_error(&j, rc, err);
-        else if (report(&j, true))
+        else if ((j.done = j.total, report(&j, true)))
             rc = st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
     }
+    release_tensors(srcs, n);
     st_writer_free(w);
     free(ts);
     free(srcs);
@@ -558,6 +611,7 @@ int st_model_split(const st_model *m, const char *outdir, const st_split_options
     }
     job j;
     job_init(&j, progress, progress_ctx, st_model_total_size(m));
+    out_progress op = {&j, 0};
     for (size_t s = 0; s < nsh && !rc; s++) {
         size_t cnt = 0;
         for (size_t i = 0; i < n; i++)
@@ -572,14 +626,17 @@ int st_model_split(const st_model *m, const char *outdir, const st_split_options
         if (!rc)
             rc = add_metadata(w, m, true, err);
         if (!rc) {
-            st_writer_set_hooks(w, &temp_only);
+            st_output_hooks wh = writer_hooks(&temp_only, &op);
+            st_writer_set_hooks(w, &wh);
             rc = st_writer_write(w, staged[s], err);
             staged_note(&temp_only, staged[s], rc == ST_OK);
             if (rc)
                 rc = job_error(&j, rc, err);
             else
                 nstaged++;
+            op.base += st_writer_output_size(w);
         }
+        release_tensors(srcs, cnt);
         st_writer_free(w);
     }
     if (!rc && nfiles > nsh) {
@@ -591,6 +648,7 @@ int st_model_split(const st_model *m, const char *outdir, const st_split_options
         if (!rc)
             nstaged++;
     }
+    j.done = j.total;
     if (!rc && report(&j, true))
         rc = st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
     /* Everything is written: move it into place, the index last. */
