@@ -6,8 +6,8 @@
 # `--pad` leaves room that a later `meta` edit uses: the header keeps its
 # size and the tensors stay where they are. On a loop-mounted XFS image
 # (root and mkfs.xfs needed, skipped with a message otherwise) `meta
-# --in-place` clones the file and writes only the header: the data extents
-# stay shared with the old file.
+# --in-place` clones the file and writes only the header, and `convert` of
+# a file already canonical clones it whole: the data extents are shared.
 set -u
 bin=${ST_BIN:?ST_BIN not set}
 py=${PYTHON:-/usr/bin/python3}
@@ -126,6 +126,15 @@ PY
     if command -v filefrag >/dev/null 2>&1; then
         check "xfs: the output's extents are shared" \
             bash -c "filefrag -v \"\$1\" | grep -q shared" _ "$mnt/big2.safetensors"
+    fi
+    # convert of a file already canonical: its bytes, cloned as cp does
+    "$bin" convert "$mnt/big.safetensors.raw" "$mnt/canon.safetensors" -q >/dev/null
+    "$bin" convert "$mnt/canon.safetensors" "$mnt/canon2.safetensors" -q >/dev/null
+    check "xfs: convert of a canonical file = the file" \
+        cmp -s "$mnt/canon.safetensors" "$mnt/canon2.safetensors"
+    if command -v filefrag >/dev/null 2>&1; then
+        check "xfs: convert of a canonical file shares its extents" \
+            bash -c "filefrag -v \"\$1\" | grep -q shared" _ "$mnt/canon2.safetensors"
     fi
     check "xfs: no temporary file left" [ "$(find "$mnt" -name '.*.tmp' | wc -l)" -eq 0 ]
     umount "$mnt"

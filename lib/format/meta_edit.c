@@ -13,19 +13,13 @@
  * (other file systems, ST_NO_COPY_FILE_RANGE=1) the same bytes are written
  * by the writer, the tensors moved by copy_file_range. Otherwise the file
  * is rewritten in the canonical layout (plus `pad`). */
-#include "common/outfile.h"
-#include "format/header.h"
 #include "format/stream.h"
 #include "format/writer_internal.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* One pair of the result: an input pair (seq 0) or a change (seq = its
  * position + 1). */
@@ -92,67 +86,6 @@ static int apply(st_writer *w, const st_file *in, const st_meta_change *changes,
     return rc;
 }
 
-/* The writer would put every tensor of `in` at the offset it has now. */
-static bool same_layout(st_writer *w, const st_file *in)
-{
-    for (size_t i = 0; i < st_tensor_count(in); i++) {
-        uint64_t begin;
-        if (st_writer_planned_begin(w, i, &begin) != ST_OK || begin != st_tensor_at(in, i)->begin)
-            return false;
-    }
-    return true;
-}
-
-/* Clones the input into the temporary file of out_path and writes the new
- * header over the clone's. ST_E_UNSUPPORTED (nothing left behind) when the
- * file system cannot clone, so the caller copies instead. */
-static int clone_and_patch(st_writer *w, const st_file *in, const char *out_path,
-                           const st_output_hooks *hooks, st_error *err)
-{
-    if (!st_kernel_copy_allowed())
-        return ST_E_UNSUPPORTED;
-    uint64_t size;
-    int in_fd = st_file_fd(in, &size);
-    if (in_fd < 0)
-        return ST_E_UNSUPPORTED;
-    const char *header;
-    uint64_t n;
-    int rc = st_writer_header(w, &header, &n, err);
-    if (rc != ST_OK)
-        return rc;
-    st_outfile o;
-    rc = st_outfile_open(&o, out_path, 0, hooks ? hooks->temp : NULL,
-                         hooks ? hooks->temp_ctx : NULL, err);
-    if (rc != ST_OK)
-        return rc;
-    if (ioctl(o.fd, FICLONE, in_fd) != 0) {
-        st_outfile_abort(&o);
-        return ST_E_UNSUPPORTED;
-    }
-    char eb[128];
-    struct stat st;
-    if (fstat(o.fd, &st) != 0 || (uint64_t)st.st_size != size) {
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "'%s' changed while it was cloned", out_path);
-        st_outfile_abort(&o);
-        return rc;
-    }
-    unsigned char len8[8];
-    for (int k = 0; k < 8; k++)
-        len8[k] = (unsigned char)(n >> (8 * k));
-    if (pwrite(o.fd, len8, 8, 0) != 8 || pwrite(o.fd, header, (size_t)n, 8) != (ssize_t)n) {
-        int e = errno;
-        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write the header of '%s' (for '%s'): %s",
-                     o.tmp, out_path, st_errno_text(e, eb, sizeof eb));
-        st_outfile_abort(&o);
-        return rc;
-    }
-    if (hooks && hooks->progress && hooks->progress(hooks->progress_ctx, size, size) != 0) {
-        st_outfile_abort(&o);
-        return st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
-    }
-    return st_outfile_commit(&o, err);
-}
-
 int st_metadata_edit(const char *in_path, const char *out_path, const st_meta_change *changes,
                      size_t n, const st_meta_edit_options *opt, st_meta_edit_report *report,
                      st_error *err)
@@ -217,7 +150,7 @@ int st_metadata_edit(const char *in_path, const char *out_path, const st_meta_ch
     uint64_t pad = opt ? opt->pad : 0;
     uint64_t old_n = st_data_offset(in.file) - 8;
     uint64_t json = st_writer_json_size(w);
-    bool keep = json && pad <= old_n && json <= old_n - pad && same_layout(w, in.file);
+    bool keep = json && pad <= old_n && json <= old_n - pad && st_op_same_layout(w, in.file);
     if (keep)
         st_writer_set_header_size(w, old_n);
     else
@@ -227,7 +160,7 @@ int st_metadata_edit(const char *in_path, const char *out_path, const st_meta_ch
         st_writer_set_hooks(w, &opt->hooks);
     if (keep) {
         rep.header_only = 1;
-        rc = clone_and_patch(w, in.file, out_path, opt ? &opt->hooks : NULL, err);
+        rc = st_op_clone_write(w, in.file, out_path, opt ? &opt->hooks : NULL, err);
         if (rc != ST_E_UNSUPPORTED)
             goto done;
         rep.header_only = 0;

@@ -1,6 +1,13 @@
 /* Streaming tensors from open inputs into a writer; see stream.h. */
 #include "format/stream.h"
 #include "common/outfile.h"
+#include "format/header.h"
+#include "format/writer_internal.h"
+
+#include <errno.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,4 +114,65 @@ bool st_op_same_file(const char *a, const char *b)
     if (stat(a, &sa) != 0 || stat(b, &sb) != 0)
         return false;
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+bool st_op_same_layout(st_writer *w, const st_file *in)
+{
+    if (st_writer_tensor_count(w) != st_tensor_count(in))
+        return false;
+    for (size_t i = 0; i < st_tensor_count(in); i++) {
+        uint64_t begin;
+        if (st_writer_planned_begin(w, i, &begin) != ST_OK || begin != st_tensor_at(in, i)->begin)
+            return false;
+    }
+    return true;
+}
+
+int st_op_clone_write(st_writer *w, const st_file *in, const char *out_path,
+                      const st_output_hooks *hooks, st_error *err)
+{
+    if (!st_kernel_copy_allowed())
+        return ST_E_UNSUPPORTED;
+    uint64_t size;
+    int in_fd = st_file_fd(in, &size);
+    if (in_fd < 0)
+        return ST_E_UNSUPPORTED;
+    const char *header;
+    uint64_t n;
+    int rc = st_writer_header(w, &header, &n, err);
+    if (rc != ST_OK)
+        return rc;
+    if (n != st_data_offset(in) - 8 || !st_op_same_layout(w, in))
+        return ST_E_UNSUPPORTED;
+    st_outfile o;
+    rc = st_outfile_open(&o, out_path, 0, hooks ? hooks->temp : NULL,
+                         hooks ? hooks->temp_ctx : NULL, err);
+    if (rc != ST_OK)
+        return rc;
+    if (ioctl(o.fd, FICLONE, in_fd) != 0) {
+        st_outfile_abort(&o);
+        return ST_E_UNSUPPORTED;
+    }
+    char eb[128];
+    struct stat st;
+    if (fstat(o.fd, &st) != 0 || (uint64_t)st.st_size != size) {
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "'%s' changed while it was cloned", out_path);
+        st_outfile_abort(&o);
+        return rc;
+    }
+    unsigned char len8[8];
+    for (int k = 0; k < 8; k++)
+        len8[k] = (unsigned char)(n >> (8 * k));
+    if (pwrite(o.fd, len8, 8, 0) != 8 || pwrite(o.fd, header, (size_t)n, 8) != (ssize_t)n) {
+        int e = errno;
+        rc = st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write the header of '%s' (for '%s'): %s",
+                     o.tmp, out_path, st_errno_text(e, eb, sizeof eb));
+        st_outfile_abort(&o);
+        return rc;
+    }
+    if (hooks && hooks->progress && hooks->progress(hooks->progress_ctx, size, size) != 0) {
+        st_outfile_abort(&o);
+        return st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
+    }
+    return st_outfile_commit(&o, err);
 }

@@ -54,4 +54,19 @@ ST_INTERNAL const char *st_op_base_name(const char *path);
 /* True when both paths name the same existing file. */
 ST_INTERNAL bool st_op_same_file(const char *a, const char *b);
 
+/* The writer holds exactly the tensors of `in`, added in in's order, and
+ * would put each at the offset it has in `in`. */
+ST_INTERNAL bool st_op_same_layout(st_writer *w, const st_file *in);
+
+/* When w's output would differ from `in` only in its header (the same
+ * header size, st_op_same_layout, every tensor added from `in`
+ * unchanged: the caller's promise), writes out_path as a clone of in
+ * (FICLONE: the file system shares the data's extents) with w's header
+ * written over the clone's: O(header) for any size. Atomic as every
+ * output. ST_E_UNSUPPORTED, with nothing left behind, when the layouts
+ * differ or the file system cannot clone (or ST_NO_COPY_FILE_RANGE=1):
+ * the caller then writes w as usual, which gives the same bytes. */
+ST_INTERNAL int st_op_clone_write(st_writer *w, const st_file *in, const char *out_path,
+                                  const st_output_hooks *hooks, st_error *err);
+
 #endif

@@ -692,6 +692,11 @@ int st_writer_header(st_writer *w, const char **header, uint64_t *n, st_error *e
     return ST_OK;
 }
 
+size_t st_writer_tensor_count(const st_writer *w)
+{
+    return w ? w->count : 0;
+}
+
 int st_writer_planned_begin(st_writer *w, size_t i, uint64_t *begin)
 {
     if (prepare(w, NULL) != ST_OK || i >= w->count)

@@ -20,6 +20,9 @@ ST_INTERNAL uint64_t st_writer_json_size(st_writer *w);
  * it). Valid until the writer changes. */
 ST_INTERNAL int st_writer_header(st_writer *w, const char **header, uint64_t *n, st_error *err);
 
+/* Tensors added so far. */
+ST_INTERNAL size_t st_writer_tensor_count(const st_writer *w);
+
 /* Offset (relative to the data section) the i-th added tensor will have. */
 ST_INTERNAL int st_writer_planned_begin(st_writer *w, size_t i, uint64_t *begin);
 

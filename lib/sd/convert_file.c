@@ -342,6 +342,14 @@ int st_convert_file(const char *in_path, const char *out_path,
     st_writer_set_header_padding(w, opt->pad);
     rep.output_size = st_writer_output_size(w);
     st_writer_set_hooks(w, &opt->hooks);
+    /* Nothing converted or left out: when the input is already in the
+     * canonical layout the output is the input's bytes, so a file system
+     * that shares extents can clone it (as cp does there). */
+    if (rep.converted == 0 && rep.ema_used == 0 && rep.written == n) {
+        rc = st_op_clone_write(w, job.in.file, out_path, &opt->hooks, err);
+        if (rc != ST_E_UNSUPPORTED)
+            goto done;
+    }
     rc = st_op_write(w, out_path, &job.in, 1, &rep.failed_input, err);
 done:
     st_writer_free(w);
