@@ -1764,6 +1764,19 @@ ST_API int st_single_to_diffusers(const st_model *model, const char *outdir,
                                   const st_output_hooks *hooks,
                                   size_t *left_out, st_error *err);
 
+/**
+ * st_diff and st_diff_metadata on two models (each a single file, an index
+ * or a folder, as st_model_open takes them): the same matching, comparison,
+ * callbacks and summary, reads going to the right shard. A model and a
+ * single file compare as equals when they hold the same tensors and
+ * metadata, however the tensors are split into files.
+ */
+ST_API int st_model_diff(const st_model *a, const st_model *b, const st_diff_options *opt,
+                         st_diff_summary *summary, st_error *err);
+ST_API int st_model_diff_metadata(const st_model *a, const st_model *b,
+                                  const st_diff_options *opt, st_diff_summary *summary,
+                                  st_error *err);
+
 /* ======================== end of Multi-file models ======================= */
 
 /* ======================================================================== */

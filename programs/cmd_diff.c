@@ -1,5 +1,6 @@
-/* `safetensors diff`: what differs between two files. The comparison is
- * st_diff (lib/sd/diff.c); this file parses options and prints. */
+/* `safetensors diff`: what differs between two files or models. The
+ * comparison is st_diff, or st_model_diff when either side is a sharded
+ * model (lib/sd/diff.c); this file parses options and prints. */
 #include "cli.h"
 
 #include <getopt.h>
@@ -10,12 +11,14 @@
 static const char usage[] =
     "Usage: " CLI_NAME " diff [--json] A B\n"
     "\n"
-    "Compare two safetensors files: tensors only in one of them, dtype and\n"
-    "shape changes, and for common tensors of the same shape whether their\n"
-    "bytes are equal, the largest absolute difference max|a-b| and the cosine\n"
-    "similarity of the values (computed in double precision; any numeric\n"
-    "dtype, C64 is compared by bytes only); then metadata keys only in one\n"
-    "file or with different values. Identical tensors are not listed.\n"
+    "Compare two safetensors files or models (A and B may each be a file, a\n"
+    "sharded model's index *.json or its folder): tensors only in one of\n"
+    "them, dtype and shape changes, and for common tensors of the same shape\n"
+    "whether their bytes are equal, the largest absolute difference max|a-b|\n"
+    "and the cosine similarity of the values (computed in double precision;\n"
+    "any numeric dtype, C64 is compared by bytes only); then metadata keys\n"
+    "only in one side or with different values. Identical tensors are not\n"
+    "listed.\n"
     "\n"
     "Options:\n"
     "  --json      one JSON object: a, b, identical, tensors (the differing\n"
@@ -194,15 +197,40 @@ static int on_metadata(void *ctx, int status, const char *k, size_t kl)
     return 0;
 }
 
+/* The two sides: files, or (when either is a sharded model) models. */
+typedef struct sides {
+    st_file *fa, *fb;
+    st_model *ma, *mb;
+} sides;
+
+static void close_sides(sides *s)
+{
+    st_close(s->fa);
+    st_close(s->fb);
+    st_model_close(s->ma);
+    st_model_close(s->mb);
+}
+
+static int open_sides(sides *s, const char *pa, const char *pb)
+{
+    memset(s, 0, sizeof *s);
+    if (cli_is_model_path(pa) || cli_is_model_path(pb)) {
+        if (cli_open_model(pa, &s->ma) != CLI_EXIT_OK || cli_open_model(pb, &s->mb) != CLI_EXIT_OK)
+            return CLI_EXIT_ERROR;
+        return CLI_EXIT_OK;
+    }
+    if (cli_open_file(pa, ST_OPEN_PREAD, &s->fa) != CLI_EXIT_OK ||
+        cli_open_file(pb, ST_OPEN_PREAD, &s->fb) != CLI_EXIT_OK)
+        return CLI_EXIT_ERROR;
+    return CLI_EXIT_OK;
+}
+
 static int run(diff_job *job, const char *pa, const char *pb)
 {
-    st_file *a = NULL, *b = NULL;
-    int rc = cli_open_file(pa, ST_OPEN_PREAD, &a);
-    if (rc != CLI_EXIT_OK)
-        return CLI_EXIT_ERROR;
-    rc = cli_open_file(pb, ST_OPEN_PREAD, &b);
+    sides sd;
+    int rc = open_sides(&sd, pa, pb);
     if (rc != CLI_EXIT_OK) {
-        st_close(a);
+        close_sides(&sd);
         return CLI_EXIT_ERROR;
     }
     if (job->json) {
@@ -226,12 +254,12 @@ static int run(diff_job *job, const char *pa, const char *pb)
     st_diff_summary sum;
     st_error err;
     memset(&err, 0, sizeof err);
-    rc = st_diff(a, b, &opt, &sum, &err);
+    rc = sd.ma ? st_model_diff(sd.ma, sd.mb, &opt, &sum, &err)
+               : st_diff(sd.fa, sd.fb, &opt, &sum, &err);
     if (rc != ST_OK) {
         if (job->json)
             fputs("]}\n", stdout);
-        st_close(a);
-        st_close(b);
+        close_sides(&sd);
         cli_report(sum.failed_input == 1 ? pb : sum.failed_input == 0 ? pa : NULL, rc, &err);
         return CLI_EXIT_ERROR;
     }
@@ -247,8 +275,7 @@ static int run(diff_job *job, const char *pa, const char *pb)
                common, common == 1 ? "" : "s", sum.identical, sum.changed, sum.only_a,
                sum.only_b, sum.metadata, sum.metadata == 1 ? "" : "s");
     }
-    st_close(a);
-    st_close(b);
+    close_sides(&sd);
     return identical ? CLI_EXIT_OK : 1;
 }
 
@@ -261,7 +288,7 @@ int cmd_diff(int argc, char **argv)
     if (ret >= 0)
         return ret;
     if (argc - common.first_arg != 2)
-        return cli_usage_error(usage, "diff: expected two files A and B");
+        return cli_usage_error(usage, "diff: expected two files or models A and B");
     diff_job job;
     memset(&job, 0, sizeof job);
     job.json = common.json;

@@ -1,8 +1,9 @@
-/* What differs between two safetensors files: tensors matched by name,
- * values of common tensors of the same shape compared in double precision
- * (st_convert), chunk by chunk through st_tensor_read, so memory stays a few
- * buffers whatever the file size. Results go to the caller's callbacks in
- * name order; printing is the caller's business. */
+/* What differs between two safetensors files, or two models (sharded or
+ * single files, st_model): tensors matched by name, values of common
+ * tensors of the same shape compared in double precision (st_convert),
+ * chunk by chunk through reads, so memory stays a few buffers whatever the
+ * size. Results go to the caller's callbacks in name order; printing is the
+ * caller's business. */
 #include "format/stream.h"
 
 #include <math.h>
@@ -80,9 +81,45 @@ typedef struct stats {
 ACCUMULATE(float, accumulate_f32)
 ACCUMULATE(double, accumulate_f64)
 
-static int compare_with(diff_buffers *bf, const st_file *a, const st_tensor *ta,
-                        const st_file *b, const st_tensor *tb, st_tensor_diff *out,
-                        int *failed, st_error *err)
+/* One side of a diff: a file or a model, read through the same calls. */
+typedef struct side {
+    const st_file *f;
+    const st_model *m;
+} side;
+
+static size_t side_count(const side *s)
+{
+    return s->f ? st_tensor_count(s->f) : st_model_tensor_count(s->m);
+}
+
+static const st_tensor *side_by_name(const side *s, size_t i)
+{
+    return s->f ? st_tensor_by_name_order(s->f, i) : st_model_tensor_by_name_order(s->m, i);
+}
+
+static int side_read(const side *s, const st_tensor *t, uint64_t off, void *buf, size_t len,
+                     st_error *err)
+{
+    return s->f ? st_tensor_read(s->f, t, off, buf, len, err)
+                : st_model_tensor_read(s->m, t, off, buf, len, err);
+}
+
+static size_t side_meta_count(const side *s)
+{
+    return s->f ? st_metadata_count(s->f) : st_model_metadata_count(s->m);
+}
+
+static void side_meta_at(const side *s, size_t i, const char **k, size_t *kl, const char **v,
+                         size_t *vl)
+{
+    if (s->f)
+        st_metadata_at(s->f, i, k, kl, v, vl);
+    else
+        st_model_metadata_at(s->m, i, k, kl, v, vl);
+}
+
+static int compare_with(diff_buffers *bf, const side *a, const st_tensor *ta, const side *b,
+                        const st_tensor *tb, st_tensor_diff *out, int *failed, st_error *err)
 {
     bool same_dtype = ta->dtype == tb->dtype;
     out->bytes_equal = same_dtype;
@@ -95,12 +132,12 @@ static int compare_with(diff_buffers *bf, const st_file *a, const st_tensor *ta,
     for (uint64_t e = 0; e < n;) {
         size_t k = n - e < CHUNK ? (size_t)(n - e) : CHUNK;
         size_t la = (size_t)(((uint64_t)k * ba + 7) / 8), lb = (size_t)(((uint64_t)k * bb + 7) / 8);
-        int rc = st_tensor_read(a, ta, e * ba / 8, bf->ra, la, err);
+        int rc = side_read(a, ta, e * ba / 8, bf->ra, la, err);
         if (rc != ST_OK) {
             *failed = 0;
             return rc;
         }
-        rc = st_tensor_read(b, tb, e * bb / 8, bf->rb, lb, err);
+        rc = side_read(b, tb, e * bb / 8, bf->rb, lb, err);
         if (rc != ST_OK) {
             *failed = 1;
             return rc;
@@ -176,9 +213,10 @@ int st_tensor_compare(const st_file *a, const st_tensor *ta, const st_file *b,
     diff_buffers bf;
     memset(&bf, 0, sizeof bf);
     int failed = -1;
+    side sa = {a, NULL}, sb = {b, NULL};
     int rc = buffers_init(&bf, err);
     if (rc == ST_OK)
-        rc = compare_with(&bf, a, ta, b, tb, out, &failed, err);
+        rc = compare_with(&bf, &sa, ta, &sb, tb, out, &failed, err);
     buffers_free(&bf);
     if (rc == ST_OK && out->bytes_equal)
         out->status = ST_DIFF_SAME;
@@ -190,17 +228,17 @@ static int tensor_name_cmp(const st_tensor *x, const st_tensor *y)
     return st_name_cmp(x->name, x->name_len, y->name, y->name_len);
 }
 
-static int diff_tensors(const st_file *A, const st_file *B, const st_diff_options *opt,
+static int diff_tensors(const side *A, const side *B, const st_diff_options *opt,
                         diff_buffers *bf, st_diff_summary *sum, st_error *err)
 {
-    size_t na = st_tensor_count(A), nb = st_tensor_count(B);
+    size_t na = side_count(A), nb = side_count(B);
     uint64_t total = 0, done = 0;
     for (size_t i = 0; i < na; i++)
-        total += st_tensor_nbytes(st_tensor_at(A, i));
+        total += st_tensor_nbytes(side_by_name(A, i));
     size_t i = 0, j = 0;
     while (i < na || j < nb) {
-        const st_tensor *ta = i < na ? st_tensor_by_name_order(A, i) : NULL;
-        const st_tensor *tb = j < nb ? st_tensor_by_name_order(B, j) : NULL;
+        const st_tensor *ta = i < na ? side_by_name(A, i) : NULL;
+        const st_tensor *tb = j < nb ? side_by_name(B, j) : NULL;
         int c = !ta ? 1 : !tb ? -1 : tensor_name_cmp(ta, tb);
         st_tensor_diff d;
         memset(&d, 0, sizeof d);
@@ -245,18 +283,18 @@ static int diff_tensors(const st_file *A, const st_file *B, const st_diff_option
     return ST_OK;
 }
 
-static int diff_metadata(const st_file *A, const st_file *B, const st_diff_options *opt,
+static int diff_metadata(const side *A, const side *B, const st_diff_options *opt,
                          st_diff_summary *sum, st_error *err)
 {
-    size_t na = st_metadata_count(A), nb = st_metadata_count(B);
+    size_t na = side_meta_count(A), nb = side_meta_count(B);
     size_t i = 0, j = 0;
     while (i < na || j < nb) {
         const char *ka = NULL, *va = NULL, *kb = NULL, *vb = NULL;
         size_t kal = 0, val = 0, kbl = 0, vbl = 0;
         if (i < na)
-            st_metadata_at(A, i, &ka, &kal, &va, &val);
+            side_meta_at(A, i, &ka, &kal, &va, &val);
         if (j < nb)
-            st_metadata_at(B, j, &kb, &kbl, &vb, &vbl);
+            side_meta_at(B, j, &kb, &kbl, &vb, &vbl);
         int c = i >= na ? 1 : j >= nb ? -1 : st_name_cmp(ka, kal, kb, kbl);
         int status;
         const char *k = ka;
@@ -283,34 +321,28 @@ static int diff_metadata(const st_file *A, const st_file *B, const st_diff_optio
     return ST_OK;
 }
 
-int st_diff_metadata(const st_file *a, const st_file *b, const st_diff_options *opt,
-                     st_diff_summary *summary, st_error *err)
+static int diff_metadata_sides(const side *a, const side *b, const st_diff_options *opt,
+                               st_diff_summary *summary, st_error *err)
 {
     st_diff_summary sum;
     memset(&sum, 0, sizeof sum);
     sum.failed_input = -1;
-    int rc = a && b ? diff_metadata(a, b, opt, &sum, err)
-                    : st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_diff_metadata: NULL file");
+    int rc = diff_metadata(a, b, opt, &sum, err);
     sum.identical_files = rc == ST_OK && !sum.metadata;
     if (summary)
         *summary = sum;
     return rc;
 }
 
-int st_diff(const st_file *a, const st_file *b, const st_diff_options *opt,
-            st_diff_summary *summary, st_error *err)
+static int diff_sides(const side *a, const side *b, const st_diff_options *opt,
+                      st_diff_summary *summary, st_error *err)
 {
     st_diff_summary sum;
     memset(&sum, 0, sizeof sum);
     sum.failed_input = -1;
-    int rc;
-    if (!a || !b) {
-        rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_diff: NULL file");
-        goto done;
-    }
     diff_buffers bf;
     memset(&bf, 0, sizeof bf);
-    rc = buffers_init(&bf, err);
+    int rc = buffers_init(&bf, err);
     if (rc == ST_OK)
         rc = diff_tensors(a, b, opt, &bf, &sum, err);
     buffers_free(&bf);
@@ -318,8 +350,52 @@ int st_diff(const st_file *a, const st_file *b, const st_diff_options *opt,
         rc = diff_metadata(a, b, opt, &sum, err);
     sum.identical_files = rc == ST_OK && !sum.changed && !sum.only_a && !sum.only_b &&
                           !sum.metadata;
-done:
     if (summary)
         *summary = sum;
     return rc;
+}
+
+static int null_inputs(st_diff_summary *summary, const char *what, st_error *err)
+{
+    if (summary) {
+        memset(summary, 0, sizeof *summary);
+        summary->failed_input = -1;
+    }
+    return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "%s: NULL input", what);
+}
+
+int st_diff_metadata(const st_file *a, const st_file *b, const st_diff_options *opt,
+                     st_diff_summary *summary, st_error *err)
+{
+    if (!a || !b)
+        return null_inputs(summary, "st_diff_metadata", err);
+    side sa = {a, NULL}, sb = {b, NULL};
+    return diff_metadata_sides(&sa, &sb, opt, summary, err);
+}
+
+int st_diff(const st_file *a, const st_file *b, const st_diff_options *opt,
+            st_diff_summary *summary, st_error *err)
+{
+    if (!a || !b)
+        return null_inputs(summary, "st_diff", err);
+    side sa = {a, NULL}, sb = {b, NULL};
+    return diff_sides(&sa, &sb, opt, summary, err);
+}
+
+int st_model_diff(const st_model *a, const st_model *b, const st_diff_options *opt,
+                  st_diff_summary *summary, st_error *err)
+{
+    if (!a || !b)
+        return null_inputs(summary, "st_model_diff", err);
+    side sa = {NULL, a}, sb = {NULL, b};
+    return diff_sides(&sa, &sb, opt, summary, err);
+}
+
+int st_model_diff_metadata(const st_model *a, const st_model *b, const st_diff_options *opt,
+                           st_diff_summary *summary, st_error *err)
+{
+    if (!a || !b)
+        return null_inputs(summary, "st_model_diff_metadata", err);
+    side sa = {NULL, a}, sb = {NULL, b};
+    return diff_metadata_sides(&sa, &sb, opt, summary, err);
 }
