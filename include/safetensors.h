@@ -1969,6 +1969,103 @@ ST_API int st_lora_resize(const char *lora_path, const char *out_path,
 
 /* =========================== end of LoRA ================================ */
 
+/* ------------------------------------------------------------------------ */
+/* GGUF files (lib/gguf/)                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Image models as GGUF v3 (ggml's docs/gguf.md), the way ComfyUI-GGUF,
+ * stable-diffusion.cpp and Forge load them: what city96's tools/convert.py
+ * and its patched llama-quantize (tools/lcpp.patch) would make, in one
+ * streaming pass. File types are llama.cpp's (general.file_type).
+ */
+
+#define ST_GGUF_FTYPE_F32 0
+#define ST_GGUF_FTYPE_F16 1
+#define ST_GGUF_FTYPE_Q4_0 2
+#define ST_GGUF_FTYPE_Q4_1 3
+#define ST_GGUF_FTYPE_Q8_0 7
+#define ST_GGUF_FTYPE_Q5_0 8
+#define ST_GGUF_FTYPE_Q5_1 9
+#define ST_GGUF_FTYPE_Q2_K 10
+#define ST_GGUF_FTYPE_Q3_K_S 11
+#define ST_GGUF_FTYPE_Q3_K_M 12
+#define ST_GGUF_FTYPE_Q3_K_L 13
+#define ST_GGUF_FTYPE_Q4_K_S 14
+#define ST_GGUF_FTYPE_Q4_K_M 15
+#define ST_GGUF_FTYPE_Q5_K_S 16
+#define ST_GGUF_FTYPE_Q5_K_M 17
+#define ST_GGUF_FTYPE_Q6_K 18
+#define ST_GGUF_FTYPE_BF16 32
+
+/**
+ * A file type by its llama-quantize name, any case: f32, f16, bf16, q8_0,
+ * q5_1, q5_0, q4_1, q4_0, q6_k, q5_k_m, q5_k_s, q4_k_m, q4_k_s, q3_k_l,
+ * q3_k_m, q3_k_s, q2_k (q5_k, q4_k, q3_k: the _m mixes). ST_E_NOT_FOUND
+ * for anything else.
+ */
+ST_API int st_gguf_ftype_from_name(const char *name, int *ftype);
+/** The canonical name of a file type ("q4_k_s"), NULL if unknown. */
+ST_API const char *st_gguf_ftype_name(int ftype);
+
+typedef struct st_gguf_write_options {
+    int ftype;               /* ST_GGUF_FTYPE_*                              */
+    const char *arch;        /* general.architecture; NULL: detected         */
+    unsigned threads;        /* quantization threads; 0: every core          */
+    st_output_hooks hooks;   /* progress over the output bytes, temp file    */
+} st_gguf_write_options;
+
+#define ST_GGUF_TYPE_SLOTS 64
+
+typedef struct st_gguf_write_report {
+    const char *arch;        /* the architecture written (static string)     */
+    const char *prefix;      /* the name prefix removed ("" for none)        */
+    size_t tensors;          /* tensors written                              */
+    size_t ignored;          /* left out: other components' prefixes, and    */
+                             /* convert.py's ignored keys                    */
+    size_t quantized;        /* written in a block type                      */
+    size_t fallback_f16;     /* rows not filling the type's blocks: F16      */
+    size_t reshaped;         /* stored in another shape, the original in     */
+                             /* comfy.gguf.orig_shape.<name>                 */
+    size_t by_type[ST_GGUF_TYPE_SLOTS]; /* tensors per ggml type            */
+    uint64_t input_size, output_size;
+    int failed_input;        /* on error: 0 when about the input, else -1    */
+} st_gguf_write_report;
+
+/**
+ * Writes the image model in_path (safetensors, single-file layout) to
+ * out_path as GGUF v3, atomically and streaming (memory: a few 8 MiB
+ * slices, whatever the model's size):
+ *  - names: convert.py's prefix removal ("model.diffusion_model." or
+ *    "model.": other names are left out; "net." when every name has it),
+ *    the prefix kept in safetensors.name_prefix;
+ *  - architecture: convert.py's key rules (flux, sd3, aura, hidream,
+ *    cosmos, ltxv, hyvid, wan, sdxl, sd1, lumina2) unless opt->arch; a
+ *    diffusers layout is refused (ST_E_UNSUPPORTED), as convert.py does;
+ *  - types: F16 (BF16 from BF16) with F32 for 1-D, small (<= 1024
+ *    elements) and high-precision tensors, then for a quantized file type
+ *    the quantizable 2-D weights of over 1024 elements in its base type
+ *    with llama-quantize's image-model bumps (attention v, fused qkv, ffn
+ *    down) and exclusions;
+ *    a row that does not fill the type's blocks stays F16 (counted in
+ *    report->fallback_f16);
+ *  - shapes: ggml order; SD1/SDXL tensors whose last dimension is not a
+ *    multiple of 256 stored as rows of 256, more than four dimensions folded
+ *    into four, each with comfy.gguf.orig_shape.<name> (ARRAY of INT32) so
+ *    ComfyUI-GGUF restores them without a manual fix;
+ *  - KV: general.architecture, general.quantization_version (2),
+ *    general.file_type, general.alignment (32); data aligned to 32.
+ * Integer and boolean tensors are refused (ST_E_UNSUPPORTED), out_path
+ * naming in_path is ST_E_ARG. Quantized bytes are ggml's reference
+ * quantizers' (st_ggml_quantize).
+ */
+ST_API int st_gguf_from_safetensors(const char *in_path, const char *out_path,
+                                    const st_gguf_write_options *opt,
+                                    st_gguf_write_report *report, st_error *err);
+
+/* ========================= end of GGUF files ============================ */
+
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,6 +4,7 @@
  * options and prints. */
 #include "cli.h"
 #include "convert_ckpt.h"
+#include "convert_gguf.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@ static const char usage[] =
     "       " CLI_NAME " convert IN OUT [--ema drop|only] [--drop GLOB]...\n"
     "       " CLI_NAME " convert DIFFUSERS_DIR OUT --to single-file\n"
     "       " CLI_NAME " convert IN OUTDIR --to diffusers\n"
+    "       " CLI_NAME " convert IN OUT.gguf [--quant TYPE] [--arch A] [--threads N]\n"
     "\n"
     "Rewrite IN as OUT in the canonical layout: tensors sorted by dtype (widest\n"
     "first) then name, compact header JSON with the metadata first, padded to a\n"
@@ -55,6 +57,16 @@ static const char usage[] =
     "                  LitEma naming: the name after \"model.\" without its dots);\n"
     "                  weights without an EMA twin are kept as they are\n"
     "  --drop GLOB     leave out tensors whose name matches GLOB (repeatable)\n"
+    "  --quant TYPE    OUT.gguf (or --format gguf): an image model as GGUF v3,\n"
+    "                  what city96's convert.py + patched llama-quantize make:\n"
+    "                  f32, f16 (default), bf16, q8_0, q5_1, q5_0, q4_1, q4_0,\n"
+    "                  q6_k, q5_k_m, q5_k_s, q4_k_m, q4_k_s, q3_k_l, q3_k_m,\n"
+    "                  q3_k_s, q2_k; ggml's reference quantizers' bytes\n"
+    "  --arch A        general.architecture instead of the detected one (flux,\n"
+    "                  sd3, aura, hidream, cosmos, ltxv, hyvid, wan, sdxl, sd1,\n"
+    "                  lumina2)\n"
+    "  --threads N     quantization threads (default: every core)\n"
+    "  --format F      gguf or safetensors, whatever OUT's name\n"
     "  --pad SIZE      leave SIZE spare bytes (spaces) after the header JSON, so\n"
     "                  later 'meta' edits rewrite only the header: valid, but not\n"
     "                  the canonical layout (4096, 64KiB, 1MB)\n"
@@ -80,10 +92,11 @@ typedef struct convert_args {
     bool allow_unsafe_globals;  /* checkpoints: convert despite dangerous globals */
     int layout;                 /* --to: TO_SAME, TO_SINGLE or TO_DIFFUSERS */
     bool failed;                /* out of memory while parsing */
+    gguf_args gguf;             /* --quant, --arch, --threads, --format */
 } convert_args;
 
 enum { OPT_DTYPE = 256, OPT_ONLY, OPT_EXCLUDE, OPT_SATURATE, OPT_EMA, OPT_DROP, OPT_UNSAFE, OPT_TO,
-       OPT_PAD };
+       OPT_PAD, OPT_QUANT, OPT_ARCH, OPT_THREADS, OPT_FORMAT };
 enum { TO_SAME = 0, TO_SINGLE, TO_DIFFUSERS };
 
 static bool push_pattern(const char ***list, size_t *n, const char *pat)
@@ -103,6 +116,22 @@ static int on_option(void *ctx, int c, const char *arg)
     bool ok = true;
     switch (c) {
     case OPT_UNSAFE: a->allow_unsafe_globals = true; return 0;
+    case OPT_QUANT: a->gguf.quant = arg; return 0;
+    case OPT_ARCH: a->gguf.arch = arg; return 0;
+    case OPT_THREADS: {
+        char *end;
+        long n = strtol(arg, &end, 10);
+        if (*end || end == arg || n < 1 || n > 256)
+            return cli_usage_error(usage, "convert: --threads takes 1..256");
+        a->gguf.threads = (unsigned)n;
+        return 0;
+    }
+    case OPT_FORMAT:
+        if (strcmp(arg, "gguf") == 0)
+            a->gguf.to_gguf = true;
+        else if (strcmp(arg, "safetensors") != 0)
+            return cli_usage_error(usage, "convert: --format takes gguf or safetensors");
+        return 0;
     case OPT_PAD:
         if (!cli_parse_pad(arg, &o->pad))
             return cli_usage_error(usage, "convert: --pad wants a size (4096, 64KiB, 1MB), got '%s'",
@@ -269,6 +298,19 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
                const char *out_path)
 {
     st_convert_file_options *o = &a->opt;
+    bool to_gguf = a->gguf.to_gguf || gguf_path(out_path);
+    if (!to_gguf && (a->gguf.quant || a->gguf.arch || a->gguf.threads)) {
+        cli_errorf("invalid_argument: --quant, --arch and --threads write GGUF: name OUT *.gguf "
+                   "or add --format gguf");
+        return CLI_EXIT_ERROR;
+    }
+    if (to_gguf) {
+        if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop || o->pad || a->layout != TO_SAME) {
+            cli_errorf("unsupported: a GGUF output takes --quant, --arch and --threads only");
+            return CLI_EXIT_ERROR;
+        }
+        return convert_to_gguf(in_path, out_path, &a->gguf, common);
+    }
     if (a->layout != TO_SAME)
         return convert_layout(a, common, in_path, out_path);
     if (cli_is_model_path(in_path))
@@ -316,6 +358,10 @@ int cmd_convert(int argc, char **argv)
         {"allow-unsafe-globals", no_argument, NULL, OPT_UNSAFE},
         {"to", required_argument, NULL, OPT_TO},
         {"pad", required_argument, NULL, OPT_PAD},
+        {"quant", required_argument, NULL, OPT_QUANT},
+        {"arch", required_argument, NULL, OPT_ARCH},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"format", required_argument, NULL, OPT_FORMAT},
         {NULL, 0, NULL, 0},
     };
     static const cli_command cmd = {usage, CLI_OPT_PROGRESS, opts, NULL, on_option, false};
