@@ -163,6 +163,68 @@ def make_tensor(handle, name, framework, device, mode):
     return t
 
 
+def _copy_out(data, begin, nbytes):
+    buf = _fresh(nbytes)
+    memoryview(buf)[:] = memoryview(data)[begin:begin + nbytes]
+    return buf
+
+
+def load_all(filename, framework, device, backend):
+    """load_file: {name: tensor} of every tensor, in file order.
+
+    The data section is read at once, in parallel, into one buffer of the
+    caller's own on transparent huge pages; tensors are views of it (each
+    keeps it alive). Where huge pages cannot be had (mmap backend only),
+    tensors are views of private copy-on-write pages of the mapping."""
+    fw = _parse_framework(framework)
+    dev = _parse_device(device, fw)
+    if backend not in ("mmap", "pread"):
+        raise SafetensorError(
+            f'backend "{backend}" is invalid (expected one of: "mmap", "pread")')
+    if fw == "pt":
+        import torch  # noqa: F401
+    else:
+        import numpy  # noqa: F401
+    path = _fspath(filename)
+    handle = _c.open_file(path, True)
+    data = handle.read_data(backend == "mmap")
+    if data is None:
+        with safe_open(path, framework=fw, device=device, backend=backend, _populate=True) as f:
+            f._mode = VIEW_RW
+            return f.get_tensors()
+    # Per tensor this is the whole cost in Python (a few us): dtypes are
+    # looked up once per file, not once per tensor.
+    if fw == "np":
+        import numpy as np
+        kinds = {}
+        def kind(st):
+            k = kinds.get(st)
+            if k is None:
+                dt = np_dtype(st)
+                k = kinds[st] = (dt, dt.itemsize, np.frombuffer, np.zeros)
+            return k
+    else:
+        import torch
+        kinds = {}
+        def kind(st):
+            k = kinds.get(st)
+            if k is None:
+                k = kinds[st] = (torch_dtype(st), _itemsize(st), torch.frombuffer, torch.zeros)
+            return k
+    out = {}
+    for name, dtype, shape, nbytes, begin in handle.tensors():
+        dt, itemsize, frombuffer, zeros = kind(dtype)
+        count = math.prod(shape)
+        if count == 0:
+            t = zeros(shape, dtype=dt)
+        elif begin % itemsize:
+            t = frombuffer(_copy_out(data, begin, nbytes), dtype=dt, count=count).reshape(shape)
+        else:
+            t = frombuffer(data, dtype=dt, count=count, offset=begin).reshape(shape)
+        out[name] = t if dev == "cpu" else t.to(dev)
+    return out
+
+
 # ---- slicing, with the reference's rules -----------------------------------
 
 def _as_index(obj):

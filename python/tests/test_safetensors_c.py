@@ -228,6 +228,117 @@ def test_misaligned_tensor_is_copied(tmp_path):
             assert int(f.get_tensor("u")[0]) == 5
 
 
+def test_load_file_misaligned_and_empty(tmp_path):
+    header = ('{"u":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},'
+              '"f":{"dtype":"F32","shape":[2],"data_offsets":[1,9]},'
+              '"e":{"dtype":"F64","shape":[0,3],"data_offsets":[9,9]}}')
+    p = _file(tmp_path, header, b"\x05" + struct.pack("<2f", 1.5, -2.0))
+    for backend in ("mmap", "pread"):
+        t = stpt.load_file(p, backend=backend)
+        assert t["f"].tolist() == [1.5, -2.0] and t["u"].tolist() == [5]
+        assert t["e"].shape == (0, 3) and t["e"].dtype == torch.float64
+        t["f"] += 1  # its own copy, writable
+        a = stnp.load_file(p, backend=backend)
+        assert a["f"].tolist() == [1.5, -2.0] and a["u"].tolist() == [5]
+        assert a["e"].shape == (0, 3) and a["f"].flags.writeable
+
+
+# ---- load_file: one read into memory of its own ----------------------------
+
+def test_load_file_owns_its_memory(tmp_path):
+    """load_file's tensors do not depend on the file: rewriting it in place,
+    then truncating it (which would be SIGBUS under a mapping), changes
+    nothing, and writes to the tensors reach neither the file nor other
+    loads."""
+    p = str(tmp_path / "a.safetensors")
+    src = {"a": torch.arange(5000, dtype=torch.float32), "b": torch.arange(7, dtype=torch.int16)}
+    stpt.save_file(src, p)
+    size = os.path.getsize(p)
+    for backend in ("mmap", "pread"):
+        t = stpt.load_file(p, backend=backend)
+        n = stnp.load_file(p, backend=backend)
+        t["a"][0] = -1
+        n["b"][0] = -1
+        with open(p, "r+b") as f:  # the same size, other bytes, in place
+            f.seek(size - 64)
+            f.write(b"\xff" * 64)
+        os.truncate(p, 0)
+        assert t["a"][1:].tolist() == list(range(1, 5000)) and t["a"][0] == -1
+        assert t["b"].tolist() == list(range(7))
+        assert n["a"].tolist() == list(range(5000)) and n["b"][1:].tolist() == list(range(1, 7))
+        assert not np.shares_memory(n["a"], n["b"])
+        stpt.save_file(src, p)
+
+
+def test_load_file_large_in_parallel(tmp_path):
+    """Past 64 MiB the data section is read by several threads, each its own
+    run of the buffer: tensors across those runs' seams come out whole."""
+    p = str(tmp_path / "big.safetensors")
+    g = torch.Generator().manual_seed(5)
+    src = {}
+    for i, n in enumerate((3, 9_000_001, 5, 11_000_003, 2_000_000, 1)):
+        src[f"t{i}"] = torch.randint(-2**31, 2**31 - 1, (n,), generator=g, dtype=torch.int32)
+    src["h"] = torch.randn(4_000_001, generator=g).to(torch.float16)
+    stpt.save_file(src, p)
+    assert os.path.getsize(p) > 64 << 20
+    t = stpt.load_file(p)
+    a = stnp.load_file(p, backend="pread")
+    for k, v in src.items():
+        assert torch.equal(t[k], v), k
+        assert np.array_equal(a[k], v.numpy()), k
+
+
+def test_read_data_of_a_file_that_shrank(tmp_path):
+    from safetensors_c import _safetensors_c as _c
+    p = str(tmp_path / "a.safetensors")
+    stnp.save_file({"a": np.arange(4096, dtype=np.int64)}, p)
+    h = _c.open_file(p, True)
+    data = h.read_data()
+    assert len(data) == 4096 * 8 and not data.readonly
+    assert np.frombuffer(data, dtype=np.int64).tolist() == list(range(4096))
+    os.truncate(p, os.path.getsize(p) - 100)
+    with pytest.raises(SafetensorError) as e:
+        h.read_data()
+    assert e.value.code_name in ("io", "range") and p in str(e.value)
+
+
+def test_load_file_without_huge_pages(tmp_path, monkeypatch):
+    """Where transparent huge pages cannot be had (read_data(True) is None)
+    the mmap backend gives views of private copy-on-write pages instead."""
+    from safetensors_c import _open
+    from safetensors_c import _safetensors_c as _c
+
+    class NoHuge:
+        def __init__(self, h):
+            self._h = h
+
+        def read_data(self, huge_only=False):
+            return None if huge_only else self._h.read_data()
+
+        def __getattr__(self, name):
+            return getattr(self._h, name)
+
+    class Mod:
+        def __getattr__(self, name):
+            return getattr(_c, name)
+
+        @staticmethod
+        def open_file(path, pread=False, populate=False):
+            return NoHuge(_c.open_file(path, pread, populate))
+
+    monkeypatch.setattr(_open, "_c", Mod())
+    p = str(tmp_path / "a.safetensors")
+    stpt.save_file({"a": torch.arange(100, dtype=torch.int64)}, p)
+    before = open(p, "rb").read()
+    t = stpt.load_file(p)
+    n = stnp.load_file(p)
+    assert t["a"].tolist() == list(range(100)) and n["a"].tolist() == list(range(100))
+    t["a"] += 1
+    n["a"] += 2
+    assert open(p, "rb").read() == before
+    assert stpt.load_file(p, backend="pread")["a"].tolist() == list(range(100))
+
+
 # ---- errors from Python -----------------------------------------------------
 
 def test_closed_file(tmp_path):
