@@ -170,28 +170,30 @@ def _copy_out(data, begin, nbytes):
 
 
 def load_all(filename, framework, device, backend):
-    """load_file: {name: tensor} of every tensor, in file order.
+    """load_file: {name: tensor} of every tensor, in file order, writable.
 
-    The data section is read at once, in parallel, into one buffer of the
-    caller's own on transparent huge pages; tensors are views of it (each
-    keeps it alive). Where huge pages cannot be had (mmap backend only),
-    tensors are views of private copy-on-write pages of the mapping."""
+    mmap backend (the default): views of private copy-on-write pages of the
+    file's mapping, as the reference's, every page mapped and first read
+    by several threads before returning (measured the cheapest way to a
+    first use of every tensor; memory stays shared with the page cache).
+    pread backend: the data section read at once, in parallel, into one
+    buffer of its own on transparent huge pages, tensors views of it: the
+    memory is the caller's, unaffected by anything done to the file."""
     fw = _parse_framework(framework)
     dev = _parse_device(device, fw)
     if backend not in ("mmap", "pread"):
         raise SafetensorError(
             f'backend "{backend}" is invalid (expected one of: "mmap", "pread")')
+    if backend == "mmap":
+        with safe_open(filename, framework=fw, device=device, _populate=2) as f:
+            f._mode = VIEW_RW
+            return f.get_tensors()
     if fw == "pt":
         import torch  # noqa: F401
     else:
         import numpy  # noqa: F401
-    path = _fspath(filename)
-    handle = _c.open_file(path, True)
-    data = handle.read_data(backend == "mmap")
-    if data is None:
-        with safe_open(path, framework=fw, device=device, backend=backend, _populate=True) as f:
-            f._mode = VIEW_RW
-            return f.get_tensors()
+    handle = _c.open_file(_fspath(filename), True)
+    data = handle.read_data()
     # Per tensor this is the whole cost in Python (a few us): dtypes are
     # looked up once per file, not once per tensor.
     if fw == "np":

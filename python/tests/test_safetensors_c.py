@@ -246,17 +246,17 @@ def test_load_file_misaligned_and_empty(tmp_path):
 # ---- load_file: one read into memory of its own ----------------------------
 
 def test_load_file_owns_its_memory(tmp_path):
-    """load_file's tensors do not depend on the file: rewriting it in place,
-    then truncating it (which would be SIGBUS under a mapping), changes
-    nothing, and writes to the tensors reach neither the file nor other
-    loads."""
+    """With the pread backend, load_file's tensors do not depend on the
+    file: rewriting it in place, then truncating it (which would be SIGBUS
+    under a mapping), changes nothing, and writes to the tensors reach
+    neither the file nor other loads."""
     p = str(tmp_path / "a.safetensors")
     src = {"a": torch.arange(5000, dtype=torch.float32), "b": torch.arange(7, dtype=torch.int16)}
     stpt.save_file(src, p)
     size = os.path.getsize(p)
-    for backend in ("mmap", "pread"):
-        t = stpt.load_file(p, backend=backend)
-        n = stnp.load_file(p, backend=backend)
+    for _ in range(2):
+        t = stpt.load_file(p, backend="pread")
+        n = stnp.load_file(p, backend="pread")
         t["a"][0] = -1
         n["b"][0] = -1
         with open(p, "r+b") as f:  # the same size, other bytes, in place
@@ -271,8 +271,9 @@ def test_load_file_owns_its_memory(tmp_path):
 
 
 def test_load_file_large_in_parallel(tmp_path):
-    """Past 64 MiB the data section is read by several threads, each its own
-    run of the buffer: tensors across those runs' seams come out whole."""
+    """Past 64 MiB the data section is read (pread backend) or first touched
+    (mmap) by several threads, each its own run of the buffer: tensors
+    across those runs' seams come out whole."""
     p = str(tmp_path / "big.safetensors")
     g = torch.Generator().manual_seed(5)
     src = {}
@@ -281,11 +282,13 @@ def test_load_file_large_in_parallel(tmp_path):
     src["h"] = torch.randn(4_000_001, generator=g).to(torch.float16)
     stpt.save_file(src, p)
     assert os.path.getsize(p) > 64 << 20
-    t = stpt.load_file(p)
-    a = stnp.load_file(p, backend="pread")
-    for k, v in src.items():
-        assert torch.equal(t[k], v), k
-        assert np.array_equal(a[k], v.numpy()), k
+    for backend in ("mmap", "pread"):
+        t = stpt.load_file(p, backend=backend)
+        a = stnp.load_file(p, backend=backend)
+        for k, v in src.items():
+            assert torch.equal(t[k], v), k
+            assert np.array_equal(a[k], v.numpy()), k
+        del t, a
 
 
 def test_read_data_of_a_file_that_shrank(tmp_path):
@@ -300,43 +303,6 @@ def test_read_data_of_a_file_that_shrank(tmp_path):
     with pytest.raises(SafetensorError) as e:
         h.read_data()
     assert e.value.code_name in ("io", "range") and p in str(e.value)
-
-
-def test_load_file_without_huge_pages(tmp_path, monkeypatch):
-    """Where transparent huge pages cannot be had (read_data(True) is None)
-    the mmap backend gives views of private copy-on-write pages instead."""
-    from safetensors_c import _open
-    from safetensors_c import _safetensors_c as _c
-
-    class NoHuge:
-        def __init__(self, h):
-            self._h = h
-
-        def read_data(self, huge_only=False):
-            return None if huge_only else self._h.read_data()
-
-        def __getattr__(self, name):
-            return getattr(self._h, name)
-
-    class Mod:
-        def __getattr__(self, name):
-            return getattr(_c, name)
-
-        @staticmethod
-        def open_file(path, pread=False, populate=False):
-            return NoHuge(_c.open_file(path, pread, populate))
-
-    monkeypatch.setattr(_open, "_c", Mod())
-    p = str(tmp_path / "a.safetensors")
-    stpt.save_file({"a": torch.arange(100, dtype=torch.int64)}, p)
-    before = open(p, "rb").read()
-    t = stpt.load_file(p)
-    n = stnp.load_file(p)
-    assert t["a"].tolist() == list(range(100)) and n["a"].tolist() == list(range(100))
-    t["a"] += 1
-    n["a"] += 2
-    assert open(p, "rb").read() == before
-    assert stpt.load_file(p, backend="pread")["a"].tolist() == list(range(100))
 
 
 # ---- errors from Python -----------------------------------------------------
