@@ -1334,42 +1334,173 @@ static PyObject *mod_hash(PyObject *mod, PyObject *args)
 
 /* convert and merge: the library's operations (st_convert_file, st_merge),
  * run with the GIL released. */
+/* ---- progress callbacks from the library's working thread ---- */
+
+typedef struct {
+    PyObject *fn;        /* callable(done, total), or NULL                   */
+    PyObject *exc_type;  /* what fn raised (or a signal's exception), kept   */
+    PyObject *exc_value; /* to raise once the library call has returned      */
+    PyObject *exc_tb;
+} PyProgress;
+
+/* st_progress_fn: takes the GIL, runs pending signal handlers (so Ctrl-C
+ * stops a long write, which then leaves nothing behind) and the caller's
+ * callable; an exception or a true result stops the work. */
+static int py_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    PyProgress *pp = ctx;
+    PyGILState_STATE g = PyGILState_Ensure();
+    int stop = 0;
+    if (PyErr_CheckSignals() != 0) {
+        stop = 1;
+    } else if (pp->fn) {
+        PyObject *r = PyObject_CallFunction(pp->fn, "KK", (unsigned long long)done,
+                                            (unsigned long long)total);
+        if (!r) {
+            stop = 1;
+        } else {
+            stop = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            if (stop < 0)
+                stop = 1; /* its truth raised: that exception is kept */
+        }
+    }
+    if (stop && PyErr_Occurred() && !pp->exc_type)
+        PyErr_Fetch(&pp->exc_type, &pp->exc_value, &pp->exc_tb);
+    PyErr_Clear();
+    PyGILState_Release(g);
+    return stop;
+}
+
+/* Fills patterns[] with the UTF-8 of a tuple of str (no NUL inside). The
+ * pointers live as long as the tuple. */
+static int glob_list(PyObject *tuple, const char ***out, size_t *n, const char *what)
+{
+    *out = NULL;
+    *n = 0;
+    if (tuple == Py_None)
+        return 0;
+    if (!PyTuple_Check(tuple)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a tuple of str", what);
+        return -1;
+    }
+    Py_ssize_t k = PyTuple_GET_SIZE(tuple);
+    if (!k)
+        return 0;
+    const char **v = PyMem_Calloc((size_t)k, sizeof *v);
+    if (!v) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, i);
+        Py_ssize_t len;
+        const char *u = PyUnicode_Check(item) ? PyUnicode_AsUTF8AndSize(item, &len) : NULL;
+        if (!u || strlen(u) != (size_t)len) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyUnicode_Check(item) ? PyExc_ValueError : PyExc_TypeError,
+                             "%s: each pattern must be a str without NUL", what);
+            PyMem_Free(v);
+            return -1;
+        }
+        v[i] = u;
+    }
+    *out = v;
+    *n = (size_t)k;
+    return 0;
+}
+
+static PyObject *dtype_counts(const size_t *count)
+{
+    PyObject *d = PyDict_New();
+    for (int i = 0; d && i < ST_DTYPE_COUNT; i++) {
+        if (!count[i])
+            continue;
+        PyObject *v = PyLong_FromSize_t(count[i]);
+        if (!v || PyDict_SetItemString(d, st_dtype_name((st_dtype)i), v) != 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(d);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
+/* convert(src, dst, dtype|None, saturate, only, exclude, drop, ema, progress)
+ * over st_convert_file: only/exclude/drop are tuples of globs (or None),
+ * ema 0 keep / 1 drop / 2 only, progress a callable(done, total) or None. */
 static PyObject *mod_convert(PyObject *mod, PyObject *args)
 {
     (void)mod;
-    PyObject *src, *dst;
-    const char *dtype_name;
-    int saturate = 0;
-    if (!PyArg_ParseTuple(args, "OOs|p:convert", &src, &dst, &dtype_name, &saturate))
+    PyObject *src, *dst, *only = Py_None, *exclude = Py_None, *drop = Py_None;
+    PyObject *progress = Py_None;
+    const char *dtype_name = NULL;
+    int saturate = 0, ema = ST_EMA_KEEP;
+    if (!PyArg_ParseTuple(args, "OOz|pOOOiO:convert", &src, &dst, &dtype_name, &saturate, &only,
+                          &exclude, &drop, &ema, &progress))
         return NULL;
     st_convert_file_options opt;
     memset(&opt, 0, sizeof opt);
-    if (st_dtype_from_name(dtype_name, strlen(dtype_name), &opt.dtype) != ST_OK ||
-        !st_dtype_is_float(opt.dtype) || st_dtype_bits(opt.dtype) < 8)
-        return PyErr_Format(PyExc_ValueError, "cannot convert to dtype %s", dtype_name);
-    opt.set_dtype = 1;
-    opt.convert_flags = saturate ? ST_CONVERT_SATURATE : 0u;
-    PyObject *esrc = NULL, *edst = NULL;
-    if (fs_path(src, &esrc) != 0)
-        return NULL;
-    if (fs_path(dst, &edst) != 0) {
-        Py_DECREF(esrc);
-        return NULL;
+    if (dtype_name) {
+        if (st_dtype_from_name(dtype_name, strlen(dtype_name), &opt.dtype) != ST_OK ||
+            !st_dtype_is_float(opt.dtype) || st_dtype_bits(opt.dtype) < 8)
+            return PyErr_Format(PyExc_ValueError, "cannot convert to dtype %s", dtype_name);
+        opt.set_dtype = 1;
     }
+    if (ema != ST_EMA_KEEP && ema != ST_EMA_DROP && ema != ST_EMA_ONLY)
+        return PyErr_Format(PyExc_ValueError, "ema: %d is not 0, 1 or 2", ema);
+    if (progress != Py_None && !PyCallable_Check(progress))
+        return PyErr_Format(PyExc_TypeError, "progress must be callable, not %.100s",
+                            Py_TYPE(progress)->tp_name);
+    opt.ema = ema;
+    opt.convert_flags = saturate ? ST_CONVERT_SATURATE : 0u;
+    const char **vonly = NULL, **vexclude = NULL, **vdrop = NULL;
+    PyObject *esrc = NULL, *edst = NULL, *res = NULL;
+    if (glob_list(only, &vonly, &opt.nonly, "only") != 0 ||
+        glob_list(exclude, &vexclude, &opt.nexclude, "exclude") != 0 ||
+        glob_list(drop, &vdrop, &opt.ndrop, "drop") != 0 || fs_path(src, &esrc) != 0 ||
+        fs_path(dst, &edst) != 0)
+        goto done;
+    opt.only = vonly;
+    opt.exclude = vexclude;
+    opt.drop = vdrop;
+    PyProgress pp = {.fn = progress == Py_None ? NULL : progress};
+    opt.hooks.progress = py_progress;
+    opt.hooks.progress_ctx = &pp;
     const char *in_path = PyBytes_AS_STRING(esrc), *out_path = PyBytes_AS_STRING(edst);
     st_error err;
     memset(&err, 0, sizeof err);
     st_convert_file_report rep;
+    memset(&rep, 0, sizeof rep);
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = st_convert_file(in_path, out_path, &opt, &rep, &err);
     Py_END_ALLOW_THREADS
-    PyObject *res = rc == ST_OK
-                        ? Py_BuildValue("{s:n,s:n}", "converted", (Py_ssize_t)rep.converted,
-                                        "copied", (Py_ssize_t)(rep.written - rep.converted))
-                        : raise_st(NULL, rep.failed_input == 0 ? in_path : out_path, rc, &err);
-    Py_DECREF(esrc);
-    Py_DECREF(edst);
+    if (pp.exc_type) {
+        PyErr_Restore(pp.exc_type, pp.exc_value, pp.exc_tb); /* the callback's own */
+        goto done;
+    }
+    if (rc != ST_OK) {
+        raise_st(NULL, rep.failed_input == 0 ? in_path : out_path, rc, &err);
+        goto done;
+    }
+    PyObject *from = dtype_counts(rep.from_count);
+    if (from)
+        res = Py_BuildValue(
+            "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:K,s:K,s:N}", "written",
+            (Py_ssize_t)rep.written, "converted", (Py_ssize_t)rep.converted, "copied",
+            (Py_ssize_t)(rep.written - rep.converted), "already", (Py_ssize_t)rep.already, "kept",
+            (Py_ssize_t)rep.kept, "dropped", (Py_ssize_t)rep.dropped, "ema_dropped",
+            (Py_ssize_t)rep.ema_dropped, "ema_used", (Py_ssize_t)rep.ema_used, "metadata",
+            (Py_ssize_t)rep.metadata, "input_size", (unsigned long long)rep.input_size,
+            "output_size", (unsigned long long)rep.output_size, "from", from);
+done:
+    PyMem_Free(vonly);
+    PyMem_Free(vexclude);
+    PyMem_Free(vdrop);
+    Py_XDECREF(esrc);
+    Py_XDECREF(edst);
     return res;
 }
 
@@ -1468,7 +1599,8 @@ static PyMethodDef module_methods[] = {
     {"check", mod_check, METH_O, "check(path) -> dict"},
     {"identify", mod_identify, METH_O, "identify(path) -> dict"},
     {"hash", mod_hash, METH_VARARGS, "hash(path, algos, style='plain') -> dict"},
-    {"convert", mod_convert, METH_VARARGS, "convert(src, dst, dtype, saturate=False) -> dict"},
+    {"convert", mod_convert, METH_VARARGS,
+     "convert(src, dst, dtype|None, saturate, only, exclude, drop, ema, progress) -> dict"},
     {"merge", mod_merge, METH_VARARGS,
      "merge(inputs, out, alpha, mode='weighted', dtype=None, vae=None, discard=None) -> dict"},
     {"code_name", mod_code_name, METH_O, "code_name(code) -> str"},
