@@ -180,10 +180,12 @@ static PyObject *raise_open_errno(int e, PyObject *path)
     return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
 }
 
-/* open_file(path: str, pread=False, populate=False) -> _Handle
- * populate: map every page in now (load_file wants them all): one
+/* open_file(path: str, pread=False, populate=0) -> _Handle
+ * populate 1: map every page in now (load_file wants them all): one
  * MADV_POPULATE_READ costs far less than a page fault per 64 KiB, and
- * unlike MAP_POPULATE it does not break copy-on-write (copy every page). */
+ * unlike MAP_POPULATE it does not break copy-on-write (copy every page).
+ * populate 2: then read one byte of each page, in parallel (touch_parallel
+ * says why). */
 static PyObject *mod_open_file(PyObject *mod, PyObject *args)
 {
     (void)mod;
@@ -252,11 +254,15 @@ static PyObject *mod_open_file(PyObject *mod, PyObject *args)
     close(fd);
     Py_BEGIN_ALLOW_THREADS
     rc = st_open_memory(data, (size_t)st.st_size, 0, &h->file, &err);
+    /* The first reads only follow a populate that succeeded: one that
+     * failed with EFAULT means the file shrank since st_open, and reading
+     * would be SIGBUS (old kernels say EINVAL: no reads either). */
+    int populated = 0;
 #ifdef MADV_POPULATE_READ
     if (rc == ST_OK && populate && h->map)
-        (void)madvise(h->map, h->map_len, MADV_POPULATE_READ); /* a hint: old kernels say EINVAL */
+        populated = madvise(h->map, h->map_len, MADV_POPULATE_READ) == 0;
 #endif
-    if (rc == ST_OK && populate > 1 && h->map)
+    if (populated && populate > 1)
         touch_parallel(h->map, h->map_len);
     Py_END_ALLOW_THREADS
     if (rc != ST_OK) {
@@ -1592,7 +1598,7 @@ static PyObject *mod_code_name(PyObject *mod, PyObject *arg)
 /* ------------------------------------------------------------------------ */
 
 static PyMethodDef module_methods[] = {
-    {"open_file", mod_open_file, METH_VARARGS, "open_file(path, pread=False) -> _Handle"},
+    {"open_file", mod_open_file, METH_VARARGS, "open_file(path, pread=False, populate=0) -> _Handle"},
     {"open_memory", mod_open_memory, METH_O, "open_memory(buffer) -> _Handle"},
     {"alloc", mod_alloc, METH_O, "alloc(nbytes) -> writable _View of its own"},
     {"write", mod_write, METH_VARARGS, "write(items, metadata, path|None)"},
