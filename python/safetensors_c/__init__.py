@@ -138,13 +138,55 @@ def hash(path, algos=("sha256",), style="plain"):  # noqa: A001
     return _c.hash(_fspath(path), algos, style)
 
 
-def convert(src, dst, dtype="F16", *, saturate=False):
-    """Writes dst with every floating tensor of src converted to dtype
-    (F64, F32, F16, BF16, F8_*), the rest and the metadata kept; atomic.
-    Returns {"converted": n, "copied": m}."""
+_EMA = {"keep": 0, "drop": 1, "only": 2}
+
+
+def _globs(value, what):
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        value = (value,)
+    out = tuple(value)
+    for g in out:
+        if not isinstance(g, str):
+            raise TypeError(f"{what}: glob patterns are str, not {type(g).__name__}")
+    return out
+
+
+def convert(src, dst, dtype="F16", *, saturate=False, only=None, exclude=None, drop=None,
+            ema="keep", progress=None):
+    """Rewrites src as dst (canonical layout, atomic: nothing is left on
+    failure), over the library's st_convert_file, as `safetensors convert`:
+
+    dtype      floating tensors become this (F64, F32, F16, BF16, F8_*);
+               None converts nothing (only drop/ema select)
+    saturate   out-of-range values become the dtype's largest finite ones
+    only       glob(s): convert only the names matching one of them
+    exclude    glob(s): never convert these names
+    drop       glob(s): leave these tensors out
+    ema        "keep" every tensor, "drop" model_ema.* (a pruned
+               checkpoint), or "only": each model.X weight replaced by its
+               EMA twin, model_ema.* left out
+    progress   callable(done, total) with bytes of dst written; returning a
+               true value or raising stops the work (the exception is
+               raised from convert; a true value raises SafetensorError
+               with code_name "callback")
+
+    Globs: `*` any run, `?` one byte, `[a-z]`, `[!x]`, `\\c`. Ctrl-C
+    stops the work too. Returns the counts: written, converted, copied
+    (written - converted), already, kept, dropped, ema_dropped, ema_used,
+    metadata, input_size, output_size and from ({input dtype: converted})."""
     if _os.path.exists(dst) and _os.path.samefile(src, dst):
         raise SafetensorError(f"{dst}: refusing to overwrite the input")
-    return _c.convert(_fspath(src), _fspath(dst), dtype, bool(saturate))
+    if ema not in _EMA:
+        raise ValueError(f"ema must be 'keep', 'drop' or 'only', not {ema!r}")
+    if dtype is None and (only is not None or exclude is not None or saturate):
+        raise ValueError("only, exclude and saturate choose what dtype converts: give a dtype")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {type(progress).__name__}")
+    return _c.convert(_fspath(src), _fspath(dst), dtype, bool(saturate),
+                      _globs(only, "only"), _globs(exclude, "exclude"), _globs(drop, "drop"),
+                      _EMA[ema], progress)
 
 
 def merge(inputs, output, alpha, mode="weighted", dtype=None, vae=None, discard=None):

@@ -9,7 +9,7 @@ from typing import Dict, Optional, Union
 import numpy as np
 
 from . import _safetensors_c as _c
-from ._open import COPY, VIEW_RW, _fspath, make_tensor, open_bytes, safe_open
+from ._open import COPY, _fspath, load_all, make_tensor, open_bytes, safe_open
 from ._safetensors_c import SafetensorError
 
 _ST_NAMES = {
@@ -76,8 +76,6 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
 
 
 def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap") -> Dict[str, np.ndarray]:
-    """{name: array} of a file: writable arrays over private copy-on-write
-    pages of the mapping (mmap backend), or fresh buffers (pread)."""
-    with safe_open(filename, framework="np", backend=backend, _populate=True) as f:
-        f._mode = VIEW_RW
-        return f.get_tensors()
+    """{name: array} of a file: writable arrays over one buffer of their
+    own, read from the file at once (see _open.load_all)."""
+    return load_all(filename, "np", "cpu", backend)

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Set, Tuple, Union
 import torch
 
 from . import _safetensors_c as _c
-from ._open import COPY, _fspath, make_tensor, open_bytes, safe_open, torch_numpy_view
+from ._open import COPY, _fspath, load_all, make_tensor, open_bytes, safe_open, torch_numpy_view
 from ._safetensors_c import SafetensorError
 
 _ST_NAMES = {
@@ -200,11 +200,9 @@ def load_file(
     *,
     backend: str = "mmap",
 ) -> Dict[str, torch.Tensor]:
-    """{name: tensor} of a file. With the mmap backend the tensors live in
-    private copy-on-write pages of the file's mapping: writable, and writes
-    never reach the file."""
-    with safe_open(filename, framework="pt", device=device, backend=backend, _populate=True) as f:
-        return f.get_tensors()
+    """{name: tensor} of a file: writable tensors over one buffer of their
+    own, read from the file at once (see _open.load_all)."""
+    return load_all(filename, "pt", device, backend)
 
 
 def load(data: bytes) -> Dict[str, torch.Tensor]:

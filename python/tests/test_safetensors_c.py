@@ -228,6 +228,83 @@ def test_misaligned_tensor_is_copied(tmp_path):
             assert int(f.get_tensor("u")[0]) == 5
 
 
+def test_load_file_misaligned_and_empty(tmp_path):
+    header = ('{"u":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},'
+              '"f":{"dtype":"F32","shape":[2],"data_offsets":[1,9]},'
+              '"e":{"dtype":"F64","shape":[0,3],"data_offsets":[9,9]}}')
+    p = _file(tmp_path, header, b"\x05" + struct.pack("<2f", 1.5, -2.0))
+    for backend in ("mmap", "pread"):
+        t = stpt.load_file(p, backend=backend)
+        assert t["f"].tolist() == [1.5, -2.0] and t["u"].tolist() == [5]
+        assert t["e"].shape == (0, 3) and t["e"].dtype == torch.float64
+        t["f"] += 1  # its own copy, writable
+        a = stnp.load_file(p, backend=backend)
+        assert a["f"].tolist() == [1.5, -2.0] and a["u"].tolist() == [5]
+        assert a["e"].shape == (0, 3) and a["f"].flags.writeable
+
+
+# ---- load_file: one read into memory of its own ----------------------------
+
+def test_load_file_owns_its_memory(tmp_path):
+    """With the pread backend, load_file's tensors do not depend on the
+    file: rewriting it in place, then truncating it (which would be SIGBUS
+    under a mapping), changes nothing, and writes to the tensors reach
+    neither the file nor other loads."""
+    p = str(tmp_path / "a.safetensors")
+    src = {"a": torch.arange(5000, dtype=torch.float32), "b": torch.arange(7, dtype=torch.int16)}
+    stpt.save_file(src, p)
+    size = os.path.getsize(p)
+    for _ in range(2):
+        t = stpt.load_file(p, backend="pread")
+        n = stnp.load_file(p, backend="pread")
+        t["a"][0] = -1
+        n["b"][0] = -1
+        with open(p, "r+b") as f:  # the same size, other bytes, in place
+            f.seek(size - 64)
+            f.write(b"\xff" * 64)
+        os.truncate(p, 0)
+        assert t["a"][1:].tolist() == list(range(1, 5000)) and t["a"][0] == -1
+        assert t["b"].tolist() == list(range(7))
+        assert n["a"].tolist() == list(range(5000)) and n["b"][1:].tolist() == list(range(1, 7))
+        assert not np.shares_memory(n["a"], n["b"])
+        stpt.save_file(src, p)
+
+
+def test_load_file_large_in_parallel(tmp_path):
+    """Past 64 MiB the data section is read (pread backend) or first touched
+    (mmap) by several threads, each its own run of the buffer: tensors
+    across those runs' seams come out whole."""
+    p = str(tmp_path / "big.safetensors")
+    g = torch.Generator().manual_seed(5)
+    src = {}
+    for i, n in enumerate((3, 9_000_001, 5, 11_000_003, 2_000_000, 1)):
+        src[f"t{i}"] = torch.randint(-2**31, 2**31 - 1, (n,), generator=g, dtype=torch.int32)
+    src["h"] = torch.randn(4_000_001, generator=g).to(torch.float16)
+    stpt.save_file(src, p)
+    assert os.path.getsize(p) > 64 << 20
+    for backend in ("mmap", "pread"):
+        t = stpt.load_file(p, backend=backend)
+        a = stnp.load_file(p, backend=backend)
+        for k, v in src.items():
+            assert torch.equal(t[k], v), k
+            assert np.array_equal(a[k], v.numpy()), k
+        del t, a
+
+
+def test_read_data_of_a_file_that_shrank(tmp_path):
+    from safetensors_c import _safetensors_c as _c
+    p = str(tmp_path / "a.safetensors")
+    stnp.save_file({"a": np.arange(4096, dtype=np.int64)}, p)
+    h = _c.open_file(p, True)
+    data = h.read_data()
+    assert len(data) == 4096 * 8 and not data.readonly
+    assert np.frombuffer(data, dtype=np.int64).tolist() == list(range(4096))
+    os.truncate(p, os.path.getsize(p) - 100)
+    with pytest.raises(SafetensorError) as e:
+        h.read_data()
+    assert e.value.code_name in ("io", "range") and p in str(e.value)
+
+
 # ---- errors from Python -----------------------------------------------------
 
 def test_closed_file(tmp_path):
@@ -514,7 +591,8 @@ def test_convert(tmp_path):
     t = {"w": torch.randn(300, 7), "i": torch.arange(10), "d": torch.randn(5, dtype=torch.float64)}
     stpt.save_file(t, src, metadata={"k": "v"})
     r = safetensors_c.convert(src, dst, "F16")
-    assert r == {"converted": 2, "copied": 1}
+    assert (r["converted"], r["copied"], r["written"], r["metadata"]) == (2, 1, 3, 1)
+    assert r["from"] == {"F32": 1, "F64": 1} and r["output_size"] == os.path.getsize(dst)
     with safe_open(dst, framework="pt") as f:
         assert f.metadata() == {"k": "v"}
         assert torch.equal(f.get_tensor("w"), t["w"].half())
@@ -527,6 +605,111 @@ def test_convert(tmp_path):
         safetensors_c.convert(src, dst, "I32")
     with pytest.raises(SafetensorError):
         safetensors_c.convert(src, src, "F16")
+
+
+def _sd_like(tmp_path):
+    torch.manual_seed(2)
+    t = {
+        "model.diffusion_model.in.0.weight": torch.randn(8, 4),
+        "model.diffusion_model.out.bias": torch.randn(4),
+        "model_ema.diffusion_modelin0weight": torch.randn(8, 4),
+        "model_ema.diffusion_modeloutbias": torch.randn(4),
+        "model_ema.decay": torch.tensor(0.999),
+        "model_ema.num_updates": torch.tensor(7, dtype=torch.int32),
+        "cond_stage_model.proj": torch.randn(3, 3),
+        "first_stage_model.conv": torch.randn(2, 2),
+        "steps": torch.arange(3),
+    }
+    src = str(tmp_path / "sd.safetensors")
+    stpt.save_file(t, src, metadata={"m": "1"})
+    return t, src
+
+
+def test_convert_selects_like_the_cli(tmp_path):
+    t, src = _sd_like(tmp_path)
+    dst = str(tmp_path / "out.safetensors")
+    r = safetensors_c.convert(src, dst, "F16", only="cond_stage_model.*")
+    o = stpt.load_file(dst)
+    assert r["converted"] == 1 and o["cond_stage_model.proj"].dtype == torch.float16
+    assert torch.equal(o["first_stage_model.conv"], t["first_stage_model.conv"])
+    r = safetensors_c.convert(src, dst, "BF16", exclude=["model*", "cond_*"])
+    o = stpt.load_file(dst)
+    assert r["converted"] == 1 and o["first_stage_model.conv"].dtype == torch.bfloat16
+    assert o["model.diffusion_model.out.bias"].dtype == torch.float32
+    assert o["cond_stage_model.proj"].dtype == torch.float32
+    # drop without a dtype: the rest byte for byte, metadata kept
+    r = safetensors_c.convert(src, dst, None, drop=("first_stage_model.*", "step?"))
+    assert r["dropped"] == 2 and r["converted"] == 0 and r["written"] == len(t) - 2
+    with safe_open(dst, framework="pt") as f:
+        assert f.metadata() == {"m": "1"}
+        assert set(f.keys()) == set(t) - {"first_stage_model.conv", "steps"}
+        assert all(torch.equal(f.get_tensor(k), t[k]) for k in f.keys())
+
+
+def test_convert_ema(tmp_path):
+    t, src = _sd_like(tmp_path)
+    dst = str(tmp_path / "out.safetensors")
+    r = safetensors_c.convert(src, dst, None, ema="drop")
+    o = stpt.load_file(dst)
+    assert r["ema_dropped"] == 4 and not [k for k in o if k.startswith("model_ema.")]
+    assert torch.equal(o["model.diffusion_model.in.0.weight"], t["model.diffusion_model.in.0.weight"])
+    r = safetensors_c.convert(src, dst, "F16", ema="only")
+    o = stpt.load_file(dst)
+    assert r["ema_used"] == 2 and not [k for k in o if k.startswith("model_ema.")]
+    assert torch.equal(o["model.diffusion_model.in.0.weight"],
+                       t["model_ema.diffusion_modelin0weight"].half())
+    assert torch.equal(o["model.diffusion_model.out.bias"],
+                       t["model_ema.diffusion_modeloutbias"].half())
+    plain = str(tmp_path / "plain.safetensors")
+    stpt.save_file({"model.diffusion_model.w": torch.zeros(2)}, plain)
+    with pytest.raises(SafetensorError):  # no EMA to use
+        safetensors_c.convert(plain, dst, None, ema="only")
+
+
+def test_convert_progress_and_stopping(tmp_path):
+    t, src = _sd_like(tmp_path)
+    dst = str(tmp_path / "out.safetensors")
+    calls = []
+    safetensors_c.convert(src, dst, "F16", progress=lambda d, n: calls.append((d, n)))
+    size = os.path.getsize(dst)
+    assert calls and calls[-1] == (size, size)
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
+    os.remove(dst)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(SafetensorError) as e:
+        safetensors_c.convert(src, dst, "F16", progress=lambda d, n: True)
+    assert e.value.code_name == "callback"
+
+    class Stop(Exception):
+        pass
+
+    def boom(done, total):
+        raise Stop(done)
+    with pytest.raises(Stop):
+        safetensors_c.convert(src, dst, "F16", progress=boom)
+    assert sorted(os.listdir(tmp_path)) == before  # no output, no temporary file
+
+
+def test_convert_bad_options(tmp_path):
+    t, src = _sd_like(tmp_path)
+    dst = str(tmp_path / "out.safetensors")
+    with pytest.raises(ValueError, match="ema"):
+        safetensors_c.convert(src, dst, ema="some")
+    with pytest.raises(TypeError):
+        safetensors_c.convert(src, dst, only=[1])
+    with pytest.raises(TypeError):
+        safetensors_c.convert(src, dst, drop=b"x")
+    with pytest.raises(ValueError):
+        safetensors_c.convert(src, dst, only="a\0b")
+    with pytest.raises(ValueError, match="give a dtype"):
+        safetensors_c.convert(src, dst, None, exclude="x")
+    with pytest.raises(TypeError, match="callable"):
+        safetensors_c.convert(src, dst, progress=5)
+    with pytest.raises(TypeError):
+        safetensors_c._safetensors_c.convert(src, dst, "F16", False, ["a"])
+    with pytest.raises(ValueError):
+        safetensors_c._safetensors_c.convert(src, dst, "F16", False, None, None, None, 7)
+    assert not os.path.exists(dst)
 
 
 def test_merge(tmp_path):
