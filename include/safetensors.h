@@ -89,9 +89,14 @@ typedef enum st_code {
     ST_E_CKPT_TENSOR = 45,     /* "ckpt_tensor": tensor/storage inconsistent */
 
     /* LoRA (lib/lora/) */
-    ST_E_LORA = 46             /* "lora": adapter inconsistent with itself   */
+    ST_E_LORA = 46,            /* "lora": adapter inconsistent with itself   */
                                /* or with the model (shapes, rank, alpha,    */
                                /* keys that match no model weight)           */
+
+    /* GGUF (lib/gguf/) */
+    ST_E_GGUF = 47             /* "gguf": malformed GGUF file (a count,      */
+                               /* length, offset, type or alignment that     */
+                               /* does not hold)                             */
 } st_code;
 
 /** Short stable name of a code ("header_json", "io", ...); "unknown" if none. */
@@ -2062,6 +2067,114 @@ typedef struct st_gguf_write_report {
 ST_API int st_gguf_from_safetensors(const char *in_path, const char *out_path,
                                     const st_gguf_write_options *opt,
                                     st_gguf_write_report *report, st_error *err);
+
+/* ---- reading GGUF ---- */
+
+typedef struct st_gguf st_gguf;
+
+/* GGUF metadata value types (gguf.md) */
+#define ST_GGUF_UINT8 0
+#define ST_GGUF_INT8 1
+#define ST_GGUF_UINT16 2
+#define ST_GGUF_INT16 3
+#define ST_GGUF_UINT32 4
+#define ST_GGUF_INT32 5
+#define ST_GGUF_FLOAT32 6
+#define ST_GGUF_BOOL 7
+#define ST_GGUF_STRING 8
+#define ST_GGUF_ARRAY 9
+#define ST_GGUF_UINT64 10
+#define ST_GGUF_INT64 11
+#define ST_GGUF_FLOAT64 12
+
+/* One metadata pair. Owned by the st_gguf. */
+typedef struct st_gguf_kv {
+    const char *key;         /* NUL-terminated, UTF-8                        */
+    size_t key_len;
+    int type;                /* ST_GGUF_UINT8 .. ST_GGUF_FLOAT64             */
+    int array_type;          /* arrays: the elements' type                   */
+    uint64_t count;          /* arrays: elements; 1 otherwise                */
+    uint64_t value_offset;   /* absolute file offset of the value (arrays:   */
+                             /* of the first element)                        */
+    uint64_t u;              /* scalars: the value as unsigned, signed and   */
+    int64_t i;               /* floating                                     */
+    double f;
+    const char *str;         /* strings up to 4096 bytes (NULL if longer)    */
+    size_t str_len;
+} st_gguf_kv;
+
+/* One tensor. Owned by the st_gguf. */
+typedef struct st_gguf_tensor {
+    const char *name;        /* NUL-terminated, UTF-8                        */
+    size_t name_len;
+    int type;                /* st_ggml_type                                 */
+    uint32_t n_dims;         /* 1..4                                         */
+    uint64_t ne[4];          /* ggml order: ne[0] is the innermost           */
+    uint64_t nelements;
+    uint64_t offset;         /* in the data section                          */
+    uint64_t size;           /* bytes                                        */
+    uint64_t header_offset;  /* file offset of its tensor info               */
+} st_gguf_tensor;
+
+/**
+ * Opens and validates a GGUF file (versions 2 and 3): magic, counts the
+ * file can hold, every string UTF-8 and inside the file, known value and
+ * tensor types, 1..4 dimensions without overflow, rows filling their
+ * blocks, general.alignment a UINT32 power of two, every tensor aligned,
+ * inside the file and overlapping no other, no tensor name or key twice.
+ * ST_E_GGUF names what is wrong and where; memory grows with the header's
+ * size only. Tensor data is read later, with pread.
+ */
+ST_API int st_gguf_open(const char *path, st_gguf **out, st_error *err);
+ST_API void st_gguf_close(st_gguf *gguf);
+ST_API uint32_t st_gguf_version(const st_gguf *gguf);
+ST_API uint32_t st_gguf_alignment(const st_gguf *gguf);
+/** Absolute file offset of the tensor data section. */
+ST_API uint64_t st_gguf_data_offset(const st_gguf *gguf);
+ST_API size_t st_gguf_kv_count(const st_gguf *gguf);
+ST_API const st_gguf_kv *st_gguf_kv_at(const st_gguf *gguf, size_t i);
+/** The pair whose key is `key`, or NULL. */
+ST_API const st_gguf_kv *st_gguf_kv_find(const st_gguf *gguf, const char *key);
+/** Element i of an array of integers. */
+ST_API int st_gguf_kv_array_int(const st_gguf *gguf, const st_gguf_kv *kv, uint64_t i,
+                                int64_t *value, st_error *err);
+ST_API size_t st_gguf_tensor_count(const st_gguf *gguf);
+/** The i-th tensor, in the file's order. */
+ST_API const st_gguf_tensor *st_gguf_tensor_at(const st_gguf *gguf, size_t i);
+
+/**
+ * Dequantizes elements [first, first + n) of a tensor (both multiples of
+ * its block size) into dst with ggml's formulas; scratch holds the n
+ * elements' raw bytes (n / block * block bytes). Thread-safe.
+ */
+ST_API int st_gguf_tensor_read_f32(const st_gguf *gguf, const st_gguf_tensor *tensor,
+                                   uint64_t first, float *dst, uint64_t n, void *scratch,
+                                   size_t scratch_len, st_error *err);
+
+typedef struct st_gguf_read_options {
+    st_dtype dtype;          /* ST_F32 (0 means F32 too), ST_F16 or ST_BF16  */
+    st_output_hooks hooks;
+} st_gguf_read_options;
+
+typedef struct st_gguf_read_report {
+    size_t tensors;
+    size_t reshaped;         /* shapes restored from comfy.gguf.orig_shape    */
+    uint64_t input_size, output_size;
+    int failed_input;        /* on error: 0 when about the input, else -1    */
+} st_gguf_read_report;
+
+/**
+ * Writes a GGUF file as safetensors (canonical layout, atomic, streaming):
+ * every tensor dequantized to opt->dtype, its shape the one recorded in
+ * comfy.gguf.orig_shape.<name> when present (5-D tensors included), else
+ * ggml's dimensions reversed; names prefixed again with the
+ * safetensors.name_prefix this library records. The GGUF's scalar and
+ * string metadata become "gguf.<key>" metadata strings. Types that cannot
+ * be dequantized are ST_E_UNSUPPORTED.
+ */
+ST_API int st_gguf_to_safetensors(const char *in_path, const char *out_path,
+                                  const st_gguf_read_options *opt, st_gguf_read_report *report,
+                                  st_error *err);
 
 /* ========================= end of GGUF files ============================ */
 

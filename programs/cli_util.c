@@ -98,7 +98,7 @@ int cli_open_file(const char *path, unsigned flags, st_file **out)
 bool cli_is_validation_code(int code)
 {
     return (code >= ST_E_HEADER_TOO_SMALL && code <= ST_E_INCOMPLETE) ||
-           (code >= ST_E_CKPT_FORMAT && code <= ST_E_CKPT_TENSOR);
+           (code >= ST_E_CKPT_FORMAT && code <= ST_E_CKPT_TENSOR) || code == ST_E_GGUF;
 }
 
 int cli_exit_code(int code)

@@ -37,6 +37,7 @@ static const struct {
     {ST_E_UNSAFE, "unsafe", "pickle references a dangerous global"},
     {ST_E_CKPT_TENSOR, "ckpt_tensor", "checkpoint tensor does not fit its storage"},
     {ST_E_LORA, "lora", "LoRA adapter inconsistent with itself or the model"},
+    {ST_E_GGUF, "gguf", "malformed GGUF file"},
 };
 
 const char *st_code_name(int code)
