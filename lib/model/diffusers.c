@@ -580,6 +580,9 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, const st_outpu
             break;
         }
         int parts = how == ST_RESHAPE_SPLIT_QKV ? 3 : 1;
+        char *qkv = parts == 3 ? strstr(out, "self_attn.q_proj.") : NULL;
+        if (parts == 3 && !qkv)
+            rc = st_fail(err, ST_E_UNSUPPORTED, t->header_offset, "%s: in_proj without a q_proj name", what);
         for (int k = 0; k < parts && !rc; k++) {
             src *s = &srcs[nsrc++];
             s->m = m;
@@ -587,7 +590,7 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, const st_outpu
             s->j = &j;
             s->comp = (int)comp;
             if (k > 0) /* q_proj -> k_proj, v_proj */
-                strstr(out, "self_attn.q_proj.")[10] = k == 1 ? 'k' : 'v';
+                qkv[10] = k == 1 ? 'k' : 'v';
             s->name = strdup(out);
             if (!s->name) {
                 rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
