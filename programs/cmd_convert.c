@@ -58,11 +58,13 @@ static const char usage[] =
     "  --allow-unsafe-globals\n"
     "                  convert a checkpoint whose pickles name a dangerous global\n"
     "                  anyway (nothing from it is ever run)\n"
-    "  --to single-file  IN is a diffusers folder of Stable Diffusion 1.x: write\n"
-    "                  it as one file with the names A1111/ComfyUI load\n"
-    "  --to diffusers  IN is an SD1.x single file: write a diffusers folder\n"
-    "                  (unet/ vae/ text_encoder/ scheduler/ and their configs;\n"
-    "                  copy tokenizer/ from the base model)\n"
+    "  --to single-file  IN is a diffusers folder of Stable Diffusion 1.x or SDXL\n"
+    "                  (base or refiner): write it as one file with the names\n"
+    "                  A1111/ComfyUI load\n"
+    "  --to diffusers  IN is an SD1.x or SDXL single file: write a diffusers\n"
+    "                  folder (unet/ vae/ text_encoder/ [text_encoder_2/]\n"
+    "                  scheduler/ and their configs; copy tokenizer/ from the\n"
+    "                  base model)\n"
     "  -q, --quiet     no progress line (shown when stderr is a terminal)\n"
     "  --progress      a progress line even when stderr is not a terminal\n"
     "  -h, --help      show this help\n"
@@ -177,7 +179,7 @@ static void print_report(const st_convert_file_options *o, const st_convert_file
     free(p);
 }
 
-/* --to: between a single SD1.x file and a diffusers folder (lib/model/). */
+/* --to: between a single SD1.x/SDXL file and a diffusers folder (lib/model/). */
 static int convert_layout(convert_args *a, const cli_common *common, const char *in_path,
                           const char *out_path)
 {
@@ -215,7 +217,8 @@ static int convert_layout(convert_args *a, const cli_common *common, const char 
         return cli_exit_code(rc);
     }
     if (left)
-        printf("left out %zu noise-schedule/EMA buffer%s (diffusers' scheduler computes them)\n",
+        printf("left out %zu buffer%s diffusers does not keep (noise schedule, EMA counters, "
+               "OpenCLIP logit_scale)\n",
                left, left == 1 ? "" : "s");
     return CLI_EXIT_OK;
 }
