@@ -1668,16 +1668,20 @@ ST_API int st_model_join(const st_model *model, const char *out_path,
 /* ---- Diffusers folders (lib/model/diffusers.c) ---- */
 
 /*
- * Stable Diffusion 1.x, SDXL base and SDXL refiner between the single-file
- * layout A1111, ComfyUI and Forge load (LDM/SGM names: model.diffusion_model.*,
- * first_stage_model.*, and cond_stage_model.transformer.* (SD1) or
- * conditioner.embedders.N.* (SDXL: 0 = CLIP-L transformer.*, 1 = OpenCLIP
- * bigG model.*; the refiner has only OpenCLIP as embedders.0)) and a
+ * Stable Diffusion 1.x, 2.x, SDXL base and SDXL refiner between the
+ * single-file layout A1111, ComfyUI and Forge load (LDM/SGM names:
+ * model.diffusion_model.*, first_stage_model.*, and
+ * cond_stage_model.transformer.* (SD1: CLIP-L), cond_stage_model.model.*
+ * (SD2: OpenCLIP ViT-H, all 24 layers and text_projection kept although
+ * diffusers' SD2 text encoder uses 23) or conditioner.embedders.N.* (SDXL:
+ * 0 = CLIP-L transformer.*, 1 = OpenCLIP bigG model.*; the refiner has only
+ * OpenCLIP as embedders.0)) and a
  * diffusers pipeline folder (unet/diffusion_pytorch_model.safetensors,
  * vae/..., text_encoder/model.safetensors, text_encoder_2/..., each possibly
  * sharded). The family is told by the text encoders' prefixes (a single
  * file) or by the folders present (text_encoder_2/ means SDXL, without
- * text_encoder/ the refiner). The names follow diffusers'
+ * text_encoder/ the refiner; a UNet attending to 1024 features SD2).
+ * The names follow diffusers'
  * convert_diffusers_to_original_stable_diffusion.py / _sdxl.py and
  * single_file_utils.py. Changes beyond names: the VAE's attention
  * q/k/v/proj_out weights are 1x1 convolutions [o, i, 1, 1] in LDM and linear
@@ -1687,8 +1691,8 @@ ST_API int st_model_join(const st_model *model, const char *out_path,
  * [p, w]. Tensor values and dtypes never change, so single -> diffusers ->
  * single gives back the same tensors. Every key must have a name on the
  * other side: an unknown key, EMA weights (model_ema.*), a missing
- * component, a UNet of another family (by its cross-attention width and
- * proj_in) or SD2's OpenCLIP encoder is ST_E_UNSUPPORTED naming the file
+ * component or a UNet of another family (by its cross-attention width and
+ * proj_in) is ST_E_UNSUPPORTED naming the file
  * and the key. Memory stays bounded (one text projection is held to
  * transpose it); outputs are written atomically (all files renamed into
  * place at the end).
@@ -1704,10 +1708,15 @@ ST_API int st_diffusers_to_single(const char *folder, const char *out_path,
                                   const st_output_hooks *hooks,
                                   st_error *err);
 
+/** st_single_to_diffusers flags: the scheduler's prediction_type is
+ * "v_prediction" (what st_identify's ST_VARIANT_V_PREDICTION says; the
+ * weights alone do not tell), else "epsilon". */
+#define ST_DIFFUSERS_V_PREDICTION 1u
+
 /**
- * Writes an SD1.x or SDXL checkpoint as a diffusers folder outdir: the
+ * Writes an SD1.x, SD2.x or SDXL checkpoint as a diffusers folder outdir: the
  * weight files (metadata {"format": "pt"}), model_index.json, the
- * components' config.json (SD1.5's, SDXL base 1.0's or refiner 1.0's values;
+ * components' config.json (SD1.5's, SD2.1's, SDXL base 1.0's or refiner 1.0's values;
  * the UNet's in_channels from its conv_in, so inpainting models get 9) and
  * scheduler/scheduler_config.json. The tokenizer files are not written (copy
  * tokenizer/ from the base model's repository). The noise-schedule buffers
@@ -1716,7 +1725,7 @@ ST_API int st_diffusers_to_single(const char *folder, const char *out_path,
  * out and counted in *left_out (may be NULL).
  */
 ST_API int st_single_to_diffusers(const st_model *model, const char *outdir,
-                                  const st_output_hooks *hooks,
+                                  unsigned flags, const st_output_hooks *hooks,
                                   size_t *left_out, st_error *err);
 
 /* ======================== end of Multi-file models ======================= */

@@ -58,11 +58,11 @@ static const char usage[] =
     "  --allow-unsafe-globals\n"
     "                  convert a checkpoint whose pickles name a dangerous global\n"
     "                  anyway (nothing from it is ever run)\n"
-    "  --to single-file  IN is a diffusers folder of Stable Diffusion 1.x or SDXL\n"
-    "                  (base or refiner): write it as one file with the names\n"
+    "  --to single-file  IN is a diffusers folder of Stable Diffusion 1.x, 2.x\n"
+    "                  or SDXL (base, refiner): write it as one file with the names\n"
     "                  A1111/ComfyUI load\n"
-    "  --to diffusers  IN is an SD1.x or SDXL single file: write a diffusers\n"
-    "                  folder (unet/ vae/ text_encoder/ [text_encoder_2/]\n"
+    "  --to diffusers  IN is an SD1.x, SD2.x or SDXL single file: write a\n"
+    "                  diffusers folder (unet/ vae/ text_encoder/ [text_encoder_2/]\n"
     "                  scheduler/ and their configs; copy tokenizer/ from the\n"
     "                  base model)\n"
     "  -q, --quiet     no progress line (shown when stderr is a terminal)\n"
@@ -208,14 +208,26 @@ static int convert_layout(convert_args *a, const cli_common *common, const char 
         cli_progress_done(line);
         return rc;
     }
+    /* v-prediction is not in the weights' names: identify's verdict
+     * (markers in keys or metadata, ComfyUI's SD2 test) goes into the
+     * scheduler config */
+    unsigned flags = 0;
+    st_identity *id = calloc(1, sizeof *id);
+    st_error iderr;
+    memset(&iderr, 0, sizeof iderr);
+    if (id && cli_identify_model(m, id, &iderr) == ST_OK && (id->variants & ST_VARIANT_V_PREDICTION))
+        flags |= ST_DIFFUSERS_V_PREDICTION;
+    free(id);
     size_t left = 0;
-    rc = st_single_to_diffusers(m, out_path, &hooks, &left, &err);
+    rc = st_single_to_diffusers(m, out_path, flags, &hooks, &left, &err);
     cli_progress_done(line);
     st_model_close(m);
     if (rc) {
         cli_print_error(in_path, &err);
         return cli_exit_code(rc);
     }
+    if (flags & ST_DIFFUSERS_V_PREDICTION)
+        printf("v-prediction: the scheduler's prediction_type is v_prediction\n");
     if (left)
         printf("left out %zu buffer%s diffusers does not keep (noise schedule, EMA counters, "
                "OpenCLIP logit_scale)\n",

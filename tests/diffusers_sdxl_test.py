@@ -1,4 +1,6 @@
-"""`safetensors convert --to diffusers|single-file` for SDXL base and refiner.
+"""`safetensors convert --to diffusers|single-file` for SDXL base and refiner
+and SD 2.x (OpenCLIP-H text encoder, linear proj_in, v-prediction in the
+scheduler config when identify says so).
 
 The key sets are built from the architectures' real module names: SGM's
 UNetModel as SDXL checkpoints hold it (no attention at the first level,
@@ -27,7 +29,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from diffusers_test import Pairs, read_st, run, text_encoder, vae, write_st  # noqa: E402
+from diffusers_test import Pairs, read_st, run, text_encoder, unet, vae, write_st  # noqa: E402
 
 passed = failed = 0
 rng = random.Random(12)
@@ -188,16 +190,36 @@ FILES = {"unet": "unet/diffusion_pytorch_model.safetensors", "vae": "vae/diffusi
          "text_encoder": "text_encoder/model.safetensors", "text_encoder_2": "text_encoder_2/model.safetensors"}
 
 
-def round_trip(tmp, refiner):
-    tag = "refiner" if refiner else "base"
-    P = family(refiner)
+def sd2():
+    P = Pairs()
+    P.special = []
+    unet(P, context=1024, linear_proj=True)
+    vae(P)
+    openclip(P, "cond_stage_model.model.", "text_encoder", layers=24)
+    return P
+
+
+def round_trip(tmp, refiner, sd2_v=None):
+    tag = "sd2" if sd2_v is not None else "refiner" if refiner else "base"
+    P = sd2() if sd2_v is not None else family(refiner)
     single, expected, dropped = make(P)
     counts = {c: len(v) for c, v in expected.items()}
     # base: the count of stabilityai's release; refiner: 880 transformer-block,
-    # 66 attention-module and 274 ResBlock/embedding/conv tensors of its config
-    want = {"unet": 1680 if not refiner else 1220, "vae": 248, "text_encoder_2": 517}
-    if not refiner:
-        want["text_encoder"] = 197
+    # 66 attention-module and 274 ResBlock/embedding/conv tensors of its config;
+    # SD2: SD1's UNet and VAE, OpenCLIP-H with all 24 layers and text_projection
+    if sd2_v is not None:
+        want = {"unet": 686, "vae": 248, "text_encoder": 389}
+        # identify's SD2 test (std of this bias) must see epsilon unless a marker says v
+        k = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
+        single[k] = (single[k][0], single[k][1], bytes(len(single[k][2])))
+        expected["unet"]["up_blocks.3.attentions.2.transformer_blocks.0.norm1.bias"] = single[k]
+        if sd2_v:
+            single["v_pred"] = ("F32", [0], b"")
+            dropped.append("v_pred")
+    else:
+        want = {"unet": 1680 if not refiner else 1220, "vae": 248, "text_encoder_2": 517}
+        if not refiner:
+            want["text_encoder"] = 197
     check(counts == want, "%s: diffusers key counts %r" % (tag, counts))
     items = list(single.items())
     rng.shuffle(items)
@@ -225,6 +247,16 @@ def round_trip(tmp, refiner):
         cfg = os.path.join(out, os.path.dirname(rel), "config.json")
         check(os.path.exists(cfg) and isinstance(json.load(open(cfg)), dict), "%s: %s config" % (tag, comp))
     mi = json.load(open(os.path.join(out, "model_index.json")))
+    sc = json.load(open(os.path.join(out, "scheduler", "scheduler_config.json")))
+    check(sc["prediction_type"] == ("v_prediction" if sd2_v else "epsilon"), "%s prediction_type %r" % (tag, sc))
+    check(("v-prediction" in so) == bool(sd2_v), "%s: v-prediction said: %r" % (tag, so))
+    if sd2_v is not None:
+        uc = json.load(open(os.path.join(out, "unet", "config.json")))
+        te = json.load(open(os.path.join(out, "text_encoder", "config.json")))
+        check(mi["_class_name"] == "StableDiffusionPipeline" and uc["cross_attention_dim"] == 1024
+              and uc["use_linear_projection"] is True and te["hidden_size"] == 1024
+              and te["num_hidden_layers"] == 23 and sc["_class_name"] == "DDIMScheduler", "sd2 configs")
+        return back_again(tmp, tag, out, single, dropped)
     check(mi["_class_name"] == ("StableDiffusionXLImg2ImgPipeline" if refiner else "StableDiffusionXLPipeline"),
           "%s model_index %r" % (tag, mi.get("_class_name")))
     uc = json.load(open(os.path.join(out, "unet", "config.json")))
@@ -236,7 +268,10 @@ def round_trip(tmp, refiner):
     sc = json.load(open(os.path.join(out, "scheduler", "scheduler_config.json")))
     check(sc["_class_name"] == "EulerDiscreteScheduler", "%s scheduler" % tag)
     check(not [f for r, _, fs in os.walk(out) for f in fs if f.startswith(".")], "%s: no staged files left" % tag)
+    return back_again(tmp, tag, out, single, dropped) + (P,)
 
+
+def back_again(tmp, tag, out, single, dropped):
     back = os.path.join(tmp, tag + "-back.safetensors")
     rc, so, se = run("convert", "-q", out, back, "--to", "single-file")
     check(rc == 0, "%s to single-file: %d %s" % (tag, rc, se))
@@ -249,14 +284,16 @@ def round_trip(tmp, refiner):
     for p in (plain, canon, back):
         if os.path.exists(p):
             os.remove(p)
-    return P, single, out
+    return single, out
 
 
 def main():
     tmp = tempfile.mkdtemp()
     try:
-        P, single, out = round_trip(tmp, refiner=False)
+        single, out, P = round_trip(tmp, refiner=False)
         round_trip(tmp, refiner=True)
+        round_trip(tmp, False, sd2_v=False)
+        round_trip(tmp, False, sd2_v=True)
 
         def expect_fail(tensors, what, needle):
             p = os.path.join(tmp, "bad.safetensors")
@@ -281,7 +318,7 @@ def main():
         t = dict(single)
         t["cond_stage_model.model.ln_final.weight"] = ("F16", [3], b"abcdef")
         t = {k: v for k, v in t.items() if not k.startswith("conditioner.")}
-        expect_fail(t, "SD2 text encoder", "2.x")
+        expect_fail(t, "SDXL UNet under an SD2 text encoder", "label_emb.0.0.weight")
 
         # a folder whose text_encoder_2 lacks a k_proj: an error naming it
         bad = os.path.join(tmp, "badfolder")

@@ -1,5 +1,5 @@
 /*
- * Stable Diffusion checkpoints (1.x, SDXL base and refiner) between one
+ * Stable Diffusion checkpoints (1.x, 2.x, SDXL base and refiner) between one
  * single file (the LDM / SGM layout A1111, ComfyUI and Forge load) and a
  * diffusers folder (unet/, vae/, text_encoder/, text_encoder_2/ with their
  * config.json, scheduler/, model_index.json). Tensor bytes are streamed
@@ -235,7 +235,7 @@ typedef struct family {
     size_t ncomp;
     comp_def comp[4];
     st_sd_unet_layout unet;
-    const char *model_index, *unet_head, *unet_tail, *vae_config, *scheduler;
+    const char *model_index, *unet_head, *unet_tail, *vae_config, *sched_head, *sched_tail;
     /* The UNet this family has: a cross-attention of the first attention
      * level over `context` features ([rows, context]; rows 0 = any), proj_in
      * of rank proj_rank. */
@@ -251,9 +251,19 @@ static const family sd1 = {
      {ST_SDK_VAE, "vae", "diffusion_pytorch_model.safetensors", "first_stage_model.", NULL},
      {ST_SDK_CLIP, "text_encoder", "model.safetensors", "cond_stage_model.transformer.", sd1_te_config}},
     {4, {true, true, true, false}, false},
-    sd1_model_index, sd1_unet_head, sd1_unet_tail, sd1_vae_config, sd1_scheduler_config,
+    sd1_model_index, sd1_unet_head, sd1_unet_tail, sd1_vae_config, sd1_scheduler_head, sd1_scheduler_tail,
     "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
     "down_blocks.0.attentions.0.proj_in.weight", 320, 768, 4};
+
+static const family sd2 = {
+    "Stable Diffusion 2.x", 3,
+    {{ST_SDK_UNET, "unet", "diffusion_pytorch_model.safetensors", "model.diffusion_model.", NULL},
+     {ST_SDK_VAE, "vae", "diffusion_pytorch_model.safetensors", "first_stage_model.", NULL},
+     {ST_SDK_OPENCLIP, "text_encoder", "model.safetensors", "cond_stage_model.model.", sd2_te_config}},
+    {4, {true, true, true, false}, false},
+    sd2_model_index, sd2_unet_head, sd2_unet_tail, sd1_vae_config, sd2_scheduler_head, sd2_scheduler_tail,
+    "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+    "down_blocks.0.attentions.0.proj_in.weight", 320, 1024, 2};
 
 static const family sdxl = {
     "SDXL base", 4,
@@ -262,7 +272,7 @@ static const family sdxl = {
      {ST_SDK_CLIP, "text_encoder", "model.safetensors", "conditioner.embedders.0.transformer.", sdxl_te_config},
      {ST_SDK_OPENCLIP, "text_encoder_2", "model.safetensors", "conditioner.embedders.1.model.", sdxl_te2_config}},
     {3, {false, true, true, false}, true},
-    sdxl_model_index, sdxl_unet_head, sdxl_unet_tail, sdxl_vae_config, sdxl_scheduler_config,
+    sdxl_model_index, sdxl_unet_head, sdxl_unet_tail, sdxl_vae_config, sdxl_scheduler_head, sdxl_scheduler_tail,
     "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight",
     "down_blocks.1.attentions.0.proj_in.weight", 0, 2048, 2};
 
@@ -272,7 +282,7 @@ static const family refiner = {
      {ST_SDK_VAE, "vae", "diffusion_pytorch_model.safetensors", "first_stage_model.", NULL},
      {ST_SDK_OPENCLIP, "text_encoder_2", "model.safetensors", "conditioner.embedders.0.model.", sdxl_te2_config}},
     {4, {false, true, true, false}, true},
-    refiner_model_index, refiner_unet_head, refiner_unet_tail, sdxl_vae_config, sdxl_scheduler_config,
+    refiner_model_index, refiner_unet_head, refiner_unet_tail, sdxl_vae_config, sdxl_scheduler_head, sdxl_scheduler_tail,
     "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight",
     "down_blocks.1.attentions.0.proj_in.weight", 0, 1280, 2};
 
@@ -285,24 +295,20 @@ static bool starts(const char *s, size_t n, const char *lit)
 /* Which family a single file is, from its text encoders' prefixes. */
 static const family *single_family(const st_model *m, const char *what, st_error *err)
 {
-    bool e0_openclip = false, e1 = false, sd2 = false;
+    bool e0_openclip = false, e1 = false, sd2_te = false;
     for (size_t i = 0, n = st_model_tensor_count(m); i < n; i++) {
         const st_tensor *t = st_model_tensor_at(m, i);
         e1 |= starts(t->name, t->name_len, "conditioner.embedders.1.");
         e0_openclip |= starts(t->name, t->name_len, "conditioner.embedders.0.model.");
-        sd2 |= starts(t->name, t->name_len, "cond_stage_model.model.");
+        sd2_te |= starts(t->name, t->name_len, "cond_stage_model.model.");
     }
     if (e1)
         return &sdxl;
     if (e0_openclip)
         return &refiner;
-    if (sd2) {
-        st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
-                "%s: an OpenCLIP text encoder under cond_stage_model.model. (Stable Diffusion 2.x): "
-                "not supported; Stable Diffusion 1.x, SDXL base and refiner are", what);
-        return NULL;
-    }
-    return &sd1;
+    (void)what;
+    (void)err;
+    return sd2_te ? &sd2 : &sd1;
 }
 
 /* Every component present, and a UNet of the family's widths. */
@@ -329,7 +335,7 @@ static int check_family(const family *f, const src *srcs, size_t n, const char *
     if (!ctx_ok || !proj_ok)
         return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
                        "%s: not a %s UNet (cross-attention over %" PRIu64 " features with a %s "
-                       "proj_in); Stable Diffusion 1.x, SDXL base and refiner are supported",
+                       "proj_in); Stable Diffusion 1.x, 2.x, SDXL base and refiner are supported",
                        what, f->name, f->context, f->proj_rank == 4 ? "convolutional" : "linear");
     return ST_OK;
 }
@@ -350,6 +356,22 @@ static bool is_dir(const char *folder, const char *sub)
     struct stat sb;
     snprintf(path, sizeof path, "%s/%s", folder, sub);
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* SD2's text encoder (OpenCLIP ViT-H) has HF names like SD1's CLIP-L:
+ * told apart by the UNet's cross-attention width, 1024 against 768. */
+static bool unet_context_1024(const char *folder)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/unet", folder);
+    st_model *m = NULL;
+    if (st_model_open(path, 0, &m, NULL) != ST_OK)
+        return false;
+    const char *k = sd2.probe_to_k;
+    const st_tensor *t = st_model_find(m, k, strlen(k));
+    bool wide = t && t->rank == 2 && t->shape[1] == 1024;
+    st_model_close(m);
+    return wide;
 }
 
 /* k_proj / v_proj of a fused in_proj: found by q_proj's name. */
@@ -384,9 +406,11 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
     if (stat(path, &sb) != 0)
         return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
                        "%s has no model_index.json: not a diffusers pipeline folder", folder);
-    /* SDXL has text_encoder_2 (the refiner only that one) */
+    /* SDXL has text_encoder_2 (the refiner only that one); SD2's text
+     * encoder is OpenCLIP's, told by its hidden size in config.json. */
     const family *f = is_dir(folder, "text_encoder_2") ? (is_dir(folder, "text_encoder") ? &sdxl : &refiner)
-                                                       : &sd1;
+                      : unet_context_1024(folder) ? &sd2
+                                                         : &sd1;
     st_model *m[4] = {NULL, NULL, NULL, NULL};
     src *srcs = NULL;
     size_t n = 0, cap = 0;
@@ -432,8 +456,8 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
                 rc = st_fail(err, ST_E_UNSUPPORTED, t->header_offset,
                              r == ST_SD_PART ? "%s: tensor %s has no q_proj beside it to make OpenCLIP's in_proj"
                                              : "%s: tensor %s is not a %s %s weight (no single-file "
-                                               "name for it); Stable Diffusion 1.x, SDXL base and "
-                                               "refiner are supported",
+                                               "name for it); Stable Diffusion 1.x, 2.x, SDXL base "
+                                               "and refiner are supported",
                              st_model_shard_path(m[c], st_model_tensor_shard(m[c], t)), q, f->name,
                              cd->dir);
                 break;
@@ -522,7 +546,8 @@ static int make_dir(const char *path, bool *made, st_error *err)
 #define NFILES 10 /* up to 4 weight files, model_index, 4 configs, the scheduler's */
 #define NDIRS 6   /* outdir, up to 4 components, scheduler */
 
-int st_single_to_diffusers(const st_model *m, const char *outdir, const st_output_hooks *hooks, size_t *left_out, st_error *err)
+int st_single_to_diffusers(const st_model *m, const char *outdir, unsigned flags, const st_output_hooks *hooks,
+                           size_t *left_out, st_error *err)
 {
     st_progress_fn progress = hooks ? hooks->progress : NULL;
     void *progress_ctx = hooks ? hooks->progress_ctx : NULL;
@@ -575,7 +600,7 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, const st_outpu
                          ema ? "%s: tensor %s is an EMA weight: keep or drop the EMA first "
                                "(convert --ema only|drop)"
                              : "%s: tensor %s has no diffusers name: not a %s checkpoint key "
-                               "(Stable Diffusion 1.x, SDXL base and refiner are supported)",
+                               "(Stable Diffusion 1.x, 2.x, SDXL base and refiner are supported)",
                          what, q, f->name);
             break;
         }
@@ -614,6 +639,9 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, const st_outpu
     char unet_config[1536];
     snprintf(unet_config, sizeof unet_config, "%s%" PRIu64 "%s", f->unet_head, in_channels ? in_channels : 4,
              f->unet_tail);
+    char sched_config[1536];
+    snprintf(sched_config, sizeof sched_config, "%s\"%s\"%s", f->sched_head,
+             flags & ST_DIFFUSERS_V_PREDICTION ? "v_prediction" : "epsilon", f->sched_tail);
     for (size_t c = 0; c < f->ncomp; c++) {
         const comp_def *cd = &f->comp[c];
         snprintf(final[nfiles], sizeof final[0], "%s/%s/%s", outdir, cd->dir, cd->file);
@@ -635,7 +663,7 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, const st_outpu
         }
         const int kind = c < f->ncomp ? f->comp[c].kind : -1;
         texts[nfiles++] = c == f->ncomp + 1 ? f->model_index
-                          : c == f->ncomp   ? f->scheduler
+                          : c == f->ncomp   ? sched_config
                           : kind == ST_SDK_UNET ? unet_config
                           : kind == ST_SDK_VAE  ? f->vae_config
                                                 : f->comp[c].config;

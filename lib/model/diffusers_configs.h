@@ -88,7 +88,7 @@ static const char sd1_te_config[] =
     "  \"vocab_size\": 49408\n"
     "}\n";
 
-static const char sd1_scheduler_config[] =
+static const char sd1_scheduler_head[] =
     "{\n"
     "  \"_class_name\": \"PNDMScheduler\",\n"
     "  \"_diffusers_version\": \"0.21.0\",\n"
@@ -97,6 +97,10 @@ static const char sd1_scheduler_config[] =
     "  \"beta_start\": 0.00085,\n"
     "  \"clip_sample\": false,\n"
     "  \"num_train_timesteps\": 1000,\n"
+    "  \"prediction_type\": ";
+/* prediction_type here */
+static const char sd1_scheduler_tail[] =
+    ",\n"
     "  \"set_alpha_to_one\": false,\n"
     "  \"skip_prk_steps\": true,\n"
     "  \"steps_offset\": 1,\n"
@@ -263,7 +267,7 @@ static const char sdxl_te2_config[] =
     "  \"vocab_size\": 49408\n"
     "}\n";
 
-static const char sdxl_scheduler_config[] =
+static const char sdxl_scheduler_head[] =
     "{\n"
     "  \"_class_name\": \"EulerDiscreteScheduler\",\n"
     "  \"_diffusers_version\": \"0.21.0\",\n"
@@ -273,7 +277,10 @@ static const char sdxl_scheduler_config[] =
     "  \"clip_sample\": false,\n"
     "  \"interpolation_type\": \"linear\",\n"
     "  \"num_train_timesteps\": 1000,\n"
-    "  \"prediction_type\": \"epsilon\",\n"
+    "  \"prediction_type\": ";
+/* prediction_type here */
+static const char sdxl_scheduler_tail[] =
+    ",\n"
     "  \"sample_max_value\": 1.0,\n"
     "  \"set_alpha_to_one\": false,\n"
     "  \"skip_prk_steps\": true,\n"
@@ -281,6 +288,95 @@ static const char sdxl_scheduler_config[] =
     "  \"timestep_spacing\": \"leading\",\n"
     "  \"trained_betas\": null,\n"
     "  \"use_karras_sigmas\": false\n"
+    "}\n";
+
+static const char sd2_model_index[] =
+    "{\n"
+    "  \"_class_name\": \"StableDiffusionPipeline\",\n"
+    "  \"_diffusers_version\": \"0.21.0\",\n"
+    "  \"feature_extractor\": [null, null],\n"
+    "  \"requires_safety_checker\": false,\n"
+    "  \"safety_checker\": [null, null],\n"
+    "  \"scheduler\": [\"diffusers\", \"DDIMScheduler\"],\n"
+    "  \"text_encoder\": [\"transformers\", \"CLIPTextModel\"],\n"
+    "  \"tokenizer\": [\"transformers\", \"CLIPTokenizer\"],\n"
+    "  \"unet\": [\"diffusers\", \"UNet2DConditionModel\"],\n"
+    "  \"vae\": [\"diffusers\", \"AutoencoderKL\"]\n"
+    "}\n";
+
+static const char sd2_unet_head[] =
+    "{\n"
+    "  \"_class_name\": \"UNet2DConditionModel\",\n"
+    "  \"_diffusers_version\": \"0.21.0\",\n"
+    "  \"act_fn\": \"silu\",\n"
+    "  \"attention_head_dim\": [5, 10, 20, 20],\n"
+    "  \"block_out_channels\": [320, 640, 1280, 1280],\n"
+    "  \"center_input_sample\": false,\n"
+    "  \"cross_attention_dim\": 1024,\n"
+    "  \"down_block_types\": [\"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\", "
+    "\"CrossAttnDownBlock2D\", \"DownBlock2D\"],\n"
+    "  \"downsample_padding\": 1,\n"
+    "  \"flip_sin_to_cos\": true,\n"
+    "  \"freq_shift\": 0,\n"
+    "  \"in_channels\": ";
+/* in_channels here */
+static const char sd2_unet_tail[] =
+    ",\n"
+    "  \"layers_per_block\": 2,\n"
+    "  \"mid_block_scale_factor\": 1,\n"
+    "  \"norm_eps\": 1e-05,\n"
+    "  \"norm_num_groups\": 32,\n"
+    "  \"out_channels\": 4,\n"
+    "  \"sample_size\": 96,\n"
+    "  \"up_block_types\": [\"UpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\", "
+    "\"CrossAttnUpBlock2D\"],\n"
+    "  \"use_linear_projection\": true\n"
+    "}\n";
+
+/* OpenCLIP ViT-H as SD 2.x uses it: the penultimate layer's output, so 23
+ * of its 24 layers (the 24th and text_projection are kept in the weights,
+ * unused, for the way back). */
+static const char sd2_te_config[] =
+    "{\n"
+    "  \"architectures\": [\"CLIPTextModel\"],\n"
+    "  \"attention_dropout\": 0.0,\n"
+    "  \"bos_token_id\": 0,\n"
+    "  \"dropout\": 0.0,\n"
+    "  \"eos_token_id\": 2,\n"
+    "  \"hidden_act\": \"gelu\",\n"
+    "  \"hidden_size\": 1024,\n"
+    "  \"initializer_factor\": 1.0,\n"
+    "  \"initializer_range\": 0.02,\n"
+    "  \"intermediate_size\": 4096,\n"
+    "  \"layer_norm_eps\": 1e-05,\n"
+    "  \"max_position_embeddings\": 77,\n"
+    "  \"model_type\": \"clip_text_model\",\n"
+    "  \"num_attention_heads\": 16,\n"
+    "  \"num_hidden_layers\": 23,\n"
+    "  \"pad_token_id\": 1,\n"
+    "  \"projection_dim\": 512,\n"
+    "  \"torch_dtype\": \"float32\",\n"
+    "  \"vocab_size\": 49408\n"
+    "}\n";
+
+/* DDIM as stabilityai/stable-diffusion-2-1 ships it; prediction_type from
+ * the caller (identify's v-prediction verdict). */
+static const char sd2_scheduler_head[] =
+    "{\n"
+    "  \"_class_name\": \"DDIMScheduler\",\n"
+    "  \"_diffusers_version\": \"0.21.0\",\n"
+    "  \"beta_end\": 0.012,\n"
+    "  \"beta_schedule\": \"scaled_linear\",\n"
+    "  \"beta_start\": 0.00085,\n"
+    "  \"clip_sample\": false,\n"
+    "  \"num_train_timesteps\": 1000,\n"
+    "  \"prediction_type\": ";
+static const char sd2_scheduler_tail[] =
+    ",\n"
+    "  \"set_alpha_to_one\": false,\n"
+    "  \"skip_prk_steps\": true,\n"
+    "  \"steps_offset\": 1,\n"
+    "  \"trained_betas\": null\n"
     "}\n";
 
 #endif

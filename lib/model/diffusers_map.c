@@ -399,13 +399,15 @@ static int openclip_map(bool to_diff, const char *s, size_t n, char *out, size_t
 
 /* Buffers of LDM checkpoints that are not weights of any diffusers
  * component: the DDPM noise schedule (diffusers' scheduler computes it from
- * its config) and the EMA bookkeeping. */
+ * its config), the EMA bookkeeping, the empty marker keys. */
 static const char *const schedule_buffers[] = {
     "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
     "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
     "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
     "posterior_mean_coef1", "posterior_mean_coef2", "model_ema.decay", "model_ema.num_updates",
-    "logvar", "lvlb_weights"};
+    "logvar", "lvlb_weights",
+    /* ComfyUI/Forge markers (v-prediction goes into the scheduler config) */
+    "v_pred", "ztsnr"};
 
 bool st_sd_left_out(const char *name, size_t len)
 {
