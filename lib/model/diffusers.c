@@ -38,6 +38,11 @@ typedef struct src {
     const st_model *m;
     const st_tensor *t;      /* the source (q's for a fused in_proj) */
     const st_tensor *kv[2];  /* FUSE: k and v */
+    struct {                 /* PIECES: byte ranges concatenated */
+        const st_tensor *t;
+        uint64_t off, len;
+    } pc[4];
+    int npc;
     job *j;
     char *name;              /* the output name (owned) */
     const char *dname;       /* the diffusers name, for the family checks */
@@ -110,6 +115,27 @@ static int read_src(void *ctx, uint64_t offset, void *buf, size_t len)
             p += take;
             off += take;
             left -= take;
+        }
+        break;
+    }
+    case ST_RESHAPE_PIECES: {
+        uint64_t off = offset, base = 0;
+        unsigned char *p = buf;
+        size_t left = len;
+        for (int k = 0; k < s->npc && left; k++) {
+            uint64_t plen = s->pc[k].len;
+            if (off >= base + plen) {
+                base += plen;
+                continue;
+            }
+            uint64_t in = off - base;
+            size_t take = (size_t)(plen - in < left ? plen - in : left);
+            if (read_raw(s, s->pc[k].t, s->pc[k].off + in, p, take))
+                return 1;
+            p += take;
+            off += take;
+            left -= take;
+            base += plen;
         }
         break;
     }
@@ -286,6 +312,22 @@ static const family refiner = {
     "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight",
     "down_blocks.1.attentions.0.proj_in.weight", 0, 1280, 2};
 
+/* The Flux transformer alone (BFL's flux1-dev / schnell file), as
+ * transformer/ of a FluxPipeline folder: no UNet probe, no scheduler or
+ * model_index.json (the rest of a Flux pipeline is other models). */
+static const family flux = {
+    "Flux transformer", 1,
+    {{ST_SDK_FLUX, "transformer", "diffusion_pytorch_model.safetensors", "", NULL}},
+    {0, {false, false, false, false}, false},
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
+
+/* Flux as ComfyUI saves it: the same names under model.diffusion_model. */
+static const family flux_comfy = {
+    "Flux transformer", 1,
+    {{ST_SDK_FLUX, "transformer", "diffusion_pytorch_model.safetensors", "model.diffusion_model.", NULL}},
+    {0, {false, false, false, false}, false},
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
+
 static bool starts(const char *s, size_t n, const char *lit)
 {
     size_t l = strlen(lit);
@@ -295,13 +337,19 @@ static bool starts(const char *s, size_t n, const char *lit)
 /* Which family a single file is, from its text encoders' prefixes. */
 static const family *single_family(const st_model *m, const char *what, st_error *err)
 {
-    bool e0_openclip = false, e1 = false, sd2_te = false;
+    bool e0_openclip = false, e1 = false, sd2_te = false, bfl = false, comfy = false;
     for (size_t i = 0, n = st_model_tensor_count(m); i < n; i++) {
         const st_tensor *t = st_model_tensor_at(m, i);
         e1 |= starts(t->name, t->name_len, "conditioner.embedders.1.");
         e0_openclip |= starts(t->name, t->name_len, "conditioner.embedders.0.model.");
         sd2_te |= starts(t->name, t->name_len, "cond_stage_model.model.");
+        bfl |= starts(t->name, t->name_len, "double_blocks.");
+        comfy |= starts(t->name, t->name_len, "model.diffusion_model.double_blocks.");
     }
+    if (bfl)
+        return &flux;
+    if (comfy)
+        return &flux_comfy;
     if (e1)
         return &sdxl;
     if (e0_openclip)
@@ -319,7 +367,7 @@ static int check_family(const family *f, const src *srcs, size_t n, const char *
     for (size_t i = 0; i < n; i++) {
         const src *s = &srcs[i];
         have[s->comp] = true;
-        if (s->comp != 0)
+        if (s->comp != 0 || !f->probe_to_k)
             continue;
         if (s->dlen == strlen(f->probe_to_k) && memcmp(s->dname, f->probe_to_k, s->dlen) == 0)
             ctx_ok = s->rank == 2 && s->shape[1] == f->context &&
@@ -332,12 +380,139 @@ static int check_family(const family *f, const src *srcs, size_t n, const char *
             return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
                            "%s: no %s weights: a whole %s checkpoint is needed", what, f->comp[c].dir,
                            f->name);
-    if (!ctx_ok || !proj_ok)
+    if (f->probe_to_k && (!ctx_ok || !proj_ok))
         return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
                        "%s: not a %s UNet (cross-attention over %" PRIu64 " features with a %s "
                        "proj_in); Stable Diffusion 1.x, 2.x, SDXL base and refiner are supported",
                        what, f->name, f->context, f->proj_rank == 4 ? "convolutional" : "linear");
     return ST_OK;
+}
+
+/* ---- Flux: tensors split by rows, fused, or with halves swapped ---- */
+
+static int flux_fail(const st_tensor *t, const char *why, st_error *err)
+{
+    char q[160];
+    st_quote_name(q, sizeof q, t->name, t->name_len);
+    return st_fail(err, ST_E_UNSUPPORTED, t->header_offset, "Flux tensor %s: %s", q, why);
+}
+
+/* Part k of BFL tensor t (to diffusers), or t's halves swapped. */
+static int flux_split(src *s, const st_sd_group *g, int k, st_error *err)
+{
+    const st_tensor *t = s->t;
+    uint64_t nb = st_tensor_nbytes(t), sum = 0, before = 0;
+    for (int i = 0; i < g->n; i++) {
+        sum += g->parts[i];
+        if (i < k)
+            before += g->parts[i];
+    }
+    if (g->swap)
+        sum = 2;
+    if (t->rank < 1 || t->rank > 4 || t->shape[0] % sum || nb % sum)
+        return flux_fail(t, "its rows do not divide as the layout says", err);
+    memcpy(s->shape, t->shape, t->rank * sizeof *s->shape);
+    s->rank = t->rank;
+    s->how = ST_RESHAPE_PIECES;
+    uint64_t unit = nb / sum;
+    if (g->swap) {
+        s->pc[0].t = s->pc[1].t = t;
+        s->pc[0].off = unit;
+        s->pc[0].len = s->pc[1].len = unit;
+        s->pc[1].off = 0;
+        s->npc = 2;
+        s->nbytes = nb;
+        return ST_OK;
+    }
+    s->pc[0].t = t;
+    s->pc[0].off = before * unit;
+    s->pc[0].len = g->parts[k] * unit;
+    s->npc = 1;
+    s->nbytes = s->pc[0].len;
+    s->shape[0] = t->shape[0] / sum * g->parts[k];
+    return ST_OK;
+}
+
+/* The BFL tensor made of the diffusers tensors g->names[1..n] (to single). */
+static int flux_fuse(src *s, const st_model *m, const st_sd_group *g, st_error *err)
+{
+    const st_tensor *first = NULL;
+    uint64_t rows = 0, nb = 0;
+    for (int k = 0; k < g->n; k++) {
+        const char *nm = g->names[k + 1];
+        const st_tensor *t = st_model_find(m, nm, strlen(nm));
+        if (!t) {
+            char q[300];
+            st_quote_name(q, sizeof q, nm, strlen(nm));
+            return st_fail(err, ST_E_UNSUPPORTED, s->t->header_offset, "Flux: %s is needed to make %s", q,
+                           g->names[0]);
+        }
+        if (!first)
+            first = t;
+        if (t->dtype != first->dtype || t->rank != first->rank || t->rank < 1 || t->rank > 4 ||
+            (t->rank > 1 && memcmp(t->shape + 1, first->shape + 1, (t->rank - 1) * sizeof *t->shape)) ||
+            t->shape[0] * g->parts[0] != first->shape[0] * g->parts[k])
+            return flux_fail(t, "its dtype or shape does not match the other parts", err);
+        rows += t->shape[0];
+        nb += st_tensor_nbytes(t);
+        s->pc[k].t = t;
+        s->pc[k].off = 0;
+        s->pc[k].len = st_tensor_nbytes(t);
+    }
+    s->t = first;
+    s->npc = g->n;
+    s->how = ST_RESHAPE_PIECES;
+    memcpy(s->shape, first->shape, first->rank * sizeof *s->shape);
+    s->rank = first->rank;
+    s->shape[0] = rows;
+    s->nbytes = nb;
+    if (g->swap) { /* one part: its halves exchanged again */
+        if (first->shape[0] % 2 || nb % 2)
+            return flux_fail(first, "its rows do not divide in two", err);
+        s->pc[1] = s->pc[0];
+        s->pc[0].off = nb / 2;
+        s->pc[0].len = s->pc[1].len = nb / 2;
+        s->npc = 2;
+    }
+    return ST_OK;
+}
+
+/* transformer/config.json from what the weights say. */
+static void flux_config(char *buf, size_t cap, const src *srcs, size_t n)
+{
+    uint64_t in_ch = 64, layers = 0, single = 0, joint = 4096, pooled = 768;
+    bool guidance = false;
+    for (size_t i = 0; i < n; i++) {
+        const char *nm = srcs[i].name;
+        unsigned long b;
+        if (sscanf(nm, "transformer_blocks.%lu.", &b) == 1 && b + 1 > layers)
+            layers = b + 1;
+        if (sscanf(nm, "single_transformer_blocks.%lu.", &b) == 1 && b + 1 > single)
+            single = b + 1;
+        guidance |= strncmp(nm, "time_text_embed.guidance_embedder.", 34) == 0;
+        if (strcmp(nm, "x_embedder.weight") == 0 && srcs[i].rank == 2)
+            in_ch = srcs[i].shape[1];
+        if (strcmp(nm, "context_embedder.weight") == 0 && srcs[i].rank == 2)
+            joint = srcs[i].shape[1];
+        if (strcmp(nm, "time_text_embed.text_embedder.linear_1.weight") == 0 && srcs[i].rank == 2)
+            pooled = srcs[i].shape[1];
+    }
+    snprintf(buf, cap,
+             "{\n"
+             "  \"_class_name\": \"FluxTransformer2DModel\",\n"
+             "  \"_diffusers_version\": \"0.30.0\",\n"
+             "  \"attention_head_dim\": 128,\n"
+             "  \"axes_dims_rope\": [16, 56, 56],\n"
+             "  \"guidance_embeds\": %s,\n"
+             "  \"in_channels\": %" PRIu64 ",\n"
+             "  \"joint_attention_dim\": %" PRIu64 ",\n"
+             "  \"num_attention_heads\": 24,\n"
+             "  \"num_layers\": %" PRIu64 ",\n"
+             "  \"num_single_layers\": %" PRIu64 ",\n"
+             "  \"patch_size\": 1,\n"
+             "  \"pooled_projection_dim\": %" PRIu64 "\n"
+             "}\n",
+             guidance ? "true" : "false", in_ch, joint, layers, single, pooled);
 }
 
 /* ---- diffusers -> single file ---- */
@@ -403,12 +578,14 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
     char path[4096];
     snprintf(path, sizeof path, "%s/model_index.json", folder);
     struct stat sb;
-    if (stat(path, &sb) != 0)
+    bool flux_dir = is_dir(folder, "transformer") && !is_dir(folder, "unet");
+    if (!flux_dir && stat(path, &sb) != 0)
         return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
                        "%s has no model_index.json: not a diffusers pipeline folder", folder);
     /* SDXL has text_encoder_2 (the refiner only that one); SD2's text
      * encoder is OpenCLIP's, told by its hidden size in config.json. */
-    const family *f = is_dir(folder, "text_encoder_2") ? (is_dir(folder, "text_encoder") ? &sdxl : &refiner)
+    const family *f = flux_dir ? &flux
+                      : is_dir(folder, "text_encoder_2") ? (is_dir(folder, "text_encoder") ? &sdxl : &refiner)
                       : unet_context_1024(folder) ? &sd2
                                                          : &sd1;
     st_model *m[4] = {NULL, NULL, NULL, NULL};
@@ -442,10 +619,23 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
         for (size_t i = 0; i < cnt && !rc; i++) {
             const st_tensor *t = st_model_tensor_at(m[c], i);
             char out[NAME_CAP];
-            int how;
+            int how = ST_RESHAPE_NONE, r;
             memcpy(out, cd->prefix, pl + 1);
-            int r = st_sd_from_diffusers_name(cd->kind, &f->unet, t->name, t->name_len, out + pl,
+            st_sd_group g;
+            if (cd->kind == ST_SDK_FLUX) {
+                r = st_flux_map(false, t->name, t->name_len, &g);
+                if (r == ST_SD_PART && st_model_find(m[c], g.names[1], strlen(g.names[1])))
+                    continue; /* written with the first part */
+                if (r == ST_OK && (strlen(g.names[0]) + pl >= sizeof out))
+                    r = ST_E_NOT_FOUND;
+                if (r == ST_OK) {
+                    memcpy(out + pl, g.names[0], strlen(g.names[0]) + 1);
+                    how = ST_RESHAPE_PIECES;
+                }
+            } else {
+                r = st_sd_from_diffusers_name(cd->kind, &f->unet, t->name, t->name_len, out + pl,
                                               sizeof out - pl, &how);
+            }
             if (r == ST_SD_LEFT_OUT)
                 continue;
             if (r == ST_SD_PART && sibling(m[c], t, 'q'))
@@ -454,7 +644,7 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
                 char q[160];
                 st_quote_name(q, sizeof q, t->name, t->name_len);
                 rc = st_fail(err, ST_E_UNSUPPORTED, t->header_offset,
-                             r == ST_SD_PART ? "%s: tensor %s has no q_proj beside it to make OpenCLIP's in_proj"
+                             r == ST_SD_PART ? "%s: tensor %s has no first part beside it (q_proj) to fuse with"
                                              : "%s: tensor %s is not a %s %s weight (no single-file "
                                                "name for it); Stable Diffusion 1.x, 2.x, SDXL base "
                                                "and refiner are supported",
@@ -478,6 +668,8 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
             n++;
             if (!s->name)
                 rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+            else if (how == ST_RESHAPE_PIECES)
+                rc = flux_fuse(s, m[c], &g, err);
             else
                 rc = reshape(s, how, 0, err);
         }
@@ -561,9 +753,9 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, unsigned flags
     if (!f)
         return ST_E_UNSUPPORTED;
     size_t n = st_model_tensor_count(m), nsrc = 0, dropped = 0;
-    if (n > (SIZE_MAX / sizeof(src) - 1) / 3)
+    if (n > (SIZE_MAX / sizeof(src) - 1) / 4)
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
-    src *srcs = calloc(3 * n + 1, sizeof *srcs); /* an in_proj becomes three */
+    src *srcs = calloc(4 * n + 1, sizeof *srcs); /* a Flux linear1 becomes four */
     if (!srcs)
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     job j;
@@ -577,14 +769,22 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, unsigned flags
         char out[NAME_CAP];
         int how = ST_RESHAPE_NONE, r = ST_E_NOT_FOUND;
         size_t comp = 0;
+        st_sd_group g;
+        g.n = 0;
+        out[0] = '\0';
         if (st_sd_left_out(t->name, t->name_len))
             r = ST_SD_LEFT_OUT;
         for (size_t c = 0; c < f->ncomp && r == ST_E_NOT_FOUND; c++)
             if (starts(t->name, t->name_len, f->comp[c].prefix)) {
                 size_t pl = strlen(f->comp[c].prefix);
                 comp = c;
-                r = st_sd_to_diffusers_name(f->comp[c].kind, &f->unet, t->name + pl, t->name_len - pl,
-                                            out, sizeof out, &how);
+                if (f->comp[c].kind == ST_SDK_FLUX) {
+                    r = st_flux_map(true, t->name + pl, t->name_len - pl, &g);
+                    how = ST_RESHAPE_PIECES;
+                } else {
+                    r = st_sd_to_diffusers_name(f->comp[c].kind, &f->unet, t->name + pl, t->name_len - pl,
+                                                out, sizeof out, &how);
+                }
                 if (r == ST_E_NOT_FOUND)
                     break;
             }
@@ -604,9 +804,9 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, unsigned flags
                          what, q, f->name);
             break;
         }
-        int parts = how == ST_RESHAPE_SPLIT_QKV ? 3 : 1;
-        char *qkv = parts == 3 ? strstr(out, "self_attn.q_proj.") : NULL;
-        if (parts == 3 && !qkv)
+        int parts = how == ST_RESHAPE_SPLIT_QKV ? 3 : how == ST_RESHAPE_PIECES ? g.n : 1;
+        char *qkv = how == ST_RESHAPE_SPLIT_QKV ? strstr(out, "self_attn.q_proj.") : NULL;
+        if (how == ST_RESHAPE_SPLIT_QKV && !qkv)
             rc = st_fail(err, ST_E_UNSUPPORTED, t->header_offset, "%s: in_proj without a q_proj name", what);
         for (int k = 0; k < parts && !rc; k++) {
             src *s = &srcs[nsrc++];
@@ -614,16 +814,16 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, unsigned flags
             s->t = t;
             s->j = &j;
             s->comp = (int)comp;
-            if (k > 0) /* q_proj -> k_proj, v_proj */
+            if (k > 0 && qkv) /* q_proj -> k_proj, v_proj */
                 qkv[10] = k == 1 ? 'k' : 'v';
-            s->name = strdup(out);
+            s->name = strdup(how == ST_RESHAPE_PIECES ? g.names[k] : out);
             if (!s->name) {
                 rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
                 break;
             }
             s->dname = s->name;
             s->dlen = strlen(s->name);
-            rc = reshape(s, how, k, err);
+            rc = how == ST_RESHAPE_PIECES ? flux_split(s, &g, k, err) : reshape(s, how, k, err);
         }
         if (!rc && comp == 0 && strcmp(out, "conv_in.weight") == 0 && t->rank == 4)
             in_channels = t->shape[1];
@@ -636,12 +836,17 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, unsigned flags
     char final[NFILES][4096], staged[NFILES][4096];
     const char *texts[NFILES];
     size_t nfiles = 0, nstaged = 0;
-    char unet_config[1536];
-    snprintf(unet_config, sizeof unet_config, "%s%" PRIu64 "%s", f->unet_head, in_channels ? in_channels : 4,
-             f->unet_tail);
-    char sched_config[1536];
-    snprintf(sched_config, sizeof sched_config, "%s\"%s\"%s", f->sched_head,
-             flags & ST_DIFFUSERS_V_PREDICTION ? "v_prediction" : "epsilon", f->sched_tail);
+    /* Flux: transformer/ alone, its config from the weights */
+    bool pipeline = f->model_index != NULL;
+    char unet_config[1536], sched_config[1536];
+    if (pipeline) {
+        snprintf(unet_config, sizeof unet_config, "%s%" PRIu64 "%s", f->unet_head,
+                 in_channels ? in_channels : 4, f->unet_tail);
+        snprintf(sched_config, sizeof sched_config, "%s\"%s\"%s", f->sched_head,
+                 flags & ST_DIFFUSERS_V_PREDICTION ? "v_prediction" : "epsilon", f->sched_tail);
+    } else {
+        flux_config(unet_config, sizeof unet_config, srcs, nsrc);
+    }
     for (size_t c = 0; c < f->ncomp; c++) {
         const comp_def *cd = &f->comp[c];
         snprintf(final[nfiles], sizeof final[0], "%s/%s/%s", outdir, cd->dir, cd->file);
@@ -649,7 +854,7 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, unsigned flags
                  (long)getpid());
         texts[nfiles++] = NULL;
     }
-    for (size_t c = 0; c <= f->ncomp + 1; c++) {
+    for (size_t c = 0; c <= (pipeline ? f->ncomp + 1 : f->ncomp - 1); c++) {
         const char *dir = c < f->ncomp ? f->comp[c].dir : c == f->ncomp ? "scheduler" : NULL;
         const char *file = c < f->ncomp ? "config.json" : c == f->ncomp ? "scheduler_config.json"
                                                                         : "model_index.json";
@@ -664,7 +869,7 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, unsigned flags
         const int kind = c < f->ncomp ? f->comp[c].kind : -1;
         texts[nfiles++] = c == f->ncomp + 1 ? f->model_index
                           : c == f->ncomp   ? sched_config
-                          : kind == ST_SDK_UNET ? unet_config
+                          : kind == ST_SDK_UNET || kind == ST_SDK_FLUX ? unet_config
                           : kind == ST_SDK_VAE  ? f->vae_config
                                                 : f->comp[c].config;
     }
@@ -674,7 +879,8 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, unsigned flags
     snprintf(dirs[ndirs++], sizeof dirs[0], "%s", outdir);
     for (size_t c = 0; c < f->ncomp; c++)
         snprintf(dirs[ndirs++], sizeof dirs[0], "%s/%s", outdir, f->comp[c].dir);
-    snprintf(dirs[ndirs++], sizeof dirs[0], "%s/scheduler", outdir);
+    if (pipeline)
+        snprintf(dirs[ndirs++], sizeof dirs[0], "%s/scheduler", outdir);
     for (size_t k = 0; k < ndirs && !rc; k++)
         rc = make_dir(dirs[k], &made[k], err);
     for (size_t c = 0; c < f->ncomp && !rc; c++) {

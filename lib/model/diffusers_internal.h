@@ -12,7 +12,8 @@ enum {
     ST_SDK_UNET = 0,     /* LDM UNetModel <-> UNet2DConditionModel              */
     ST_SDK_VAE = 1,      /* LDM AutoencoderKL <-> diffusers AutoencoderKL        */
     ST_SDK_CLIP = 2,     /* HF CLIPTextModel: the same names on both sides      */
-    ST_SDK_OPENCLIP = 3  /* OpenCLIP text tower <-> CLIPTextModel(WithProjection) */
+    ST_SDK_OPENCLIP = 3, /* OpenCLIP text tower <-> CLIPTextModel(WithProjection) */
+    ST_SDK_FLUX = 4      /* BFL Flux transformer <-> FluxTransformer2DModel     */
 };
 
 /* How a tensor changes on the way. */
@@ -22,7 +23,8 @@ enum {
     ST_RESHAPE_UNSQUEEZE = 2, /* [o,i] -> [o,i,1,1] */
     ST_RESHAPE_SPLIT_QKV = 3, /* in_proj [3d,...] -> q, k, v [d,...]: the name given is q's */
     ST_RESHAPE_FUSE_QKV = 4,  /* q, k, v [d,...] -> in_proj [3d,...]: named from q */
-    ST_RESHAPE_TRANSPOSE = 5  /* [a,b] -> [b,a] (OpenCLIP text_projection) */
+    ST_RESHAPE_TRANSPOSE = 5, /* [a,b] -> [b,a] (OpenCLIP text_projection) */
+    ST_RESHAPE_PIECES = 6     /* row ranges of tensors concatenated (Flux), set by the caller */
 };
 
 /* Returned for a buffer no component on the other side holds (the DDPM
@@ -55,5 +57,22 @@ ST_INTERNAL int st_sd_to_diffusers_name(int kind, const st_sd_unet_layout *u, co
  * ST_E_NOT_FOUND. */
 ST_INTERNAL int st_sd_from_diffusers_name(int kind, const st_sd_unet_layout *u, const char *name,
                                           size_t len, char *out, size_t cap, int *reshape);
+
+/* A tensor of one layout that is several, or rearranged, in the other
+ * (Flux): to diffusers, names[0..n-1] are the row blocks of the BFL tensor
+ * in proportions parts[] (swap: its two halves exchanged); from diffusers,
+ * names[0] is the BFL name and names[1..n] the diffusers tensors that make
+ * it, in order (part_index: which of them was asked about). */
+typedef struct st_sd_group {
+    int n, part_index;
+    bool swap;
+    unsigned char parts[4];
+    char names[5][256];
+} st_sd_group;
+
+/* A Flux transformer name without its prefix, either way. ST_OK,
+ * ST_SD_PART (from diffusers: a part other than the first) or
+ * ST_E_NOT_FOUND. */
+ST_INTERNAL int st_flux_map(bool to_diff, const char *name, size_t len, st_sd_group *g);
 
 #endif
