@@ -10,6 +10,8 @@ fuzz_ckpt: small torch.save checkpoints, zip and legacy, and raw pickles,
 fuzz_tscode: the code/ files of TorchScript archives, behind a chunking
   seed byte.
 fuzz_index: index.json texts (see fuzz_index.c), good and broken.
+fuzz_sdnames: SD/SDXL/Flux tensor names behind a selector byte (see
+  fuzz_sdnames.c), both layouts.
 Uses Debian's python3-torch when importable; plain pickles otherwise."""
 import collections
 import io
@@ -35,6 +37,21 @@ if target == "fuzz_index":
         for indent in (None, 2):
             with open(os.path.join(out, "seed-index-%d-%s" % (i, indent)), "w") as f:
                 f.write(json.dumps(s, indent=indent, sort_keys=True))
+    sys.exit(0)
+if target == "fuzz_sdnames":
+    os.makedirs(out, exist_ok=True)
+    # selector: kind = b % 5, layout = b // 5 % 3, from-diffusers when b // 15 is odd
+    seeds = [(0, "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"), (5, "label_emb.0.0.weight"),
+             (10, "output_blocks.2.1.conv.bias"), (15, "up_blocks.0.upsamplers.0.conv.weight"),
+             (1, "encoder.mid.attn_1.q.weight"), (16, "decoder.mid_block.attentions.0.query.weight"),
+             (2, "text_model.encoder.layers.11.mlp.fc2.bias"), (3, "transformer.resblocks.3.attn.in_proj_weight"),
+             (3, "text_projection"), (18, "text_model.encoder.layers.0.self_attn.q_proj.bias"),
+             (4, "double_blocks.18.txt_attn.qkv.weight"), (4, "single_blocks.2.linear1.bias"),
+             (4, "final_layer.adaLN_modulation.1.weight"), (19, "single_transformer_blocks.7.proj_mlp.weight"),
+             (19, "transformer_blocks.3.attn.add_k_proj.bias")]
+    for i, (sel, name) in enumerate(seeds):
+        with open(os.path.join(out, "seed-names-%d" % i), "wb") as f:
+            f.write(bytes([sel]) + name.encode())
     sys.exit(0)
 if target not in ("fuzz_pickle", "fuzz_ckpt", "fuzz_tscode"):
     sys.exit(0)

@@ -1730,43 +1730,75 @@ ST_API int st_model_join(const st_model *model, const char *out_path,
 /* ---- Diffusers folders (lib/model/diffusers.c) ---- */
 
 /*
- * Stable Diffusion 1.x between the single-file layout A1111, ComfyUI and
- * Forge load (LDM names: model.diffusion_model.*, first_stage_model.*,
- * cond_stage_model.transformer.*) and a diffusers pipeline folder
- * (unet/diffusion_pytorch_model.safetensors, vae/..., text_encoder/
- * model.safetensors, each possibly sharded). The names follow diffusers'
- * scripts/convert_diffusers_to_original_stable_diffusion.py; the VAE's
- * attention q/k/v/proj_out weights are 1x1 convolutions [o, i, 1, 1] in
- * LDM and linear [o, i] in diffusers (the same bytes). Tensor bytes and
- * dtypes are never changed, so single -> diffusers -> single gives back
- * the same tensors. Every key must have a name on the other side: an
- * unknown key, EMA weights (model_ema.*), a missing component or a UNet
- * that is not SD1.x (768-wide cross-attention, convolutional proj_in) is
- * ST_E_UNSUPPORTED naming the file and the key. Memory stays bounded;
- * outputs are written atomically (all files renamed into place at the end).
+ * Stable Diffusion 1.x, 2.x, SDXL base and SDXL refiner between the
+ * single-file layout A1111, ComfyUI and Forge load (LDM/SGM names:
+ * model.diffusion_model.*, first_stage_model.*, and
+ * cond_stage_model.transformer.* (SD1: CLIP-L), cond_stage_model.model.*
+ * (SD2: OpenCLIP ViT-H, all 24 layers and text_projection kept although
+ * diffusers' SD2 text encoder uses 23) or conditioner.embedders.N.* (SDXL:
+ * 0 = CLIP-L transformer.*, 1 = OpenCLIP bigG model.*; the refiner has only
+ * OpenCLIP as embedders.0)), and the Flux transformer (BFL's names:
+ * double_blocks.N.*, single_blocks.N.*, bare or under
+ * model.diffusion_model.), and a
+ * diffusers pipeline folder (unet/diffusion_pytorch_model.safetensors,
+ * vae/..., text_encoder/model.safetensors, text_encoder_2/..., each possibly
+ * sharded). The family is told by the text encoders' prefixes (a single
+ * file) or by the folders present (text_encoder_2/ means SDXL, without
+ * text_encoder/ the refiner; a UNet attending to 1024 features SD2;
+ * transformer/ without unet/ Flux, needing no model_index.json).
+ * The names follow diffusers'
+ * convert_diffusers_to_original_stable_diffusion.py / _sdxl.py and
+ * single_file_utils.py. Changes beyond names: the VAE's attention
+ * q/k/v/proj_out weights are 1x1 convolutions [o, i, 1, 1] in LDM and linear
+ * [o, i] in diffusers (the same bytes); OpenCLIP's fused attn.in_proj_weight
+ * / _bias [3d, ...] are split by rows into q_proj, k_proj, v_proj (and fused
+ * back); Flux's fused qkv are split by rows 1:1:1 into to_q/k/v
+ * (add_q/k/v_proj for text), a single block's linear1 1:1:1:4 into
+ * to_q/k/v and proj_mlp, and the final adaLN modulation's halves are
+ * swapped ((shift, scale) <-> (scale, shift)), all following
+ * convert_flux_transformer_checkpoint_to_diffusers; OpenCLIP's
+ * text_projection [w, p] is transposed into text_projection.weight
+ * [p, w]. Tensor values and dtypes never change, so single -> diffusers ->
+ * single gives back the same tensors. Every key must have a name on the
+ * other side: an unknown key, EMA weights (model_ema.*), a missing
+ * component or a UNet of another family (by its cross-attention width and
+ * proj_in) is ST_E_UNSUPPORTED naming the file
+ * and the key. Memory stays bounded (one text projection is held to
+ * transpose it); outputs are written atomically (all files renamed into
+ * place at the end).
  */
 
 /**
  * Writes the diffusers pipeline in `folder` (model_index.json, unet/, vae/,
- * text_encoder/) as one single file at out_path, without metadata.
+ * text_encoder/ and/or text_encoder_2/) as one single file at out_path,
+ * without metadata. HF's text_model.embeddings.position_ids of an OpenCLIP
+ * encoder has no single-file name and is left out.
  */
 ST_API int st_diffusers_to_single(const char *folder, const char *out_path,
                                   const st_output_hooks *hooks,
                                   st_error *err);
 
+/** st_single_to_diffusers flags: the scheduler's prediction_type is
+ * "v_prediction" (what st_identify's ST_VARIANT_V_PREDICTION says; the
+ * weights alone do not tell), else "epsilon". */
+#define ST_DIFFUSERS_V_PREDICTION 1u
+
 /**
- * Writes an SD1.x checkpoint as a diffusers folder outdir: the three
+ * Writes an SD1.x, SD2.x or SDXL checkpoint as a diffusers folder outdir
+ * (a Flux transformer as outdir/transformer/ with its config.json, the
+ * layer counts, in_channels and guidance from the weights, and nothing
+ * else: the rest of a Flux pipeline is other models): the
  * weight files (metadata {"format": "pt"}), model_index.json, the
- * components' config.json (SD1.5's values; the UNet's in_channels from
- * its conv_in, so inpainting models get 9) and scheduler/
- * scheduler_config.json. The tokenizer files are not written (copy
- * tokenizer/ from the base model's repository). The noise-schedule
- * buffers of LDM checkpoints (betas, alphas_cumprod, ...) and the EMA
- * counters have no place in diffusers' weights: they are left out and
- * counted in *left_out (may be NULL).
+ * components' config.json (SD1.5's, SD2.1's, SDXL base 1.0's or refiner 1.0's values;
+ * the UNet's in_channels from its conv_in, so inpainting models get 9) and
+ * scheduler/scheduler_config.json. The tokenizer files are not written (copy
+ * tokenizer/ from the base model's repository). The noise-schedule buffers
+ * of LDM checkpoints (betas, alphas_cumprod, ...), the EMA counters and
+ * OpenCLIP's logit_scale have no place in diffusers' weights: they are left
+ * out and counted in *left_out (may be NULL).
  */
 ST_API int st_single_to_diffusers(const st_model *model, const char *outdir,
-                                  const st_output_hooks *hooks,
+                                  unsigned flags, const st_output_hooks *hooks,
                                   size_t *left_out, st_error *err);
 
 /**

@@ -53,6 +53,10 @@ bool cli_is_model_path(const char *path);
  * returns its exit code (1 invalid, 2 I/O); 0 with *out set on success. */
 int cli_open_model(const char *path, st_model **out);
 
+/* st_identify_tensors over a model's whole tensor table and metadata (the
+ * value rules read through st_model_tensor_read). */
+int cli_identify_model(const st_model *m, st_identity *id, st_error *err);
+
 
 int cmd_lora(int argc, char **argv);
 

@@ -73,11 +73,13 @@ static const char usage[] =
     "  --allow-unsafe-globals\n"
     "                  convert a checkpoint whose pickles name a dangerous global\n"
     "                  anyway (nothing from it is ever run)\n"
-    "  --to single-file  IN is a diffusers folder of Stable Diffusion 1.x: write\n"
-    "                  it as one file with the names A1111/ComfyUI load\n"
-    "  --to diffusers  IN is an SD1.x single file: write a diffusers folder\n"
-    "                  (unet/ vae/ text_encoder/ scheduler/ and their configs;\n"
-    "                  copy tokenizer/ from the base model)\n"
+    "  --to single-file  IN is a diffusers folder of Stable Diffusion 1.x, 2.x\n"
+    "                  or SDXL (base, refiner), or holding a Flux transformer/:\n"
+    "                  write it as one file with the names A1111/ComfyUI load\n"
+    "  --to diffusers  IN is an SD1.x, SD2.x, SDXL or Flux transformer file:\n"
+    "                  write a diffusers folder (unet/ vae/ text_encoder/\n"
+    "                  [text_encoder_2/] scheduler/ and their configs; copy\n"
+    "                  tokenizer/ from the base model; Flux: transformer/ only)\n"
     "  -q, --quiet     no progress line (shown when stderr is a terminal)\n"
     "  --progress      a progress line even when stderr is not a terminal\n"
     "  -h, --help      show this help\n"
@@ -215,7 +217,7 @@ static void print_report(const st_convert_file_options *o, const st_convert_file
     free(p);
 }
 
-/* --to: between a single SD1.x file and a diffusers folder (lib/model/). */
+/* --to: between a single SD1.x/SDXL file and a diffusers folder (lib/model/). */
 static int convert_layout(convert_args *a, const cli_common *common, const char *in_path,
                           const char *out_path)
 {
@@ -244,16 +246,29 @@ static int convert_layout(convert_args *a, const cli_common *common, const char 
         cli_progress_done(line);
         return rc;
     }
+    /* v-prediction is not in the weights' names: identify's verdict
+     * (markers in keys or metadata, ComfyUI's SD2 test) goes into the
+     * scheduler config */
+    unsigned flags = 0;
+    st_identity *id = calloc(1, sizeof *id);
+    st_error iderr;
+    memset(&iderr, 0, sizeof iderr);
+    if (id && cli_identify_model(m, id, &iderr) == ST_OK && (id->variants & ST_VARIANT_V_PREDICTION))
+        flags |= ST_DIFFUSERS_V_PREDICTION;
+    free(id);
     size_t left = 0;
-    rc = st_single_to_diffusers(m, out_path, &hooks, &left, &err);
+    rc = st_single_to_diffusers(m, out_path, flags, &hooks, &left, &err);
     cli_progress_done(line);
     st_model_close(m);
     if (rc) {
         cli_print_error(in_path, &err);
         return cli_exit_code(rc);
     }
+    if (flags & ST_DIFFUSERS_V_PREDICTION)
+        printf("v-prediction: the scheduler's prediction_type is v_prediction\n");
     if (left)
-        printf("left out %zu noise-schedule/EMA buffer%s (diffusers' scheduler computes them)\n",
+        printf("left out %zu buffer%s diffusers does not keep (noise schedule, EMA counters, "
+               "OpenCLIP logit_scale)\n",
                left, left == 1 ? "" : "s");
     return CLI_EXIT_OK;
 }

@@ -153,12 +153,6 @@ static void print_open_error(const char *path, st_error *err, int rc, bool json)
     cli_print_error(path, err);
 }
 
-static int read_model_tensor(void *ctx, size_t index, void *buf, size_t len)
-{
-    const st_model *m = ctx;
-    return st_model_tensor_read(m, st_model_tensor_at(m, index), 0, buf, len, NULL);
-}
-
 /* A sharded model: its whole tensor table and metadata, identified as one. */
 static int identify_model(const char *path, st_identity *id, st_error *err)
 {
@@ -166,24 +160,7 @@ static int identify_model(const char *path, st_identity *id, st_error *err)
     int rc = st_model_open(path, 0, &m, err);
     if (rc)
         return rc;
-    size_t n = st_model_tensor_count(m), nm = st_model_metadata_count(m);
-    st_tensor_desc *d = malloc((n + 1) * sizeof *d);
-    const char **meta = malloc((2 * nm + 1) * sizeof *meta);
-    if (!d || !meta) {
-        rc = ST_E_NOMEM;
-        err->code = rc;
-        snprintf(err->message, sizeof err->message, "out of memory");
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            const st_tensor *t = st_model_tensor_at(m, i);
-            d[i] = (st_tensor_desc){t->name, t->name_len, t->dtype, t->rank, t->shape};
-        }
-        for (size_t i = 0; i < nm; i++)
-            st_model_metadata_at(m, i, &meta[2 * i], NULL, &meta[2 * i + 1], NULL);
-        rc = st_identify_tensors(d, n, meta, nm, read_model_tensor, m, id, err);
-    }
-    free(d);
-    free(meta);
+    rc = cli_identify_model(m, id, err);
     st_model_close(m);
     return rc;
 }

@@ -188,8 +188,7 @@ def vae(P, old_names=False):
     P.wb(V + "post_quant_conv.", "vae", "post_quant_conv.", [4, 4, 1, 1])
 
 
-def text_encoder(P, position_ids=True):
-    T = "cond_stage_model.transformer."
+def text_encoder(P, position_ids=True, T="cond_stage_model.transformer."):
     t = "text_model."
     P.add(T + t + "embeddings.token_embedding.weight", "text_encoder", t + "embeddings.token_embedding.weight", [49408, 768])
     P.add(T + t + "embeddings.position_embedding.weight", "text_encoder", t + "embeddings.position_embedding.weight", [77, 768])

@@ -1,11 +1,15 @@
 /*
- * Stable Diffusion 1.x checkpoints between one single file (the LDM layout
- * A1111, ComfyUI and Forge load) and a diffusers folder (unet/, vae/,
- * text_encoder/ with their config.json, scheduler/, model_index.json).
- * Tensor bytes are streamed unchanged; only names change, and the VAE
- * attention weights change rank (1x1 convolution <-> linear, the same
- * bytes). Every key must map: anything else is an error naming it.
+ * Stable Diffusion checkpoints (1.x, 2.x, SDXL base and refiner) between one
+ * single file (the LDM / SGM layout A1111, ComfyUI and Forge load) and a
+ * diffusers folder (unet/, vae/, text_encoder/, text_encoder_2/ with their
+ * config.json, scheduler/, model_index.json). Tensor bytes are streamed
+ * unchanged except where the layouts really differ: the VAE attention
+ * weights change rank (1x1 convolution <-> linear, the same bytes),
+ * OpenCLIP's fused in_proj is split into q/k/v row blocks (and fused back),
+ * its text_projection is transposed. Every key must map: anything else is
+ * an error naming it.
  */
+#include "model/diffusers_configs.h"
 #include "model/diffusers_internal.h"
 #include "model/model_internal.h"
 
@@ -17,11 +21,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static const char *const comp_dir[ST_SD_COMPONENTS] = {"unet", "vae", "text_encoder"};
-static const char *const comp_file[ST_SD_COMPONENTS] = {
-    "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors",
-    "model.safetensors"};
 
 #define NAME_CAP 512
 
@@ -37,20 +36,121 @@ typedef struct job {
 
 typedef struct src {
     const st_model *m;
-    const st_tensor *t;
+    const st_tensor *t;      /* the source (q's for a fused in_proj) */
+    const st_tensor *kv[2];  /* FUSE: k and v */
+    struct {                 /* PIECES: byte ranges concatenated */
+        const st_tensor *t;
+        uint64_t off, len;
+    } pc[4];
+    int npc;
     job *j;
-    char *name;       /* the output name (owned) */
+    char *name;              /* the output name (owned) */
+    const char *dname;       /* the diffusers name, for the family checks */
+    size_t dlen;
     uint64_t shape[4];
     uint32_t rank;
     int comp;
+    int how;                 /* ST_RESHAPE_* */
+    uint64_t slice;          /* SPLIT: byte offset of this third */
+    uint64_t nbytes;         /* output bytes */
+    unsigned char *buf;      /* TRANSPOSE: the transposed tensor, while written */
 } src;
+
+static int read_raw(src *s, const st_tensor *t, uint64_t offset, void *buf, size_t len)
+{
+    if (st_model_tensor_read(s->m, t, offset, buf, len, &s->j->err) != ST_OK) {
+        s->j->failed = true;
+        return 1;
+    }
+    return 0;
+}
+
+/* The whole transposed tensor, built once: a text projection is one
+ * square matrix, which the memory bound allows (one tensor). */
+static int load_transposed(src *s)
+{
+    size_t n = (size_t)s->nbytes;
+    unsigned char *in = malloc(n ? n : 1), *out = malloc(n ? n : 1);
+    if (!in || !out) {
+        free(in);
+        free(out);
+        st_fail(&s->j->err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+        s->j->failed = true;
+        return 1;
+    }
+    if (read_raw(s, s->t, 0, in, n)) {
+        free(in);
+        free(out);
+        return 1;
+    }
+    size_t es = st_dtype_bits(s->t->dtype) / 8;
+    uint64_t rows = s->t->shape[0], cols = s->t->shape[1];
+    for (uint64_t r = 0; r < rows; r++)
+        for (uint64_t c = 0; c < cols; c++)
+            memcpy(out + (c * rows + r) * es, in + (r * cols + c) * es, es);
+    free(in);
+    s->buf = out;
+    return 0;
+}
 
 static int read_src(void *ctx, uint64_t offset, void *buf, size_t len)
 {
     src *s = ctx;
-    if (st_model_tensor_read(s->m, s->t, offset, buf, len, &s->j->err) != ST_OK) {
-        s->j->failed = true;
-        return 1;
+    switch (s->how) {
+    case ST_RESHAPE_SPLIT_QKV:
+        if (read_raw(s, s->t, s->slice + offset, buf, len))
+            return 1;
+        break;
+    case ST_RESHAPE_FUSE_QKV: {
+        /* q, k, v one after the other; a read may cross from one to the next */
+        uint64_t third = s->nbytes / 3, off = offset;
+        unsigned char *p = buf;
+        size_t left = len;
+        while (left) {
+            uint64_t k = off / third, in = off % third;
+            size_t take = (size_t)(third - in < left ? third - in : left);
+            const st_tensor *t = k == 0 ? s->t : s->kv[k - 1];
+            if (read_raw(s, t, in, p, take))
+                return 1;
+            p += take;
+            off += take;
+            left -= take;
+        }
+        break;
+    }
+    case ST_RESHAPE_PIECES: {
+        uint64_t off = offset, base = 0;
+        unsigned char *p = buf;
+        size_t left = len;
+        for (int k = 0; k < s->npc && left; k++) {
+            uint64_t plen = s->pc[k].len;
+            if (off >= base + plen) {
+                base += plen;
+                continue;
+            }
+            uint64_t in = off - base;
+            size_t take = (size_t)(plen - in < left ? plen - in : left);
+            if (read_raw(s, s->pc[k].t, s->pc[k].off + in, p, take))
+                return 1;
+            p += take;
+            off += take;
+            left -= take;
+            base += plen;
+        }
+        break;
+    }
+    case ST_RESHAPE_TRANSPOSE:
+        if (!s->buf && load_transposed(s))
+            return 1;
+        memcpy(buf, s->buf + offset, len);
+        if (offset + len == s->nbytes) {
+            free(s->buf);
+            s->buf = NULL;
+        }
+        break;
+    default:
+        if (read_raw(s, s->t, offset, buf, len))
+            return 1;
     }
     s->j->done += len;
     if (s->j->progress && s->j->done >= s->j->next_report) {
@@ -75,8 +175,15 @@ static int job_error(job *j, int rc, st_error *err)
     return rc;
 }
 
-/* The output shape of a renamed tensor. */
-static int reshape(src *s, int how, st_error *err)
+static bool same_shape(const st_tensor *a, const st_tensor *b)
+{
+    return a->dtype == b->dtype && a->rank == b->rank &&
+           memcmp(a->shape, b->shape, a->rank * sizeof *a->shape) == 0;
+}
+
+/* The output shape and size of a renamed tensor; k is the third (q, k, v)
+ * for a split. */
+static int reshape(src *s, int how, int k, st_error *err)
 {
     const st_tensor *t = s->t;
     char q[160];
@@ -85,12 +192,16 @@ static int reshape(src *s, int how, st_error *err)
         return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET, "tensor %s has rank %u", q, t->rank);
     memcpy(s->shape, t->shape, t->rank * sizeof *s->shape);
     s->rank = t->rank;
-    if (how == ST_RESHAPE_SQUEEZE) {
+    s->how = how;
+    s->nbytes = st_tensor_nbytes(t);
+    switch (how) {
+    case ST_RESHAPE_SQUEEZE:
         if (t->rank != 4 || t->shape[2] != 1 || t->shape[3] != 1)
             return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
                            "VAE attention weight %s is not a 1x1 convolution [o, i, 1, 1]", q);
         s->rank = 2;
-    } else if (how == ST_RESHAPE_UNSQUEEZE) {
+        break;
+    case ST_RESHAPE_UNSQUEEZE:
         if (t->rank == 4 && t->shape[2] == 1 && t->shape[3] == 1)
             return ST_OK; /* a folder written with LDM shapes: kept */
         if (t->rank != 2)
@@ -98,41 +209,310 @@ static int reshape(src *s, int how, st_error *err)
                            "VAE attention weight %s is not a linear weight [o, i]", q);
         s->shape[2] = s->shape[3] = 1;
         s->rank = 4;
-    }
-    return ST_OK;
-}
-
-/* SD1.x and not another model with the same block names: cross-attention
- * over 768 features and a convolutional proj_in (SD2 has 1024 and linear). */
-static int check_sd1(const src *srcs, size_t n, const char *to_k_name, const char *proj_name,
-                     const char *what, st_error *err)
-{
-    bool have[ST_SD_COMPONENTS] = {false, false, false};
-    int ctx_ok = 0, proj_ok = 0;
-    for (size_t i = 0; i < n; i++) {
-        have[srcs[i].comp] = true;
-        if (strcmp(srcs[i].name, to_k_name) == 0)
-            ctx_ok = srcs[i].rank == 2 && srcs[i].shape[0] == 320 && srcs[i].shape[1] == 768;
-        if (strcmp(srcs[i].name, proj_name) == 0)
-            proj_ok = srcs[i].rank == 4;
-    }
-    for (int c = 0; c < ST_SD_COMPONENTS; c++)
-        if (!have[c])
+        break;
+    case ST_RESHAPE_SPLIT_QKV:
+        if (t->rank < 1 || t->rank > 2 || t->shape[0] % 3 || s->nbytes % 3)
             return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
-                           "%s: no %s weights: a whole SD1.x checkpoint (UNet, VAE, text encoder) is needed",
-                           what, comp_dir[c]);
-    if (!ctx_ok || !proj_ok)
-        return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
-                       "%s: not a Stable Diffusion 1.x UNet (cross-attention over 768 features with "
-                       "a convolutional proj_in); only SD1.x is supported", what);
+                           "attention in_proj %s does not split in three along its first dimension", q);
+        s->shape[0] /= 3;
+        s->nbytes /= 3;
+        s->slice = (uint64_t)k * s->nbytes;
+        break;
+    case ST_RESHAPE_FUSE_QKV:
+        if (!s->kv[0] || !s->kv[1] || t->rank < 1 || t->rank > 2 || !same_shape(t, s->kv[0]) ||
+            !same_shape(t, s->kv[1]) || t->shape[0] > UINT64_MAX / 3 || s->nbytes > UINT64_MAX / 3)
+            return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
+                           "%s: q_proj, k_proj and v_proj are needed, of one dtype and shape, to "
+                           "make OpenCLIP's in_proj", q);
+        s->shape[0] *= 3;
+        s->nbytes *= 3;
+        break;
+    case ST_RESHAPE_TRANSPOSE:
+        if (t->rank != 2 || st_dtype_bits(t->dtype) % 8 || s->nbytes > SIZE_MAX / 2)
+            return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
+                           "text projection %s is not a 2-D matrix of whole bytes", q);
+        s->shape[0] = t->shape[1];
+        s->shape[1] = t->shape[0];
+        break;
+    default:
+        break;
+    }
     return ST_OK;
 }
 
 static void free_srcs(src *s, size_t n)
 {
-    for (size_t i = 0; s && i < n; i++)
+    for (size_t i = 0; s && i < n; i++) {
         free(s[i].name);
+        free(s[i].buf);
+    }
     free(s);
+}
+
+/* ---- the families ---- */
+
+typedef struct comp_def {
+    int kind;
+    const char *dir, *file, *prefix, *config;
+} comp_def;
+
+typedef struct family {
+    const char *name;
+    size_t ncomp;
+    comp_def comp[4];
+    st_sd_unet_layout unet;
+    const char *model_index, *unet_head, *unet_tail, *vae_config, *sched_head, *sched_tail;
+    /* The UNet this family has: a cross-attention of the first attention
+     * level over `context` features ([rows, context]; rows 0 = any), proj_in
+     * of rank proj_rank. */
+    const char *probe_to_k, *probe_proj;
+    uint64_t probe_rows, context;
+    uint32_t proj_rank;
+} family;
+
+
+static const family sd1 = {
+    "Stable Diffusion 1.x", 3,
+    {{ST_SDK_UNET, "unet", "diffusion_pytorch_model.safetensors", "model.diffusion_model.", NULL},
+     {ST_SDK_VAE, "vae", "diffusion_pytorch_model.safetensors", "first_stage_model.", NULL},
+     {ST_SDK_CLIP, "text_encoder", "model.safetensors", "cond_stage_model.transformer.", sd1_te_config}},
+    {4, {true, true, true, false}, false},
+    sd1_model_index, sd1_unet_head, sd1_unet_tail, sd1_vae_config, sd1_scheduler_head, sd1_scheduler_tail,
+    "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+    "down_blocks.0.attentions.0.proj_in.weight", 320, 768, 4};
+
+static const family sd2 = {
+    "Stable Diffusion 2.x", 3,
+    {{ST_SDK_UNET, "unet", "diffusion_pytorch_model.safetensors", "model.diffusion_model.", NULL},
+     {ST_SDK_VAE, "vae", "diffusion_pytorch_model.safetensors", "first_stage_model.", NULL},
+     {ST_SDK_OPENCLIP, "text_encoder", "model.safetensors", "cond_stage_model.model.", sd2_te_config}},
+    {4, {true, true, true, false}, false},
+    sd2_model_index, sd2_unet_head, sd2_unet_tail, sd1_vae_config, sd2_scheduler_head, sd2_scheduler_tail,
+    "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+    "down_blocks.0.attentions.0.proj_in.weight", 320, 1024, 2};
+
+static const family sdxl = {
+    "SDXL base", 4,
+    {{ST_SDK_UNET, "unet", "diffusion_pytorch_model.safetensors", "model.diffusion_model.", NULL},
+     {ST_SDK_VAE, "vae", "diffusion_pytorch_model.safetensors", "first_stage_model.", NULL},
+     {ST_SDK_CLIP, "text_encoder", "model.safetensors", "conditioner.embedders.0.transformer.", sdxl_te_config},
+     {ST_SDK_OPENCLIP, "text_encoder_2", "model.safetensors", "conditioner.embedders.1.model.", sdxl_te2_config}},
+    {3, {false, true, true, false}, true},
+    sdxl_model_index, sdxl_unet_head, sdxl_unet_tail, sdxl_vae_config, sdxl_scheduler_head, sdxl_scheduler_tail,
+    "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+    "down_blocks.1.attentions.0.proj_in.weight", 0, 2048, 2};
+
+static const family refiner = {
+    "SDXL refiner", 3,
+    {{ST_SDK_UNET, "unet", "diffusion_pytorch_model.safetensors", "model.diffusion_model.", NULL},
+     {ST_SDK_VAE, "vae", "diffusion_pytorch_model.safetensors", "first_stage_model.", NULL},
+     {ST_SDK_OPENCLIP, "text_encoder_2", "model.safetensors", "conditioner.embedders.0.model.", sdxl_te2_config}},
+    {4, {false, true, true, false}, true},
+    refiner_model_index, refiner_unet_head, refiner_unet_tail, sdxl_vae_config, sdxl_scheduler_head, sdxl_scheduler_tail,
+    "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+    "down_blocks.1.attentions.0.proj_in.weight", 0, 1280, 2};
+
+/* The Flux transformer alone (BFL's flux1-dev / schnell file), as
+ * transformer/ of a FluxPipeline folder: no UNet probe, no scheduler or
+ * model_index.json (the rest of a Flux pipeline is other models). */
+static const family flux = {
+    "Flux transformer", 1,
+    {{ST_SDK_FLUX, "transformer", "diffusion_pytorch_model.safetensors", "", NULL}},
+    {0, {false, false, false, false}, false},
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
+
+/* Flux as ComfyUI saves it: the same names under model.diffusion_model. */
+static const family flux_comfy = {
+    "Flux transformer", 1,
+    {{ST_SDK_FLUX, "transformer", "diffusion_pytorch_model.safetensors", "model.diffusion_model.", NULL}},
+    {0, {false, false, false, false}, false},
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
+
+static bool starts(const char *s, size_t n, const char *lit)
+{
+    size_t l = strlen(lit);
+    return n > l && memcmp(s, lit, l) == 0;
+}
+
+/* Which family a single file is, from its text encoders' prefixes. */
+static const family *single_family(const st_model *m, const char *what, st_error *err)
+{
+    bool e0_openclip = false, e1 = false, sd2_te = false, bfl = false, comfy = false;
+    for (size_t i = 0, n = st_model_tensor_count(m); i < n; i++) {
+        const st_tensor *t = st_model_tensor_at(m, i);
+        e1 |= starts(t->name, t->name_len, "conditioner.embedders.1.");
+        e0_openclip |= starts(t->name, t->name_len, "conditioner.embedders.0.model.");
+        sd2_te |= starts(t->name, t->name_len, "cond_stage_model.model.");
+        bfl |= starts(t->name, t->name_len, "double_blocks.");
+        comfy |= starts(t->name, t->name_len, "model.diffusion_model.double_blocks.");
+    }
+    if (bfl)
+        return &flux;
+    if (comfy)
+        return &flux_comfy;
+    if (e1)
+        return &sdxl;
+    if (e0_openclip)
+        return &refiner;
+    (void)what;
+    (void)err;
+    return sd2_te ? &sd2 : &sd1;
+}
+
+/* Every component present, and a UNet of the family's widths. */
+static int check_family(const family *f, const src *srcs, size_t n, const char *what, st_error *err)
+{
+    bool have[4] = {false, false, false, false};
+    int ctx_ok = 0, proj_ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        const src *s = &srcs[i];
+        have[s->comp] = true;
+        if (s->comp != 0 || !f->probe_to_k)
+            continue;
+        if (s->dlen == strlen(f->probe_to_k) && memcmp(s->dname, f->probe_to_k, s->dlen) == 0)
+            ctx_ok = s->rank == 2 && s->shape[1] == f->context &&
+                     (!f->probe_rows || s->shape[0] == f->probe_rows);
+        if (s->dlen == strlen(f->probe_proj) && memcmp(s->dname, f->probe_proj, s->dlen) == 0)
+            proj_ok = s->rank == f->proj_rank;
+    }
+    for (size_t c = 0; c < f->ncomp; c++)
+        if (!have[c])
+            return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
+                           "%s: no %s weights: a whole %s checkpoint is needed", what, f->comp[c].dir,
+                           f->name);
+    if (f->probe_to_k && (!ctx_ok || !proj_ok))
+        return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
+                       "%s: not a %s UNet (cross-attention over %" PRIu64 " features with a %s "
+                       "proj_in); Stable Diffusion 1.x, 2.x, SDXL base and refiner are supported",
+                       what, f->name, f->context, f->proj_rank == 4 ? "convolutional" : "linear");
+    return ST_OK;
+}
+
+/* ---- Flux: tensors split by rows, fused, or with halves swapped ---- */
+
+static int flux_fail(const st_tensor *t, const char *why, st_error *err)
+{
+    char q[160];
+    st_quote_name(q, sizeof q, t->name, t->name_len);
+    return st_fail(err, ST_E_UNSUPPORTED, t->header_offset, "Flux tensor %s: %s", q, why);
+}
+
+/* Part k of BFL tensor t (to diffusers), or t's halves swapped. */
+static int flux_split(src *s, const st_sd_group *g, int k, st_error *err)
+{
+    const st_tensor *t = s->t;
+    uint64_t nb = st_tensor_nbytes(t), sum = 0, before = 0;
+    for (int i = 0; i < g->n; i++) {
+        sum += g->parts[i];
+        if (i < k)
+            before += g->parts[i];
+    }
+    if (g->swap)
+        sum = 2;
+    if (t->rank < 1 || t->rank > 4 || t->shape[0] % sum || nb % sum)
+        return flux_fail(t, "its rows do not divide as the layout says", err);
+    memcpy(s->shape, t->shape, t->rank * sizeof *s->shape);
+    s->rank = t->rank;
+    s->how = ST_RESHAPE_PIECES;
+    uint64_t unit = nb / sum;
+    if (g->swap) {
+        s->pc[0].t = s->pc[1].t = t;
+        s->pc[0].off = unit;
+        s->pc[0].len = s->pc[1].len = unit;
+        s->pc[1].off = 0;
+        s->npc = 2;
+        s->nbytes = nb;
+        return ST_OK;
+    }
+    s->pc[0].t = t;
+    s->pc[0].off = before * unit;
+    s->pc[0].len = g->parts[k] * unit;
+    s->npc = 1;
+    s->nbytes = s->pc[0].len;
+    s->shape[0] = t->shape[0] / sum * g->parts[k];
+    return ST_OK;
+}
+
+/* The BFL tensor made of the diffusers tensors g->names[1..n] (to single). */
+static int flux_fuse(src *s, const st_model *m, const st_sd_group *g, st_error *err)
+{
+    const st_tensor *first = NULL;
+    uint64_t rows = 0, nb = 0;
+    for (int k = 0; k < g->n; k++) {
+        const char *nm = g->names[k + 1];
+        const st_tensor *t = st_model_find(m, nm, strlen(nm));
+        if (!t) {
+            char q[300];
+            st_quote_name(q, sizeof q, nm, strlen(nm));
+            return st_fail(err, ST_E_UNSUPPORTED, s->t->header_offset, "Flux: %s is needed to make %s", q,
+                           g->names[0]);
+        }
+        if (!first)
+            first = t;
+        if (t->dtype != first->dtype || t->rank != first->rank || t->rank < 1 || t->rank > 4 ||
+            (t->rank > 1 && memcmp(t->shape + 1, first->shape + 1, (t->rank - 1) * sizeof *t->shape)) ||
+            t->shape[0] * g->parts[0] != first->shape[0] * g->parts[k])
+            return flux_fail(t, "its dtype or shape does not match the other parts", err);
+        rows += t->shape[0];
+        nb += st_tensor_nbytes(t);
+        s->pc[k].t = t;
+        s->pc[k].off = 0;
+        s->pc[k].len = st_tensor_nbytes(t);
+    }
+    s->t = first;
+    s->npc = g->n;
+    s->how = ST_RESHAPE_PIECES;
+    memcpy(s->shape, first->shape, first->rank * sizeof *s->shape);
+    s->rank = first->rank;
+    s->shape[0] = rows;
+    s->nbytes = nb;
+    if (g->swap) { /* one part: its halves exchanged again */
+        if (first->shape[0] % 2 || nb % 2)
+            return flux_fail(first, "its rows do not divide in two", err);
+        s->pc[1] = s->pc[0];
+        s->pc[0].off = nb / 2;
+        s->pc[0].len = s->pc[1].len = nb / 2;
+        s->npc = 2;
+    }
+    return ST_OK;
+}
+
+/* transformer/config.json from what the weights say. */
+static void flux_config(char *buf, size_t cap, const src *srcs, size_t n)
+{
+    uint64_t in_ch = 64, layers = 0, single = 0, joint = 4096, pooled = 768;
+    bool guidance = false;
+    for (size_t i = 0; i < n; i++) {
+        const char *nm = srcs[i].name;
+        unsigned long b;
+        if (sscanf(nm, "transformer_blocks.%lu.", &b) == 1 && b + 1 > layers)
+            layers = b + 1;
+        if (sscanf(nm, "single_transformer_blocks.%lu.", &b) == 1 && b + 1 > single)
+            single = b + 1;
+        guidance |= strncmp(nm, "time_text_embed.guidance_embedder.", 34) == 0;
+        if (strcmp(nm, "x_embedder.weight") == 0 && srcs[i].rank == 2)
+            in_ch = srcs[i].shape[1];
+        if (strcmp(nm, "context_embedder.weight") == 0 && srcs[i].rank == 2)
+            joint = srcs[i].shape[1];
+        if (strcmp(nm, "time_text_embed.text_embedder.linear_1.weight") == 0 && srcs[i].rank == 2)
+            pooled = srcs[i].shape[1];
+    }
+    snprintf(buf, cap,
+             "{\n"
+             "  \"_class_name\": \"FluxTransformer2DModel\",\n"
+             "  \"_diffusers_version\": \"0.30.0\",\n"
+             "  \"attention_head_dim\": 128,\n"
+             "  \"axes_dims_rope\": [16, 56, 56],\n"
+             "  \"guidance_embeds\": %s,\n"
+             "  \"in_channels\": %" PRIu64 ",\n"
+             "  \"joint_attention_dim\": %" PRIu64 ",\n"
+             "  \"num_attention_heads\": 24,\n"
+             "  \"num_layers\": %" PRIu64 ",\n"
+             "  \"num_single_layers\": %" PRIu64 ",\n"
+             "  \"patch_size\": 1,\n"
+             "  \"pooled_projection_dim\": %" PRIu64 "\n"
+             "}\n",
+             guidance ? "true" : "false", in_ch, joint, layers, single, pooled);
 }
 
 /* ---- diffusers -> single file ---- */
@@ -145,6 +525,49 @@ static void staged_note(const st_output_hooks *h, const char *path, bool created
         h->temp(h->temp_ctx, path, created ? 1 : 0);
 }
 
+static bool is_dir(const char *folder, const char *sub)
+{
+    char path[4096];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", folder, sub);
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* SD2's text encoder (OpenCLIP ViT-H) has HF names like SD1's CLIP-L:
+ * told apart by the UNet's cross-attention width, 1024 against 768. */
+static bool unet_context_1024(const char *folder)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/unet", folder);
+    st_model *m = NULL;
+    if (st_model_open(path, 0, &m, NULL) != ST_OK)
+        return false;
+    const char *k = sd2.probe_to_k;
+    const st_tensor *t = st_model_find(m, k, strlen(k));
+    bool wide = t && t->rank == 2 && t->shape[1] == 1024;
+    st_model_close(m);
+    return wide;
+}
+
+/* k_proj / v_proj of a fused in_proj: found by q_proj's name. */
+static const st_tensor *sibling(const st_model *m, const st_tensor *t, char which)
+{
+    char name[NAME_CAP];
+    if (t->name_len >= sizeof name)
+        return NULL;
+    memcpy(name, t->name, t->name_len);
+    name[t->name_len] = '\0';
+    char *q = strstr(name, "self_attn.q_proj.");
+    if (!q)
+        q = strstr(name, "self_attn.k_proj.");
+    if (!q)
+        q = strstr(name, "self_attn.v_proj.");
+    if (!q)
+        return NULL;
+    q[10] = which;
+    return st_model_find(m, name, t->name_len);
+}
+
 int st_diffusers_to_single(const char *folder, const char *out_path, const st_output_hooks *hooks, st_error *err)
 {
     st_progress_fn progress = hooks ? hooks->progress : NULL;
@@ -155,10 +578,17 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
     char path[4096];
     snprintf(path, sizeof path, "%s/model_index.json", folder);
     struct stat sb;
-    if (stat(path, &sb) != 0)
+    bool flux_dir = is_dir(folder, "transformer") && !is_dir(folder, "unet");
+    if (!flux_dir && stat(path, &sb) != 0)
         return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
                        "%s has no model_index.json: not a diffusers pipeline folder", folder);
-    st_model *m[ST_SD_COMPONENTS] = {NULL, NULL, NULL};
+    /* SDXL has text_encoder_2 (the refiner only that one); SD2's text
+     * encoder is OpenCLIP's, told by its hidden size in config.json. */
+    const family *f = flux_dir ? &flux
+                      : is_dir(folder, "text_encoder_2") ? (is_dir(folder, "text_encoder") ? &sdxl : &refiner)
+                      : unet_context_1024(folder) ? &sd2
+                                                         : &sd1;
+    st_model *m[4] = {NULL, NULL, NULL, NULL};
     src *srcs = NULL;
     size_t n = 0, cap = 0;
     st_writer *w = NULL;
@@ -167,8 +597,9 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
     memset(&j, 0, sizeof j);
     j.progress = progress;
     j.ctx = progress_ctx;
-    for (int c = 0; c < ST_SD_COMPONENTS && !rc; c++) {
-        snprintf(path, sizeof path, "%s/%s", folder, comp_dir[c]);
+    for (size_t c = 0; c < f->ncomp && !rc; c++) {
+        const comp_def *cd = &f->comp[c];
+        snprintf(path, sizeof path, "%s/%s", folder, cd->dir);
         rc = st_model_open(path, 0, &m[c], err);
         if (rc)
             break;
@@ -184,41 +615,72 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
             srcs = ns;
             cap = nc;
         }
+        size_t pl = strlen(cd->prefix);
         for (size_t i = 0; i < cnt && !rc; i++) {
             const st_tensor *t = st_model_tensor_at(m[c], i);
+            char out[NAME_CAP];
+            int how = ST_RESHAPE_NONE, r;
+            memcpy(out, cd->prefix, pl + 1);
+            st_sd_group g;
+            if (cd->kind == ST_SDK_FLUX) {
+                r = st_flux_map(false, t->name, t->name_len, &g);
+                if (r == ST_SD_PART && st_model_find(m[c], g.names[1], strlen(g.names[1])))
+                    continue; /* written with the first part */
+                if (r == ST_OK && (strlen(g.names[0]) + pl >= sizeof out))
+                    r = ST_E_NOT_FOUND;
+                if (r == ST_OK) {
+                    memcpy(out + pl, g.names[0], strlen(g.names[0]) + 1);
+                    how = ST_RESHAPE_PIECES;
+                }
+            } else {
+                r = st_sd_from_diffusers_name(cd->kind, &f->unet, t->name, t->name_len, out + pl,
+                                              sizeof out - pl, &how);
+            }
+            if (r == ST_SD_LEFT_OUT)
+                continue;
+            if (r == ST_SD_PART && sibling(m[c], t, 'q'))
+                continue; /* written fused, with q_proj */
+            if (r != ST_OK) {
+                char q[160];
+                st_quote_name(q, sizeof q, t->name, t->name_len);
+                rc = st_fail(err, ST_E_UNSUPPORTED, t->header_offset,
+                             r == ST_SD_PART ? "%s: tensor %s has no first part beside it (q_proj) to fuse with"
+                                             : "%s: tensor %s is not a %s %s weight (no single-file "
+                                               "name for it); Stable Diffusion 1.x, 2.x, SDXL base "
+                                               "and refiner are supported",
+                             st_model_shard_path(m[c], st_model_tensor_shard(m[c], t)), q, f->name,
+                             cd->dir);
+                break;
+            }
             src *s = &srcs[n];
             memset(s, 0, sizeof *s);
             s->m = m[c];
             s->t = t;
             s->j = &j;
-            s->comp = c;
-            char out[NAME_CAP];
-            int how;
-            if (st_sd1_from_diffusers_name(c, t->name, t->name_len, out, sizeof out, &how) != ST_OK) {
-                char q[160];
-                st_quote_name(q, sizeof q, t->name, t->name_len);
-                rc = st_fail(err, ST_E_UNSUPPORTED, t->header_offset,
-                             "%s: tensor %s is not a Stable Diffusion 1.x %s weight (no single-file "
-                             "name for it); only SD1.x is supported",
-                             st_model_shard_path(m[c], st_model_tensor_shard(m[c], t)), q, comp_dir[c]);
-                break;
+            s->comp = (int)c;
+            s->dname = t->name;
+            s->dlen = t->name_len;
+            if (how == ST_RESHAPE_FUSE_QKV) {
+                s->kv[0] = sibling(m[c], t, 'k');
+                s->kv[1] = sibling(m[c], t, 'v');
             }
             s->name = strdup(out);
             n++;
             if (!s->name)
                 rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+            else if (how == ST_RESHAPE_PIECES)
+                rc = flux_fuse(s, m[c], &g, err);
             else
-                rc = reshape(s, how, err);
+                rc = reshape(s, how, 0, err);
         }
     }
     if (!rc)
-        rc = check_sd1(srcs, n, "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
-                       "model.diffusion_model.input_blocks.1.1.proj_in.weight", folder, err);
+        rc = check_family(f, srcs, n, folder, err);
     if (!rc && !(w = st_writer_new()))
         rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     for (size_t i = 0; i < n && !rc; i++)
         rc = st_writer_add_stream(w, srcs[i].name, strlen(srcs[i].name), srcs[i].t->dtype,
-                                  srcs[i].shape, srcs[i].rank, st_tensor_nbytes(srcs[i].t), read_src,
+                                  srcs[i].shape, srcs[i].rank, srcs[i].nbytes, read_src,
                                   &srcs[i], err);
     if (!rc) {
         st_writer_set_hooks(w, &temp_only);
@@ -230,108 +692,12 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
     }
     st_writer_free(w);
     free_srcs(srcs, n);
-    for (int c = 0; c < ST_SD_COMPONENTS; c++)
+    for (size_t c = 0; c < 4; c++)
         st_model_close(m[c]);
     return rc;
 }
 
 /* ---- single file -> diffusers ---- */
-
-static const char model_index_json[] =
-    "{\n"
-    "  \"_class_name\": \"StableDiffusionPipeline\",\n"
-    "  \"_diffusers_version\": \"0.21.0\",\n"
-    "  \"feature_extractor\": [null, null],\n"
-    "  \"requires_safety_checker\": false,\n"
-    "  \"safety_checker\": [null, null],\n"
-    "  \"scheduler\": [\"diffusers\", \"PNDMScheduler\"],\n"
-    "  \"text_encoder\": [\"transformers\", \"CLIPTextModel\"],\n"
-    "  \"tokenizer\": [\"transformers\", \"CLIPTokenizer\"],\n"
-    "  \"unet\": [\"diffusers\", \"UNet2DConditionModel\"],\n"
-    "  \"vae\": [\"diffusers\", \"AutoencoderKL\"]\n"
-    "}\n";
-
-static const char unet_config_fmt[] =
-    "{\n"
-    "  \"_class_name\": \"UNet2DConditionModel\",\n"
-    "  \"_diffusers_version\": \"0.21.0\",\n"
-    "  \"act_fn\": \"silu\",\n"
-    "  \"attention_head_dim\": 8,\n"
-    "  \"block_out_channels\": [320, 640, 1280, 1280],\n"
-    "  \"center_input_sample\": false,\n"
-    "  \"cross_attention_dim\": 768,\n"
-    "  \"down_block_types\": [\"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\", "
-    "\"CrossAttnDownBlock2D\", \"DownBlock2D\"],\n"
-    "  \"downsample_padding\": 1,\n"
-    "  \"flip_sin_to_cos\": true,\n"
-    "  \"freq_shift\": 0,\n"
-    "  \"in_channels\": %" PRIu64 ",\n"
-    "  \"layers_per_block\": 2,\n"
-    "  \"mid_block_scale_factor\": 1,\n"
-    "  \"norm_eps\": 1e-05,\n"
-    "  \"norm_num_groups\": 32,\n"
-    "  \"out_channels\": 4,\n"
-    "  \"sample_size\": 64,\n"
-    "  \"up_block_types\": [\"UpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\", "
-    "\"CrossAttnUpBlock2D\"]\n"
-    "}\n";
-
-static const char vae_config_json[] =
-    "{\n"
-    "  \"_class_name\": \"AutoencoderKL\",\n"
-    "  \"_diffusers_version\": \"0.21.0\",\n"
-    "  \"act_fn\": \"silu\",\n"
-    "  \"block_out_channels\": [128, 256, 512, 512],\n"
-    "  \"down_block_types\": [\"DownEncoderBlock2D\", \"DownEncoderBlock2D\", "
-    "\"DownEncoderBlock2D\", \"DownEncoderBlock2D\"],\n"
-    "  \"in_channels\": 3,\n"
-    "  \"latent_channels\": 4,\n"
-    "  \"layers_per_block\": 2,\n"
-    "  \"norm_num_groups\": 32,\n"
-    "  \"out_channels\": 3,\n"
-    "  \"sample_size\": 512,\n"
-    "  \"scaling_factor\": 0.18215,\n"
-    "  \"up_block_types\": [\"UpDecoderBlock2D\", \"UpDecoderBlock2D\", \"UpDecoderBlock2D\", "
-    "\"UpDecoderBlock2D\"]\n"
-    "}\n";
-
-static const char te_config_json[] =
-    "{\n"
-    "  \"architectures\": [\"CLIPTextModel\"],\n"
-    "  \"attention_dropout\": 0.0,\n"
-    "  \"bos_token_id\": 0,\n"
-    "  \"dropout\": 0.0,\n"
-    "  \"eos_token_id\": 2,\n"
-    "  \"hidden_act\": \"quick_gelu\",\n"
-    "  \"hidden_size\": 768,\n"
-    "  \"initializer_factor\": 1.0,\n"
-    "  \"initializer_range\": 0.02,\n"
-    "  \"intermediate_size\": 3072,\n"
-    "  \"layer_norm_eps\": 1e-05,\n"
-    "  \"max_position_embeddings\": 77,\n"
-    "  \"model_type\": \"clip_text_model\",\n"
-    "  \"num_attention_heads\": 12,\n"
-    "  \"num_hidden_layers\": 12,\n"
-    "  \"pad_token_id\": 1,\n"
-    "  \"projection_dim\": 768,\n"
-    "  \"torch_dtype\": \"float32\",\n"
-    "  \"vocab_size\": 49408\n"
-    "}\n";
-
-static const char scheduler_config_json[] =
-    "{\n"
-    "  \"_class_name\": \"PNDMScheduler\",\n"
-    "  \"_diffusers_version\": \"0.21.0\",\n"
-    "  \"beta_end\": 0.012,\n"
-    "  \"beta_schedule\": \"scaled_linear\",\n"
-    "  \"beta_start\": 0.00085,\n"
-    "  \"clip_sample\": false,\n"
-    "  \"num_train_timesteps\": 1000,\n"
-    "  \"set_alpha_to_one\": false,\n"
-    "  \"skip_prk_steps\": true,\n"
-    "  \"steps_offset\": 1,\n"
-    "  \"trained_betas\": null\n"
-    "}\n";
 
 static int write_text_file(const char *path, const char *text, st_error *err)
 {
@@ -369,17 +735,27 @@ static int make_dir(const char *path, bool *made, st_error *err)
     return ST_OK;
 }
 
-#define NFILES 8 /* 3 weight files, 5 JSON files */
+#define NFILES 10 /* up to 4 weight files, model_index, 4 configs, the scheduler's */
+#define NDIRS 6   /* outdir, up to 4 components, scheduler */
 
-int st_single_to_diffusers(const st_model *m, const char *outdir, const st_output_hooks *hooks, size_t *left_out, st_error *err)
+int st_single_to_diffusers(const st_model *m, const char *outdir, unsigned flags, const st_output_hooks *hooks,
+                           size_t *left_out, st_error *err)
 {
     st_progress_fn progress = hooks ? hooks->progress : NULL;
     void *progress_ctx = hooks ? hooks->progress_ctx : NULL;
     st_output_hooks temp_only = {.temp = hooks ? hooks->temp : NULL, .temp_ctx = hooks ? hooks->temp_ctx : NULL};
     if (!m || !outdir)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_single_to_diffusers: model and folder are required");
+    const char *what = st_model_index_path(m) ? st_model_index_path(m) : st_model_shard_path(m, 0);
+    if (!what)
+        what = "the model";
+    const family *f = single_family(m, what, err);
+    if (!f)
+        return ST_E_UNSUPPORTED;
     size_t n = st_model_tensor_count(m), nsrc = 0, dropped = 0;
-    src *srcs = calloc(n + 1, sizeof *srcs);
+    if (n > (SIZE_MAX / sizeof(src) - 1) / 4)
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    src *srcs = calloc(4 * n + 1, sizeof *srcs); /* a Flux linear1 becomes four */
     if (!srcs)
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     job j;
@@ -387,16 +763,32 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, const st_outpu
     j.progress = progress;
     j.ctx = progress_ctx;
     int rc = ST_OK;
-    const char *what = st_model_index_path(m) ? st_model_index_path(m) : st_model_shard_path(m, 0);
-    if (!what)
-        what = "the model";
     uint64_t in_channels = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         const st_tensor *t = st_model_tensor_at(m, i);
         char out[NAME_CAP];
-        int comp = 0, how;
-        int r = st_sd1_to_diffusers_name(t->name, t->name_len, &comp, out, sizeof out, &how);
-        if (r == ST_SD_SCHEDULE) {
+        int how = ST_RESHAPE_NONE, r = ST_E_NOT_FOUND;
+        size_t comp = 0;
+        st_sd_group g;
+        g.n = 0;
+        out[0] = '\0';
+        if (st_sd_left_out(t->name, t->name_len))
+            r = ST_SD_LEFT_OUT;
+        for (size_t c = 0; c < f->ncomp && r == ST_E_NOT_FOUND; c++)
+            if (starts(t->name, t->name_len, f->comp[c].prefix)) {
+                size_t pl = strlen(f->comp[c].prefix);
+                comp = c;
+                if (f->comp[c].kind == ST_SDK_FLUX) {
+                    r = st_flux_map(true, t->name + pl, t->name_len - pl, &g);
+                    how = ST_RESHAPE_PIECES;
+                } else {
+                    r = st_sd_to_diffusers_name(f->comp[c].kind, &f->unet, t->name + pl, t->name_len - pl,
+                                                out, sizeof out, &how);
+                }
+                if (r == ST_E_NOT_FOUND)
+                    break;
+            }
+        if (r == ST_SD_LEFT_OUT) {
             dropped++;
             continue;
         }
@@ -407,58 +799,91 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, const st_outpu
             rc = st_fail(err, ST_E_UNSUPPORTED, t->header_offset,
                          ema ? "%s: tensor %s is an EMA weight: keep or drop the EMA first "
                                "(convert --ema only|drop)"
-                             : "%s: tensor %s has no diffusers name: not a Stable Diffusion 1.x "
-                               "checkpoint key; only SD1.x is supported",
-                         what, q);
+                             : "%s: tensor %s has no diffusers name: not a %s checkpoint key "
+                               "(Stable Diffusion 1.x, 2.x, SDXL base and refiner are supported)",
+                         what, q, f->name);
             break;
         }
-        src *s = &srcs[nsrc++];
-        s->m = m;
-        s->t = t;
-        s->j = &j;
-        s->comp = comp;
-        s->name = strdup(out);
-        if (!s->name) {
-            rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
-            break;
+        int parts = how == ST_RESHAPE_SPLIT_QKV ? 3 : how == ST_RESHAPE_PIECES ? g.n : 1;
+        char *qkv = how == ST_RESHAPE_SPLIT_QKV ? strstr(out, "self_attn.q_proj.") : NULL;
+        if (how == ST_RESHAPE_SPLIT_QKV && !qkv)
+            rc = st_fail(err, ST_E_UNSUPPORTED, t->header_offset, "%s: in_proj without a q_proj name", what);
+        for (int k = 0; k < parts && !rc; k++) {
+            src *s = &srcs[nsrc++];
+            s->m = m;
+            s->t = t;
+            s->j = &j;
+            s->comp = (int)comp;
+            if (k > 0 && qkv) /* q_proj -> k_proj, v_proj */
+                qkv[10] = k == 1 ? 'k' : 'v';
+            s->name = strdup(how == ST_RESHAPE_PIECES ? g.names[k] : out);
+            if (!s->name) {
+                rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+                break;
+            }
+            s->dname = s->name;
+            s->dlen = strlen(s->name);
+            rc = how == ST_RESHAPE_PIECES ? flux_split(s, &g, k, err) : reshape(s, how, k, err);
         }
-        rc = reshape(s, how, err);
-        if (!rc && comp == ST_SD_UNET && strcmp(out, "conv_in.weight") == 0 && t->rank == 4)
+        if (!rc && comp == 0 && strcmp(out, "conv_in.weight") == 0 && t->rank == 4)
             in_channels = t->shape[1];
         j.total += st_tensor_nbytes(t);
     }
     if (!rc)
-        rc = check_sd1(srcs, nsrc, "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
-                       "down_blocks.0.attentions.0.proj_in.weight", what, err);
+        rc = check_family(f, srcs, nsrc, what, err);
 
     /* Staged files, renamed into place when all are written. */
     char final[NFILES][4096], staged[NFILES][4096];
-    size_t nstaged = 0;
-    static const char *const json_rel[5] = {"model_index.json", "unet/config.json", "vae/config.json",
-                                            "text_encoder/config.json", "scheduler/scheduler_config.json"};
-    for (int k = 0; k < NFILES; k++) {
-        char rel[128];
-        if (k < ST_SD_COMPONENTS)
-            snprintf(rel, sizeof rel, "%s/%s", comp_dir[k], comp_file[k]);
-        else
-            snprintf(rel, sizeof rel, "%s", json_rel[k - ST_SD_COMPONENTS]);
-        snprintf(final[k], sizeof final[k], "%s/%s", outdir, rel);
-        char *slash = strrchr(rel, '/');
-        if (slash)
-            snprintf(staged[k], sizeof staged[k], "%s/%.*s/.%s.%ld.part", outdir, (int)(slash - rel),
-                     rel, slash + 1, (long)getpid());
-        else
-            snprintf(staged[k], sizeof staged[k], "%s/.%s.%ld.part", outdir, rel, (long)getpid());
+    const char *texts[NFILES];
+    size_t nfiles = 0, nstaged = 0;
+    /* Flux: transformer/ alone, its config from the weights */
+    bool pipeline = f->model_index != NULL;
+    char unet_config[1536], sched_config[1536];
+    if (pipeline) {
+        snprintf(unet_config, sizeof unet_config, "%s%" PRIu64 "%s", f->unet_head,
+                 in_channels ? in_channels : 4, f->unet_tail);
+        snprintf(sched_config, sizeof sched_config, "%s\"%s\"%s", f->sched_head,
+                 flags & ST_DIFFUSERS_V_PREDICTION ? "v_prediction" : "epsilon", f->sched_tail);
+    } else {
+        flux_config(unet_config, sizeof unet_config, srcs, nsrc);
     }
-    static const char *const subdirs[] = {"unet", "vae", "text_encoder", "scheduler"};
-    char dirs[5][4096];
-    bool made[5] = {false, false, false, false, false};
-    snprintf(dirs[0], sizeof dirs[0], "%s", outdir);
-    for (size_t k = 0; k < 4; k++)
-        snprintf(dirs[k + 1], sizeof dirs[k + 1], "%s/%s", outdir, subdirs[k]);
-    for (size_t k = 0; k < 5 && !rc; k++)
+    for (size_t c = 0; c < f->ncomp; c++) {
+        const comp_def *cd = &f->comp[c];
+        snprintf(final[nfiles], sizeof final[0], "%s/%s/%s", outdir, cd->dir, cd->file);
+        snprintf(staged[nfiles], sizeof staged[0], "%s/%s/.%s.%ld.part", outdir, cd->dir, cd->file,
+                 (long)getpid());
+        texts[nfiles++] = NULL;
+    }
+    for (size_t c = 0; c <= (pipeline ? f->ncomp + 1 : f->ncomp - 1); c++) {
+        const char *dir = c < f->ncomp ? f->comp[c].dir : c == f->ncomp ? "scheduler" : NULL;
+        const char *file = c < f->ncomp ? "config.json" : c == f->ncomp ? "scheduler_config.json"
+                                                                        : "model_index.json";
+        if (dir) {
+            snprintf(final[nfiles], sizeof final[0], "%s/%s/%s", outdir, dir, file);
+            snprintf(staged[nfiles], sizeof staged[0], "%s/%s/.%s.%ld.part", outdir, dir, file,
+                     (long)getpid());
+        } else {
+            snprintf(final[nfiles], sizeof final[0], "%s/%s", outdir, file);
+            snprintf(staged[nfiles], sizeof staged[0], "%s/.%s.%ld.part", outdir, file, (long)getpid());
+        }
+        const int kind = c < f->ncomp ? f->comp[c].kind : -1;
+        texts[nfiles++] = c == f->ncomp + 1 ? f->model_index
+                          : c == f->ncomp   ? sched_config
+                          : kind == ST_SDK_UNET || kind == ST_SDK_FLUX ? unet_config
+                          : kind == ST_SDK_VAE  ? f->vae_config
+                                                : f->comp[c].config;
+    }
+    char dirs[NDIRS][4096];
+    bool made[NDIRS] = {false, false, false, false, false, false};
+    size_t ndirs = 0;
+    snprintf(dirs[ndirs++], sizeof dirs[0], "%s", outdir);
+    for (size_t c = 0; c < f->ncomp; c++)
+        snprintf(dirs[ndirs++], sizeof dirs[0], "%s/%s", outdir, f->comp[c].dir);
+    if (pipeline)
+        snprintf(dirs[ndirs++], sizeof dirs[0], "%s/scheduler", outdir);
+    for (size_t k = 0; k < ndirs && !rc; k++)
         rc = make_dir(dirs[k], &made[k], err);
-    for (int c = 0; c < ST_SD_COMPONENTS && !rc; c++) {
+    for (size_t c = 0; c < f->ncomp && !rc; c++) {
         st_writer *w = st_writer_new();
         if (!w) {
             rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
@@ -466,10 +891,10 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, const st_outpu
         }
         rc = st_writer_set_metadata(w, "format", 6, "pt", 2, err);
         for (size_t i = 0; i < nsrc && !rc; i++)
-            if (srcs[i].comp == c)
+            if (srcs[i].comp == (int)c)
                 rc = st_writer_add_stream(w, srcs[i].name, strlen(srcs[i].name), srcs[i].t->dtype,
-                                          srcs[i].shape, srcs[i].rank, st_tensor_nbytes(srcs[i].t),
-                                          read_src, &srcs[i], err);
+                                          srcs[i].shape, srcs[i].rank, srcs[i].nbytes, read_src,
+                                          &srcs[i], err);
         if (!rc) {
             st_writer_set_hooks(w, &temp_only);
             rc = st_writer_write(w, staged[c], err);
@@ -481,14 +906,10 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, const st_outpu
         }
         st_writer_free(w);
     }
-    char unet_config[sizeof unet_config_fmt + 32];
-    snprintf(unet_config, sizeof unet_config, unet_config_fmt, in_channels ? in_channels : 4);
-    const char *texts[5] = {model_index_json, unet_config, vae_config_json, te_config_json,
-                            scheduler_config_json};
-    for (int k = 0; k < 5 && !rc; k++) {
-        rc = write_text_file(staged[ST_SD_COMPONENTS + k], texts[k], err);
+    for (size_t k = f->ncomp; k < nfiles && !rc; k++) {
+        rc = write_text_file(staged[k], texts[k], err);
         if (!rc)
-            staged_note(&temp_only, staged[ST_SD_COMPONENTS + k], true);
+            staged_note(&temp_only, staged[k], true);
         if (!rc)
             nstaged++;
     }
@@ -505,7 +926,7 @@ int st_single_to_diffusers(const st_model *m, const char *outdir, const st_outpu
             unlink(staged[k]);
             staged_note(&temp_only, staged[k], false);
         }
-        for (size_t k = 5; k-- > 0;)
+        for (size_t k = ndirs; k-- > 0;)
             if (made[k])
                 rmdir(dirs[k]);
     }

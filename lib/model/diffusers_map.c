@@ -1,7 +1,7 @@
 /*
- * Key names of Stable Diffusion 1.x between the single-file (LDM) layout
- * and diffusers' folder layout, for the UNet, the VAE and the CLIP text
- * encoder. The block correspondences are those of diffusers'
+ * Key names of Stable Diffusion (1.x, SDXL base and refiner) between the
+ * single-file (LDM / SGM) layout and diffusers' folder layout, for the
+ * UNet, the VAE, the CLIP-L and the OpenCLIP text encoders. The block correspondences are those of diffusers'
  * scripts/convert_diffusers_to_original_stable_diffusion.py (and ComfyUI's
  * comfy/diffusers_convert.py); they are rebuilt here as prefix pairs, and
  * what follows a prefix must be one of the names that block really holds:
@@ -43,21 +43,31 @@ static void add(table *t, enum kind k, const char *ldm, const char *diff)
     }
 }
 
-static void unet_table(table *t)
+/* input_blocks / output_blocks are numbered through all levels (two
+ * ResBlocks per level down, three up, a downsampler between levels);
+ * diffusers numbers the levels, and its up_blocks.i is LDM level
+ * levels-1-i. A level with attention holds a SpatialTransformer at .1. */
+static void unet_table(table *t, const st_sd_unet_layout *u)
 {
     char a[48], b[48];
+    int L = u->levels;
     t->n = 0;
     add(t, LEAF, "time_embed.0.", "time_embedding.linear_1.");
     add(t, LEAF, "time_embed.2.", "time_embedding.linear_2.");
+    if (u->label_emb) {
+        add(t, LEAF, "label_emb.0.0.", "add_embedding.linear_1.");
+        add(t, LEAF, "label_emb.0.2.", "add_embedding.linear_2.");
+    }
     add(t, LEAF, "input_blocks.0.0.", "conv_in.");
     add(t, LEAF, "out.0.", "conv_norm_out.");
     add(t, LEAF, "out.2.", "conv_out.");
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < L; i++) {
+        bool up_attn = u->attn[L - 1 - i];
         for (int j = 0; j < 2; j++) {
             snprintf(a, sizeof a, "input_blocks.%d.0.", 3 * i + j + 1);
             snprintf(b, sizeof b, "down_blocks.%d.resnets.%d.", i, j);
             add(t, URES, a, b);
-            if (i < 3) {
+            if (u->attn[i]) {
                 snprintf(a, sizeof a, "input_blocks.%d.1.", 3 * i + j + 1);
                 snprintf(b, sizeof b, "down_blocks.%d.attentions.%d.", i, j);
                 add(t, UATTN, a, b);
@@ -67,17 +77,17 @@ static void unet_table(table *t)
             snprintf(a, sizeof a, "output_blocks.%d.0.", 3 * i + j);
             snprintf(b, sizeof b, "up_blocks.%d.resnets.%d.", i, j);
             add(t, URES, a, b);
-            if (i > 0) {
+            if (up_attn) {
                 snprintf(a, sizeof a, "output_blocks.%d.1.", 3 * i + j);
                 snprintf(b, sizeof b, "up_blocks.%d.attentions.%d.", i, j);
                 add(t, UATTN, a, b);
             }
         }
-        if (i < 3) {
+        if (i < L - 1) {
             snprintf(a, sizeof a, "input_blocks.%d.0.op.", 3 * (i + 1));
             snprintf(b, sizeof b, "down_blocks.%d.downsamplers.0.conv.", i);
             add(t, LEAF, a, b);
-            snprintf(a, sizeof a, "output_blocks.%d.%d.conv.", 3 * i + 2, i == 0 ? 1 : 2);
+            snprintf(a, sizeof a, "output_blocks.%d.%d.conv.", 3 * i + 2, up_attn ? 2 : 1);
             snprintf(b, sizeof b, "up_blocks.%d.upsamplers.0.conv.", i);
             add(t, LEAF, a, b);
         }
@@ -302,79 +312,149 @@ static bool te_rest(const char *s, size_t n)
     return false;
 }
 
-static const char *const comp_prefix[ST_SD_COMPONENTS] = {
-    "model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."};
+/* ---- OpenCLIP text tower (SD2's and SDXL's second text encoder) ----
+ * diffusers' convert_open_clip_checkpoint: resblocks -> encoder.layers,
+ * the fused in_proj split into q/k/v (rows), text_projection transposed
+ * (OpenCLIP multiplies x @ P, a Linear holds P^T). */
+
+static const part openclip_whole[] = {
+    {"token_embedding.weight", "text_model.embeddings.token_embedding.weight"},
+    {"positional_embedding", "text_model.embeddings.position_embedding.weight"},
+    {"ln_final.weight", "text_model.final_layer_norm.weight"},
+    {"ln_final.bias", "text_model.final_layer_norm.bias"},
+    {"text_projection", "text_projection.weight"},
+};
+
+static const part openclip_layer_parts[] = {
+    {"ln_1.", "layer_norm1."},  {"ln_2.", "layer_norm2."}, {"mlp.c_fc.", "mlp.fc1."},
+    {"mlp.c_proj.", "mlp.fc2."}, {"attn.out_proj.", "self_attn.out_proj."},
+};
+
+static int put(char *out, size_t cap, size_t *o, const char *s, size_t n)
+{
+    if (*o + n + 1 > cap)
+        return ST_E_NOT_FOUND;
+    memcpy(out + *o, s, n);
+    *o += n;
+    out[*o] = '\0';
+    return ST_OK;
+}
+
+static int openclip_map(bool to_diff, const char *s, size_t n, char *out, size_t cap, int *reshape)
+{
+    size_t o = 0;
+    for (size_t k = 0; k < sizeof openclip_whole / sizeof openclip_whole[0]; k++) {
+        const char *from = to_diff ? openclip_whole[k].ldm : openclip_whole[k].diff;
+        const char *to = to_diff ? openclip_whole[k].diff : openclip_whole[k].ldm;
+        if (eq(s, n, from)) {
+            if (k == 4)
+                *reshape = ST_RESHAPE_TRANSPOSE;
+            return put(out, cap, &o, to, strlen(to));
+        }
+    }
+    if (to_diff ? eq(s, n, "logit_scale") : eq(s, n, "text_model.embeddings.position_ids"))
+        return ST_SD_LEFT_OUT;
+    const char *lp = to_diff ? "transformer.resblocks." : "text_model.encoder.layers.";
+    const char *lq = to_diff ? "text_model.encoder.layers." : "transformer.resblocks.";
+    size_t ll = strlen(lp);
+    if (n <= ll || memcmp(s, lp, ll) != 0)
+        return ST_E_NOT_FOUND;
+    size_t d = number_dot(s + ll, n - ll);
+    if (!d)
+        return ST_E_NOT_FOUND;
+    if (put(out, cap, &o, lq, strlen(lq)) || put(out, cap, &o, s + ll, d))
+        return ST_E_NOT_FOUND;
+    s += ll + d;
+    n -= ll + d;
+    if (map_parts(openclip_layer_parts, sizeof openclip_layer_parts / sizeof openclip_layer_parts[0],
+                  to_diff, s, n, out, cap, &o, reshape, false) == ST_OK) {
+        out[o] = '\0';
+        return ST_OK;
+    }
+    if (to_diff) {
+        if (eq(s, n, "attn.in_proj_weight") || eq(s, n, "attn.in_proj_bias")) {
+            *reshape = ST_RESHAPE_SPLIT_QKV;
+            return put(out, cap, &o, "self_attn.q_proj.", 17) ||
+                           put(out, cap, &o, s + 13, n - 13) /* weight | bias */
+                       ? ST_E_NOT_FOUND
+                       : ST_OK;
+        }
+        return ST_E_NOT_FOUND;
+    }
+    static const char sa[] = "self_attn.";
+    if (n <= sizeof sa - 1 + 7 || memcmp(s, sa, sizeof sa - 1) != 0)
+        return ST_E_NOT_FOUND;
+    const char *qk = s + sizeof sa - 1;
+    size_t qn = n - (sizeof sa - 1);
+    if (memcmp(qk + 1, "_proj.", 6) != 0 || !leaf(qk + 7, qn - 7))
+        return ST_E_NOT_FOUND;
+    if (qk[0] == 'k' || qk[0] == 'v')
+        return ST_SD_PART;
+    if (qk[0] != 'q')
+        return ST_E_NOT_FOUND;
+    *reshape = ST_RESHAPE_FUSE_QKV;
+    return put(out, cap, &o, "attn.in_proj_", 13) || put(out, cap, &o, qk + 7, qn - 7) ? ST_E_NOT_FOUND
+                                                                                       : ST_OK;
+}
 
 /* Buffers of LDM checkpoints that are not weights of any diffusers
  * component: the DDPM noise schedule (diffusers' scheduler computes it from
- * its config) and the EMA bookkeeping. */
+ * its config), the EMA bookkeeping, the empty marker keys. */
 static const char *const schedule_buffers[] = {
     "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
     "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
     "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
     "posterior_mean_coef1", "posterior_mean_coef2", "model_ema.decay", "model_ema.num_updates",
-    "logvar", "lvlb_weights"};
+    "logvar", "lvlb_weights",
+    /* ComfyUI/Forge markers (v-prediction goes into the scheduler config) */
+    "v_pred", "ztsnr"};
 
-int st_sd1_to_diffusers_name(const char *name, size_t len, int *comp, char *out, size_t cap,
-                             int *reshape)
+bool st_sd_left_out(const char *name, size_t len)
 {
-    *reshape = ST_RESHAPE_NONE;
     for (size_t k = 0; k < sizeof schedule_buffers / sizeof schedule_buffers[0]; k++)
         if (eq(name, len, schedule_buffers[k]))
-            return ST_SD_SCHEDULE;
-    for (int c = 0; c < ST_SD_COMPONENTS; c++) {
-        size_t pl = strlen(comp_prefix[c]);
-        if (len <= pl || memcmp(name, comp_prefix[c], pl) != 0)
-            continue;
-        const char *s = name + pl;
-        size_t n = len - pl;
-        *comp = c;
-        size_t o = 0;
-        if (c == ST_SD_TEXT_ENCODER) {
-            if (!te_rest(s, n) || n + 1 > cap)
-                return ST_E_NOT_FOUND;
-            memcpy(out, s, n);
-            out[n] = '\0';
-            return ST_OK;
-        }
-        table t;
-        if (c == ST_SD_UNET)
-            unet_table(&t);
-        else
-            vae_table(&t);
-        int rc = map_in_table(&t, true, s, n, out, cap, &o, reshape);
-        if (rc == ST_OK)
-            out[o] = '\0';
-        return rc;
-    }
-    return ST_E_NOT_FOUND;
+            return true;
+    return false;
 }
 
-int st_sd1_from_diffusers_name(int comp, const char *name, size_t len, char *out, size_t cap,
-                               int *reshape)
+static int map_kind(bool to_diff, int kind, const st_sd_unet_layout *u, const char *s, size_t n,
+                    char *out, size_t cap, int *reshape)
 {
     *reshape = ST_RESHAPE_NONE;
-    if (comp < 0 || comp >= ST_SD_COMPONENTS)
-        return ST_E_NOT_FOUND;
-    size_t pl = strlen(comp_prefix[comp]);
-    if (pl + 1 > cap)
-        return ST_E_NOT_FOUND;
-    memcpy(out, comp_prefix[comp], pl);
-    size_t o = pl;
-    if (comp == ST_SD_TEXT_ENCODER) {
-        if (!te_rest(name, len) || o + len + 1 > cap)
-            return ST_E_NOT_FOUND;
-        memcpy(out + o, name, len);
-        out[o + len] = '\0';
-        return ST_OK;
-    }
+    size_t o = 0;
     table t;
-    if (comp == ST_SD_UNET)
-        unet_table(&t);
-    else
+    switch (kind) {
+    case ST_SDK_CLIP:
+        if (!te_rest(s, n))
+            return ST_E_NOT_FOUND;
+        return put(out, cap, &o, s, n);
+    case ST_SDK_OPENCLIP:
+        return openclip_map(to_diff, s, n, out, cap, reshape);
+    case ST_SDK_UNET:
+        if (!u)
+            return ST_E_NOT_FOUND;
+        unet_table(&t, u);
+        break;
+    case ST_SDK_VAE:
         vae_table(&t);
-    int rc = map_in_table(&t, false, name, len, out, cap, &o, reshape);
+        break;
+    default:
+        return ST_E_NOT_FOUND;
+    }
+    int rc = map_in_table(&t, to_diff, s, n, out, cap, &o, reshape);
     if (rc == ST_OK)
         out[o] = '\0';
     return rc;
+}
+
+int st_sd_to_diffusers_name(int kind, const st_sd_unet_layout *u, const char *rest, size_t n,
+                            char *out, size_t cap, int *reshape)
+{
+    return map_kind(true, kind, u, rest, n, out, cap, reshape);
+}
+
+int st_sd_from_diffusers_name(int kind, const st_sd_unet_layout *u, const char *name, size_t len,
+                              char *out, size_t cap, int *reshape)
+{
+    return map_kind(false, kind, u, name, len, out, cap, reshape);
 }
