@@ -1,5 +1,6 @@
 /* `safetensors check`: validates files with the library's strict reader. */
 #include "cli.h"
+#include "convert_gguf.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -31,7 +32,9 @@ static int check_one(const char *path, unsigned flags, bool json)
     memset(&err, 0, sizeof err);
     size_t ntensors = 0;
     int rc;
-    if (cli_is_model_path(path)) {
+    if (gguf_is_file(path)) {
+        rc = gguf_check(path, &ntensors, &err);
+    } else if (cli_is_model_path(path)) {
         st_model *m = NULL;
         rc = st_model_open(path, 0, &m, &err);
         ntensors = st_model_tensor_count(m);

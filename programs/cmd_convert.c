@@ -328,6 +328,13 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
     }
     if (a->layout != TO_SAME)
         return convert_layout(a, common, in_path, out_path);
+    if (gguf_is_file(in_path)) {
+        if (o->ema != ST_EMA_KEEP || o->ndrop || o->pad || a->selecting) {
+            cli_errorf("unsupported: a GGUF input takes --dtype only (f32, f16, bf16)");
+            return CLI_EXIT_ERROR;
+        }
+        return convert_from_gguf(in_path, out_path, o->dtype, o->set_dtype != 0, common);
+    }
     if (cli_is_model_path(in_path))
         return convert_model(a, common, in_path, out_path);
     /* Pickle-based checkpoints go to programs/convert_ckpt.c. */

@@ -1,6 +1,7 @@
 /* `safetensors info`: a summary of one file, read from its header only. */
 #include "cli.h"
 #include "convert_ckpt.h"
+#include "convert_gguf.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -333,6 +334,8 @@ int cmd_info(int argc, char **argv)
     if (argc - first != 1)
         return cli_usage_error(usage, "info: expected one FILE");
     const char *path = argv[first];
+    if (gguf_is_file(path)) /* GGUF: programs/gguf_show.c */
+        return gguf_info(path, json);
     if (ckpt_is_pickle_file(path)) /* PyTorch checkpoints: programs/ckpt_show.c */
         return ckpt_info(path, json);
     st_file *f = NULL;

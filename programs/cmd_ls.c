@@ -1,6 +1,7 @@
 /* `safetensors ls`: the tensors of a file as a table or a JSON array. */
 #include "cli.h"
 #include "convert_ckpt.h"
+#include "convert_gguf.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -187,6 +188,8 @@ int cmd_ls(int argc, char **argv)
     const char *path = argv[common.first_arg];
     const char *glob = nargs == 2 ? argv[common.first_arg + 1] : NULL;
 
+    if (gguf_is_file(path)) /* GGUF: programs/gguf_show.c */
+        return gguf_ls(path, json);
     if (ckpt_is_pickle_file(path)) /* PyTorch checkpoints: programs/ckpt_show.c */
         return ckpt_ls(path, json, sort == SORT_NAME ? 1 : sort == SORT_SIZE ? 2 : 0, glob);
     st_file *f = NULL;

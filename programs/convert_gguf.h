@@ -19,4 +19,18 @@ bool gguf_path(const char *path);
 int convert_to_gguf(const char *in_path, const char *out_path, const gguf_args *g,
                     const cli_common *common);
 
+/* True when the file at path starts with the "GGUF" magic. */
+bool gguf_is_file(const char *path);
+
+/* convert IN.gguf OUT.safetensors [--dtype f16|bf16|f32]. */
+int convert_from_gguf(const char *in_path, const char *out_path, st_dtype dtype, bool set_dtype,
+                      const cli_common *common);
+
+/* `check`: st_gguf_open's verdict and the tensor count. */
+int gguf_check(const char *path, size_t *ntensors, st_error *err);
+
+/* `info` and `ls` of a GGUF file; return the exit code. */
+int gguf_info(const char *path, bool json);
+int gguf_ls(const char *path, bool json);
+
 #endif

@@ -333,6 +333,132 @@ with tempfile.TemporaryDirectory() as tmp:
     check(ty["head.modulation"] == 0, "wan: .modulation kept F32 (keys_hiprec)")
     check(ty["blocks.0.ffn.2.weight"] == 8, "wan: ffn in Q8_0")
 
+    # ---- GGUF back to safetensors ----
+    def load_st(path):
+        b = open(path, "rb").read()
+        n = struct.unpack("<Q", b[:8])[0]
+        h = json.loads(b[8:8 + n])
+        meta = h.pop("__metadata__", {})
+        out = {}
+        for k, v in h.items():
+            dt = {"F32": np.float32, "F16": np.float16, "BF16": None}[v["dtype"]]
+            raw = b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]
+            if dt is None:
+                a = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
+            else:
+                a = np.frombuffer(raw, dt).astype(np.float32)
+            out[k] = a.reshape(v["shape"])
+        return out, meta
+
+    for quant in ("q8_0", "q4_0"):
+        g = os.path.join(tmp, "flux-%s.gguf" % quant)
+        back = os.path.join(tmp, "back-%s.safetensors" % quant)
+        p = run("convert", g, back, "-q")
+        check(p.returncode == 0, "gguf -> safetensors %s: %d %s" % (quant, p.returncode, p.stderr))
+        got, meta = load_st(back)
+        r = Reader(g)
+        check(sorted(got) == sorted(flux), "back %s: the same names" % quant)
+        check(meta.get("gguf.general.architecture") == "flux", "back %s: metadata carried" % quant)
+        for name, ne, typ, off in r.tensors:
+            want_shape = list(flux[name].shape)
+            check(list(got[name].shape) == want_shape, "back %s: %s shape" % (quant, name))
+            raw = r.raw((name, ne, typ, off))
+            if typ == 0:
+                want = np.frombuffer(raw, np.float32)
+            elif typ == 1:
+                want = np.frombuffer(raw, np.float16).astype(np.float32)
+            elif typ == 8:
+                want = deq_q8_0(raw, flux[name].size)
+            elif typ == 2:
+                want = deq_q4_0(raw, flux[name].size)
+            else:
+                continue
+            check(np.array_equal(got[name].reshape(-1), want),
+                  "back %s: %s = ggml's dequantization" % (quant, name))
+    # shapes restored from comfy.gguf.orig_shape, prefix restored
+    back = os.path.join(tmp, "back-sd1.safetensors")
+    p = run("convert", os.path.join(tmp, "sd1.gguf"), back, "--dtype", "f16", "-q")
+    check(p.returncode == 0, "sd1 gguf -> safetensors: %d %s" % (p.returncode, p.stderr))
+    got, _ = load_st(back)
+    k = pre + "input_blocks.1.1.proj_in.weight"
+    check(k in got and list(got[k].shape) == [320, 320, 1, 1],
+          "sd1 back: prefix and the 4-D shape restored")
+    k = pre + "time_embed.0.weight"
+    check(k in got and np.array_equal(got[k], sd[k].astype(np.float16).astype(np.float32)),
+          "sd1 back: an F16 tensor exact")
+    back = os.path.join(tmp, "back-wan.safetensors")
+    p = run("convert", os.path.join(tmp, "wan.gguf"), back, "-q")
+    got, _ = load_st(back)
+    check(p.returncode == 0 and list(got["patch_embedding.weight"].shape) == [128, 16, 1, 2, 2],
+          "wan back: the 5-D shape restored")
+    check(np.array_equal(got["patch_embedding.weight"],
+                         wan["patch_embedding.weight"].astype(np.float16).astype(np.float32)),
+          "wan back: the 5-D tensor's values")
+
+    # ---- hostile GGUF files: check says invalid (exit 1, code gguf) ----
+    def gstr(s):
+        b = s.encode() if isinstance(s, str) else s
+        return struct.pack("<Q", len(b)) + b
+
+    def gguf(kvs=b"", nkv=0, infos=b"", nt=0, data=b"", version=3, pad=True):
+        head = b"GGUF" + struct.pack("<IQQ", version, nt, nkv) + kvs + infos
+        if pad:
+            head += b"\0" * (-len(head) % 32)
+        return head + data
+
+    def info(name, ne, typ, off):
+        return gstr(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", d) for d in ne) \
+            + struct.pack("<IQ", typ, off)
+
+    ok = gguf(infos=info("a", [32], 0, 0), nt=1, data=b"\0" * 128)
+    hostile = {
+        "truncated header": ok[:20],
+        "bad magic": b"GGUX" + ok[4:],
+        "version 1": gguf(version=1),
+        "huge tensor count": b"GGUF" + struct.pack("<IQQ", 3, 1 << 60, 0),
+        "huge kv count": b"GGUF" + struct.pack("<IQQ", 3, 0, 1 << 40),
+        "string past the end": gguf(kvs=struct.pack("<Q", 1 << 50) + b"x", nkv=1, pad=False),
+        "key not UTF-8": gguf(kvs=gstr(b"\xff\xfe") + struct.pack("<IB", 0, 1), nkv=1),
+        "unknown value type": gguf(kvs=gstr("k") + struct.pack("<I", 99), nkv=1),
+        "array longer than the file": gguf(kvs=gstr("k") + struct.pack("<IIQ", 9, 4, 1 << 40), nkv=1),
+        "array of arrays": gguf(kvs=gstr("k") + struct.pack("<IIQ", 9, 9, 1), nkv=1),
+        "alignment not a power of two": gguf(kvs=gstr("general.alignment") + struct.pack("<II", 4, 24),
+                                             nkv=1),
+        "alignment of the wrong type": gguf(kvs=gstr("general.alignment") + struct.pack("<IQ", 10, 32),
+                                            nkv=1),
+        "five dimensions": gguf(infos=info("a", [1, 1, 1, 1, 32], 0, 0), nt=1, data=b"\0" * 128),
+        "zero dimensions": gguf(infos=info("a", [], 0, 0), nt=1, data=b"\0" * 128),
+        "unknown tensor type": gguf(infos=info("a", [32], 77, 0), nt=1, data=b"\0" * 128),
+        "row not filling blocks": gguf(infos=info("a", [33], 8, 0), nt=1, data=b"\0" * 128),
+        "data past the end": gguf(infos=info("a", [64], 0, 0), nt=1, data=b"\0" * 128),
+        "misaligned offset": gguf(infos=info("a", [8], 0, 4), nt=1, data=b"\0" * 128),
+        "overlapping tensors": gguf(infos=info("a", [16], 0, 0) + info("b", [16], 0, 32), nt=2,
+                                    data=b"\0" * 128),
+        "a name twice": gguf(infos=info("a", [8], 0, 0) + info("a", [8], 0, 32), nt=2,
+                             data=b"\0" * 128),
+        "dimensions overflow": gguf(infos=info("a", [1 << 40, 1 << 40], 0, 0), nt=1, data=b"\0" * 128),
+        "a key twice": gguf(kvs=(gstr("k") + struct.pack("<IB", 0, 1)) * 2, nkv=2),
+    }
+    good = os.path.join(tmp, "good.gguf")
+    open(good, "wb").write(ok)
+    p = run("check", good)
+    check(p.returncode == 0, "a minimal valid GGUF passes check: %s %s" % (p.stdout, p.stderr))
+    for what, data in hostile.items():
+        path = os.path.join(tmp, "hostile.gguf")
+        open(path, "wb").write(data)
+        p = run("check", "--json", path)
+        try:
+            v = json.loads(p.stdout)
+        except ValueError:
+            v = {}
+        # without the magic it is not a GGUF file: judged as safetensors
+        code_ok = v.get("error") == "gguf" or (what == "bad magic" and v.get("error"))
+        check(p.returncode == 1 and code_ok and v.get("message"),
+              "hostile GGUF (%s): exit %d %s %s" % (what, p.returncode, p.stdout, p.stderr))
+        p = run("convert", path, os.path.join(tmp, "h.safetensors"))
+        check(p.returncode == 1 and not os.path.exists(os.path.join(tmp, "h.safetensors")),
+              "hostile GGUF (%s): convert refuses, exit %d" % (what, p.returncode))
+
     # ---- bad input ----
     diff = {"transformer_blocks.0.attn.norm_added_k.weight": np.ones(64, np.float32),
             "double_blocks.0.img_attn.proj.weight": np.ones((64, 64), np.float32)}

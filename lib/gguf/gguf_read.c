@@ -631,3 +631,228 @@ int st_gguf_tensor_read_f32(const st_gguf *g, const st_gguf_tensor *t, uint64_t 
                        "got shorter?)", t->name, (unsigned long long)at_off);
     return st_ggml_dequantize(t->type, scratch, dst, n, 0, err);
 }
+
+/* ---- GGUF -> safetensors ---- */
+
+typedef struct deq_source {
+    const st_gguf *g;
+    const st_gguf_tensor *t;
+    st_dtype dtype;            /* of the output */
+    float *f32;                /* SLICE_ELEMS floats */
+    unsigned char *raw;        /* SLICE_ELEMS elements' GGUF bytes */
+    unsigned char *conv;       /* SLICE_ELEMS elements of the output dtype */
+    size_t raw_cap;
+    st_error *err;
+    bool *failed;
+} deq_source;
+
+#define SLICE_ELEMS ((uint64_t)1 << 20) /* a multiple of every block size */
+
+/* st_read_fn: the output's bytes [offset, offset + len), from whole blocks
+ * dequantized and converted a slice at a time. */
+static int deq_read(void *ctx, uint64_t offset, void *buf, size_t len)
+{
+    deq_source *s = ctx;
+    unsigned es = st_dtype_bits(s->dtype) / 8;
+    uint32_t blk = st_ggml_block_elements(s->t->type);
+    unsigned char *out = buf;
+    while (len) {
+        uint64_t e = offset / es;
+        uint64_t first = e / blk * blk;
+        uint64_t n = s->t->nelements - first < SLICE_ELEMS ? s->t->nelements - first : SLICE_ELEMS;
+        st_error e2;
+        int rc = st_gguf_tensor_read_f32(s->g, s->t, first, s->f32, n, s->raw, s->raw_cap, &e2);
+        if (rc == ST_OK)
+            rc = st_convert(s->dtype, s->conv, ST_F32, s->f32, (size_t)n, 0, &e2);
+        if (rc != ST_OK) {
+            if (!*s->failed) {
+                *s->err = e2;
+                *s->failed = true;
+            }
+            return rc;
+        }
+        uint64_t from = offset - first * es;
+        uint64_t avail = n * es - from;
+        size_t k = len < avail ? len : (size_t)avail;
+        memcpy(out, s->conv + from, k);
+        out += k;
+        offset += k;
+        len -= k;
+    }
+    return ST_OK;
+}
+
+/* The shape to write: comfy.gguf.orig_shape.<name> when present and
+ * consistent, else ggml's dimensions reversed. */
+static int restored_shape(const st_gguf *g, const st_gguf_tensor *t, uint64_t *shape,
+                          uint32_t *rank, bool *restored, const char *path, st_error *err)
+{
+    char key[64 + 256];
+    *restored = false;
+    const st_gguf_kv *kv = NULL;
+    if (t->name_len < 256) {
+        snprintf(key, sizeof key, "comfy.gguf.orig_shape.%s", t->name);
+        kv = st_gguf_kv_find(g, key);
+    }
+    if (!kv) {
+        *rank = t->n_dims;
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            shape[d] = t->ne[t->n_dims - 1 - d];
+        return ST_OK;
+    }
+    if (kv->type != GG_ARRAY || (kv->array_type != GG_INT32 && kv->array_type != GG_INT64 &&
+                                 kv->array_type != GG_UINT32 && kv->array_type != GG_UINT64) ||
+        kv->count > 8)
+        return st_fail(err, ST_E_GGUF, kv->value_offset,
+                       "%s: %s is not an array of at most 8 integers", path, key);
+    uint64_t n = 1;
+    for (uint64_t d = 0; d < kv->count; d++) {
+        int64_t v;
+        int rc = st_gguf_kv_array_int(g, kv, d, &v, err);
+        if (rc)
+            return rc;
+        if (v < 0 || (v && n > UINT64_MAX / (uint64_t)v))
+            return st_fail(err, ST_E_GGUF, kv->value_offset, "%s: %s has a bad dimension", path,
+                           key);
+        shape[d] = (uint64_t)v;
+        n *= (uint64_t)v;
+    }
+    if (n != t->nelements)
+        return st_fail(err, ST_E_GGUF, kv->value_offset,
+                       "%s: %s holds %llu elements, the tensor %llu", path, key,
+                       (unsigned long long)n, (unsigned long long)t->nelements);
+    *rank = (uint32_t)kv->count;
+    *restored = true;
+    return ST_OK;
+}
+
+static bool internal_key(const st_gguf_kv *kv)
+{
+    return strncmp(kv->key, "comfy.gguf.orig_shape.", 22) == 0 ||
+           strcmp(kv->key, "safetensors.name_prefix") == 0;
+}
+
+int st_gguf_to_safetensors(const char *in_path, const char *out_path,
+                           const st_gguf_read_options *opt, st_gguf_read_report *report,
+                           st_error *err)
+{
+    st_gguf_read_report rep;
+    memset(&rep, 0, sizeof rep);
+    rep.failed_input = -1;
+    st_dtype dt = opt && opt->dtype ? opt->dtype : ST_F32;
+    st_gguf *g = NULL;
+    st_writer *w = NULL;
+    deq_source *src = NULL;
+    float *f32 = NULL;
+    unsigned char *raw = NULL, *conv = NULL;
+    st_error read_err;
+    bool read_failed = false;
+    int rc;
+    if (!in_path || !out_path || (dt != ST_F32 && dt != ST_F16 && dt != ST_BF16)) {
+        rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET,
+                     "st_gguf_to_safetensors: paths, and a dtype of F32, F16 or BF16");
+        goto done;
+    }
+    rc = st_gguf_open(in_path, &g, err);
+    if (rc != ST_OK) {
+        rep.failed_input = 0;
+        goto done;
+    }
+    struct stat sa, sb;
+    if (stat(in_path, &sa) == 0 && stat(out_path, &sb) == 0 && sa.st_dev == sb.st_dev &&
+        sa.st_ino == sb.st_ino) {
+        rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET, "OUT '%s' is the input file", out_path);
+        goto done;
+    }
+    rep.input_size = g->size;
+    const st_gguf_kv *pk = st_gguf_kv_find(g, "safetensors.name_prefix");
+    const char *prefix = pk && pk->type == GG_STRING && pk->str ? pk->str : "";
+    size_t pl = strlen(prefix);
+    w = st_writer_new();
+    src = calloc(g->nt ? g->nt : 1, sizeof *src);
+    f32 = malloc(SLICE_ELEMS * sizeof *f32);
+    size_t raw_cap = (size_t)SLICE_ELEMS * 8; /* no type takes more than 8 bytes per element */
+    raw = malloc(raw_cap);
+    conv = malloc(SLICE_ELEMS * 4);
+    char *name = malloc(pl + 65536);
+    if (!w || !src || !f32 || !raw || !conv || !name) {
+        free(name);
+        rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < g->nt && rc == ST_OK; i++) {
+        const st_gguf_tensor *t = &g->t[i];
+        if (!st_ggml_can_dequantize(t->type)) {
+            rc = st_fail(err, ST_E_UNSUPPORTED, t->header_offset,
+                         "%s: tensor '%s' is %s, which this library cannot dequantize", in_path,
+                         t->name, st_ggml_type_name(t->type));
+            rep.failed_input = 0;
+            break;
+        }
+        uint64_t shape[8];
+        uint32_t rank = 0;
+        bool restored = false;
+        rc = restored_shape(g, t, shape, &rank, &restored, in_path, err);
+        if (rc != ST_OK) {
+            rep.failed_input = 0;
+            break;
+        }
+        rep.reshaped += restored;
+        size_t nl = t->name_len < 65536 ? t->name_len : 65535;
+        memcpy(name, prefix, pl);
+        memcpy(name + pl, t->name, nl);
+        src[i] = (deq_source){g, t, dt, f32, raw, conv, raw_cap, &read_err, &read_failed};
+        uint64_t bytes = t->nelements * (st_dtype_bits(dt) / 8);
+        rc = st_writer_add_stream(w, name, pl + nl, dt, shape, rank, bytes, deq_read, &src[i],
+                                  err);
+    }
+    free(name);
+    for (size_t i = 0; i < g->nkv && rc == ST_OK; i++) {
+        const st_gguf_kv *kv = &g->kv[i];
+        if (internal_key(kv) || kv->type == GG_ARRAY || (kv->type == GG_STRING && !kv->str))
+            continue;
+        char key[512], val[64];
+        snprintf(key, sizeof key, "gguf.%s", kv->key);
+        const char *v = val;
+        size_t vl;
+        if (kv->type == GG_STRING) {
+            v = kv->str;
+            vl = kv->str_len;
+        } else if (kv->type == GG_FLOAT32 || kv->type == GG_FLOAT64) {
+            vl = (size_t)snprintf(val, sizeof val, "%.17g", kv->f);
+        } else if (kv->type == GG_BOOL) {
+            vl = (size_t)snprintf(val, sizeof val, "%s", kv->u ? "true" : "false");
+        } else if (kv->type == GG_INT8 || kv->type == GG_INT16 || kv->type == GG_INT32 ||
+                   kv->type == GG_INT64) {
+            vl = (size_t)snprintf(val, sizeof val, "%lld", (long long)kv->i);
+        } else {
+            vl = (size_t)snprintf(val, sizeof val, "%llu", (unsigned long long)kv->u);
+        }
+        rc = st_writer_set_metadata(w, key, strlen(key), v, vl, err);
+    }
+    if (rc == ST_OK)
+        rc = st_writer_set_metadata(w, "format", 6, "pt", 2, err);
+    if (rc != ST_OK)
+        goto done;
+    if (opt)
+        st_writer_set_hooks(w, &opt->hooks);
+    rep.tensors = g->nt;
+    rep.output_size = st_writer_output_size(w);
+    rc = st_writer_write(w, out_path, err);
+    if (rc != ST_OK && read_failed) {
+        if (err)
+            *err = read_err;
+        rc = read_err.code ? read_err.code : ST_E_IO;
+        rep.failed_input = 0;
+    }
+done:
+    st_writer_free(w);
+    free(src);
+    free(f32);
+    free(raw);
+    free(conv);
+    st_gguf_close(g);
+    if (report)
+        *report = rep;
+    return rc;
+}
