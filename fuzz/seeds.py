@@ -10,6 +10,8 @@ fuzz_ckpt: small torch.save checkpoints, zip and legacy, and raw pickles,
 fuzz_tscode: the code/ files of TorchScript archives, behind a chunking
   seed byte.
 fuzz_index: index.json texts (see fuzz_index.c), good and broken.
+fuzz_gguf: small GGUF files (several tensor types, an array, an
+  orig_shape record).
 fuzz_sdnames: SD/SDXL/Flux tensor names behind a selector byte (see
   fuzz_sdnames.c), both layouts.
 Uses Debian's python3-torch when importable; plain pickles otherwise."""
@@ -20,6 +22,35 @@ import pickle
 import sys
 
 target, out = sys.argv[1], sys.argv[2]
+if target == "fuzz_gguf":
+    import struct
+    os.makedirs(out, exist_ok=True)
+
+    def gstr(t):
+        b = t.encode()
+        return struct.pack("<Q", len(b)) + b
+
+    # (name, ggml type, dims in ggml order, bytes per block, elements per block)
+    specs = [("w.f32", 0, [32, 2], 4, 1), ("w.f16", 1, [64], 2, 1), ("w.q8", 8, [64, 2], 34, 32),
+             ("w.q4", 2, [32], 18, 32), ("w.q4k", 12, [256], 144, 256), ("w.bf16", 30, [16], 2, 1)]
+    for k in range(1, len(specs) + 1):
+        kv = gstr("general.architecture") + struct.pack("<I", 8) + gstr("flux")
+        kv += gstr("general.alignment") + struct.pack("<II", 4, 32)
+        kv += gstr("comfy.gguf.orig_shape.w.f32") + struct.pack("<IIQ", 9, 5, 2) + struct.pack("<ii", 2, 32)
+        infos, data = b"", b""
+        for name, typ, ne, bb, be in specs[:k]:
+            n = 1
+            for d in ne:
+                n *= d
+            infos += gstr(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", d) for d in ne)
+            infos += struct.pack("<IQ", typ, len(data))
+            blob = bytes((i * 37 + typ) % 251 for i in range(n // be * bb))
+            data += blob + b"\0" * (-len(blob) % 32)
+        head = b"GGUF" + struct.pack("<IQQ", 3, k, 3) + kv + infos
+        head += b"\0" * (-len(head) % 32)
+        with open(os.path.join(out, "seed-gguf-%d" % k), "wb") as f:
+            f.write(head + data)
+    sys.exit(0)
 if target == "fuzz_index":
     import json
     os.makedirs(out, exist_ok=True)

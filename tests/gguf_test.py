@@ -438,6 +438,8 @@ with tempfile.TemporaryDirectory() as tmp:
                              data=b"\0" * 128),
         "dimensions overflow": gguf(infos=info("a", [1 << 40, 1 << 40], 0, 0), nt=1, data=b"\0" * 128),
         "a key twice": gguf(kvs=(gstr("k") + struct.pack("<IB", 0, 1)) * 2, nkv=2),
+        "a key holding NUL": gguf(kvs=gstr(b"a\0b") + struct.pack("<IB", 0, 1), nkv=1),
+        "a name holding NUL": gguf(infos=info(b"a\0", [8], 0, 0), nt=1, data=b"\0" * 128),
     }
     good = os.path.join(tmp, "good.gguf")
     open(good, "wb").write(ok)

@@ -254,6 +254,8 @@ static int rd_kv(cursor *c, st_gguf *g, st_gguf_kv *kv)
         return rc;
     if (key_len == 0)
         return bad(c, start, NULL, "an empty metadata key");
+    if (memchr(g->strings + key_off, 0, (size_t)key_len))
+        return bad(c, start, NULL, "a metadata key holding a NUL byte");
     kv->key = (const char *)(uintptr_t)key_off; /* fixed up once the block stops moving */
     kv->key_len = (size_t)key_len;
     uint32_t t;
@@ -322,6 +324,8 @@ static int rd_tensor(cursor *c, st_gguf *g, st_gguf_tensor *t)
         return rc;
     if (name_len == 0)
         return bad(c, start, NULL, "a tensor with an empty name");
+    if (memchr(g->strings + name_off, 0, (size_t)name_len))
+        return bad(c, start, NULL, "a tensor name holding a NUL byte");
     t->name = (const char *)(uintptr_t)name_off;
     t->name_len = (size_t)name_len;
     t->header_offset = start;
