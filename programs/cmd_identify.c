@@ -1,6 +1,7 @@
 /* `safetensors identify`: what a Stable Diffusion file is (st_identify). */
 #include "cli.h"
 #include "convert_ckpt.h"
+#include "convert_gguf.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -175,7 +176,9 @@ static int identify_one(const char *path, bool json)
         return CLI_EXIT_ERROR;
     }
     int rc;
-    if (ckpt_is_pickle_file(path)) {
+    if (gguf_is_file(path)) {
+        rc = gguf_identify(path, id, &err);
+    } else if (ckpt_is_pickle_file(path)) {
         /* PyTorch checkpoints: read by the inert pickle machine. */
         rc = ckpt_identify(path, id, &err);
     } else if (cli_is_model_path(path)) {

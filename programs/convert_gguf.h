@@ -29,6 +29,9 @@ int convert_from_gguf(const char *in_path, const char *out_path, st_dtype dtype,
 /* `check`: st_gguf_open's verdict and the tensor count. */
 int gguf_check(const char *path, size_t *ntensors, st_error *err);
 
+/* `identify` of a GGUF file: an st_code. */
+int gguf_identify(const char *path, st_identity *id, st_error *err);
+
 /* `info` and `ls` of a GGUF file; return the exit code. */
 int gguf_info(const char *path, bool json);
 int gguf_ls(const char *path, bool json);

@@ -212,3 +212,69 @@ int convert_from_gguf(const char *in_path, const char *out_path, st_dtype dtype,
     free(p);
     return CLI_EXIT_OK;
 }
+
+/* `identify` of a GGUF file: the library's rules (st_identify_tensors) on
+ * its tensors under their original names (the recorded prefix put back)
+ * and shapes (comfy.gguf.orig_shape where recorded); block-quantized
+ * tensors count as F16 for the precision. */
+int gguf_identify(const char *path, st_identity *id, st_error *err)
+{
+    st_gguf *g = NULL;
+    int rc = st_gguf_open(path, &g, err);
+    if (rc != ST_OK)
+        return rc;
+    size_t n = st_gguf_tensor_count(g);
+    const st_gguf_kv *pk = st_gguf_kv_find(g, "safetensors.name_prefix");
+    const char *prefix = pk && pk->type == ST_GGUF_STRING && pk->str ? pk->str : "";
+    size_t pl = strlen(prefix);
+    st_tensor_desc *desc = calloc(n ? n : 1, sizeof *desc);
+    uint64_t *shapes = calloc(n ? n : 1, 8 * sizeof *shapes);
+    char **names = calloc(n ? n : 1, sizeof *names);
+    const char *meta[2] = {"gguf.general.architecture", ""};
+    const st_gguf_kv *ak = st_gguf_kv_find(g, "general.architecture");
+    if (ak && ak->type == ST_GGUF_STRING && ak->str)
+        meta[1] = ak->str;
+    if (!desc || !shapes || !names)
+        rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    for (size_t i = 0; i < n && rc == ST_OK; i++) {
+        const st_gguf_tensor *t = st_gguf_tensor_at(g, i);
+        names[i] = malloc(pl + t->name_len + 1);
+        if (!names[i]) {
+            rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+            break;
+        }
+        memcpy(names[i], prefix, pl);
+        memcpy(names[i] + pl, t->name, t->name_len + 1);
+        uint64_t *shape = shapes + 8 * i;
+        uint32_t rank = t->n_dims;
+        for (uint32_t d = 0; d < rank; d++)
+            shape[d] = t->ne[rank - 1 - d];
+        char key[320];
+        snprintf(key, sizeof key, "comfy.gguf.orig_shape.%s", t->name);
+        const st_gguf_kv *os = t->name_len < 256 ? st_gguf_kv_find(g, key) : NULL;
+        if (os && os->type == ST_GGUF_ARRAY && os->count <= 8) {
+            bool good = true;
+            for (uint64_t d = 0; d < os->count && good; d++) {
+                int64_t v;
+                good = st_gguf_kv_array_int(g, os, d, &v, NULL) == ST_OK && v >= 0;
+                shape[d] = good ? (uint64_t)v : 0;
+            }
+            if (good)
+                rank = (uint32_t)os->count;
+            else
+                for (uint32_t d = 0; d < t->n_dims; d++)
+                    shape[d] = t->ne[t->n_dims - 1 - d];
+        }
+        st_dtype dt = t->type == ST_GGML_F32 ? ST_F32 : t->type == ST_GGML_BF16 ? ST_BF16 : ST_F16;
+        desc[i] = (st_tensor_desc){names[i], pl + t->name_len, dt, rank, shape};
+    }
+    if (rc == ST_OK)
+        rc = st_identify_tensors(desc, n, meta, 1, NULL, NULL, id, err);
+    for (size_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+    free(shapes);
+    free(desc);
+    st_gguf_close(g);
+    return rc;
+}

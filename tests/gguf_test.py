@@ -461,6 +461,45 @@ with tempfile.TemporaryDirectory() as tmp:
         check(p.returncode == 1 and not os.path.exists(os.path.join(tmp, "h.safetensors")),
               "hostile GGUF (%s): convert refuses, exit %d" % (what, p.returncode))
 
+    # ---- identify on GGUF: the names as converted from real layouts ----
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import sdlayouts
+
+    def sparse_gguf(path, layout, prefix, arch):
+        kvs = gstr("general.architecture") + struct.pack("<I", 8) + gstr(arch)
+        nkv = 1
+        if prefix:
+            kvs += gstr("safetensors.name_prefix") + struct.pack("<I", 8) + gstr(prefix)
+            nkv += 1
+        infos, off, nt = b"", 0, 0
+        for name, (dt, shape) in layout.tensors.items():
+            if not name.startswith(prefix):
+                continue
+            n = 1
+            for d in shape:
+                n *= d
+            infos += info(name[len(prefix):], list(reversed(shape)), 1, off)
+            off += (2 * n + 31) // 32 * 32
+            nt += 1
+        head = b"GGUF" + struct.pack("<IQQ", 3, nt, nkv) + kvs + infos
+        head += b"\0" * (-len(head) % 32)
+        with open(path, "wb") as f:
+            f.write(head)
+            f.truncate(len(head) + off)
+
+    for fam, layout, arch in (("sd1", sdlayouts.sd1_unet(), "sd1"),
+                              ("sdxl", sdlayouts.sdxl_unet(), "sdxl"),
+                              ("flux", sdlayouts.flux(), "flux")):
+        path = os.path.join(tmp, "id-%s.gguf" % fam)
+        sparse_gguf(path, layout, "model.diffusion_model.", arch)
+        p = run("identify", "--json", path)
+        try:
+            v = json.loads(p.stdout)
+        except ValueError:
+            v = {}
+        check(p.returncode == 0 and v.get("family") == fam,
+              "identify GGUF %s: %s" % (fam, p.stdout[:300]))
+
     # ---- bad input ----
     diff = {"transformer_blocks.0.attn.norm_added_k.weight": np.ones(64, np.float32),
             "double_blocks.0.img_attn.proj.weight": np.ones((64, 64), np.float32)}
