@@ -65,11 +65,16 @@ for quant in q8_0 q4_k_s q3_k_m; do
             r=$(/usr/bin/time -f %M "$bin" convert "$dir/flux.safetensors" "$dir/out.gguf" \
                 --quant "$quant" "${targs[@]}" -q 2>&1 >/dev/null | tail -n 1)
             t1=$(date +%s%N)
+            if [ ! -s "$dir/out.gguf" ]; then
+                echo "$quant: convert failed ($r)"
+                continue
+            fi
             t=$(( (t1 - t0) / 1000 ))
             [ "$t" -lt "$best" ] && best=$t && rss=$r
         done
+        [ "$best" = 999999999 ] && continue
         cores=$([ "$threads" = 0 ] && nproc || echo "$threads")
-        out=$(stat -c %s "$dir/out.gguf")
+        out=$(stat -c %s "$dir/out.gguf" 2>/dev/null || echo 0)
         awk -v q="$quant" -v c="$cores" -v t="$best" -v s="$size" -v r="$rss" -v o="$out" 'BEGIN {
             printf "%-7s %d thread%s  %7.2f s  %7.0f MB/s of input per core  peak RSS %6.1f MiB  output %.1f MiB\n",
                 q, c, c == 1 ? " " : "s", t / 1e6, s / (t / 1e6) / 1e6 / c, r / 1024, o / 1048576 }'
