@@ -150,6 +150,9 @@ typedef struct cli_progress cli_progress;
  * was given, and not --quiet; NULL (no line) otherwise. */
 cli_progress *cli_progress_new(const char *label, const cli_common *common);
 
+/* Counts things (unit, e.g. "layers") instead of bytes. NULL allowed. */
+void cli_progress_set_unit(cli_progress *p, const char *unit);
+
 /* An st_progress_fn drawing the line; ctx is the cli_progress (NULL: no-op). */
 int cli_progress_cb(void *ctx, uint64_t done, uint64_t total);
 

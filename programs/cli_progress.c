@@ -10,6 +10,7 @@
 
 struct cli_progress {
     const char *label;
+    const char *unit;   /* counted things ("layers"); NULL: bytes */
     double start, last;
     bool drawn;
 };
@@ -33,6 +34,12 @@ cli_progress *cli_progress_new(const char *label, const cli_common *common)
     return p;
 }
 
+void cli_progress_set_unit(cli_progress *p, const char *unit)
+{
+    if (p)
+        p->unit = unit;
+}
+
 int cli_progress_cb(void *ctx, uint64_t done, uint64_t total)
 {
     cli_progress *p = ctx;
@@ -48,11 +55,20 @@ int cli_progress_cb(void *ctx, uint64_t done, uint64_t total)
     fprintf(stderr, "\r\033[K%s", p->label);
     if (total)
         fprintf(stderr, " %3u%%", (unsigned)(done >= total ? 100 : done * 100 / total));
-    fprintf(stderr, "  %s", cli_human_size(done, a, sizeof a));
-    if (total)
-        fprintf(stderr, " / %s", cli_human_size(total, b, sizeof b));
-    if (rate > 0)
-        fprintf(stderr, "  %s/s", cli_human_size((uint64_t)rate, r, sizeof r));
+    if (p->unit) {
+        fprintf(stderr, "  %llu", (unsigned long long)done);
+        if (total)
+            fprintf(stderr, " / %llu", (unsigned long long)total);
+        fprintf(stderr, " %s", p->unit);
+        if (rate > 0)
+            fprintf(stderr, "  %.1f/s", rate);
+    } else {
+        fprintf(stderr, "  %s", cli_human_size(done, a, sizeof a));
+        if (total)
+            fprintf(stderr, " / %s", cli_human_size(total, b, sizeof b));
+        if (rate > 0)
+            fprintf(stderr, "  %s/s", cli_human_size((uint64_t)rate, r, sizeof r));
+    }
     if (total && rate > 0 && done < total)
         fprintf(stderr, "  ETA %.0fs", (double)(total - done) / rate);
     fflush(stderr);

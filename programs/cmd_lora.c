@@ -34,7 +34,10 @@ static const char usage[] =
     "\n"
     "Options:\n"
     "  -o, --output FILE  the file to write (atomically)\n"
-    "  -q, --quiet        resize: no per-layer lines\n"
+    "  -q, --quiet        no progress line (bake, extract: shown on a terminal);\n"
+    "                     resize: no per-layer lines\n"
+    "  --progress         bake, extract: a progress line even when stderr is not\n"
+    "                     a terminal\n"
     "  -h, --help         show this help\n"
     "\n"
     "Exit status: 0 success, 1 invalid input file (a LoRA that does not fit\n"
@@ -93,6 +96,7 @@ typedef struct args {
     int dyn;
     bool have_min_diff;
     int first; /* argv index of the first operand */
+    cli_common common; /* the progress flags */
 } args;
 
 static int on_option(void *ctx, int c, const char *v)
@@ -161,6 +165,7 @@ static int parse(int argc, char **argv, args *a)
         return ret;
     a->out = common.output;
     a->quiet = common.quiet;
+    a->common = common;
     a->first = common.first_arg;
     if (!a->out)
         return cli_usage_error(usage, "-o OUT is required");
@@ -206,9 +211,13 @@ static int run_bake(int argc, char **argv)
     opt.temp = cli_temp_hook;
     opt.dtype = a.have_dtype ? (int)a.dtype : -1;
     opt.allow_unmatched = a.allow;
+    cli_progress *line = cli_progress_new("lora bake", &a.common);
+    opt.progress = line ? cli_progress_cb : NULL;
+    opt.progress_ctx = line;
     st_lora_bake_report rep;
     st_error err;
     rc = st_lora_bake(model, a.out, in, n, &opt, &rep, &err);
+    cli_progress_done(line);
     free(in);
     if (rc)
         return lib_error(model, &err);
@@ -251,9 +260,14 @@ static int run_extract(int argc, char **argv)
             return cli_usage_error(usage, "extract writes f32, f16 or bf16");
         opt.dtype = a.dtype;
     }
+    cli_progress *line = cli_progress_new("lora extract", &a.common);
+    cli_progress_set_unit(line, "layers");
+    opt.progress = line ? cli_progress_cb : NULL;
+    opt.progress_ctx = line;
     st_lora_extract_report rep;
     st_error err;
     rc = st_lora_extract(argv[a.first], argv[a.first + 1], a.out, &opt, &rep, &err);
+    cli_progress_done(line);
     if (rc)
         return lib_error(argv[a.first], &err);
     printf("extracted %zu layer(s) (%s), %zu left out below --min-diff %g: %s\n", rep.layers,

@@ -292,6 +292,15 @@ def test_bake_sd1(tmp, rng):
     check(bad == 0, "sd1 bake matches numpy (%d tensors differ)" % bad)
     check("into %d tensor(s)" % len(touched) in so, "bake report: " + so)
 
+    # progress: forced into a pipe with --progress, absent without it
+    out_p = os.path.join(tmp, "sd1_baked_p.safetensors")
+    rc, _, se = run("lora", "bake", mp, "-o", out_p, lp + ":0.7", "--progress")
+    check(rc == 0 and "lora bake" in se and "%" in se, "bake --progress: a progress line (%r)" % se[-200:])
+    check(rc == 0 and open(out_p, "rb").read() == open(out, "rb").read(),
+          "bake --progress writes the same file")
+    rc, _, se = run("lora", "bake", mp, "-o", out_p, lp + ":0.7")
+    check(rc == 0 and "lora bake" not in se, "bake into a pipe: no progress line")
+
     # --dtype f32: every float tensor converted, the untouched ones exactly
     out32 = os.path.join(tmp, "sd1_baked32.safetensors")
     rc, _, se = run("lora", "bake", mp, lp, "-o", out32, "--dtype", "f32")
@@ -646,8 +655,10 @@ def test_roundtrip(tmp, rng, family):
     tuned2 = os.path.join(tmp, family + "_tuned2.safetensors")
     save(tuned2, t2)
     out2 = os.path.join(tmp, family + "_ex2.safetensors")
-    rc, _, se = run("lora", "extract", base, tuned2, "-o", out2, "--rank", 8, "--min-diff", "0.0001")
+    rc, _, se = run("lora", "extract", base, tuned2, "-o", out2, "--rank", 8, "--min-diff", "0.0001",
+                    "--progress")
     check(rc == 0, "extract full-rank diff " + se)
+    check("lora extract" in se and "layers" in se, "extract --progress counts layers (%r)" % se[-160:])
     if rc == 0:
         ex2, _ = load(out2)
         m = [k for k in ex2 if k.endswith(".lora_down.weight")]
