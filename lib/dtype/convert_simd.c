@@ -24,6 +24,7 @@
 /* -DST_NO_SIMD builds the portable code only (as on other CPUs). */
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(ST_NO_SIMD)
 #include <cpuid.h>
+#include <stdatomic.h>
 #include <immintrin.h>
 
 /* Software prefetch of the input, 4 KiB ahead: on large arrays a single
@@ -39,7 +40,7 @@ static uint64_t read_xcr0(void)
     return ((uint64_t)hi << 32) | lo;
 }
 
-int st_simd_level(void)
+static int detect_level(void)
 {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d))
@@ -60,6 +61,22 @@ int st_simd_level(void)
     if (avx512f && avx512bw && avx512vl && (xcr0 & 0xE6) == 0xE6) /* opmask, ZMM */
         return ST_SIMD_AVX512;
     return ST_SIMD_AVX2;
+}
+
+/* cpuid traps to the hypervisor in a virtual machine (tens of
+ * microseconds), and conversions run in small pieces: the answer, a fact
+ * about the machine that never changes, is kept once found. Threads that
+ * race here compute the same value. */
+static _Atomic int cached_level = -1;
+
+int st_simd_level(void)
+{
+    int level = atomic_load_explicit(&cached_level, memory_order_relaxed);
+    if (level < 0) {
+        level = detect_level();
+        atomic_store_explicit(&cached_level, level, memory_order_relaxed);
+    }
+    return level;
 }
 
 /* ---- AVX2 + F16C ---- */

@@ -9,6 +9,7 @@
  * released after its last chunk. Memory: AHEAD patched layers plus the
  * worker's f32 working set.
  */
+#include "common/outfile.h"
 #include "lora/lora_internal.h"
 
 #include <math.h>
@@ -66,7 +67,7 @@ typedef struct bake {
     pthread_cond_t cv;
     unsigned char *scratch; /* input bytes of a converted chunk              */
     size_t scratch_cap;
-    uint64_t done, total, next_report;
+    uint64_t total;
     st_error err;            /* the first failure inside a callback           */
     int failed;
 } bake;
@@ -243,19 +244,6 @@ static int writer_order(const void *x, const void *y, void *ctx)
     return st_name_cmp(s->name, s->name_len, t->name, t->name_len);
 }
 
-static int report_progress(bake *b, size_t len)
-{
-    b->done += len;
-    if (!b->opt->progress || (b->done < b->next_report && b->done < b->total))
-        return 0;
-    b->next_report = b->done + (64u << 20);
-    if (b->opt->progress(b->opt->progress_ctx, b->done, b->total)) {
-        st_fail(&b->err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
-        return -1;
-    }
-    return 0;
-}
-
 static int read_tensor(void *vctx, uint64_t offset, void *buf, size_t len)
 {
     tensor_ctx *c = vctx;
@@ -313,7 +301,7 @@ static int read_tensor(void *vctx, uint64_t offset, void *buf, size_t len)
         b->failed = 1;
         return -1;
     }
-    return report_progress(b, len);
+    return 0;
 }
 
 static void json_str(char *dst, size_t cap, size_t *len, const char *s)
@@ -486,7 +474,15 @@ int st_lora_bake(const char *model_path, const char *out_path, const st_lora_inp
         uint64_t nbytes;
         rc = st_bytes_for(od, t->nelements, &nbytes);
         ctxs[i] = (tensor_ctx){&b, i};
-        if (rc == ST_OK)
+        int fd;
+        uint64_t off;
+        /* a weight no adapter touches, in its own dtype: its bytes move
+         * inside the kernel */
+        if (rc == ST_OK && b.count[i] == 0 && od == t->dtype && st_kernel_copy_allowed() &&
+            st_tensor_file_range(model, t, &fd, &off) == ST_OK)
+            rc = st_writer_add_file_range(w, t->name, t->name_len, od, t->shape, t->rank, fd, off,
+                                          nbytes, err);
+        else if (rc == ST_OK)
             rc = st_writer_add_stream(w, t->name, t->name_len, od, t->shape, t->rank, nbytes,
                                       read_tensor, &ctxs[i], err);
     }
@@ -520,7 +516,9 @@ int st_lora_bake(const char *model_path, const char *out_path, const st_lora_inp
     if (rc == ST_OK) {
         b.total = st_writer_output_size(w);
         {
-            st_output_hooks h = {.temp = opt->temp, .temp_ctx = opt->temp_ctx};
+            /* progress from the writer: it also counts the tensors that
+             * move inside the kernel */
+            st_output_hooks h = {opt->progress, opt->progress_ctx, opt->temp, opt->temp_ctx};
             st_writer_set_hooks(w, &h);
         }
         rc = st_writer_write(w, out_path, err);

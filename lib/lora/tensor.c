@@ -36,7 +36,27 @@ int lora_load_rows_f32(const st_file *f, const char *path, const st_tensor *t, u
     const void *src = st_tensor_data(f, t);
     if (src && n)
         return st_convert(ST_F32, dst, t->dtype, (const char *)src + off, n, 0, err);
-    /* pread mode: in pieces through a bounded buffer */
+    if (esz <= 4 && n) {
+        /* pread mode: the raw bytes straight into dst (they take no more
+         * room than the floats), then widened in place from the last
+         * piece to the first, each piece through a small stack copy: the
+         * floats of piece [c0, c1) land at bytes [4 c0, 4 c1), never on
+         * the raw bytes [0, esz c0) still to convert. No large buffer is
+         * mapped and faulted in per tensor. */
+        int rc = st_tensor_read(f, t, off, dst, (size_t)(n * esz), err);
+        if (rc != ST_OK || t->dtype == ST_F32)
+            return rc;
+        enum { STEP = 8192 };
+        unsigned char piece[STEP * 4];
+        for (uint64_t c1 = n; c1 > 0 && rc == ST_OK;) {
+            uint64_t c0 = c1 > STEP ? c1 - STEP : 0;
+            memcpy(piece, (const unsigned char *)dst + c0 * esz, (size_t)((c1 - c0) * esz));
+            rc = st_convert(ST_F32, dst + c0, t->dtype, piece, (size_t)(c1 - c0), 0, err);
+            c1 = c0;
+        }
+        return rc;
+    }
+    /* wider elements (F64): in pieces through a bounded buffer */
     enum { CHUNK = 1 << 20 };
     void *buf = malloc(CHUNK * 8);
     if (!buf)
