@@ -24,19 +24,11 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import check, finish  # noqa: E402
 from diffusers_test import read_st, run, write_st  # noqa: E402
 
-passed = failed = 0
 rng = random.Random(5)
 
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL", what, file=sys.stderr)
 
 
 def arr(shape):
@@ -191,8 +183,7 @@ def main():
         expect_fail(None, "k without q", "transformer_blocks.1.attn.to_", "single-file", bad)
     finally:
         shutil.rmtree(tmp)
-    print("# passed %d failed %d" % (passed, failed))
-    return 1 if failed else 0
+    return finish()
 
 
 if __name__ == "__main__":

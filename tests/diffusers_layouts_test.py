@@ -18,20 +18,12 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import check, finish  # noqa: E402
 import sdlayouts as S  # noqa: E402
 from diffusers_test import read_st, run, write_st  # noqa: E402
 
-passed = failed = 0
 rng = random.Random(3)
 
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL", what, file=sys.stderr)
 
 
 def shrink(name, shape):
@@ -101,8 +93,7 @@ def main():
         case(tmp, "flux-comfy", S.flux(), list(S.diffusers_flux().tensors), "transformer")
     finally:
         shutil.rmtree(tmp)
-    print("# passed %d failed %d" % (passed, failed))
-    return 1 if failed else 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -29,19 +29,11 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import check, finish  # noqa: E402
 from diffusers_test import Pairs, read_st, run, text_encoder, unet, vae, write_st  # noqa: E402
 
-passed = failed = 0
 rng = random.Random(12)
 
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL", what, file=sys.stderr)
 
 
 def unet_xl(P, refiner=False):
@@ -339,8 +331,7 @@ def main():
               "k_proj without q_proj: %d %s" % (rc, se))
     finally:
         shutil.rmtree(tmp)
-    print("# passed %d failed %d" % (passed, failed))
-    return 1 if failed else 0
+    return finish()
 
 
 if __name__ == "__main__":

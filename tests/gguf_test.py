@@ -18,17 +18,11 @@ import tempfile
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import check, finish  # noqa: E402
+
 BIN = os.environ["ST_BIN"]
-passed = failed = 0
 
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what)
 
 
 def save(path, tensors, dtype=None):
@@ -462,7 +456,6 @@ with tempfile.TemporaryDirectory() as tmp:
               "hostile GGUF (%s): convert refuses, exit %d" % (what, p.returncode))
 
     # ---- identify on GGUF: the names as converted from real layouts ----
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import sdlayouts
 
     def sparse_gguf(path, layout, prefix, arch):
@@ -530,5 +523,4 @@ with tempfile.TemporaryDirectory() as tmp:
     check(p.returncode == 0 and Reader(out).kv["general.architecture"] == "sd3", "--arch overrides")
     check(not [f for f in os.listdir(tmp) if f.endswith(".tmp")], "no temporary file left")
 
-print("# passed %d failed %d" % (passed, failed))
-sys.exit(1 if failed else 0)
+sys.exit(finish())

@@ -11,17 +11,11 @@ import tempfile
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import check, finish  # noqa: E402
+
 BIN = os.environ["ST_BIN"]
-passed = failed = 0
 
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what)
 
 
 def save(path, n):
@@ -93,5 +87,4 @@ with tempfile.TemporaryDirectory() as tmp:
         p = subprocess.run([BIN] + make_args() + ["--progress"], capture_output=True)
         check(p.returncode == 0 and cmd.encode() in p.stderr, "%s --progress into a pipe" % cmd)
 
-print("# passed %d failed %d" % (passed, failed))
-sys.exit(1 if failed else 0)
+sys.exit(finish())
