@@ -375,6 +375,226 @@ static bool opened_sane(st_gguf *g, uint64_t file_size, unsigned char *scratch,
     return true;
 }
 
+/* Small files crafted for one rule each: the refusals carry ST_E_GGUF, the
+ * file's name and a byte offset; the edge cases gguf.md allows open. */
+typedef struct crafted {
+    const char *what;
+    int valid;
+    uint64_t nt, nkv;
+    void (*body)(buf *b);
+} crafted;
+
+static void kv_u8(buf *b, const char *key)
+{
+    put_key(b, key, ST_GGUF_UINT8);
+    put_le(b, 1, 1);
+}
+
+static void c_str_array_huge(buf *b)
+{
+    put_key(b, "k", ST_GGUF_ARRAY);
+    put_le(b, ST_GGUF_STRING, 4);
+    put_le(b, (uint64_t)1 << 28, 8);
+}
+static void c_str_len_max(buf *b)
+{
+    put_key(b, "k", ST_GGUF_STRING);
+    put_le(b, UINT64_MAX, 8);
+}
+static void c_key_len_max(buf *b)
+{
+    put_le(b, UINT64_MAX, 8);
+    put_le(b, 0, 8);
+}
+static void c_nested_array(buf *b)
+{
+    put_key(b, "k", ST_GGUF_ARRAY);
+    put_le(b, ST_GGUF_ARRAY, 4);
+    put_le(b, 1, 8);
+}
+static void c_empty_key(buf *b)
+{
+    kv_u8(b, "");
+}
+static void c_key_twice(buf *b)
+{
+    kv_u8(b, "k");
+    kv_u8(b, "k");
+}
+static void c_key_twice_far(buf *b)
+{
+    char key[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof key, "key.%d", (i * 7919) % 5000);
+        kv_u8(b, key);
+    }
+    kv_u8(b, "key.1234"); /* pair 5001: past any window of recent keys */
+}
+static void c_align(buf *b, uint32_t type, uint64_t v, unsigned bytes)
+{
+    put_key(b, "general.alignment", type);
+    put_le(b, v, bytes);
+}
+static void c_align0(buf *b)
+{
+    c_align(b, ST_GGUF_UINT32, 0, 4);
+}
+static void c_align_big(buf *b)
+{
+    c_align(b, ST_GGUF_UINT32, (uint64_t)1 << 31, 4);
+}
+static void c_align_u64(buf *b)
+{
+    c_align(b, ST_GGUF_UINT64, 32, 8);
+}
+static void c_pad_data(buf *b, size_t bytes)
+{
+    while (b->len % 32)
+        put_le(b, 0xAA, 1); /* padding need not be zeros */
+    for (size_t i = 0; i < bytes; i++)
+        put_le(b, 0, 1);
+}
+static void one_tensor(buf *b, const char *name, uint32_t n_dims, uint64_t ne0, uint64_t ne1,
+                       uint32_t type, uint64_t off)
+{
+    uint64_t ne[4] = {ne0, ne1, 1, 1};
+    if (n_dims > 4) { /* the count alone is what is tested */
+        put_str(b, name, strlen(name));
+        put_le(b, n_dims, 4);
+        for (int d = 0; d < 4; d++)
+            put_le(b, 1, 8);
+        put_le(b, type, 4);
+        put_le(b, off, 8);
+        return;
+    }
+    put_tensor_info(b, name, n_dims, ne, type, off);
+}
+static void c_ndims_max(buf *b)
+{
+    one_tensor(b, "a", UINT32_MAX, 0, 0, ST_GGML_F32, 0);
+    c_pad_data(b, 128);
+}
+static void c_ndims_5(buf *b)
+{
+    one_tensor(b, "a", 5, 0, 0, ST_GGML_F32, 0);
+    c_pad_data(b, 128);
+}
+static void c_offset_max(buf *b)
+{
+    one_tensor(b, "a", 1, 8, 1, ST_GGML_F32, UINT64_MAX - 31);
+    c_pad_data(b, 128);
+}
+static void c_size_overflow(buf *b)
+{
+    one_tensor(b, "a", 1, (uint64_t)1 << 62, 1, ST_GGML_F32, 0);
+    c_pad_data(b, 128);
+}
+static void c_dims_overflow(buf *b)
+{
+    one_tensor(b, "a", 2, (uint64_t)1 << 33, (uint64_t)1 << 33, ST_GGML_F32, 0);
+    c_pad_data(b, 128);
+}
+static void c_partial_block(buf *b)
+{
+    one_tensor(b, "a", 1, 48, 1, ST_GGML_Q8_0, 0);
+    c_pad_data(b, 128);
+}
+static void c_unknown_type(buf *b)
+{
+    one_tensor(b, "a", 1, 32, 1, 1000, 0);
+    c_pad_data(b, 128);
+}
+static void c_empty_name(buf *b)
+{
+    one_tensor(b, "", 1, 8, 1, ST_GGML_F32, 0);
+    c_pad_data(b, 128);
+}
+static void c_misaligned(buf *b)
+{
+    one_tensor(b, "a", 1, 8, 1, ST_GGML_F32, 16);
+    c_pad_data(b, 128);
+}
+static void c_overlap(buf *b)
+{
+    one_tensor(b, "a", 1, 16, 1, ST_GGML_F32, 32);
+    one_tensor(b, "b", 1, 16, 1, ST_GGML_F32, 0);
+    c_pad_data(b, 128);
+}
+static void c_past_end(buf *b)
+{
+    one_tensor(b, "a", 1, 64, 1, ST_GGML_F32, 0);
+    c_pad_data(b, 255);
+}
+static void c_zero_dim(buf *b)
+{
+    one_tensor(b, "a", 2, 0, 4, ST_GGML_F32, 0);
+    one_tensor(b, "b", 1, 0, 1, ST_GGML_Q4_K, 0);
+    c_pad_data(b, 0);
+}
+static void c_exact_end(buf *b)
+{
+    one_tensor(b, "a", 2, 64, 2, ST_GGML_F32, 0);
+    one_tensor(b, "b", 1, 256, 1, ST_GGML_Q4_K, 512);
+    c_pad_data(b, 512 + 144);
+}
+
+static void test_crafted(const char *dir)
+{
+    static const crafted C[] = {
+        {"an array of strings longer than the file", 0, 0, 1, c_str_array_huge},
+        {"a string of 2^64-1 bytes", 0, 0, 1, c_str_len_max},
+        {"a key of 2^64-1 bytes", 0, 0, 1, c_key_len_max},
+        {"an array of arrays", 0, 0, 1, c_nested_array},
+        {"an empty key", 0, 0, 1, c_empty_key},
+        {"a key twice", 0, 0, 2, c_key_twice},
+        {"a key twice, 5000 pairs apart", 0, 0, 5001, c_key_twice_far},
+        {"alignment 0", 0, 0, 1, c_align0},
+        {"alignment 2^31", 0, 0, 1, c_align_big},
+        {"alignment as UINT64", 0, 0, 1, c_align_u64},
+        {"2^32-1 dimensions", 0, 1, 0, c_ndims_max},
+        {"5 dimensions", 0, 1, 0, c_ndims_5},
+        {"an offset of 2^64-32", 0, 1, 0, c_offset_max},
+        {"a size overflowing", 0, 1, 0, c_size_overflow},
+        {"dimensions overflowing", 0, 1, 0, c_dims_overflow},
+        {"a row not filling its blocks", 0, 1, 0, c_partial_block},
+        {"an unknown tensor type", 0, 1, 0, c_unknown_type},
+        {"an empty tensor name", 0, 1, 0, c_empty_name},
+        {"a misaligned offset", 0, 1, 0, c_misaligned},
+        {"overlapping tensors", 0, 2, 0, c_overlap},
+        {"data one byte short", 0, 1, 0, c_past_end},
+        {"zero-element tensors", 1, 2, 0, c_zero_dim},
+        {"data ending at the file's end", 1, 2, 0, c_exact_end},
+    };
+    char path[256];
+    snprintf(path, sizeof path, "%s/crafted.gguf", dir);
+    buf b = {0};
+    for (size_t i = 0; i < sizeof C / sizeof C[0]; i++) {
+        b.len = 0;
+        put(&b, "GGUF", 4);
+        put_le(&b, 3, 4);
+        put_le(&b, C[i].nt, 8);
+        put_le(&b, C[i].nkv, 8);
+        C[i].body(&b);
+        if (write_file(path, b.p, b.len) != 0)
+            exit(2);
+        st_gguf *g = NULL;
+        st_error err = {0};
+        int rc = st_gguf_open(path, &g, &err);
+        if (C[i].valid) {
+            CHECK(rc == ST_OK && g && st_gguf_tensor_count(g) == C[i].nt, "%s: %s", C[i].what,
+                  err.message);
+        } else {
+            CHECK(rc == ST_E_GGUF && !g && strstr(err.message, path) &&
+                      strstr(err.message, " byte ") && err.offset != ST_NO_OFFSET,
+                  "%s: rc %d offset %llu %s", C[i].what, rc, (unsigned long long)err.offset,
+                  err.message);
+        }
+        st_gguf_close(g);
+    }
+    unlink(path);
+    free(b.p);
+}
+
 static void test_corruptions(const char *path, const buf *good, size_t header_end)
 {
     unsigned char *m = malloc(good->len);
@@ -488,6 +708,8 @@ int main(void)
     CHECK(st_gguf_open(path, &g, &err) != ST_OK && !g && strstr(err.message, "missing.gguf"),
           "a missing file: %s", err.message);
     CHECK(st_gguf_open(NULL, &g, &err) != ST_OK && !g);
+
+    test_crafted(dir);
 
     snprintf(path, sizeof path, "%s/mutated.gguf", dir);
     build(&b, 3, &header_end);
