@@ -502,7 +502,10 @@ int st_gguf_open(const char *path, st_gguf **out, st_error *err)
         return st_fail(err, ST_E_IO, ST_NO_OFFSET, "%s: not a regular file", path);
     }
     g->size = (uint64_t)sb.st_size;
-    cursor c = {g, path, malloc(WINDOW), 0, 0, 0, err};
+    /* need() never loads more than the file's size: a small file gets a
+     * small window */
+    size_t win = g->size < WINDOW ? (size_t)g->size + 1 : WINDOW;
+    cursor c = {g, path, malloc(win), 0, 0, 0, err};
     int rc = c.win ? ST_OK : st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     uint32_t magic = 0;
     uint64_t nt = 0, nkv = 0;
