@@ -5,8 +5,8 @@
  * Properties: every failure is a documented code with a message; an
  * accepted file's tensors lie inside it, aligned, with sizes that match
  * their type and dimensions; keys and names are NUL-terminated where their
- * length says; every tensor whose type can be dequantized reads. Seeds
- * (fuzz/seeds.py): GGUF files written by the library. */
+ * length says; no key twice; every tensor whose type can be dequantized
+ * reads. Seeds (fuzz/seeds.py): GGUF files written by the library. */
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < st_gguf_kv_count(g); i++) {
         const st_gguf_kv *kv = st_gguf_kv_at(g, i);
         FUZZ_ASSERT(kv && kv->key && kv->key[kv->key_len] == 0 && kv->key_len > 0);
-        FUZZ_ASSERT(st_gguf_kv_find(g, kv->key) != NULL);
+        FUZZ_ASSERT(st_gguf_kv_find(g, kv->key) == kv, "key %s twice", kv->key);
         if (kv->type == ST_GGUF_STRING && kv->str)
             FUZZ_ASSERT(kv->str[kv->str_len] == 0 && kv->str_len <= size);
         if (kv->type == ST_GGUF_ARRAY && kv->count && kv->array_type != ST_GGUF_STRING &&

@@ -399,30 +399,70 @@ static int check_layout(st_gguf *g, const char *path, st_error *err)
         v[i] = t;
         if (t->offset % g->alignment)
             rc = st_fail(err, ST_E_GGUF, t->header_offset,
-                         "%s: tensor '%s': offset %llu is not a multiple of the alignment %u",
-                         path, t->name, (unsigned long long)t->offset, g->alignment);
+                         "%s: tensor '%s': offset %llu is not a multiple of the alignment %u "
+                         "(tensor info at byte %llu)",
+                         path, t->name, (unsigned long long)t->offset, g->alignment,
+                         (unsigned long long)t->header_offset);
         else if (t->offset > data || t->size > data - t->offset)
             rc = st_fail(err, ST_E_GGUF, t->header_offset,
                          "%s: tensor '%s': %llu bytes at data offset %llu run past the end of "
-                         "the file",
+                         "the file (tensor info at byte %llu)",
                          path, t->name, (unsigned long long)t->size,
-                         (unsigned long long)t->offset);
+                         (unsigned long long)t->offset, (unsigned long long)t->header_offset);
     }
     if (rc == ST_OK) {
         qsort(v, g->nt, sizeof *v, cmp_offset);
         for (size_t i = 1; i < g->nt && rc == ST_OK; i++)
             if (v[i]->offset < v[i - 1]->offset + v[i - 1]->size)
                 rc = st_fail(err, ST_E_GGUF, v[i]->header_offset,
-                             "%s: tensors '%s' and '%s' overlap", path, v[i - 1]->name,
-                             v[i]->name);
+                             "%s: tensors '%s' and '%s' overlap (tensor info at byte %llu)",
+                             path, v[i - 1]->name, v[i]->name,
+                             (unsigned long long)v[i]->header_offset);
     }
     if (rc == ST_OK) {
         qsort(v, g->nt, sizeof *v, cmp_name);
         for (size_t i = 1; i < g->nt && rc == ST_OK; i++)
             if (cmp_name(&v[i - 1], &v[i]) == 0)
                 rc = st_fail(err, ST_E_GGUF, v[i]->header_offset,
-                             "%s: tensor name '%s' appears twice", path, v[i]->name);
+                             "%s: tensor name '%s' appears twice (tensor info at byte %llu)",
+                             path, v[i]->name, (unsigned long long)v[i]->header_offset);
     }
+    free(v);
+    return rc;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    const st_gguf_kv *x = *(const st_gguf_kv *const *)a;
+    const st_gguf_kv *y = *(const st_gguf_kv *const *)b;
+    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int c = memcmp(x->key, y->key, n);
+    if (c)
+        return c;
+    if (x->key_len != y->key_len)
+        return x->key_len < y->key_len ? -1 : 1;
+    return x->value_offset < y->value_offset ? -1 : x->value_offset > y->value_offset;
+}
+
+/* No key twice, however many pairs (sorted, so a header of a million
+ * pairs costs n log n, not n^2); the later of the two is named. */
+static int check_keys(st_gguf *g, const char *path, st_error *err)
+{
+    if (g->nkv < 2)
+        return ST_OK;
+    const st_gguf_kv **v = malloc(g->nkv * sizeof *v);
+    if (!v)
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    for (size_t i = 0; i < g->nkv; i++)
+        v[i] = &g->kv[i];
+    qsort(v, g->nkv, sizeof *v, cmp_key);
+    int rc = ST_OK;
+    for (size_t i = 1; i < g->nkv && rc == ST_OK; i++)
+        if (v[i]->key_len == v[i - 1]->key_len &&
+            memcmp(v[i]->key, v[i - 1]->key, v[i]->key_len) == 0)
+            rc = st_fail(err, ST_E_GGUF, v[i]->value_offset,
+                         "%s: metadata key '%s' twice (the second's value at byte %llu)", path,
+                         v[i]->key, (unsigned long long)v[i]->value_offset);
     free(v);
     return rc;
 }
@@ -462,7 +502,10 @@ int st_gguf_open(const char *path, st_gguf **out, st_error *err)
         return st_fail(err, ST_E_IO, ST_NO_OFFSET, "%s: not a regular file", path);
     }
     g->size = (uint64_t)sb.st_size;
-    cursor c = {g, path, malloc(WINDOW), 0, 0, 0, err};
+    /* need() never loads more than the file's size: a small file gets a
+     * small window */
+    size_t win = g->size < WINDOW ? (size_t)g->size + 1 : WINDOW;
+    cursor c = {g, path, malloc(win), 0, 0, 0, err};
     int rc = c.win ? ST_OK : st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     uint32_t magic = 0;
     uint64_t nt = 0, nkv = 0;
@@ -517,17 +560,15 @@ int st_gguf_open(const char *path, st_gguf **out, st_error *err)
                 if (kv->type != GG_UINT32 || kv->u == 0 || (kv->u & (kv->u - 1)) ||
                     kv->u > (1u << 30))
                     rc = st_fail(err, ST_E_GGUF, kv->value_offset,
-                                 "%s: general.alignment must be a UINT32 power of two", path);
+                                 "%s: general.alignment must be a UINT32 power of two (value "
+                                 "at byte %llu)",
+                                 path, (unsigned long long)kv->value_offset);
                 else
                     g->alignment = (uint32_t)kv->u;
             }
         }
-        for (size_t i = 1; i < g->nkv && rc == ST_OK; i++)
-            for (size_t k = 0; k < i && rc == ST_OK; k++)
-                if (i < 4096 && g->kv[i].key_len == g->kv[k].key_len &&
-                    memcmp(g->kv[i].key, g->kv[k].key, g->kv[i].key_len) == 0)
-                    rc = st_fail(err, ST_E_GGUF, ST_NO_OFFSET, "%s: metadata key '%s' twice",
-                                 path, g->kv[i].key);
+        if (rc == ST_OK)
+            rc = check_keys(g, path, err);
     }
     if (rc == ST_OK) {
         uint64_t p = c.pos;
