@@ -1830,7 +1830,8 @@ ST_API int st_model_diff_metadata(const st_model *a, const st_model *b,
  * Adapter formats read: kohya LoRA / LoCon ("lora_unet_...", "lora_te_",
  * "lora_te1_" / "lora_te2_" with ".lora_down.weight", ".lora_up.weight",
  * ".alpha"; LoCon with a Tucker ".lora_mid.weight"), LyCORIS LoHa
- * (".hada_w1_a" ...) and LoKr (".lokr_w1" ...),
+ * (".hada_w1_a" ...; Tucker cores ".hada_t1"/".hada_t2") and LoKr
+ * (".lokr_w1" ...; Tucker core ".lokr_t2"),
  * PEFT ("unet.X.lora_A.weight", "text_encoder.X.lora_B.weight", ...) and
  * diffusers' older layouts (".lora.down.weight", "lora_linear_layer",
  * "attn1.processor.to_q_lora.down.weight"), whose names are read as the

@@ -387,6 +387,51 @@ def test_bake_sdxl_lycoris(tmp, rng):
         want = w.astype(np.float32) + 0.5 * (2.0 / 4) * np.einsum("pi,iqkl->pqkl", up[:, :, 0, 0], d2)
         check(close(got[key], want.astype(np.float16)), "LoCon lora_mid bake matches numpy")
 
+    # LoHa and LoKr with Tucker cores (LyCORIS use_tucker): factors [R, out] and [R, in],
+    # rebuilt by the einsum "i j k l, j r, i p -> p r k l"
+    def rebuild(t, b, a):
+        return np.einsum("ijkl,jr,ip->prkl", t, b, a)
+
+    hm = "lora_unet_input_blocks_2_0_in_layers_2"
+    hkey = "model.diffusion_model.input_blocks.2.0.in_layers.2.weight"
+    hw = model[hkey]
+    lt2 = {}
+    for s_ in ("1", "2"):
+        lt2[hm + ".hada_t%s" % s_] = (rng.standard_normal((4, 4, 3, 3)) * 0.3).astype(np.float32)
+        lt2[hm + ".hada_w%s_a" % s_] = (rng.standard_normal((4, hw.shape[0])) * 0.3).astype(np.float32)
+        lt2[hm + ".hada_w%s_b" % s_] = (rng.standard_normal((4, hw.shape[1])) * 0.3).astype(np.float32)
+    lt2[hm + ".alpha"] = np.array(2.0, np.float32)
+    km = "lora_unet_input_blocks_1_0_in_layers_2"
+    kkey = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight"
+    kw_ = model[kkey]
+    kw1 = (rng.standard_normal((2, 4)) * 0.3).astype(np.float32)
+    c0, c1 = kw_.shape[0] // 2, kw_.shape[1] // 4
+    lt2[km + ".lokr_w1"] = kw1
+    lt2[km + ".lokr_t2"] = (rng.standard_normal((3, 3, 3, 3)) * 0.3).astype(np.float32)
+    lt2[km + ".lokr_w2_a"] = (rng.standard_normal((3, c0)) * 0.3).astype(np.float32)
+    lt2[km + ".lokr_w2_b"] = (rng.standard_normal((3, c1)) * 0.3).astype(np.float32)
+    lt2[km + ".alpha"] = np.array(1.5, np.float32)
+    tp2 = os.path.join(tmp, "tucker_lyco.safetensors")
+    save(tp2, lt2)
+    rc, _, se = run("lora", "bake", mp, "-o", out, tp2 + ":0.7")
+    check(rc == 0, "bake LoHa/LoKr Tucker rc %d %s" % (rc, se))
+    if rc == 0:
+        got, _ = load(out)
+        dh = rebuild(lt2[hm + ".hada_t1"], lt2[hm + ".hada_w1_b"], lt2[hm + ".hada_w1_a"]) * rebuild(
+            lt2[hm + ".hada_t2"], lt2[hm + ".hada_w2_b"], lt2[hm + ".hada_w2_a"])
+        want = hw.astype(np.float32) + 0.7 * (2.0 / 4) * dh
+        check(close(got[hkey], want.astype(np.float16)), "LoHa hada_t1/t2 bake matches numpy")
+        w2 = rebuild(lt2[km + ".lokr_t2"], lt2[km + ".lokr_w2_b"], lt2[km + ".lokr_w2_a"])
+        dk = np.kron(kw1[:, :, None, None], w2)
+        check(dk.shape == kw_.shape, "LoKr Tucker reference shape")
+        want = kw_.astype(np.float32) + 0.7 * (1.5 / 3) * dk
+        check(close(got[kkey], want.astype(np.float16)), "LoKr lokr_t2 bake matches numpy")
+    # one Tucker core without the other is refused, not half-applied
+    del lt2[hm + ".hada_t2"]
+    save(tp2, lt2)
+    rc, _, se = run("lora", "bake", mp, "-o", out + ".x", tp2)
+    check(rc == 1 and "hada_t" in se and not os.path.exists(out + ".x"), "hada_t1 alone refused: %d %s" % (rc, se))
+
 
 def test_bake_sd2(tmp, rng):
     """SD2: diffusers-named UNet modules, HF-named text encoder modules on

@@ -367,22 +367,85 @@ static int product(const lora_adapter *a, const lora_module *m, const st_tensor 
     return rc;
 }
 
-static int apply_loha(const lora_adapter *a, const lora_module *m, float strength, float *w,
-                      uint64_t rows, uint64_t cols, st_error *err)
+/* LyCORIS's Tucker form (use_tucker, conv layers): wa [R1, out], wb [R2, in],
+ * core [R1, R2, kh, kw]; m[p, r, k, l] = sum_ij core[i, j, k, l] wb[j, r] wa[i, p]
+ * (the einsum "i j k l, j r, i p -> p r k l" of LyCORIS and ComfyUI). Note the
+ * factors are stored transposed against the plain form's [out, R] @ [R, in].
+ * Returns a fresh [out x in*kh*kw] array. */
+static int tucker(const lora_adapter *a, const lora_module *m, const st_tensor *tc,
+                  const st_tensor *ta, const st_tensor *tb, uint64_t out, uint64_t in, uint64_t kh,
+                  uint64_t kw, float **res, st_error *err)
 {
-    if (m->part[LK_HADA_T1] || m->part[LK_HADA_T2])
-        return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
-                       "%s: %s: LoHa with Tucker factors (hada_t1/t2) is not supported yet", a->path,
-                       m->stem);
+    *res = NULL;
+    if (!tc || !ta || !tb || tc->rank != 4 || ta->rank != 2 || tb->rank != 2)
+        return bad(a, m, "a Tucker core needs a 4-D core and two matrices", err);
+    uint64_t r1 = tc->shape[0], r2 = tc->shape[1], kk = kh * kw, cols = in * kk;
+    if (r1 == 0 || r2 == 0 || ta->shape[0] != r1 || ta->shape[1] != out || tb->shape[0] != r2 ||
+        tb->shape[1] != in || tc->shape[2] != kh || tc->shape[3] != kw)
+        return bad(a, m, "Tucker core and factors do not fit each other or the weight", err);
+    if (r1 > out || r2 > in)
+        return bad(a, m, "rank is larger than the layer", err);
+    float *fc = NULL, *fa = NULL, *fb = NULL, *mid = lora_alloc_f32(r1 * cols, m->stem, err);
+    float *wat = mid ? lora_alloc_f32(out * r1, m->stem, err) : NULL;
+    float *c = wat ? lora_alloc_f32(out * cols, m->stem, err) : NULL;
+    int rc = c ? ST_OK : ST_E_NOMEM;
+    if (rc == ST_OK)
+        rc = load2(a, tc, &fc, err);
+    if (rc == ST_OK)
+        rc = load2(a, ta, &fa, err);
+    if (rc == ST_OK)
+        rc = load2(a, tb, &fb, err);
+    if (rc == ST_OK) {
+        /* mid[i, r, kl] = sum_j core[i, j, kl] wb[j, r]: the small contraction first,
+         * so the large one is a single GEMM with wa transposed. */
+        memset(mid, 0, r1 * cols * sizeof *mid);
+        for (uint64_t i = 0; i < r1; i++)
+            for (uint64_t j = 0; j < r2; j++) {
+                const float *ck = fc + (i * r2 + j) * kk;
+                for (uint64_t r = 0; r < in; r++) {
+                    float v = fb[j * in + r];
+                    float *dst = mid + i * cols + r * kk;
+                    for (uint64_t k = 0; k < kk; k++)
+                        dst[k] += v * ck[k];
+                }
+            }
+        for (uint64_t i = 0; i < r1; i++)
+            for (uint64_t p = 0; p < out; p++)
+                wat[p * r1 + i] = fa[i * out + p];
+        memset(c, 0, out * cols * sizeof *c);
+        lora_gemm_acc(out, cols, r1, 1.0f, wat, mid, c);
+        *res = c;
+        c = NULL;
+    }
+    free(fc), free(fa), free(fb), free(mid), free(wat), free(c);
+    return rc;
+}
+
+static int apply_loha(const lora_adapter *a, const lora_module *m, float strength, float *w,
+                      uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
+                      st_error *err)
+{
+    const st_tensor *t1 = m->part[LK_HADA_T1], *t2 = m->part[LK_HADA_T2];
+    if ((t1 != NULL) != (t2 != NULL))
+        return bad(a, m, "has one of hada_t1 and hada_t2 without the other", err);
+    if (t1 && (trank != 4 || tshape[1] * tshape[2] * tshape[3] != cols))
+        return bad(a, m, "hada_t1/t2 need a 4-D convolution weight", err);
     const st_tensor *b1 = m->part[LK_HADA_W1B];
     if (!b1 || b1->rank < 1 || b1->shape[0] == 0)
         return bad(a, m, "hada_w1_b missing or rank 0", err);
     double scale;
     int rc = get_scale(a, m, b1->shape[0], &scale, err);
     float *p1 = NULL, *p2 = NULL;
-    if (rc == ST_OK)
+    if (rc == ST_OK && t1) {
+        rc = tucker(a, m, t1, m->part[LK_HADA_W1A], b1, rows, tshape[1], tshape[2], tshape[3], &p1,
+                    err);
+        if (rc == ST_OK)
+            rc = tucker(a, m, t2, m->part[LK_HADA_W2A], m->part[LK_HADA_W2B], rows, tshape[1],
+                        tshape[2], tshape[3], &p2, err);
+    }
+    if (rc == ST_OK && !t1)
         rc = product(a, m, m->part[LK_HADA_W1A], b1, rows, cols, &p1, err);
-    if (rc == ST_OK)
+    if (rc == ST_OK && !t1)
         rc = product(a, m, m->part[LK_HADA_W2A], m->part[LK_HADA_W2B], rows, cols, &p2, err);
     if (rc == ST_OK) {
         float s = (float)(strength * scale);
@@ -417,12 +480,13 @@ static int lokr_factor(const lora_adapter *a, const lora_module *m, int whole, i
 }
 
 static int apply_lokr(const lora_adapter *a, const lora_module *m, float strength, float *w,
-                      uint64_t rows, uint64_t cols, st_error *err)
+                      uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
+                      st_error *err)
 {
-    if (m->part[LK_LOKR_T2])
-        return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
-                       "%s: %s: LoKr with a Tucker factor (lokr_t2) is not supported yet", a->path,
-                       m->stem);
+    const st_tensor *t2 = m->part[LK_LOKR_T2];
+    if (t2 && (trank != 4 || m->part[LK_LOKR_W2] || !m->part[LK_LOKR_W2A] || !m->part[LK_LOKR_W2B] ||
+               m->part[LK_LOKR_W2A]->rank != 2 || m->part[LK_LOKR_W2B]->rank != 2))
+        return bad(a, m, "lokr_t2 needs a 4-D convolution weight and lokr_w2_a/lokr_w2_b matrices", err);
     /* Shapes first: the two factors' products must tile the weight. */
     const st_tensor *w1 = m->part[LK_LOKR_W1], *w2 = m->part[LK_LOKR_W2];
     const st_tensor *w1a = m->part[LK_LOKR_W1A], *w1b = m->part[LK_LOKR_W1B];
@@ -431,12 +495,21 @@ static int apply_lokr(const lora_adapter *a, const lora_module *m, float strengt
     uint64_t a1 = w1 ? rest_of(w1) : (w1b ? rest_of(w1b) : 0);
     uint64_t c0 = w2 ? (w2->rank ? w2->shape[0] : 0) : (w2a && w2a->rank ? w2a->shape[0] : 0);
     uint64_t c1 = w2 ? rest_of(w2) : (w2b ? rest_of(w2b) : 0);
+    if (t2) { /* the Tucker form's factors are [R, out] and [R, in] */
+        c0 = w2a->shape[1];
+        c1 = w2b->shape[1] * tshape[2] * tshape[3];
+    }
     if (!a0 || !a1 || !c0 || !c1 || rows % a0 || rows / a0 != c0 || cols % a1 || cols / a1 != c1)
         return bad(a, m, "LoKr factors do not tile the weight's shape", err);
     float *f1 = NULL, *f2 = NULL;
     uint64_t d0, d1, e0, e1, dim = 0;
     int rc = lokr_factor(a, m, LK_LOKR_W1, LK_LOKR_W1A, LK_LOKR_W1B, &f1, &d0, &d1, &dim, err);
-    if (rc == ST_OK)
+    if (rc == ST_OK && t2) {
+        e0 = c0;
+        e1 = c1;
+        dim = w2b->shape[0];
+        rc = tucker(a, m, t2, w2a, w2b, c0, w2b->shape[1], tshape[2], tshape[3], &f2, err);
+    } else if (rc == ST_OK)
         rc = lokr_factor(a, m, LK_LOKR_W2, LK_LOKR_W2A, LK_LOKR_W2B, &f2, &e0, &e1, &dim, err);
     double scale = 1.0;
     if (rc == ST_OK && dim)
@@ -468,8 +541,8 @@ int lora_module_apply(const lora_adapter *a, const lora_module *m, float strengt
     if (m->part[LK_DOWN] || m->part[LK_UP])
         return apply_lora(a, m, strength, w, rows, cols, tshape, trank, err);
     if (m->part[LK_HADA_W1A] || m->part[LK_HADA_W1B])
-        return apply_loha(a, m, strength, w, rows, cols, err);
+        return apply_loha(a, m, strength, w, rows, cols, tshape, trank, err);
     if (m->part[LK_LOKR_W1] || m->part[LK_LOKR_W1A] || m->part[LK_LOKR_W2] || m->part[LK_LOKR_W2A])
-        return apply_lokr(a, m, strength, w, rows, cols, err);
+        return apply_lokr(a, m, strength, w, rows, cols, tshape, trank, err);
     return bad(a, m, "has an alpha but no weights", err);
 }
