@@ -1831,7 +1831,8 @@ ST_API int st_model_diff_metadata(const st_model *a, const st_model *b,
  * "lora_te1_" / "lora_te2_" with ".lora_down.weight", ".lora_up.weight",
  * ".alpha"; LoCon with a Tucker ".lora_mid.weight"), LyCORIS LoHa
  * (".hada_w1_a" ...; Tucker cores ".hada_t1"/".hada_t2") and LoKr
- * (".lokr_w1" ...; Tucker core ".lokr_t2"),
+ * (".lokr_w1" ...; Tucker core ".lokr_t2"), each optionally DoRA
+ * (".dora_scale", applied as ComfyUI's weight_decompose),
  * PEFT ("unet.X.lora_A.weight", "text_encoder.X.lora_B.weight", ...) and
  * diffusers' older layouts (".lora.down.weight", "lora_linear_layer",
  * "attn1.processor.to_q_lora.down.weight"), whose names are read as the

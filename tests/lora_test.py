@@ -432,6 +432,48 @@ def test_bake_sdxl_lycoris(tmp, rng):
     rc, _, se = run("lora", "bake", mp, "-o", out + ".x", tp2)
     check(rc == 1 and "hada_t" in se and not os.path.exists(out + ".x"), "hada_t1 alone refused: %d %s" % (rc, se))
 
+    # DoRA (ComfyUI weight_decompose): dora_scale [1, in] normalises the columns of
+    # W + s dW; [out, 1, 1, 1] divides by the ORIGINAL weight's row norms
+    def dora_ref(w0, delta, mag, strength):
+        w0 = w0.astype(np.float32)
+        wc = w0 + delta
+        if mag.shape[0] == w0.shape[0]:
+            norm = np.linalg.norm(w0.reshape(w0.shape[0], -1), axis=1).reshape((-1,) + (1,) * (w0.ndim - 1))
+        else:
+            norm = np.linalg.norm(np.swapaxes(wc, 0, 1).reshape(w0.shape[1], -1), axis=1).reshape(
+                (1, -1) + (1,) * (w0.ndim - 2))
+        wc = wc * (mag / (norm + np.finfo(np.float32).eps))
+        return w0 + strength * (wc - w0)
+
+    lin_m = sorted(m for m in tg if "attn1_to_k" in m and m.startswith("lora_unet_"))[0]
+    lin_key = tg[lin_m][0]
+    conv_m, conv_key = hm, hkey
+    dl = {}
+    for m, key, mag_shape in ((lin_m, lin_key, (1, model[lin_key].shape[1])),
+                              (conv_m, conv_key, (model[conv_key].shape[0], 1, 1, 1))):
+        w = model[key]
+        dl[m + ".lora_down.weight"] = (rng.standard_normal((4,) + w.shape[1:2] + tuple(w.shape[2:])) * 0.2).astype(np.float32)
+        dl[m + ".lora_up.weight"] = (rng.standard_normal((w.shape[0], 4) + (1,) * (w.ndim - 2)) * 0.2).astype(np.float32)
+        dl[m + ".alpha"] = np.array(2.0, np.float32)
+        dl[m + ".dora_scale"] = (rng.random(mag_shape) + 0.5).astype(np.float32)
+    dp = os.path.join(tmp, "dora.safetensors")
+    save(dp, dl)
+    rc, _, se = run("lora", "bake", mp, "-o", out, dp + ":0.6")
+    check(rc == 0, "bake DoRA rc %d %s" % (rc, se))
+    if rc == 0:
+        got, _ = load(out)
+        for m, key in ((lin_m, lin_key), (conv_m, conv_key)):
+            w = model[key]
+            up = dl[m + ".lora_up.weight"].reshape(w.shape[0], 4)
+            dn = dl[m + ".lora_down.weight"].reshape(4, -1)
+            delta = (2.0 / 4) * (up @ dn).reshape(w.shape)
+            want = dora_ref(w, delta, dl[m + ".dora_scale"], 0.6)
+            check(close(got[key], want.astype(np.float16)), "DoRA bake matches numpy: %s" % key)
+    dl[lin_m + ".dora_scale"] = np.ones((3, 3), np.float32)
+    save(dp, dl)
+    rc, _, se = run("lora", "bake", mp, "-o", out + ".x", dp)
+    check(rc == 1 and "dora_scale" in se and not os.path.exists(out + ".x"), "misfit dora_scale refused: %d %s" % (rc, se))
+
 
 def test_bake_sd2(tmp, rng):
     """SD2: diffusers-named UNet modules, HF-named text encoder modules on

@@ -8,7 +8,9 @@
  */
 #include "lora/lora_internal.h"
 
+#include <float.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +24,7 @@ static const struct {
     {".hada_w2_a", LK_HADA_W2A},    {".hada_w2_b", LK_HADA_W2B}, {".hada_t1", LK_HADA_T1},
     {".hada_t2", LK_HADA_T2},       {".lokr_w1", LK_LOKR_W1},    {".lokr_w1_a", LK_LOKR_W1A},
     {".lokr_w1_b", LK_LOKR_W1B},    {".lokr_w2", LK_LOKR_W2},    {".lokr_w2_a", LK_LOKR_W2A},
-    {".lokr_w2_b", LK_LOKR_W2B},    {".lokr_t2", LK_LOKR_T2},
+    {".lokr_w2_b", LK_LOKR_W2B},    {".lokr_t2", LK_LOKR_T2},      {".dora_scale", LK_DORA},
     /* PEFT and diffusers' older layouts (their stems are renamed below) */
     {".lora_A.weight", LK_DOWN},    {".lora_B.weight", LK_UP},
     {".lora.down.weight", LK_DOWN}, {".lora.up.weight", LK_UP},
@@ -532,9 +534,74 @@ static int apply_lokr(const lora_adapter *a, const lora_module *m, float strengt
     return rc;
 }
 
+static int apply_delta(const lora_adapter *a, const lora_module *m, float strength, float *w,
+                       uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
+                       st_error *err);
+
+/*
+ * DoRA as ComfyUI's comfy/weight_adapter/base.py weight_decompose applies it
+ * (and LyCORIS / kohya train it): W' = (W + s dW) * m / (norm + eps), then
+ * W + strength (W' - W). A dora_scale with one value per output row (LyCORIS)
+ * divides by the norms of the ORIGINAL weight's rows — ComfyUI's choice, kept
+ * so a bake matches what it renders; one per input column (kohya, PEFT:
+ * [1, in] or [1, in, 1, 1]) divides by the column norms of W + s dW.
+ */
+static int apply_dora(const lora_adapter *a, const lora_module *m, float strength, float *w,
+                      uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
+                      st_error *err)
+{
+    const st_tensor *d = m->part[LK_DORA];
+    uint64_t in = trank >= 2 ? tshape[1] : cols;
+    if (in == 0 || cols % in)
+        return bad(a, m, "dora_scale needs a weight with input columns", err);
+    uint64_t kk = cols / in;
+    bool on_out = d->rank >= 1 && d->shape[0] == rows && d->nelements == rows;
+    bool on_in = d->rank >= 2 && d->shape[0] == 1 && d->shape[1] == in && d->nelements == in;
+    if (!on_out && !on_in)
+        return bad(a, m, "dora_scale fits neither the weight's rows nor its input columns", err);
+    int rc = apply_delta(a, m, 1.0f, NULL, rows, cols, tshape, trank, err);
+    if (rc || !w)
+        return rc;
+    float *mag = NULL, *w0 = lora_alloc_f32(rows * cols, m->stem, err);
+    double *norm = w0 ? calloc(on_out ? rows : in, sizeof *norm) : NULL;
+    rc = norm ? ST_OK : (w0 ? st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory") : ST_E_NOMEM);
+    if (rc == ST_OK)
+        rc = load2(a, d, &mag, err);
+    if (rc == ST_OK) {
+        memcpy(w0, w, rows * cols * sizeof *w);
+        rc = apply_delta(a, m, 1.0f, w, rows, cols, tshape, trank, err);
+    }
+    if (rc == ST_OK) {
+        const float *src = on_out ? w0 : w;
+        for (uint64_t i = 0; i < rows; i++)
+            for (uint64_t c = 0; c < cols; c++) {
+                double v = src[i * cols + c];
+                norm[on_out ? i : c / kk] += v * v;
+            }
+        for (uint64_t i = 0; i < rows; i++)
+            for (uint64_t c = 0; c < cols; c++) {
+                uint64_t k = on_out ? i : c / kk;
+                double f = mag[k] / (sqrt(norm[k]) + FLT_EPSILON);
+                double wc = w[i * cols + c] * f, o = w0[i * cols + c];
+                w[i * cols + c] = (float)(o + strength * (wc - o));
+            }
+    }
+    free(mag), free(w0), free(norm);
+    return rc;
+}
+
 int lora_module_apply(const lora_adapter *a, const lora_module *m, float strength, float *w,
                       uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
                       st_error *err)
+{
+    if (m->part[LK_DORA])
+        return apply_dora(a, m, strength, w, rows, cols, tshape, trank, err);
+    return apply_delta(a, m, strength, w, rows, cols, tshape, trank, err);
+}
+
+static int apply_delta(const lora_adapter *a, const lora_module *m, float strength, float *w,
+                       uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
+                       st_error *err)
 {
     if (!w && !m->part[LK_DOWN] && !m->part[LK_UP])
         return ST_OK; /* LyCORIS modules are checked when applied */
