@@ -474,6 +474,37 @@ def test_bake_sdxl_lycoris(tmp, rng):
     rc, _, se = run("lora", "bake", mp, "-o", out + ".x", dp)
     check(rc == 1 and "dora_scale" in se and not os.path.exists(out + ".x"), "misfit dora_scale refused: %d %s" % (rc, se))
 
+    # SDXL refiner: its only text encoder (OpenCLIP bigG, conditioner.embedders.0.model.)
+    # takes ComfyUI's lora_te_ names; q/k/v patch the row blocks of in_proj_weight
+    ref = {k.replace("conditioner.embedders.1.", "conditioner.embedders.0."): v for k, v in model.items()
+           if not k.startswith("conditioner.embedders.0.")}
+    rp = os.path.join(tmp, "refiner.safetensors")
+    save(rp, ref)
+    ipk = "conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight"
+    opk = "conditioner.embedders.0.model.transformer.resblocks.0.attn.out_proj.weight"
+    check(ipk in ref and opk in ref, "refiner-shaped model has the bigG attention")
+    if ipk in ref and opk in ref:
+        dmod = ref[ipk].shape[1]
+        rl = {}
+        for m in ("lora_te_text_model_encoder_layers_0_self_attn_k_proj",
+                  "lora_te_text_model_encoder_layers_0_self_attn_out_proj"):
+            rl[m + ".lora_down.weight"] = (rng.standard_normal((2, dmod)) * 0.2).astype(np.float32)
+            rl[m + ".lora_up.weight"] = (rng.standard_normal((dmod, 2)) * 0.2).astype(np.float32)
+            rl[m + ".alpha"] = np.array(2.0, np.float32)
+        rlp = os.path.join(tmp, "refiner_lora.safetensors")
+        save(rlp, rl)
+        rc, _, se = run("lora", "bake", rp, "-o", out, rlp)
+        check(rc == 0, "bake refiner rc %d %s" % (rc, se))
+        if rc == 0:
+            got, _ = load(out)
+            want = ref[ipk].astype(np.float32)
+            m = "lora_te_text_model_encoder_layers_0_self_attn_k_proj"
+            want[dmod:2 * dmod] += rl[m + ".lora_up.weight"] @ rl[m + ".lora_down.weight"]
+            check(close(got[ipk], want.astype(ref[ipk].dtype)), "refiner k_proj patches in_proj rows [d, 2d)")
+            m = "lora_te_text_model_encoder_layers_0_self_attn_out_proj"
+            want = ref[opk].astype(np.float32) + rl[m + ".lora_up.weight"] @ rl[m + ".lora_down.weight"]
+            check(close(got[opk], want.astype(ref[opk].dtype)), "refiner out_proj patched")
+
 
 def test_bake_sd2(tmp, rng):
     """SD2: diffusers-named UNet modules, HF-named text encoder modules on

@@ -395,6 +395,9 @@ int lora_map_build(const st_file *model, lora_map **out, st_error *err)
         if (has_prefix(s, len, "cond_stage_model.model.", &p) ||
             has_prefix(s, len, "conditioner.embedders.1.model.", &p)) {
             rc = add_open_clip(m, i, t, s + p, p == 23 ? "lora_te_" : "lora_te2_", err);
+        } else if (has_prefix(s, len, "conditioner.embedders.0.model.", &p)) {
+            /* the SDXL refiner's only encoder (bigG): ComfyUI names it lora_te_ */
+            rc = add_open_clip(m, i, t, s + p, "lora_te_", err);
         } else if (!w) {
             continue;
         } else if (has_prefix(s, len, "cond_stage_model.transformer.", &p)) {
