@@ -601,6 +601,36 @@ def flux_model(rng, H=32, mlp=4, double=2, single=2, prefix="model.diffusion_mod
     return t
 
 
+def test_bake_flux_text_encoders(tmp, rng):
+    """ComfyUI's all-in-one Flux file: CLIP-L takes lora_te1_, T5-XXL kohya's
+    lora_te3_ and OneTrainer's lora_te2_ (ComfyUI model_lora_keys_clip)."""
+    model = flux_model(rng)
+    ck = "text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"
+    tk = "text_encoders.t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight"
+    model[ck] = (rng.standard_normal((16, 16)) * 0.1).astype(np.float16)
+    model[tk] = (rng.standard_normal((24, 24)) * 0.1).astype(np.float16)
+    mp = os.path.join(tmp, "flux_te.safetensors")
+    save(mp, model)
+    for t5name in ("lora_te3_", "lora_te2_"):
+        lt, want = {}, {}
+        for key, stem in ((ck, "lora_te1_text_model_encoder_layers_0_self_attn_q_proj"),
+                          (tk, t5name + "encoder_block_0_layer_0_SelfAttention_q")):
+            n = model[key].shape[0]
+            lt[stem + ".lora_down.weight"] = (rng.standard_normal((2, n)) * 0.2).astype(np.float32)
+            lt[stem + ".lora_up.weight"] = (rng.standard_normal((n, 2)) * 0.2).astype(np.float32)
+            want[key] = model[key].astype(np.float32) + 0.5 * (
+                lt[stem + ".lora_up.weight"] @ lt[stem + ".lora_down.weight"])
+        lp = os.path.join(tmp, "flux_te_lora.safetensors")
+        save(lp, lt)
+        out = os.path.join(tmp, "flux_te_baked.safetensors")
+        rc, _, se = run("lora", "bake", mp, "-o", out, lp + ":0.5")
+        check(rc == 0, "bake Flux text encoders (%s) rc %d %s" % (t5name, rc, se))
+        if rc == 0:
+            got, _ = load(out)
+            for key in (ck, tk):
+                check(close(got[key], want[key].astype(np.float16)), "Flux %s patched (%s)" % (key, t5name))
+
+
 def test_bake_flux(tmp, rng):
     """Flux: kohya (BFL names), diffusers/PEFT (split of fused qkv and
     linear1 into row blocks, as flux_merge_lora.py / ComfyUI) and XLabs."""
@@ -868,6 +898,7 @@ def main():
         test_bake_sdxl_lycoris(tmp, rng)
         test_bake_sd2(tmp, rng)
         test_bake_flux(tmp, rng)
+        test_bake_flux_text_encoders(tmp, rng)
         if r:
             test_bake_peft(tmp, rng, *r)
             test_errors(tmp, rng, *r)

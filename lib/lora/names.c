@@ -383,6 +383,12 @@ int lora_map_build(const st_file *model, lora_map **out, st_error *err)
     if (bare)
         uprefix = "";
     unsigned nres = find_nres(model, uprefix);
+    bool clip_g = false;
+    for (size_t i = 0; i < st_tensor_count(model) && !clip_g; i++) {
+        size_t p;
+        const st_tensor *t = st_tensor_at(model, i);
+        clip_g = has_prefix(t->name, t->name_len, "text_encoders.clip_g.", &p);
+    }
     size_t n = st_tensor_count(model);
     for (size_t i = 0; i < n && rc == ST_OK; i++) {
         const st_tensor *t = st_tensor_at(model, i);
@@ -395,6 +401,16 @@ int lora_map_build(const st_file *model, lora_map **out, st_error *err)
         if (has_prefix(s, len, "cond_stage_model.model.", &p) ||
             has_prefix(s, len, "conditioner.embedders.1.model.", &p)) {
             rc = add_open_clip(m, i, t, s + p, p == 23 ? "lora_te_" : "lora_te2_", err);
+        } else if (w && has_prefix(s, len, "text_encoders.clip_l.transformer.", &p)) {
+            /* ComfyUI's all-in-one Flux files: CLIP-L is kohya's lora_te1_ */
+            rc = add_hf_clip(m, i, s + p, len - p, "lora_te1_", err);
+        } else if (w && has_prefix(s, len, "text_encoders.t5xxl.transformer.", &p)) {
+            /* T5-XXL: kohya's flux scripts name it lora_te3_, OneTrainer's
+             * Flux LoRAs lora_te2_ (both as ComfyUI maps them; te2 only
+             * while no CLIP-G holds that name) */
+            rc = add_hf_clip(m, i, s + p, len - p, "lora_te3_", err);
+            if (rc == ST_OK && !clip_g)
+                rc = add_hf_clip(m, i, s + p, len - p, "lora_te2_", err);
         } else if (has_prefix(s, len, "conditioner.embedders.0.model.", &p)) {
             /* the SDXL refiner's only encoder (bigG): ComfyUI names it lora_te_ */
             rc = add_open_clip(m, i, t, s + p, "lora_te_", err);
