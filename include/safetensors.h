@@ -1853,6 +1853,10 @@ ST_API int st_model_diff_metadata(const st_model *a, const st_model *b,
  * patch row blocks of the fused img_attn.qkv / txt_attn.qkv / linear1 as
  * kohya's flux_merge_lora.py splits them; XLabs' "double_blocks.N.processor.
  * qkv_lora1/proj_lora1" (img) and "..._lora2" (txt) patch the same layers.
+ * Text encoders of ComfyUI's all-in-one Flux files: "text_encoders.clip_l."
+ * is "lora_te1_", "text_encoders.t5xxl.transformer.X" is "lora_te3_" + X
+ * (kohya) or "lora_te2_" + X (OneTrainer). The SDXL refiner's OpenCLIP
+ * (conditioner.embedders.0.model.) takes "lora_te_" (ComfyUI).
  *
  * Math (f32 throughout, matrices flattened to [out, in * kh * kw]):
  *   LoRA   W += strength * (alpha / rank) * up @ down   (linear, conv 1x1
@@ -1860,6 +1864,11 @@ ST_API int st_model_diff_metadata(const st_model *a, const st_model *b,
  *   LoHa   W += strength * (alpha / rank) * (w1a @ w1b) * (w2a @ w2b)
  *   LoKr   W += strength * s * kron(w1, w2), w1 = lokr_w1 or w1_a @ w1_b (same
  *          for w2); s = alpha / rank of the decomposed factor, else 1
+ *   Tucker (LoHa hada_t1/t2, LoKr lokr_t2): a factor is the LyCORIS einsum
+ *          "i j k l, j r, i p -> p r k l"(core, w_b [R, in], w_a [R, out])
+ *   DoRA   (dora_scale) W' = (W + s dW) * mag / (norm + eps), then
+ *          W + strength (W' - W); mag per output row: norms of the original
+ *          W's rows; per input column: column norms of W + s dW (ComfyUI)
  * Linear algebra is BLAS (products) and LAPACK (QR, SVD) from OpenBLAS,
  * which uses every core.
  */
