@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every libFuzzer target (fuzz/fuzz_*.c, ASan + UBSan) for ST_FUZZ_SECONDS
-# seconds each (default 25; the CLI parsers fuzz_glob, fuzz_jsonval and
+# seconds each (default 20; the CLI parsers fuzz_glob, fuzz_jsonval and
 # fuzz_merge ask for 60 with a fuzz-min-seconds line; two at a time, keep `make test`
 # near 10 minutes; `make fuzz` runs them longer), through fuzz/run.sh: one pass per target that
 # ran its time without a crash. Runs once per `make test`: in the normal
@@ -16,4 +16,4 @@ if [ "${ST_SAN:-0}" = 1 ]; then
     echo "# passed 0 failed 0"
     exit 0
 fi
-exec bash fuzz/run.sh "${ST_FUZZ_SECONDS:-25}"
+exec bash fuzz/run.sh "${ST_FUZZ_SECONDS:-20}"
