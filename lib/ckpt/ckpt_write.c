@@ -7,6 +7,7 @@
  * policy about dangerous globals is the caller's (scan first). */
 #include "ckpt/ckpt_model.h"
 #include "common/outfile.h"
+#include "format/stream.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,20 +15,16 @@
 typedef struct ckpt_source {
     const st_ckpt *ck;
     const st_ckpt_tensor *t;
-    st_error *err;     /* the first read error, for the report */
-    bool *failed;
+    st_op_input *in;   /* keeps the first read error, for the report */
 } ckpt_source;
 
 static int source_read(void *ctx, uint64_t offset, void *buf, size_t len)
 {
     ckpt_source *s = ctx;
     st_error e;
+    memset(&e, 0, sizeof e);
     int rc = st_ckpt_tensor_read(s->ck, s->t, offset, buf, len, &e);
-    if (rc != ST_OK && !*s->failed) {
-        *s->err = e;
-        *s->failed = true;
-    }
-    return rc;
+    return st_op_input_fail(s->in, rc, &e);
 }
 
 /* Where the tensor's bytes lie in the file, when they are one run needing
@@ -61,9 +58,8 @@ int st_ckpt_write_safetensors(const st_ckpt *ck, const char *out_path,
     size_t n = st_ckpt_tensor_count(ck);
     st_writer *w = st_writer_new();
     ckpt_source *src = calloc(n ? n : 1, sizeof *src);
-    st_error read_err;
-    bool read_failed = false;
-    memset(&read_err, 0, sizeof read_err);
+    st_op_input in;
+    memset(&in, 0, sizeof in);
     int rc = ST_OK;
     if (!w || !src) {
         rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
@@ -77,7 +73,7 @@ int st_ckpt_write_safetensors(const st_ckpt *ck, const char *out_path,
             rc = st_writer_add_file_range(w, t->name, t->name_len, t->dtype, t->shape, t->rank,
                                           ck->fd, off, t->nbytes, err);
         } else {
-            src[i] = (ckpt_source){ck, t, &read_err, &read_failed};
+            src[i] = (ckpt_source){ck, t, &in};
             rc = st_writer_add_stream(w, t->name, t->name_len, t->dtype, t->shape, t->rank,
                                       t->nbytes, source_read, &src[i], err);
         }
@@ -104,14 +100,8 @@ int st_ckpt_write_safetensors(const st_ckpt *ck, const char *out_path,
     }
     rep.tensors = n;
     rep.output_size = st_writer_output_size(w);
-    rc = st_writer_write(w, out_path, err);
-    if (rc != ST_OK && read_failed) {
-        /* the checkpoint could not be read (changed underneath?): its error */
-        if (err)
-            *err = read_err;
-        rc = read_err.code ? read_err.code : ST_E_IO;
-        rep.failed_input = 0;
-    }
+    /* a checkpoint that could not be read (changed underneath?): its error */
+    rc = st_op_write(w, out_path, &in, 1, &rep.failed_input, err);
 done:
     st_writer_free(w);
     free(src);

@@ -41,7 +41,7 @@ int st_op_write(st_writer *w, const char *path, st_op_input *inputs, size_t n,
     if (rc == ST_OK || rc != ST_E_CALLBACK)
         return rc;
     for (size_t i = 0; i < n; i++)
-        if (inputs[i].file && inputs[i].failed) {
+        if (inputs[i].failed) {
             /* An input that changed or cannot be read: its error. */
             if (failed_input)
                 *failed_input = (int)i;

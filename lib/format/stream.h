@@ -8,7 +8,9 @@
 
 #include "common/internal.h"
 
-/* An input file of an operation and the first read error met on it. */
+/* An input of an operation and the first read error met on it. `file` is
+ * NULL for inputs read some other way (a checkpoint, a GGUF file) that
+ * report their read errors through st_op_input_fail all the same. */
 typedef struct st_op_input {
     const char *path;
     st_file *file;

@@ -6,6 +6,7 @@
  * in the file and is read with pread, a slice at a time. */
 #include "common/arena.h"
 #include "common/outfile.h"
+#include "format/stream.h"
 #include "gguf/gguf_internal.h"
 
 #include <errno.h>
@@ -687,8 +688,7 @@ typedef struct deq_source {
     unsigned char *raw;        /* SLICE_ELEMS elements' GGUF bytes */
     unsigned char *conv;       /* SLICE_ELEMS elements of the output dtype */
     size_t raw_cap;
-    st_error *err;
-    bool *failed;
+    st_op_input *in;           /* keeps the first read error */
 } deq_source;
 
 #define SLICE_ELEMS ((uint64_t)1 << 20) /* a multiple of every block size */
@@ -706,16 +706,12 @@ static int deq_read(void *ctx, uint64_t offset, void *buf, size_t len)
         uint64_t first = e / blk * blk;
         uint64_t n = s->t->nelements - first < SLICE_ELEMS ? s->t->nelements - first : SLICE_ELEMS;
         st_error e2;
+        memset(&e2, 0, sizeof e2);
         int rc = st_gguf_tensor_read_f32(s->g, s->t, first, s->f32, n, s->raw, s->raw_cap, &e2);
         if (rc == ST_OK)
             rc = st_convert(s->dtype, s->conv, ST_F32, s->f32, (size_t)n, 0, &e2);
-        if (rc != ST_OK) {
-            if (!*s->failed) {
-                *s->err = e2;
-                *s->failed = true;
-            }
-            return rc;
-        }
+        if (rc != ST_OK)
+            return st_op_input_fail(s->in, rc, &e2);
         uint64_t from = offset - first * es;
         uint64_t avail = n * es - from;
         size_t k = len < avail ? len : (size_t)avail;
@@ -790,8 +786,8 @@ int st_gguf_to_safetensors(const char *in_path, const char *out_path,
     deq_source *src = NULL;
     float *f32 = NULL;
     unsigned char *raw = NULL, *conv = NULL;
-    st_error read_err;
-    bool read_failed = false;
+    st_op_input in;
+    memset(&in, 0, sizeof in);
     int rc;
     if (!in_path || !out_path || (dt != ST_F32 && dt != ST_F16 && dt != ST_BF16)) {
         rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET,
@@ -846,7 +842,7 @@ int st_gguf_to_safetensors(const char *in_path, const char *out_path,
         size_t nl = t->name_len < 65536 ? t->name_len : 65535;
         memcpy(name, prefix, pl);
         memcpy(name + pl, t->name, nl);
-        src[i] = (deq_source){g, t, dt, f32, raw, conv, raw_cap, &read_err, &read_failed};
+        src[i] = (deq_source){g, t, dt, f32, raw, conv, raw_cap, &in};
         uint64_t bytes = t->nelements * (st_dtype_bits(dt) / 8);
         rc = st_writer_add_stream(w, name, pl + nl, dt, shape, rank, bytes, deq_read, &src[i],
                                   err);
@@ -883,13 +879,7 @@ int st_gguf_to_safetensors(const char *in_path, const char *out_path,
         st_writer_set_hooks(w, &opt->hooks);
     rep.tensors = g->nt;
     rep.output_size = st_writer_output_size(w);
-    rc = st_writer_write(w, out_path, err);
-    if (rc != ST_OK && read_failed) {
-        if (err)
-            *err = read_err;
-        rc = read_err.code ? read_err.code : ST_E_IO;
-        rep.failed_input = 0;
-    }
+    rc = st_op_write(w, out_path, &in, 1, &rep.failed_input, err);
 done:
     st_writer_free(w);
     free(src);
