@@ -2181,6 +2181,15 @@ ST_API const st_gguf_kv *st_gguf_kv_find(const st_gguf *gguf, const char *key);
 /** Element i of an array of integers. */
 ST_API int st_gguf_kv_array_int(const st_gguf *gguf, const st_gguf_kv *kv, uint64_t i,
                                 int64_t *value, st_error *err);
+/**
+ * A tensor's shape in safetensors' order (at most 8 dimensions): the one
+ * comfy.gguf.orig_shape.<name> records (*restored = 1; it must be an
+ * array of at most 8 non-negative integers whose product is the tensor's
+ * element count, else ST_E_GGUF), or ggml's dimensions reversed.
+ */
+ST_API int st_gguf_tensor_shape(const st_gguf *gguf, const st_gguf_tensor *tensor,
+                                uint64_t shape[8], uint32_t *rank, int *restored,
+                                st_error *err);
 ST_API size_t st_gguf_tensor_count(const st_gguf *gguf);
 /** The i-th tensor, in the file's order. */
 ST_API const st_gguf_tensor *st_gguf_tensor_at(const st_gguf *gguf, size_t i);

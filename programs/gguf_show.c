@@ -1,7 +1,6 @@
 /* GGUF files in `info` and `ls` (validated by st_gguf_open first, as
  * `check` does): the metadata pairs and the tensors with their ggml type
- * and shape. Shapes are shown in safetensors' order (ggml's reversed), or
- * as comfy.gguf.orig_shape records them. */
+ * and their shape as stored, in safetensors' order (ggml's reversed). */
 #include "convert_gguf.h"
 
 #include <fcntl.h>
@@ -246,24 +245,13 @@ int gguf_identify(const char *path, st_identity *id, st_error *err)
         memcpy(names[i], prefix, pl);
         memcpy(names[i] + pl, t->name, t->name_len + 1);
         uint64_t *shape = shapes + 8 * i;
-        uint32_t rank = t->n_dims;
-        for (uint32_t d = 0; d < rank; d++)
-            shape[d] = t->ne[rank - 1 - d];
-        char key[320];
-        snprintf(key, sizeof key, "comfy.gguf.orig_shape.%s", t->name);
-        const st_gguf_kv *os = t->name_len < 256 ? st_gguf_kv_find(g, key) : NULL;
-        if (os && os->type == ST_GGUF_ARRAY && os->count <= 8) {
-            bool good = true;
-            for (uint64_t d = 0; d < os->count && good; d++) {
-                int64_t v;
-                good = st_gguf_kv_array_int(g, os, d, &v, NULL) == ST_OK && v >= 0;
-                shape[d] = good ? (uint64_t)v : 0;
-            }
-            if (good)
-                rank = (uint32_t)os->count;
-            else
-                for (uint32_t d = 0; d < t->n_dims; d++)
-                    shape[d] = t->ne[t->n_dims - 1 - d];
+        uint32_t rank;
+        int restored;
+        if (st_gguf_tensor_shape(g, t, shape, &rank, &restored, NULL) != ST_OK) {
+            /* a broken shape record: identify on the stored shape */
+            rank = t->n_dims;
+            for (uint32_t d = 0; d < rank; d++)
+                shape[d] = t->ne[rank - 1 - d];
         }
         st_dtype dt = t->type == ST_GGML_F32 ? ST_F32 : t->type == ST_GGML_BF16 ? ST_BF16 : ST_F16;
         desc[i] = (st_tensor_desc){names[i], pl + t->name_len, dt, rank, shape};

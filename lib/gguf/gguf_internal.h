@@ -15,12 +15,13 @@
 #define ST_GGUF_REARRANGE_THRESHOLD 512u
 #define ST_GGUF_MAX_NAME 127u         /* convert.py's MAX_TENSOR_NAME_LENGTH */
 
-/* GGUF metadata value types (gguf.md) */
-enum {
-    GG_UINT8 = 0, GG_INT8 = 1, GG_UINT16 = 2, GG_INT16 = 3, GG_UINT32 = 4, GG_INT32 = 5,
-    GG_FLOAT32 = 6, GG_BOOL = 7, GG_STRING = 8, GG_ARRAY = 9, GG_UINT64 = 10, GG_INT64 = 11,
-    GG_FLOAT64 = 12, GG_TYPE_COUNT = 13
-};
+/* Metadata value types: ST_GGUF_UINT8 .. ST_GGUF_FLOAT64 (safetensors.h). */
+#define GG_TYPE_COUNT 13
+
+static inline bool gg_signed_int(int t)
+{
+    return t == ST_GGUF_INT8 || t == ST_GGUF_INT16 || t == ST_GGUF_INT32 || t == ST_GGUF_INT64;
+}
 
 /* Tensor names of the input, asked by architecture detection. */
 typedef struct gg_names {

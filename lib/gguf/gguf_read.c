@@ -34,6 +34,7 @@ struct st_gguf {
     size_t nt;
     char *strings;            /* keys, names, kept strings: one block */
     size_t strings_len, strings_cap;
+    char *path;               /* as opened, for messages */
 };
 
 /* A cursor over the file through a window of WINDOW bytes. */
@@ -56,8 +57,9 @@ static int bad(cursor *c, uint64_t at, const char *fmt, const char *what)
 static int need(cursor *c, uint64_t n, const char *what)
 {
     if (n > c->g->size || c->pos > c->g->size - n)
-        return st_fail(c->err, ST_E_GGUF, c->pos, "%s: %s runs past the end of the file (byte %llu)",
-                       c->path, what, (unsigned long long)c->pos);
+        return st_fail(c->err, ST_E_GGUF, c->pos,
+                       "%s: %s runs past the end of the file (byte %llu)", c->path, what,
+                       (unsigned long long)c->pos);
     if (c->pos >= c->win_at && c->pos + n <= c->win_at + c->win_len)
         return ST_OK;
     uint64_t len = c->g->size - c->pos < WINDOW ? c->g->size - c->pos : WINDOW;
@@ -210,10 +212,10 @@ static int rd_string(cursor *c, st_gguf *g, size_t keep_max, size_t *off, uint64
 static unsigned scalar_size(uint32_t t)
 {
     switch (t) {
-    case GG_UINT8: case GG_INT8: case GG_BOOL: return 1;
-    case GG_UINT16: case GG_INT16: return 2;
-    case GG_UINT32: case GG_INT32: case GG_FLOAT32: return 4;
-    case GG_UINT64: case GG_INT64: case GG_FLOAT64: return 8;
+    case ST_GGUF_UINT8: case ST_GGUF_INT8: case ST_GGUF_BOOL: return 1;
+    case ST_GGUF_UINT16: case ST_GGUF_INT16: return 2;
+    case ST_GGUF_UINT32: case ST_GGUF_INT32: case ST_GGUF_FLOAT32: return 4;
+    case ST_GGUF_UINT64: case ST_GGUF_INT64: case ST_GGUF_FLOAT64: return 8;
     default: return 0;
     }
 }
@@ -226,22 +228,21 @@ static void decode_scalar(st_gguf_kv *kv, uint32_t t, const unsigned char *p)
         u = u << 8 | p[i];
     kv->u = u;
     switch (t) {
-    case GG_INT8: kv->i = (int8_t)u; break;
-    case GG_INT16: kv->i = (int16_t)u; break;
-    case GG_INT32: kv->i = (int32_t)u; break;
-    case GG_INT64: kv->i = (int64_t)u; break;
+    case ST_GGUF_INT8: kv->i = (int8_t)u; break;
+    case ST_GGUF_INT16: kv->i = (int16_t)u; break;
+    case ST_GGUF_INT32: kv->i = (int32_t)u; break;
+    case ST_GGUF_INT64: kv->i = (int64_t)u; break;
     default: kv->i = u > INT64_MAX ? INT64_MAX : (int64_t)u; break;
     }
-    if (t == GG_FLOAT32) {
+    if (t == ST_GGUF_FLOAT32) {
         uint32_t b = (uint32_t)u;
         float f;
         memcpy(&f, &b, 4);
         kv->f = f;
-    } else if (t == GG_FLOAT64) {
+    } else if (t == ST_GGUF_FLOAT64) {
         memcpy(&kv->f, &u, 8);
     } else {
-        kv->f = t == GG_INT8 || t == GG_INT16 || t == GG_INT32 || t == GG_INT64 ? (double)kv->i
-                                                                               : (double)u;
+        kv->f = gg_signed_int((int)t) ? (double)kv->i : (double)u;
     }
 }
 
@@ -268,7 +269,7 @@ static int rd_kv(cursor *c, st_gguf *g, st_gguf_kv *kv)
     kv->count = 1;
     kv->value_offset = c->pos;
     kv->str = NULL;
-    if (t == GG_STRING) {
+    if (t == ST_GGUF_STRING) {
         size_t off;
         uint64_t n;
         if ((rc = rd_string(c, g, KEEP_STRING, &off, &n, "a string value")))
@@ -277,7 +278,7 @@ static int rd_kv(cursor *c, st_gguf *g, st_gguf_kv *kv)
         kv->str_len = (size_t)n;
         return ST_OK;
     }
-    if (t != GG_ARRAY) {
+    if (t != ST_GGUF_ARRAY) {
         unsigned n = scalar_size(t);
         if ((rc = need(c, n, "a value")))
             return rc;
@@ -291,12 +292,12 @@ static int rd_kv(cursor *c, st_gguf *g, st_gguf_kv *kv)
         return rc;
     if (et >= GG_TYPE_COUNT)
         return bad(c, c->pos - 12, NULL, "an array of an unknown type");
-    if (et == GG_ARRAY)
+    if (et == ST_GGUF_ARRAY)
         return bad(c, c->pos - 12, NULL, "an array of arrays (ggml does not read them)");
     kv->array_type = (int)et;
     kv->count = count;
     kv->value_offset = c->pos;
-    if (et == GG_STRING) {
+    if (et == ST_GGUF_STRING) {
         /* each at least 8 bytes: the count cannot promise more than the file */
         if (count > (c->g->size - c->pos) / 8)
             return bad(c, c->pos - 8, NULL, "an array longer than the file");
@@ -477,6 +478,7 @@ void st_gguf_close(st_gguf *g)
     free(g->kv);
     free(g->t);
     free(g->strings);
+    free(g->path);
     free(g);
 }
 
@@ -489,7 +491,8 @@ int st_gguf_open(const char *path, st_gguf **out, st_error *err)
     st_gguf *g = calloc(1, sizeof *g);
     if (!g)
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
-    g->fd = open(path, O_RDONLY | O_CLOEXEC);
+    g->path = strdup(path);
+    g->fd = g->path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     struct stat sb;
     if (g->fd < 0 || fstat(g->fd, &sb) != 0) {
         char eb[128];
@@ -558,7 +561,7 @@ int st_gguf_open(const char *path, st_gguf **out, st_error *err)
         for (size_t i = 0; i < g->nkv && rc == ST_OK; i++) {
             const st_gguf_kv *kv = &g->kv[i];
             if (kv->key_len == 17 && memcmp(kv->key, "general.alignment", 17) == 0) {
-                if (kv->type != GG_UINT32 || kv->u == 0 || (kv->u & (kv->u - 1)) ||
+                if (kv->type != ST_GGUF_UINT32 || kv->u == 0 || (kv->u & (kv->u - 1)) ||
                     kv->u > (1u << 30))
                     rc = st_fail(err, ST_E_GGUF, kv->value_offset,
                                  "%s: general.alignment must be a UINT32 power of two (value "
@@ -627,11 +630,11 @@ const st_gguf_kv *st_gguf_kv_find(const st_gguf *g, const char *key)
 int st_gguf_kv_array_int(const st_gguf *g, const st_gguf_kv *kv, uint64_t i, int64_t *v,
                          st_error *err)
 {
-    if (!g || !kv || !v || kv->type != GG_ARRAY || i >= kv->count)
+    if (!g || !kv || !v || kv->type != ST_GGUF_ARRAY || i >= kv->count)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_gguf_kv_array_int: not an element");
     unsigned es = scalar_size((uint32_t)kv->array_type);
-    if (!es || kv->array_type == GG_FLOAT32 || kv->array_type == GG_FLOAT64 ||
-        kv->array_type == GG_BOOL)
+    if (!es || kv->array_type == ST_GGUF_FLOAT32 || kv->array_type == ST_GGUF_FLOAT64 ||
+        kv->array_type == ST_GGUF_BOOL)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "'%s' is not an array of integers",
                        kv->key);
     unsigned char b[8];
@@ -725,11 +728,14 @@ static int deq_read(void *ctx, uint64_t offset, void *buf, size_t len)
 
 /* The shape to write: comfy.gguf.orig_shape.<name> when present and
  * consistent, else ggml's dimensions reversed. */
-static int restored_shape(const st_gguf *g, const st_gguf_tensor *t, uint64_t *shape,
-                          uint32_t *rank, bool *restored, const char *path, st_error *err)
+int st_gguf_tensor_shape(const st_gguf *g, const st_gguf_tensor *t, uint64_t shape[8],
+                         uint32_t *rank, int *restored, st_error *err)
 {
+    if (!g || !t || t < g->t || t >= g->t + g->nt || !shape || !rank || !restored)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_gguf_tensor_shape: bad argument");
+    const char *path = g->path;
     char key[64 + 256];
-    *restored = false;
+    *restored = 0;
     const st_gguf_kv *kv = NULL;
     if (t->name_len < 256) {
         snprintf(key, sizeof key, "comfy.gguf.orig_shape.%s", t->name);
@@ -741,9 +747,9 @@ static int restored_shape(const st_gguf *g, const st_gguf_tensor *t, uint64_t *s
             shape[d] = t->ne[t->n_dims - 1 - d];
         return ST_OK;
     }
-    if (kv->type != GG_ARRAY || (kv->array_type != GG_INT32 && kv->array_type != GG_INT64 &&
-                                 kv->array_type != GG_UINT32 && kv->array_type != GG_UINT64) ||
-        kv->count > 8)
+    int at = kv->array_type;
+    if (kv->type != ST_GGUF_ARRAY || kv->count > 8 ||
+        (at != ST_GGUF_INT32 && at != ST_GGUF_INT64 && at != ST_GGUF_UINT32 && at != ST_GGUF_UINT64))
         return st_fail(err, ST_E_GGUF, kv->value_offset,
                        "%s: %s is not an array of at most 8 integers", path, key);
     uint64_t n = 1;
@@ -763,7 +769,7 @@ static int restored_shape(const st_gguf *g, const st_gguf_tensor *t, uint64_t *s
                        "%s: %s holds %llu elements, the tensor %llu", path, key,
                        (unsigned long long)n, (unsigned long long)t->nelements);
     *rank = (uint32_t)kv->count;
-    *restored = true;
+    *restored = 1;
     return ST_OK;
 }
 
@@ -799,15 +805,13 @@ int st_gguf_to_safetensors(const char *in_path, const char *out_path,
         rep.failed_input = 0;
         goto done;
     }
-    struct stat sa, sb;
-    if (stat(in_path, &sa) == 0 && stat(out_path, &sb) == 0 && sa.st_dev == sb.st_dev &&
-        sa.st_ino == sb.st_ino) {
+    if (st_op_same_file(in_path, out_path)) {
         rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET, "OUT '%s' is the input file", out_path);
         goto done;
     }
     rep.input_size = g->size;
     const st_gguf_kv *pk = st_gguf_kv_find(g, "safetensors.name_prefix");
-    const char *prefix = pk && pk->type == GG_STRING && pk->str ? pk->str : "";
+    const char *prefix = pk && pk->type == ST_GGUF_STRING && pk->str ? pk->str : "";
     size_t pl = strlen(prefix);
     w = st_writer_new();
     src = calloc(g->nt ? g->nt : 1, sizeof *src);
@@ -832,8 +836,8 @@ int st_gguf_to_safetensors(const char *in_path, const char *out_path,
         }
         uint64_t shape[8];
         uint32_t rank = 0;
-        bool restored = false;
-        rc = restored_shape(g, t, shape, &rank, &restored, in_path, err);
+        int restored = 0;
+        rc = st_gguf_tensor_shape(g, t, shape, &rank, &restored, err);
         if (rc != ST_OK) {
             rep.failed_input = 0;
             break;
@@ -850,21 +854,21 @@ int st_gguf_to_safetensors(const char *in_path, const char *out_path,
     free(name);
     for (size_t i = 0; i < g->nkv && rc == ST_OK; i++) {
         const st_gguf_kv *kv = &g->kv[i];
-        if (internal_key(kv) || kv->type == GG_ARRAY || (kv->type == GG_STRING && !kv->str))
+        if (internal_key(kv) || kv->type == ST_GGUF_ARRAY ||
+            (kv->type == ST_GGUF_STRING && !kv->str))
             continue;
         char key[512], val[64];
         snprintf(key, sizeof key, "gguf.%s", kv->key);
         const char *v = val;
         size_t vl;
-        if (kv->type == GG_STRING) {
+        if (kv->type == ST_GGUF_STRING) {
             v = kv->str;
             vl = kv->str_len;
-        } else if (kv->type == GG_FLOAT32 || kv->type == GG_FLOAT64) {
+        } else if (kv->type == ST_GGUF_FLOAT32 || kv->type == ST_GGUF_FLOAT64) {
             vl = (size_t)snprintf(val, sizeof val, "%.17g", kv->f);
-        } else if (kv->type == GG_BOOL) {
+        } else if (kv->type == ST_GGUF_BOOL) {
             vl = (size_t)snprintf(val, sizeof val, "%s", kv->u ? "true" : "false");
-        } else if (kv->type == GG_INT8 || kv->type == GG_INT16 || kv->type == GG_INT32 ||
-                   kv->type == GG_INT64) {
+        } else if (gg_signed_int(kv->type)) {
             vl = (size_t)snprintf(val, sizeof val, "%lld", (long long)kv->i);
         } else {
             vl = (size_t)snprintf(val, sizeof val, "%llu", (unsigned long long)kv->u);

@@ -7,12 +7,12 @@
  * whatever the model's size. The output goes through the atomic output
  * file. Little-endian host assumed, as everywhere in the library. */
 #include "common/outfile.h"
+#include "format/stream.h"
 #include "gguf/gguf_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 /* Elements per slice: a multiple of every block size (256) and of 8 (sub-
  * byte source dtypes); 8 MiB of F32. */
@@ -87,14 +87,14 @@ static void put_str(gg_buf *b, const char *s, size_t n)
 static void put_kv_str(gg_buf *b, const char *key, const char *v, size_t vn)
 {
     put_str(b, key, strlen(key));
-    put_u32(b, GG_STRING);
+    put_u32(b, ST_GGUF_STRING);
     put_str(b, v, vn);
 }
 
 static void put_kv_u32(gg_buf *b, const char *key, uint32_t v)
 {
     put_str(b, key, strlen(key));
-    put_u32(b, GG_UINT32);
+    put_u32(b, ST_GGUF_UINT32);
     put_u32(b, v);
 }
 
@@ -339,8 +339,8 @@ static int build_header(gg_job *j, const st_gguf_write_options *o, st_error *err
         /* ComfyUI-GGUF's loader wants an ARRAY of INT32 */
         snprintf(key, sizeof key, "comfy.gguf.orig_shape.%s", g->name);
         put_str(b, key, strlen(key));
-        put_u32(b, GG_ARRAY);
-        put_u32(b, GG_INT32);
+        put_u32(b, ST_GGUF_ARRAY);
+        put_u32(b, ST_GGUF_INT32);
         put_u64(b, g->src->rank);
         for (uint32_t d = 0; d < g->src->rank; d++) {
             if (g->src->shape[d] > INT32_MAX)
@@ -412,13 +412,6 @@ static int write_tensor(gg_job *j, const gg_tensor *g, gg_bufs *bf, st_outfile *
     return pad ? st_outfile_write(of, zeros, pad, err) : ST_OK;
 }
 
-static bool same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-           sa.st_ino == sb.st_ino;
-}
-
 int st_gguf_from_safetensors(const char *in_path, const char *out_path,
                              const st_gguf_write_options *opt, st_gguf_write_report *report,
                              st_error *err)
@@ -445,7 +438,7 @@ int st_gguf_from_safetensors(const char *in_path, const char *out_path,
         goto done;
     }
     rep.input_size = st_file_size(j.in);
-    if (same_file(in_path, out_path)) {
+    if (st_op_same_file(in_path, out_path)) {
         rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET,
                      "OUT '%s' is the input file (inputs are never overwritten)", out_path);
         goto done;
