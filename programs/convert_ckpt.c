@@ -7,13 +7,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-
-static bool same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
 
 static int report(const char *path, st_error *err, int rc)
 {
@@ -63,7 +56,7 @@ int convert_ckpt(const char *in_path, const char *out_path, bool allow_unsafe, u
                    in_path, nd, nd == 1 ? "" : "s");
         return CLI_EXIT_INVALID;
     }
-    if (same_file(in_path, out_path)) {
+    if (cli_same_file(in_path, out_path)) {
         cli_errorf("invalid_argument: OUT '%s' is the input file; inputs are never overwritten", out_path);
         return CLI_EXIT_ERROR;
     }
