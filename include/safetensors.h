@@ -1888,6 +1888,7 @@ typedef struct st_lora_bake_options {
     void *progress_ctx;
     st_temp_fn temp;         /* told of the temporary output file (NULL ok)   */
     void *temp_ctx;
+    unsigned threads;        /* computing threads; 0: one per CPU             */
 } st_lora_bake_options;
 
 #define ST_LORA_REPORT_NAMES 8
@@ -1902,13 +1903,15 @@ typedef struct st_lora_bake_report {
     char unmatched_names[ST_LORA_REPORT_NAMES][ST_LORA_NAME_MAX];
 } st_lora_bake_report;
 
-/** Fills defaults: dtype -1, allow_unmatched 0, no progress. */
+/** Fills defaults: dtype -1, allow_unmatched 0, no progress, threads 0. */
 ST_API void st_lora_bake_defaults(st_lora_bake_options *opt);
 
 /**
- * Writes model + the adapters to out_path (atomically, streaming: one
- * patched tensor is held at a time, in f32; the others are copied through
- * or converted). The model is a single-file checkpoint or a bare UNet; the
+ * Writes model + the adapters to out_path (atomically, streaming: the
+ * patched tensors are computed in f32 by opt->threads workers, a block of
+ * rows at a time for low-rank modules and whole for LoHa/LoKr/DoRA ones,
+ * and written to their place in the file; the others are copied through
+ * or converted). The bytes do not depend on the number of threads. The model is a single-file checkpoint or a bare UNet; the
  * adapters are applied in order and add up. The output metadata is the
  * model's plus "lora_baked": a JSON list of {"name", "strength",
  * "sha256"} for the adapters. Errors: ST_E_LORA for an adapter that is

@@ -10,7 +10,7 @@
 
 static const char usage[] =
     "Usage: " CLI_NAME " lora bake MODEL -o OUT LORA[:STRENGTH]... [--dtype D]\n"
-    "                        [--allow-unmatched]\n"
+    "                        [--allow-unmatched] [--threads N]\n"
     "       " CLI_NAME " lora extract BASE TUNED -o LORA --rank R [--conv-rank R2]\n"
     "                        [--alpha A] [--conv-alpha A2] [--min-diff E]\n"
     "                        [--clamp-quantile Q] [--dtype D]\n"
@@ -38,6 +38,7 @@ static const char usage[] =
     "                     resize: no per-layer lines\n"
     "  --progress         bake, extract: a progress line even when stderr is not\n"
     "                     a terminal\n"
+    "  --threads N        bake: computing threads (default: one per CPU)\n"
     "  -h, --help         show this help\n"
     "\n"
     "Exit status: 0 success, 1 invalid input file (a LoRA that does not fit\n"
@@ -72,7 +73,7 @@ static bool parse_double(const char *s, double *out)
 }
 
 enum { OPT_DTYPE = 1000, OPT_ALLOW, OPT_RANK, OPT_CONV_RANK, OPT_ALPHA, OPT_CONV_ALPHA,
-       OPT_MIN_DIFF, OPT_CLAMP, OPT_DYNAMIC };
+       OPT_MIN_DIFF, OPT_CLAMP, OPT_DYNAMIC, OPT_THREADS };
 
 static const struct option long_opts[] = {
     {"dtype", required_argument, NULL, OPT_DTYPE},
@@ -84,6 +85,7 @@ static const struct option long_opts[] = {
     {"min-diff", required_argument, NULL, OPT_MIN_DIFF},
     {"clamp-quantile", required_argument, NULL, OPT_CLAMP},
     {"dynamic", required_argument, NULL, OPT_DYNAMIC},
+    {"threads", required_argument, NULL, OPT_THREADS},
     {NULL, 0, NULL, 0},
 };
 
@@ -91,7 +93,7 @@ typedef struct args {
     const char *out;
     bool quiet, allow, have_dtype, have_rank;
     st_dtype dtype;
-    unsigned rank, conv_rank;
+    unsigned rank, conv_rank, threads;
     double alpha, conv_alpha, min_diff, clamp, dyn_param;
     int dyn;
     bool have_min_diff;
@@ -134,6 +136,10 @@ static int on_option(void *ctx, int c, const char *v)
         case OPT_CLAMP:
             if (!parse_double(v, &a->clamp) || a->clamp <= 0 || a->clamp > 1)
                 return cli_usage_error(usage, "--clamp-quantile takes a number in (0, 1]");
+            break;
+        case OPT_THREADS:
+            if (!parse_uint(v, &a->threads) || a->threads == 0 || a->threads > 256)
+                return cli_usage_error(usage, "--threads takes a number from 1 to 256");
             break;
         case OPT_DYNAMIC: {
             static const char *const names[] = {"sv_ratio", "sv_fro", "sv_cumulative"};
@@ -196,7 +202,7 @@ static int run_bake(int argc, char **argv)
     if (argc - a.first < 2)
         return cli_usage_error(usage, "bake needs a MODEL and at least one LORA");
     if (a.have_rank || a.conv_rank || a.dyn || a.alpha || a.have_min_diff || a.clamp)
-        return cli_usage_error(usage, "bake takes --dtype and --allow-unmatched only");
+        return cli_usage_error(usage, "bake takes --dtype, --allow-unmatched and --threads only");
     const char *model = argv[a.first];
     size_t n = (size_t)(argc - a.first - 1);
     st_lora_input *in = calloc(n, sizeof *in);
@@ -211,6 +217,7 @@ static int run_bake(int argc, char **argv)
     opt.temp = cli_temp_hook;
     opt.dtype = a.have_dtype ? (int)a.dtype : -1;
     opt.allow_unmatched = a.allow;
+    opt.threads = a.threads;
     cli_progress *line = cli_progress_new("lora bake", &a.common);
     opt.progress = line ? cli_progress_cb : NULL;
     opt.progress_ctx = line;
@@ -243,8 +250,8 @@ static int run_extract(int argc, char **argv)
         return cli_usage_error(usage, "extract needs BASE and TUNED");
     if (!a.have_rank)
         return cli_usage_error(usage, "extract needs --rank R");
-    if (a.dyn || a.allow)
-        return cli_usage_error(usage, "--dynamic and --allow-unmatched are not extract options");
+    if (a.dyn || a.allow || a.threads)
+        return cli_usage_error(usage, "--dynamic, --allow-unmatched and --threads are not extract options");
     st_lora_extract_options opt;
     st_lora_extract_defaults(&opt);
     opt.temp = cli_temp_hook;
@@ -296,7 +303,7 @@ static int run_resize(int argc, char **argv)
         return cli_usage_error(usage, "resize needs one LORA");
     if (!a.have_rank)
         return cli_usage_error(usage, "resize needs --rank R (the cap of --dynamic)");
-    if (a.allow || a.alpha || a.have_min_diff || a.clamp)
+    if (a.allow || a.alpha || a.have_min_diff || a.clamp || a.threads)
         return cli_usage_error(usage, "resize takes --rank, --conv-rank, --dynamic, --dtype");
     st_lora_resize_options opt;
     st_lora_resize_defaults(&opt);

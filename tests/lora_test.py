@@ -40,7 +40,7 @@ def run(*args):
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 
-NP2ST = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
+NP2ST = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int32): "I32"}
 ST2NP = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
 
@@ -300,6 +300,15 @@ def test_bake_sd1(tmp, rng):
           "bake --progress writes the same file")
     rc, _, se = run("lora", "bake", mp, "-o", out_p, lp + ":0.7")
     check(rc == 0 and "lora bake" not in se, "bake into a pipe: no progress line")
+
+    # the workers split tensors into blocks of rows: any number of them
+    # writes the same bytes
+    for n in ("1", "3"):
+        rc, _, se = run("lora", "bake", mp, "-o", out_p, lp + ":0.7", "--threads", n)
+        check(rc == 0 and open(out_p, "rb").read() == open(out, "rb").read(),
+              "bake --threads %s writes the same file (%s)" % (n, se.strip()))
+    rc, _, se = run("lora", "bake", mp, "-o", out_p, lp, "--threads", "0")
+    check(rc == 2, "bake --threads 0: usage error (%d)" % rc)
 
     # --dtype f32: every float tensor converted, the untouched ones exactly
     out32 = os.path.join(tmp, "sd1_baked32.safetensors")
@@ -722,6 +731,21 @@ def test_errors(tmp, rng, sd1, mp):
         check(rc == 1, "%s: exit 1, got %d: %s" % (what, rc, se.strip()))
         check("lora" in se, "%s: error names the code: %s" % (what, se.strip()))
         check(not os.path.exists(out), "%s: no output" % what)
+    # a factor that is not a float is found by the worker reading it, after
+    # other tensors are in the output file: exit 1, no output, no temp file
+    late = "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_out_0"
+    lk = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.attn2.to_out.0.weight"
+    if lk in sd1:
+        lr, lc = sd1[lk].shape
+        p = lora(np.ones((4, cols)), np.ones((rows, 4)), 1.0,
+                 {late + ".lora_down.weight": np.ones((4, lc), np.float16),
+                  late + ".lora_up.weight": np.ones((lr, 4), np.int32)})
+        rc, _, se = run("lora", "bake", mp, "-o", out, p)
+        check(rc == 1 and "not a float" in se, "an integer factor: exit 1 naming it (%d %s)" % (rc, se.strip()))
+        check(not os.path.exists(out), "an integer factor: no output")
+        check(not [f for f in os.listdir(tmp) if f.startswith(".err_out")], "an integer factor: no temp file")
+    else:
+        check(False, "the sd1 model has " + lk)
     # unmatched modules: error listing them, or a warning with a count
     good = lora(np.ones((4, cols)), np.ones((rows, 4)), 1.0,
                 {"lora_unet_no_such_layer.lora_down.weight": np.ones((4, 8), np.float16),

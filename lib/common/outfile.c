@@ -158,6 +158,38 @@ int st_outfile_write(st_outfile *o, const void *p, size_t n, st_error *err)
     return ST_OK;
 }
 
+int st_outfile_pwrite(const st_outfile *o, const void *p, size_t n, uint64_t off, st_error *err)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t k = off > (uint64_t)INT64_MAX ? -1 : pwrite(o->fd, c, n, (off_t)off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            int e = k < 0 ? errno : ENOSPC;
+            char eb[128];
+            return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot write '%s' (for '%s'): %s", o->tmp,
+                           o->path, st_errno_text(e, eb, sizeof eb));
+        }
+        c += k;
+        n -= (size_t)k;
+        off += (uint64_t)k;
+    }
+    return ST_OK;
+}
+
+int st_outfile_skip(st_outfile *o, uint64_t n, st_error *err)
+{
+    if (n > (uint64_t)INT64_MAX || lseek(o->fd, (off_t)n, SEEK_CUR) < 0) {
+        char eb[128];
+        return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot seek in '%s' (for '%s'): %s", o->tmp,
+                       o->path, st_errno_text(errno, eb, sizeof eb));
+    }
+    o->written += n;
+    kick_writeback(o);
+    return ST_OK;
+}
+
 static int copy_through_buffer(st_outfile *o, int fd_in, uint64_t off, uint64_t len,
                                st_error *err)
 {

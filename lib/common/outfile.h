@@ -36,6 +36,15 @@ ST_INTERNAL int st_outfile_write(st_outfile *o, const void *p, size_t n, st_erro
 ST_INTERNAL int st_outfile_copy_range(st_outfile *o, int fd_in, uint64_t off_in, uint64_t len,
                                       st_error *err);
 
+/* Writes n bytes at offset off of the temporary file without moving its
+ * position (the only call other threads may make, on bytes past the
+ * position, while the owner writes on). */
+ST_INTERNAL int st_outfile_pwrite(const st_outfile *o, const void *p, size_t n, uint64_t off,
+                                  st_error *err);
+
+/* Moves the position past n bytes that st_outfile_pwrite has put there. */
+ST_INTERNAL int st_outfile_skip(st_outfile *o, uint64_t n, st_error *err);
+
 /* fsync, close, rename over the target, fsync the folder. On failure before
  * the rename the temporary file is removed and the target untouched. Frees
  * the paths either way. */

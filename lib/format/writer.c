@@ -45,6 +45,7 @@ typedef struct wtensor {
     void *ctx;
     int fd;               /* >= 0: the bytes are [file_offset, +nbytes)  */
     uint64_t file_offset; /* of this open file (st_writer_add_file_range) */
+    st_view_fn view;      /* or the caller lends them (st_writer_add_view) */
 } wtensor;
 
 typedef struct wmeta {
@@ -77,6 +78,8 @@ struct st_writer {
     st_output_hooks hooks; /* progress and temp-file reporting          */
     uint64_t header_room;  /* spaces wanted after the JSON (--pad)       */
     uint64_t header_exact; /* non-zero: N exactly (an in-place edit)     */
+    st_open_hook_fn open_hook; /* told of the output file (lent tensors)  */
+    void *open_ctx;
 
     /* Prepared output, rebuilt after any change. */
     int prepared;
@@ -317,6 +320,7 @@ static int add_common(st_writer *w, const char *name, size_t name_len,
     t.read = read;
     t.ctx = ctx;
     t.fd = -1;
+    t.view = NULL;
     invalidate(w);
     w->tensors[w->count] = t;
     hset_insert(&w->tensor_set, h, w->count);
@@ -368,6 +372,19 @@ int st_writer_add_file_range(st_writer *w, const char *name, size_t name_len, st
         w->tensors[w->count - 1].fd = fd;
         w->tensors[w->count - 1].file_offset = offset;
     }
+    return rc;
+}
+
+int st_writer_add_view(st_writer *w, const char *name, size_t name_len, st_dtype dtype,
+                       const uint64_t *shape, uint32_t rank, uint64_t nbytes, st_view_fn view,
+                       void *ctx, st_error *err)
+{
+    if (!view && nbytes)
+        return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_writer_add_view: NULL callback");
+    int rc = add_common(w, name, name_len, dtype, shape, rank, NULL, nbytes, file_range_marker,
+                        ctx, err);
+    if (rc == ST_OK)
+        w->tensors[w->count - 1].view = view;
     return rc;
 }
 
@@ -737,6 +754,9 @@ typedef struct out {
     /* Set when the output is a file: moves n bytes of fd from off into it
      * without passing them through this process. */
     int (*copy)(void *ctx, int fd, uint64_t off, uint64_t n, st_error *err);
+    /* Set when the output is a file: moves past n bytes put there by the
+     * caller (a lent tensor answering ST_VIEW_PLACED). */
+    int (*skip)(void *ctx, uint64_t n, st_error *err);
 } out;
 
 #define PROGRESS_NS 100000000ull
@@ -848,6 +868,36 @@ static int stream_file_range(out *o, const wtensor *t, st_error *err)
     return rc;
 }
 
+/* Lent bytes: emitted from the lender's memory (out_write copies only
+ * pieces smaller than the buffer). */
+static int stream_view(out *o, const wtensor *t, st_error *err)
+{
+    int rc = ST_OK;
+    for (uint64_t off = 0; off < t->nbytes && rc == ST_OK;) {
+        uint64_t n = 0;
+        const void *p = t->view(t->ctx, off, &n);
+        if (!p || n == 0 || n > t->nbytes - off) {
+            char q[160];
+            st_quote_name(q, sizeof q, t->name, t->name_len);
+            return st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET,
+                           "view callback of tensor %s failed at byte %llu", q,
+                           (unsigned long long)off);
+        }
+        if (p == ST_VIEW_PLACED) {
+            rc = o->skip ? out_flush(o, err) : st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET,
+                                                      "a tensor was placed in an output that is not a file");
+            if (rc == ST_OK)
+                rc = o->skip(o->ctx, n, err);
+            if (rc == ST_OK)
+                rc = out_progress(o, n, err);
+        } else {
+            rc = out_write(o, p, n, err);
+        }
+        off += n;
+    }
+    return rc;
+}
+
 static int stream(st_writer *w, out *o, st_error *err)
 {
     o->hooks = &w->hooks;
@@ -867,6 +917,10 @@ static int stream(st_writer *w, out *o, st_error *err)
         }
         if (t->fd >= 0) {
             rc = stream_file_range(o, t, err);
+            continue;
+        }
+        if (t->view) {
+            rc = stream_view(o, t, err);
             continue;
         }
         uint64_t off = 0;
@@ -997,6 +1051,19 @@ static int copy_file(void *ctx, int fd, uint64_t off, uint64_t n, st_error *err)
     return st_outfile_copy_range(ctx, fd, off, n, err);
 }
 
+static int skip_file(void *ctx, uint64_t n, st_error *err)
+{
+    return st_outfile_skip(ctx, n, err);
+}
+
+const char st_view_placed_marker = 0;
+
+void st_writer_set_open_hook(st_writer *w, st_open_hook_fn hook, void *ctx)
+{
+    w->open_hook = hook;
+    w->open_ctx = ctx;
+}
+
 int st_writer_write(st_writer *w, const char *path, st_error *err)
 {
     if (!w || !path || !*path)
@@ -1010,13 +1077,17 @@ int st_writer_write(st_writer *w, const char *path, st_error *err)
     if (rc)
         return rc;
     out ob = {.emit = emit_file, .ctx = &of, .buf = malloc(OUT_BUFFER_SIZE), .cap = OUT_BUFFER_SIZE,
-              .copy = copy_file};
+              .copy = copy_file, .skip = skip_file};
     if (!ob.buf) {
         st_outfile_abort(&of);
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     }
+    if (w->open_hook)
+        w->open_hook(w->open_ctx, &of, 8 + w->header_len);
     rc = stream(w, &ob, err);
     free(ob.buf);
+    if (w->open_hook)
+        w->open_hook(w->open_ctx, NULL, 0);
     if (rc) {
         st_outfile_abort(&of);
         return rc;

@@ -247,13 +247,20 @@ static int get_scale(const lora_adapter *a, const lora_module *m, uint64_t rank,
     return ST_OK;
 }
 
+void lora_factors_free(lora_factors *f)
+{
+    free(f->up);
+    free(f->down);
+    f->up = f->down = NULL;
+}
+
 /* LyCORIS LoCon with a Tucker core (ComfyUI comfy/weight_adapter/lora.py):
  * down [r, in, 1, 1], mid [r2, r, kh, kw], up [out, r2, 1, 1];
  * down'[i, q, k, l] = sum_j mid[i, j, k, l] down[j, q], W += s up @ down',
  * s = alpha / r. */
-static int apply_locon_mid(const lora_adapter *a, const lora_module *m, float strength, float *w,
-                           uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
-                           st_error *err)
+static int locon_mid_factors(const lora_adapter *a, const lora_module *m, float strength,
+                             uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
+                             lora_factors *f, st_error *err)
 {
     const st_tensor *dn = m->part[LK_DOWN], *up = m->part[LK_UP], *mid = m->part[LK_MID];
     if (trank != 4 || mid->rank != 4 || dn->rank < 2 || up->rank < 2)
@@ -267,7 +274,7 @@ static int apply_locon_mid(const lora_adapter *a, const lora_module *m, float st
         return bad(a, m, "rank is larger than the layer", err);
     double scale;
     int rc = get_scale(a, m, r, &scale, err);
-    if (rc || !w)
+    if (rc || !f)
         return rc;
     float *u = NULL, *d = NULL, *t = NULL, *d2 = lora_alloc_f32(r2 * cols, m->stem, err);
     rc = d2 ? ST_OK : ST_E_NOMEM;
@@ -288,21 +295,23 @@ static int apply_locon_mid(const lora_adapter *a, const lora_module *m, float st
                     for (uint64_t k = 0; k < kk; k++)
                         out[k] += tk[k] * dq;
                 }
-        lora_gemm_acc(rows, cols, r2, (float)(strength * scale), u, d2, w);
+        *f = (lora_factors){u, d2, r2, (float)(strength * scale)};
+        u = d2 = NULL;
     }
     free(u), free(d), free(t), free(d2);
     return rc;
 }
 
-static int apply_lora(const lora_adapter *a, const lora_module *m, float strength, float *w,
-                      uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
-                      st_error *err)
+/* kohya LoRA / LoCon, PEFT, diffusers: W += s up @ down. */
+static int lora_factors_of(const lora_adapter *a, const lora_module *m, float strength,
+                           uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
+                           lora_factors *f, st_error *err)
 {
     const st_tensor *dn = m->part[LK_DOWN], *up = m->part[LK_UP];
     if (!dn || !up)
         return bad(a, m, "has lora_down without lora_up or the reverse", err);
     if (m->part[LK_MID])
-        return apply_locon_mid(a, m, strength, w, rows, cols, tshape, trank, err);
+        return locon_mid_factors(a, m, strength, rows, cols, tshape, trank, f, err);
     if (dn->rank < 2 || up->rank < 2)
         return bad(a, m, "lora_down and lora_up must have at least 2 dimensions", err);
     uint64_t r = dn->shape[0];
@@ -329,16 +338,40 @@ static int apply_lora(const lora_adapter *a, const lora_module *m, float strengt
     }
     double scale;
     int rc = get_scale(a, m, r, &scale, err);
-    if (rc || !w)
+    if (rc || !f)
         return rc;
     float *u = NULL, *d = NULL;
     rc = load2(a, up, &u, err);
     if (rc == ST_OK)
         rc = load2(a, dn, &d, err);
-    if (rc == ST_OK)
-        lora_gemm_acc(rows, cols, r, (float)(strength * scale), u, d, w);
+    if (rc == ST_OK) {
+        *f = (lora_factors){u, d, r, (float)(strength * scale)};
+        u = d = NULL;
+    }
     free(u), free(d);
     return rc;
+}
+
+static int apply_lora(const lora_adapter *a, const lora_module *m, float strength, float *w,
+                      uint64_t rows, uint64_t cols, const uint64_t *tshape, uint32_t trank,
+                      st_error *err)
+{
+    lora_factors f = {0};
+    int rc = lora_factors_of(a, m, strength, rows, cols, tshape, trank, w ? &f : NULL, err);
+    if (rc == ST_OK && w)
+        lora_gemm_acc(rows, cols, f.k, f.scale, f.up, f.down, w);
+    lora_factors_free(&f);
+    return rc;
+}
+
+int lora_module_factors(const lora_adapter *a, const lora_module *m, float strength, uint64_t rows,
+                        uint64_t cols, const uint64_t *tshape, uint32_t trank, lora_factors *f,
+                        st_error *err)
+{
+    memset(f, 0, sizeof *f);
+    if (m->part[LK_DORA] || (!m->part[LK_DOWN] && !m->part[LK_UP]))
+        return ST_OK;
+    return lora_factors_of(a, m, strength, rows, cols, tshape, trank, f, err);
 }
 
 /* w1a @ w1b as a fresh [rows x cols] array. */

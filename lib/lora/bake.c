@@ -1,15 +1,20 @@
 /*
  * st_lora_bake: model + adapters -> a new model, streamed through st_writer.
  *
- * Untouched tensors are copied (or converted) chunk by chunk as the writer
- * asks for them. Patched tensors are computed whole, in f32, by a worker
- * thread running at most AHEAD tensors ahead of the writer, in the writer's
- * own order (dtype descending, then name bytes), so the BLAS work overlaps
- * the reading and writing; each is converted to the output dtype and
- * released after its last chunk. Memory: AHEAD patched layers plus the
- * worker's f32 working set.
+ * Untouched tensors move inside the kernel (or are converted chunk by
+ * chunk) as the writer reaches them. Patched tensors are computed by a
+ * team of workers (one per CPU) a few tensors ahead of the writer, in its
+ * order (dtype descending, then name bytes), and written by them straight
+ * to their planned place in the output file; the writer moves past them.
+ * Low-rank modules are applied a block of rows at a time (read, widened,
+ * up @ down added in f32, narrowed, written) so the block stays in cache
+ * and both cores share a tensor; the products run in BLAS tiles small
+ * enough to stay on the worker's thread. Memory: each worker's block plus
+ * the factors of the tensors in flight; a LoHa/LoKr/DoRA tensor is held
+ * whole, in f32, by the worker computing it.
  */
 #include "common/outfile.h"
+#include "format/writer_internal.h"
 #include "lora/lora_internal.h"
 
 #include <math.h>
@@ -42,6 +47,25 @@ static bool obuf_fit(obuf *o, uint64_t n)
     return o->p != NULL;
 }
 
+/* A patched tensor, by its position in the writer's order. Workers write
+ * its bytes straight into the output file at their planned place (the
+ * writer then moves past them), so no tensor is held whole in memory:
+ * low-rank modules (lora_module_factors) are applied a block of rows at a
+ * time by any worker; a tensor with another kind of module is computed
+ * whole by one. */
+enum { JOB_NEW, JOB_PREPARING, JOB_BLOCKS, JOB_DONE };
+
+/* Patched tensors the workers may work on, from the one being written. */
+enum { AHEAD = 4 };
+
+typedef struct job {
+    size_t idx;              /* model tensor                                  */
+    uint64_t file_off;       /* where its bytes go in the output file         */
+    lora_factors *f;         /* one per patch (block path), or NULL (whole)   */
+    uint64_t cols, block_rows, nblocks, next, done;
+    int state;               /* JOB_*                                         */
+} job;
+
 typedef struct bake {
     const char *model_path;
     const st_file *model;
@@ -52,17 +76,19 @@ typedef struct bake {
     size_t *first, *count;   /* per model tensor                              */
     size_t cached;           /* tensor whose output bytes are in `cache`      */
     unsigned char *cache;
-    /* the worker: patched tensors in writer order, computed ahead */
-    size_t *order, norder;   /* model tensor indices                          */
-    size_t *pos;             /* model tensor -> position in order, or SIZE_MAX */
-    obuf *ready;             /* per position: output bytes, once computed     */
-    obuf pool[3];            /* released output buffers, reused: fresh large  */
-    size_t npool;            /* allocations cost a page fault per 4 KiB       */
-    obuf work;               /* the worker's f32 weight                       */
-    size_t produced, consumed;
-    int wrc, stop, started;
+    /* the workers: patched tensors in writer order, computed ahead */
+    st_writer *w;
+    const st_outfile *of;    /* the output, once the writer has opened it     */
+    job *jobs;
+    size_t njobs;
+    size_t *pos;             /* model tensor -> position in jobs, or SIZE_MAX */
+    size_t consumed;         /* jobs before this one are written              */
+    int wrc, stop;
     st_error werr;
-    pthread_t thread;
+    struct worker_ctx *workers;
+    unsigned nthreads;       /* started                                       */
+    unsigned nworkers;       /* allocated                                     */
+    bool sync_ready;         /* mu and cv initialized                         */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned char *scratch; /* input bytes of a converted chunk              */
@@ -100,6 +126,11 @@ static int patch_cmp(const void *x, const void *y)
     return (a->module > c->module) - (a->module < c->module);
 }
 
+static uint64_t target_rows(const patch *p, const st_tensor *t)
+{
+    return p->tg->rows == UINT64_MAX ? t->shape[0] : p->tg->rows;
+}
+
 /* The patched tensor in f32 (in *work), then in its output dtype into *out. */
 static int compute_into(const bake *b, size_t idx, obuf *work, obuf *out, st_error *err)
 {
@@ -114,11 +145,9 @@ static int compute_into(const bake *b, size_t idx, obuf *work, obuf *out, st_err
     uint64_t cols = t->nelements / t->shape[0];
     for (size_t k = 0; k < b->count[idx] && rc == ST_OK; k++) {
         const patch *p = &b->patches[b->first[idx] + k];
-        const lora_target *tg = p->tg;
-        uint64_t rows = tg->rows == UINT64_MAX ? t->shape[0] : tg->rows;
         rc = lora_module_apply(&b->ad[p->adapter], &b->ad[p->adapter].mods[p->module],
-                               b->in[p->adapter].strength, w + tg->row0 * cols, rows, cols,
-                               t->shape, t->rank, err);
+                               b->in[p->adapter].strength, w + p->tg->row0 * cols,
+                               target_rows(p, t), cols, t->shape, t->rank, err);
     }
     st_dtype od = out_dtype(b, t);
     uint64_t nbytes = 0;
@@ -131,8 +160,8 @@ static int compute_into(const bake *b, size_t idx, obuf *work, obuf *out, st_err
     return rc;
 }
 
-/* Synchronous path: a tensor the worker does not hold (converted at odd
- * offsets, or asked for again). */
+/* Synchronous path: a tensor no worker writes (converted at odd offsets,
+ * or an output that is not a file). */
 static int compute(bake *b, size_t idx, st_error *err)
 {
     free(b->cache);
@@ -150,86 +179,237 @@ static int compute(bake *b, size_t idx, st_error *err)
     return rc;
 }
 
-enum { AHEAD = 2 };
+/* Rows per block: a block's floats stay in cache between the widening,
+ * the products and the narrowing. */
+enum { BLOCK_ROWS = 64, BLOCK_FLOATS_MAX = 2 << 20 };
+
+static void free_factors(job *j, size_t n)
+{
+    for (size_t k = 0; j->f && k < n; k++)
+        lora_factors_free(&j->f[k]);
+    free(j->f);
+    j->f = NULL;
+}
+
+typedef struct worker_ctx {
+    bake *b;
+    obuf block;              /* f32 rows of a block                           */
+    obuf bytes;              /* the same rows in the output dtype             */
+    obuf work;               /* f32 weight of a whole-tensor job              */
+    pthread_t thread;
+} worker_ctx;
+
+/* Factors of job j; a tensor that is not all low-rank modules is computed
+ * and written here, whole. */
+static int prepare(worker_ctx *w, job *j, st_error *err)
+{
+    bake *b = w->b;
+    const st_tensor *t = st_tensor_at(b->model, j->idx);
+    size_t n = b->count[j->idx];
+    j->f = calloc(n, sizeof *j->f);
+    if (!j->f)
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    j->cols = t->nelements / t->shape[0];
+    bool lowrank = true;
+    int rc = ST_OK;
+    for (size_t k = 0; k < n && rc == ST_OK && lowrank; k++) {
+        const patch *p = &b->patches[b->first[j->idx] + k];
+        rc = lora_module_factors(&b->ad[p->adapter], &b->ad[p->adapter].mods[p->module],
+                                 b->in[p->adapter].strength, target_rows(p, t), j->cols, t->shape,
+                                 t->rank, &j->f[k], err);
+        lowrank = j->f[k].up != NULL;
+    }
+    if (rc == ST_OK && lowrank) {
+        uint64_t br = BLOCK_FLOATS_MAX / (j->cols ? j->cols : 1);
+        j->block_rows = br < 1 ? 1 : br > BLOCK_ROWS ? BLOCK_ROWS : br;
+        j->nblocks = (t->shape[0] + j->block_rows - 1) / j->block_rows;
+        return ST_OK;
+    }
+    free_factors(j, n);
+    j->nblocks = 0;
+    if (rc == ST_OK)
+        rc = compute_into(b, j->idx, &w->work, &w->bytes, err);
+    uint64_t nbytes = 0;
+    if (rc == ST_OK)
+        rc = st_bytes_for(out_dtype(b, t), t->nelements, &nbytes);
+    if (rc == ST_OK)
+        rc = st_outfile_pwrite(b->of, w->bytes.p, (size_t)nbytes, j->file_off, err);
+    return rc;
+}
+
+/* Rows [r0, r0 + nr) of job j: read and widened, every module's product
+ * added, narrowed, written to the file. */
+static int run_block(worker_ctx *w, job *j, uint64_t blk, st_error *err)
+{
+    bake *b = w->b;
+    const st_tensor *t = st_tensor_at(b->model, j->idx);
+    st_dtype od = out_dtype(b, t);
+    uint64_t oe = st_dtype_bits(od) / 8;
+    uint64_t r0 = blk * j->block_rows, nr = t->shape[0] - r0;
+    if (nr > j->block_rows)
+        nr = j->block_rows;
+    if (!obuf_fit(&w->block, j->block_rows * j->cols * 4) ||
+        !obuf_fit(&w->bytes, j->block_rows * j->cols * oe))
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    float *rows = (float *)w->block.p;
+    int rc = lora_load_rows_f32(b->model, b->model_path, t, r0, nr, rows, err);
+    for (size_t k = 0; k < b->count[j->idx] && rc == ST_OK; k++) {
+        const patch *p = &b->patches[b->first[j->idx] + k];
+        const lora_factors *f = &j->f[k];
+        uint64_t lo = p->tg->row0 > r0 ? p->tg->row0 : r0;
+        uint64_t hi = p->tg->row0 + target_rows(p, t);
+        if (hi > r0 + nr)
+            hi = r0 + nr;
+        if (lo < hi)
+            lora_gemm_acc_serial(hi - lo, j->cols, f->k, f->scale,
+                                 f->up + (lo - p->tg->row0) * f->k, f->down,
+                                 rows + (lo - r0) * j->cols);
+    }
+    if (rc == ST_OK)
+        rc = st_convert(od, w->bytes.p, ST_F32, rows, nr * j->cols, 0, err);
+    if (rc == ST_OK)
+        rc = st_outfile_pwrite(b->of, w->bytes.p, (size_t)(nr * j->cols * oe),
+                               j->file_off + r0 * j->cols * oe, err);
+    return rc;
+}
 
 static void *worker(void *arg)
 {
-    bake *b = arg;
-    for (size_t k = 0; k < b->norder; k++) {
-        pthread_mutex_lock(&b->mu);
-        while (!b->stop && k >= b->consumed + AHEAD)
-            pthread_cond_wait(&b->cv, &b->mu);
-        int stop = b->stop;
-        pthread_mutex_unlock(&b->mu);
-        if (stop)
-            break;
-        st_error e;
-        obuf out = {0};
-        pthread_mutex_lock(&b->mu);
-        if (b->npool)
-            out = b->pool[--b->npool];
-        pthread_mutex_unlock(&b->mu);
-        int rc = compute_into(b, b->order[k], &b->work, &out, &e);
-        pthread_mutex_lock(&b->mu);
-        if (rc) {
-            b->wrc = rc;
-            b->werr = e;
-            free(out.p);
-        } else if (k < b->consumed) {
-            free(out.p); /* the writer went past it */
-        } else {
-            b->ready[k] = out;
+    worker_ctx *w = arg;
+    bake *b = w->b;
+    pthread_mutex_lock(&b->mu);
+    while (!b->stop) {
+        size_t lim = b->consumed + AHEAD < b->njobs ? b->consumed + AHEAD : b->njobs;
+        job *j = NULL;
+        uint64_t blk = 0;
+        for (size_t k = b->consumed; k < lim && !j; k++) {
+            job *c = &b->jobs[k];
+            if (c->state == JOB_NEW) {
+                c->state = JOB_PREPARING;
+                j = c;
+            } else if (c->state == JOB_BLOCKS && c->next < c->nblocks) {
+                blk = c->next++;
+                j = c;
+            }
         }
-        b->produced = k + 1;
-        pthread_cond_broadcast(&b->cv);
+        if (!j) {
+            pthread_cond_wait(&b->cv, &b->mu);
+            continue;
+        }
+        bool prep = j->state == JOB_PREPARING;
         pthread_mutex_unlock(&b->mu);
-        if (rc)
-            break;
+        st_error e;
+        int rc = prep ? prepare(w, j, &e) : run_block(w, j, blk, &e);
+        pthread_mutex_lock(&b->mu);
+        /* wake the others only when something they wait for changed: new
+         * blocks, a finished job, a failure */
+        bool changed = true;
+        if (rc) {
+            if (!b->wrc) {
+                b->wrc = rc;
+                b->werr = e;
+            }
+            b->stop = 1;
+        } else if (prep) {
+            j->state = j->nblocks ? JOB_BLOCKS : JOB_DONE;
+        } else if (++j->done == j->nblocks) {
+            free_factors(j, b->count[j->idx]);
+            j->state = JOB_DONE;
+        } else {
+            changed = false;
+        }
+        if (changed)
+            pthread_cond_broadcast(&b->cv);
     }
+    pthread_mutex_unlock(&b->mu);
     return NULL;
 }
 
-/* Waits for position k; releases everything before it. Returns the bytes
- * (owned by b->ready[k]) or NULL with b->err set. */
-/* Called with b->mu held. */
-static void recycle(bake *b, size_t k)
+/* The writer opened the output: jobs learn where their bytes go and the
+ * workers start. Without it (or without threads) patched tensors are
+ * computed as the writer reaches them. */
+static void stop_workers(bake *b)
 {
-    obuf *o = &b->ready[k];
-    if (o->p && b->npool < sizeof b->pool / sizeof b->pool[0])
-        b->pool[b->npool++] = *o;
-    else
-        free(o->p);
-    o->p = NULL;
-    o->cap = 0;
+    if (b->nthreads) {
+        pthread_mutex_lock(&b->mu);
+        b->stop = 1;
+        pthread_cond_broadcast(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+        for (unsigned i = 0; i < b->nthreads; i++)
+            pthread_join(b->workers[i].thread, NULL);
+        b->nthreads = 0;
+    }
+    if (b->sync_ready) {
+        pthread_mutex_destroy(&b->mu);
+        pthread_cond_destroy(&b->cv);
+        b->sync_ready = false;
+    }
+    if (b->workers) {
+        for (unsigned i = 0; i < b->nworkers; i++) {
+            free(b->workers[i].block.p);
+            free(b->workers[i].bytes.p);
+            free(b->workers[i].work.p);
+        }
+        free(b->workers);
+        b->workers = NULL;
+    }
+    b->of = NULL;
 }
 
-static unsigned char *wait_ready(bake *b, size_t k)
+static void on_open(void *ctx, st_outfile *file, uint64_t data_start)
+{
+    bake *b = ctx;
+    if (!file) { /* the writer is about to close it: no worker may write */
+        stop_workers(b);
+        return;
+    }
+    for (size_t k = 0; k < b->njobs; k++) {
+        uint64_t begin = 0;
+        if (st_writer_planned_begin(b->w, b->jobs[k].idx, &begin) != ST_OK)
+            return;
+        b->jobs[k].file_off = data_start + begin;
+    }
+    b->of = file;
+    unsigned want = b->opt->threads ? b->opt->threads : lora_cpu_count();
+    want = want > 64 ? 64 : want;
+    b->workers = calloc(want, sizeof *b->workers);
+    if (!b->workers || !b->njobs)
+        return;
+    b->nworkers = want;
+    if (pthread_mutex_init(&b->mu, NULL) != 0)
+        return;
+    if (pthread_cond_init(&b->cv, NULL) != 0) {
+        pthread_mutex_destroy(&b->mu);
+        return;
+    }
+    b->sync_ready = true;
+    for (unsigned i = 0; i < want; i++) {
+        b->workers[i].b = b;
+        if (pthread_create(&b->workers[i].thread, NULL, worker, &b->workers[i]) != 0)
+            break;
+        b->nthreads++;
+    }
+}
+
+/* Waits for job k, after the jobs before it (one not yet started is
+ * dropped: its tensor was not asked for). ST_OK when its bytes are in the
+ * file. */
+static int wait_done(bake *b, size_t k)
 {
     pthread_mutex_lock(&b->mu);
     for (size_t j = b->consumed; j < k; j++)
-        recycle(b, j);
-    if (k > b->consumed) {
-        b->consumed = k;
-        pthread_cond_broadcast(&b->cv);
-    }
-    while (b->produced <= k && !b->wrc)
-        pthread_cond_wait(&b->cv, &b->mu);
-    unsigned char *p = b->ready[k].p;
-    if (!p && b->wrc)
+        if (b->jobs[j].state == JOB_NEW)
+            b->jobs[j].state = JOB_DONE;
+    for (size_t j = b->consumed; j <= k; j++)
+        while (b->jobs[j].state != JOB_DONE && !b->wrc)
+            pthread_cond_wait(&b->cv, &b->mu);
+    b->consumed = k + 1;
+    pthread_cond_broadcast(&b->cv);
+    int rc = b->wrc;
+    if (rc)
         b->err = b->werr;
     pthread_mutex_unlock(&b->mu);
-    return p;
-}
-
-static void release(bake *b, size_t k)
-{
-    pthread_mutex_lock(&b->mu);
-    recycle(b, k);
-    if (k + 1 > b->consumed) {
-        b->consumed = k + 1;
-        pthread_cond_broadcast(&b->cv);
-    }
-    pthread_mutex_unlock(&b->mu);
+    return rc;
 }
 
 /* The writer's order: output dtype descending, then name bytes. */
@@ -272,36 +452,41 @@ static int read_tensor(void *vctx, uint64_t offset, void *buf, size_t len)
         if (rc == ST_OK)
             rc = st_convert(od, buf, t->dtype, b->scratch, len / oe, 0, &b->err);
     } else {
-        size_t k = b->pos[c->idx];
-        unsigned char *p = NULL;
-        if (k != SIZE_MAX && b->started && b->cached != c->idx) {
-            pthread_mutex_lock(&b->mu);
-            bool gone = k < b->consumed;
-            pthread_mutex_unlock(&b->mu);
-            if (!gone && !(p = wait_ready(b, k)))
-                rc = b->err.code ? b->err.code : ST_E_CALLBACK;
-        }
-        if (p) {
-            memcpy(buf, p + offset, len);
-            if (offset + len >= nbytes)
-                release(b, k);
-        } else if (rc == ST_OK) {
-            if (b->cached != c->idx)
-                rc = compute(b, c->idx, &b->err);
-            if (rc == ST_OK)
-                memcpy(buf, b->cache + offset, len);
-            if (offset + len >= nbytes) {
-                free(b->cache);
-                b->cache = NULL;
-                b->cached = SIZE_MAX;
-            }
-        }
+        /* odd pieces of a converted tensor: computed whole, once */
+        if (b->cached != c->idx)
+            rc = compute(b, c->idx, &b->err);
+        if (rc == ST_OK)
+            memcpy(buf, b->cache + offset, len);
     }
     if (rc) {
         b->failed = 1;
         return -1;
     }
     return 0;
+}
+
+/* A patched tensor's bytes: placed in the file by the workers, or
+ * computed here when none run. */
+static const void *view_tensor(void *vctx, uint64_t offset, uint64_t *len)
+{
+    tensor_ctx *c = vctx;
+    bake *b = c->b;
+    const st_tensor *t = st_tensor_at(b->model, c->idx);
+    uint64_t nbytes = 0;
+    st_bytes_for(out_dtype(b, t), t->nelements, &nbytes);
+    *len = nbytes - offset;
+    if (b->nthreads && offset == 0) {
+        if (wait_done(b, b->pos[c->idx]) != ST_OK) {
+            b->failed = 1;
+            return NULL;
+        }
+        return ST_VIEW_PLACED;
+    }
+    if (b->cached != c->idx && compute(b, c->idx, &b->err) != ST_OK) {
+        b->failed = 1;
+        return NULL;
+    }
+    return b->cache + offset;
 }
 
 static void json_str(char *dst, size_t cap, size_t *len, const char *s)
@@ -482,37 +667,39 @@ int st_lora_bake(const char *model_path, const char *out_path, const st_lora_inp
             st_tensor_file_range(model, t, &fd, &off) == ST_OK)
             rc = st_writer_add_file_range(w, t->name, t->name_len, od, t->shape, t->rank, fd, off,
                                           nbytes, err);
+        else if (rc == ST_OK && b.count[i])
+            rc = st_writer_add_view(w, t->name, t->name_len, od, t->shape, t->rank, nbytes,
+                                    view_tensor, &ctxs[i], err);
         else if (rc == ST_OK)
             rc = st_writer_add_stream(w, t->name, t->name_len, od, t->shape, t->rank, nbytes,
                                       read_tensor, &ctxs[i], err);
     }
     if (rc == ST_OK)
         rc = set_metadata(w, model, loras, n, err);
-    /* the worker computes the patched tensors in the writer's order */
+    /* the workers compute the patched tensors in the writer's order */
+    size_t *order = NULL;
     if (rc == ST_OK) {
-        b.order = malloc((nt ? nt : 1) * sizeof *b.order);
+        order = malloc((nt ? nt : 1) * sizeof *order);
         b.pos = malloc((nt ? nt : 1) * sizeof *b.pos);
-        b.ready = calloc(nt ? nt : 1, sizeof *b.ready);
-        if (!b.order || !b.pos || !b.ready)
+        b.jobs = calloc(nt ? nt : 1, sizeof *b.jobs);
+        if (!order || !b.pos || !b.jobs)
             rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     }
     if (rc == ST_OK) {
         for (size_t i = 0; i < nt; i++)
             if (b.count[i])
-                b.order[b.norder++] = i;
-        qsort_r(b.order, b.norder, sizeof *b.order, writer_order, &b);
+                order[b.njobs++] = i;
+        qsort_r(order, b.njobs, sizeof *order, writer_order, &b);
         for (size_t i = 0; i < nt; i++)
             b.pos[i] = SIZE_MAX;
-        for (size_t k = 0; k < b.norder; k++)
-            b.pos[b.order[k]] = k;
-        pthread_mutex_init(&b.mu, NULL);
-        pthread_cond_init(&b.cv, NULL);
-        b.started = pthread_create(&b.thread, NULL, worker, &b) == 0;
-        if (!b.started) {
-            pthread_mutex_destroy(&b.mu);
-            pthread_cond_destroy(&b.cv);
+        for (size_t k = 0; k < b.njobs; k++) {
+            b.pos[order[k]] = k;
+            b.jobs[k].idx = order[k];
         }
+        b.w = w;
+        st_writer_set_open_hook(w, on_open, &b);
     }
+    free(order);
     if (rc == ST_OK) {
         b.total = st_writer_output_size(w);
         {
@@ -536,21 +723,10 @@ int st_lora_bake(const char *model_path, const char *out_path, const st_lora_inp
     if (rc == ST_OK && opt->progress)
         opt->progress(opt->progress_ctx, b.total, b.total);
 out:
-    if (b.started) {
-        pthread_mutex_lock(&b.mu);
-        b.stop = 1;
-        pthread_cond_broadcast(&b.cv);
-        pthread_mutex_unlock(&b.mu);
-        pthread_join(b.thread, NULL);
-        pthread_mutex_destroy(&b.mu);
-        pthread_cond_destroy(&b.cv);
-    }
-    for (size_t k = 0; b.ready && k < b.norder; k++)
-        free(b.ready[k].p);
-    for (size_t k = 0; k < b.npool; k++)
-        free(b.pool[k].p);
-    free(b.work.p);
-    free(b.ready), free(b.order), free(b.pos);
+    stop_workers(&b);
+    for (size_t k = 0; b.jobs && k < b.njobs; k++)
+        free_factors(&b.jobs[k], b.count[b.jobs[k].idx]);
+    free(b.jobs), free(b.pos);
     st_writer_free(w);
     free(ctxs);
     free(b.cache);

@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void lora_gemm_acc(size_t m, size_t n, size_t k, float s, const float *a, const float *b,
                    float *c)
@@ -21,6 +22,38 @@ void lora_gemm_acc(size_t m, size_t n, size_t k, float s, const float *a, const 
         return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, s,
                 a, (blasint)k, b, (blasint)n, 1.0f, c, (blasint)n);
+}
+
+/* OpenBLAS runs a product on its own thread pool unless m n k is at most
+ * 65536 * GEMM_MULTITHREAD_THRESHOLD (4); tiles that small stay on the
+ * calling thread, so callers that already split work across their own
+ * threads do not also wake (and spin) BLAS's. The tiling changes nothing
+ * of the arithmetic: each element is still one sum over k. */
+enum { SERIAL_MNK = 65536 * 4 };
+
+void lora_gemm_acc_serial(size_t m, size_t n, size_t k, float s, const float *a,
+                          const float *b, float *c)
+{
+    if (!m || !n || !k)
+        return;
+    size_t tm = m < 64 ? m : 64;
+    size_t tn = SERIAL_MNK / (tm * k);
+    tn = tn < 16 ? 16 : tn / 16 * 16;
+    for (size_t i = 0; i < m; i += tm) {
+        size_t mi = m - i < tm ? m - i : tm;
+        for (size_t j = 0; j < n; j += tn) {
+            size_t nj = n - j < tn ? n - j : tn;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)mi, (blasint)nj,
+                        (blasint)k, s, a + i * k, (blasint)k, b + j, (blasint)n, 1.0f,
+                        c + i * n + j, (blasint)n);
+        }
+    }
+}
+
+unsigned lora_cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
 }
 
 static int too_big(size_t a, size_t b, st_error *err)

@@ -56,6 +56,13 @@ ST_INTERNAL float *lora_alloc_f32(uint64_t n, const char *what, st_error *err);
 ST_INTERNAL void lora_gemm_acc(size_t m, size_t n, size_t k, float s, const float *a,
                                const float *b, float *c);
 
+/* The same product in tiles small enough that BLAS keeps each on the
+ * calling thread (for callers running their own threads). */
+ST_INTERNAL void lora_gemm_acc_serial(size_t m, size_t n, size_t k, float s, const float *a,
+                                      const float *b, float *c);
+/* Online CPUs, 1..64. */
+ST_INTERNAL unsigned lora_cpu_count(void);
+
 /* Truncated SVD of A [m x n] (row-major; not modified) to rank r <= min(m, n)
  * by a randomized range finder: up [m x r] = U S, down [r x n] = V^T. */
 ST_INTERNAL int lora_svd_truncated(const float *a, size_t m, size_t n, size_t r, float *up,
@@ -95,6 +102,24 @@ typedef struct lora_adapter {
  * suffix this library does not know is an ST_E_LORA error naming it. */
 ST_INTERNAL int lora_adapter_open(const char *path, lora_adapter *a, st_error *err);
 ST_INTERNAL void lora_adapter_close(lora_adapter *a);
+
+/* A module whose delta is one low-rank product: strength * delta =
+ * scale * up [rows x k] @ down [k x cols] (f32, row-major, malloc'ed), so
+ * a weight can be patched a block of rows at a time. */
+typedef struct lora_factors {
+    float *up, *down;
+    uint64_t k;
+    float scale;
+} lora_factors;
+
+/* Fills f for kohya LoRA/LoCon (with or without a Tucker lora_mid), PEFT
+ * and diffusers modules; leaves f->up NULL (and returns ST_OK) for the
+ * others (LoHa, LoKr, DoRA), which only lora_module_apply computes. Errors
+ * as lora_module_apply. */
+ST_INTERNAL int lora_module_factors(const lora_adapter *a, const lora_module *m, float strength,
+                                    uint64_t rows, uint64_t cols, const uint64_t *tshape,
+                                    uint32_t trank, lora_factors *f, st_error *err);
+ST_INTERNAL void lora_factors_free(lora_factors *f);
 
 /* Adds strength * delta(module) to w [rows x cols] (f32, row-major), after
  * checking every shape against it. rows x cols is the target's flattened
