@@ -2001,6 +2001,8 @@ typedef struct st_lora_resize_options {
     void *layer_ctx;
     st_temp_fn temp;         /* told of the temporary output file (NULL ok)   */
     void *temp_ctx;
+    st_progress_fn progress; /* layers done of the adapter's; non-zero return */
+    void *progress_ctx;      /* stops with ST_E_CALLBACK (NULL ok)            */
 } st_lora_resize_options;
 
 /** Fills defaults: rank 4, conv_rank 0, ST_LORA_RESIZE_RANK, dtype -1. */

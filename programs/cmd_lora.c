@@ -34,10 +34,9 @@ static const char usage[] =
     "\n"
     "Options:\n"
     "  -o, --output FILE  the file to write (atomically)\n"
-    "  -q, --quiet        no progress line (bake, extract: shown on a terminal);\n"
-    "                     resize: no per-layer lines\n"
-    "  --progress         bake, extract: a progress line even when stderr is not\n"
-    "                     a terminal\n"
+    "  -q, --quiet        no progress line (shown on a terminal); resize: no\n"
+    "                     per-layer lines either\n"
+    "  --progress         a progress line even when stderr is not a terminal\n"
     "  --threads N        bake: computing threads (default: one per CPU)\n"
     "  -h, --help         show this help\n"
     "\n"
@@ -319,8 +318,13 @@ static int run_resize(int argc, char **argv)
     }
     if (!a.quiet)
         opt.layer = print_layer;
+    cli_progress *line = cli_progress_new("lora resize", &a.common);
+    cli_progress_set_unit(line, "layers");
+    opt.progress = line ? cli_progress_cb : NULL;
+    opt.progress_ctx = line;
     st_error err;
     rc = st_lora_resize(argv[a.first], a.out, &opt, &err);
+    cli_progress_done(line);
     if (rc)
         return lib_error(argv[a.first], &err);
     return CLI_EXIT_OK;

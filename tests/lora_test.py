@@ -6,6 +6,7 @@ alpha/rank * up @ down, conv 1x1 and 3x3), LyCORIS LoHa/LoKr as ComfyUI
 applies them, ComfyUI's unet_to_diffusers name map (written here from the
 block layout, independently of lib/lora/names.c), kohya resize_lora.py's
 rank rules, and a bake -> extract round trip. Run with $PYTHON."""
+import hashlib
 import json
 import os
 import struct
@@ -276,7 +277,9 @@ def test_bake_sd1(tmp, rng):
     check(meta.get("modelspec.title") == "tiny", "bake keeps metadata")
     baked = json.loads(meta.get("lora_baked", "[]"))
     check(len(baked) == 1 and baked[0]["name"] == "sd1_lora.safetensors" and
-          abs(baked[0]["strength"] - 0.7) < 1e-6 and len(baked[0]["sha256"]) == 64, "lora_baked metadata")
+          abs(baked[0]["strength"] - 0.7) < 1e-6, "lora_baked metadata")
+    check(len(baked) == 1 and baked[0]["sha256"] == hashlib.sha256(open(lp, "rb").read()).hexdigest(),
+          "lora_baked sha256 is the LoRA file's")
     touched = {}
     for mod, (key, r0, rows) in tg.items():
         touched.setdefault(key, []).append((mod, r0, rows))
@@ -300,6 +303,21 @@ def test_bake_sd1(tmp, rng):
           "bake --progress writes the same file")
     rc, _, se = run("lora", "bake", mp, "-o", out_p, lp + ":0.7")
     check(rc == 0 and "lora bake" not in se, "bake into a pipe: no progress line")
+
+    # two adapters, one named to look like the metadata's own JSON: each
+    # sha256 is put in its place once computed
+    odd = os.path.join(tmp, 'x",\\"sha256\\":\\"0.safetensors')
+    with open(odd, "wb") as f:
+        f.write(open(lp, "rb").read()[:-2] + b"\x00\x3c")  # other bytes, same tensors
+    out2 = os.path.join(tmp, "sd1_baked2.safetensors")
+    rc, _, se = run("lora", "bake", mp, "-o", out2, lp + ":0.3", odd + ":0.4")
+    check(rc == 0, "bake of two adapters: %s" % se.strip())
+    if rc == 0:
+        b2 = json.loads(load(out2)[1].get("lora_baked", "[]"))
+        want = [hashlib.sha256(open(x, "rb").read()).hexdigest() for x in (lp, odd)]
+        check([e["sha256"] for e in b2] == want and b2[1]["name"] == os.path.basename(odd),
+              "two adapters: names and digests in order (%r)" % b2)
+    os.remove(odd)
 
     # the workers split tensors into blocks of rows: any number of them
     # writes the same bytes
@@ -878,6 +896,13 @@ def test_resize(tmp, rng, sd1):
     out = os.path.join(tmp, "rs_out.safetensors")
     rc, so, se = run("lora", "resize", lp, "-o", out, "--rank", 4)
     check(rc == 0, "resize rc " + se)
+    check("lora resize" not in se, "resize into a pipe: no progress line")
+    out_p = os.path.join(tmp, "rs_out_p.safetensors")
+    rc, so_p, se_p = run("lora", "resize", lp, "-o", out_p, "--rank", 4, "--progress")
+    check(rc == 0 and "lora resize" in se_p and "40 / 40 layers" in se_p,
+          "resize --progress: a line counting layers (%r)" % se_p[-160:])
+    check(rc == 0 and so_p == so and open(out_p, "rb").read() == open(out, "rb").read(),
+          "resize --progress: same output and layer lines")
     if rc == 0:
         got, meta = load(out)
         worst = 0.0

@@ -106,17 +106,23 @@ int st_outfile_open(st_outfile *o, const char *path, uint64_t reserve, st_temp_f
         st_outfile_abort(o);
         return rc;
     }
+    int rc = st_outfile_reserve(o, reserve, err);
+    if (rc)
+        st_outfile_abort(o);
+    return rc;
+}
+
+int st_outfile_reserve(st_outfile *o, uint64_t reserve, st_error *err)
+{
     /* Reserve the space first so a full disk fails now rather than after
      * gigabytes were written. File systems without fallocate are fine. */
     if (reserve && reserve <= INT64_MAX && fallocate(o->fd, 0, 0, (off_t)reserve) != 0 &&
         (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)) {
         int e = errno;
-        int rc = st_fail(err, ST_E_IO, ST_NO_OFFSET,
-                         "cannot reserve %llu bytes for '%s' in '%s': %s",
-                         (unsigned long long)reserve, path, o->dir,
-                         st_errno_text(e, eb, sizeof eb));
-        st_outfile_abort(o);
-        return rc;
+        char eb[128];
+        return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot reserve %llu bytes for '%s' in '%s': %s",
+                       (unsigned long long)reserve, o->path, o->dir,
+                       st_errno_text(e, eb, sizeof eb));
     }
     return ST_OK;
 }

@@ -36,6 +36,11 @@ ST_INTERNAL int st_outfile_write(st_outfile *o, const void *p, size_t n, st_erro
 ST_INTERNAL int st_outfile_copy_range(st_outfile *o, int fd_in, uint64_t off_in, uint64_t len,
                                       st_error *err);
 
+/* The reservation st_outfile_open makes (fallocate of `reserve` bytes,
+ * failing on ENOSPC, EDQUOT, EFBIG), for a caller that opened with 0 and
+ * set other work going first. Does not close the file on failure. */
+ST_INTERNAL int st_outfile_reserve(st_outfile *o, uint64_t reserve, st_error *err);
+
 /* Writes n bytes at offset off of the temporary file without moving its
  * position (the only call other threads may make, on bytes past the
  * position, while the owner writes on). */

@@ -80,6 +80,8 @@ struct st_writer {
     uint64_t header_exact; /* non-zero: N exactly (an in-place edit)     */
     st_open_hook_fn open_hook; /* told of the output file (lent tensors)  */
     void *open_ctx;
+    st_close_hook_fn close_hook; /* last word on the file before commit    */
+    void *close_ctx;
 
     /* Prepared output, rebuilt after any change. */
     int prepared;
@@ -1064,6 +1066,12 @@ void st_writer_set_open_hook(st_writer *w, st_open_hook_fn hook, void *ctx)
     w->open_ctx = ctx;
 }
 
+void st_writer_set_close_hook(st_writer *w, st_close_hook_fn hook, void *ctx)
+{
+    w->close_hook = hook;
+    w->close_ctx = ctx;
+}
+
 int st_writer_write(st_writer *w, const char *path, st_error *err)
 {
     if (!w || !path || !*path)
@@ -1072,8 +1080,10 @@ int st_writer_write(st_writer *w, const char *path, st_error *err)
     if (rc)
         return rc;
     st_outfile of;
-    rc = st_outfile_open(&of, path, st_writer_output_size(w), w->hooks.temp, w->hooks.temp_ctx,
-                         err);
+    /* with an open hook, the space is reserved after it, so the caller's
+     * work overlaps the reservation (which fills tmpfs page by page) */
+    uint64_t size = st_writer_output_size(w);
+    rc = st_outfile_open(&of, path, w->open_hook ? 0 : size, w->hooks.temp, w->hooks.temp_ctx, err);
     if (rc)
         return rc;
     out ob = {.emit = emit_file, .ctx = &of, .buf = malloc(OUT_BUFFER_SIZE), .cap = OUT_BUFFER_SIZE,
@@ -1082,12 +1092,22 @@ int st_writer_write(st_writer *w, const char *path, st_error *err)
         st_outfile_abort(&of);
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     }
-    if (w->open_hook)
+    if (w->open_hook) {
         w->open_hook(w->open_ctx, &of, 8 + w->header_len);
+        rc = st_outfile_reserve(&of, size, err);
+        if (rc) {
+            w->open_hook(w->open_ctx, NULL, 0);
+            free(ob.buf);
+            st_outfile_abort(&of);
+            return rc;
+        }
+    }
     rc = stream(w, &ob, err);
     free(ob.buf);
     if (w->open_hook)
         w->open_hook(w->open_ctx, NULL, 0);
+    if (rc == ST_OK && w->close_hook)
+        rc = w->close_hook(w->close_ctx, &of, err);
     if (rc) {
         st_outfile_abort(&of);
         return rc;

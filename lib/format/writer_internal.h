@@ -53,4 +53,12 @@ struct st_outfile;
 typedef void (*st_open_hook_fn)(void *ctx, struct st_outfile *file, uint64_t data_start);
 ST_INTERNAL void st_writer_set_open_hook(st_writer *w, st_open_hook_fn hook, void *ctx);
 
+/* Called by st_writer_write after every byte was written (and the open
+ * hook's last call), before the file is flushed and renamed: a value the
+ * caller could not know when the header was built may be patched into it
+ * now (same length; st_writer_header tells where). Non-zero fails the
+ * write and removes the file. */
+typedef int (*st_close_hook_fn)(void *ctx, struct st_outfile *file, st_error *err);
+ST_INTERNAL void st_writer_set_close_hook(st_writer *w, st_close_hook_fn hook, void *ctx);
+
 #endif

@@ -56,7 +56,7 @@ static bool obuf_fit(obuf *o, uint64_t n)
 enum { JOB_NEW, JOB_PREPARING, JOB_BLOCKS, JOB_DONE };
 
 /* Patched tensors the workers may work on, from the one being written. */
-enum { AHEAD = 4 };
+enum { AHEAD = 16 };
 
 typedef struct job {
     size_t idx;              /* model tensor                                  */
@@ -86,6 +86,7 @@ typedef struct bake {
     int wrc, stop;
     st_error werr;
     struct worker_ctx *workers;
+    struct digests *digests;   /* the adapters' SHA-256, being computed     */
     unsigned nthreads;       /* started                                       */
     unsigned nworkers;       /* allocated                                     */
     bool sync_ready;         /* mu and cv initialized                         */
@@ -503,6 +504,75 @@ static void json_str(char *dst, size_t cap, size_t *len, const char *s)
     dst[*len] = 0;
 }
 
+/* The adapters' SHA-256 for the metadata, computed on a thread of its own
+ * while the bake runs: the header is written with zeros in their place
+ * and the digits are put in before the file is committed. */
+typedef struct digests {
+    const st_lora_input *in;
+    size_t n;
+    char (*hex)[ST_HASH_TEXT_MAX];
+    int rc;
+    st_error err;
+    pthread_t thread;
+    bool started;
+} digests;
+
+static void *digest_all(void *arg)
+{
+    digests *d = arg;
+    for (size_t i = 0; i < d->n && d->rc == ST_OK; i++) {
+        st_hashes h;
+        d->rc = st_hash_path(d->in[i].path, ST_HASH_SHA256, NULL, &h, &d->err);
+        if (d->rc == ST_OK)
+            d->rc = st_hash_text(&h, ST_HASH_SHA256, ST_HASH_STYLE_PLAIN, d->hex[i]);
+    }
+    return NULL;
+}
+
+static int digests_wait(digests *d)
+{
+    if (d->started) {
+        pthread_join(d->thread, NULL);
+        d->started = false;
+    } else if (d->hex && d->rc == ST_OK && !d->hex[0][0]) {
+        digest_all(d);
+    }
+    return d->rc;
+}
+
+#define ZERO_DIGEST "0000000000000000000000000000000000000000000000000000000000000000"
+
+/* Where the i-th digest of "lora_baked" sits in the header: after the key
+ * (unescaped quotes occur only around keys and values) at the i-th
+ * ,\"sha256\":\" (a quote in a name is escaped twice there). */
+static int put_digests(void *ctx, st_outfile *file, st_error *err)
+{
+    bake *b = ctx;
+    digests *d = b->digests;
+    int rc = digests_wait(d);
+    if (rc) {
+        if (err)
+            *err = d->err;
+        return rc;
+    }
+    const char *h;
+    uint64_t hn;
+    rc = st_writer_header(b->w, &h, &hn, err);
+    if (rc)
+        return rc;
+    static const char key[] = "\"lora_baked\":\"", mark[] = ",\\\"sha256\\\":\\\"";
+    const char *end = h + hn, *p = memmem(h, hn, key, sizeof key - 1);
+    for (size_t i = 0; i < d->n && rc == ST_OK; i++) {
+        p = p ? memmem(p, (size_t)(end - p), mark, sizeof mark - 1) : NULL;
+        if (!p || (size_t)(end - p) < sizeof mark - 1 + 64 ||
+            memcmp(p + sizeof mark - 1, ZERO_DIGEST, 64) != 0)
+            return st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "lora_baked: digest %zu not found in the header", i + 1);
+        p += sizeof mark - 1;
+        rc = st_outfile_pwrite(file, d->hex[i], 64, 8 + (uint64_t)(p - h), err);
+    }
+    return rc;
+}
+
 static int set_metadata(st_writer *w, const st_file *model, const st_lora_input *in, size_t n,
                         st_error *err)
 {
@@ -520,15 +590,7 @@ static int set_metadata(st_writer *w, const st_file *model, const st_lora_input 
         return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
     j[len++] = '[';
     for (size_t i = 0; i < n; i++) {
-        st_hashes h;
-        char hex[ST_HASH_TEXT_MAX] = "";
-        int rc = st_hash_path(in[i].path, ST_HASH_SHA256, NULL, &h, err);
-        if (rc == ST_OK)
-            rc = st_hash_text(&h, ST_HASH_SHA256, ST_HASH_STYLE_PLAIN, hex);
-        if (rc) {
-            free(j);
-            return rc;
-        }
+        const char *hex = ZERO_DIGEST;
         const char *base = strrchr(in[i].path, '/');
         base = base ? base + 1 : in[i].path;
         len += (size_t)snprintf(j + len, cap - len, "%s{\"name\":\"", i ? "," : "");
@@ -565,6 +627,13 @@ int st_lora_bake(const char *model_path, const char *out_path, const st_lora_inp
     lora_map *map = NULL;
     lora_adapter *ad = calloc(n, sizeof *ad);
     bake b = {0};
+    digests dg = {.in = loras, .n = n, .hex = calloc(n, sizeof *dg.hex)};
+    if (!dg.hex) {
+        free(ad);
+        return st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    }
+    dg.started = pthread_create(&dg.thread, NULL, digest_all, &dg) == 0;
+    b.digests = &dg;
     tensor_ctx *ctxs = NULL;
     st_writer *w = NULL;
     size_t nt = 0, np = 0, unmatched = 0;
@@ -698,6 +767,7 @@ int st_lora_bake(const char *model_path, const char *out_path, const st_lora_inp
         }
         b.w = w;
         st_writer_set_open_hook(w, on_open, &b);
+        st_writer_set_close_hook(w, put_digests, &b);
     }
     free(order);
     if (rc == ST_OK) {
@@ -724,6 +794,8 @@ int st_lora_bake(const char *model_path, const char *out_path, const st_lora_inp
         opt->progress(opt->progress_ctx, b.total, b.total);
 out:
     stop_workers(&b);
+    digests_wait(&dg);
+    free(dg.hex);
     for (size_t k = 0; b.jobs && k < b.njobs; k++)
         free_factors(&b.jobs[k], b.count[b.jobs[k].idx]);
     free(b.jobs), free(b.pos);

@@ -231,6 +231,8 @@ int st_lora_resize(const char *lora_path, const char *out_path, const st_lora_re
         no++;
         if (old > max_old)
             max_old = old;
+        if (rc == ST_OK && opt->progress && opt->progress(opt->progress_ctx, i + 1, a.nmods))
+            rc = st_fail(err, ST_E_CALLBACK, ST_NO_OFFSET, "stopped by the progress callback");
     }
     float last_alpha = 0;
     for (size_t i = 0; i < no && rc == ST_OK; i++) {
