@@ -180,6 +180,16 @@ def main():
         check(rc == 2 and "bf16" in se and not os.path.exists(out), "absent variant: %d %s" % (rc, se))
         check(not [f for f in os.listdir(tmp) if f.startswith(".")], "no temp file left")
 
+        # a component holding only variants: diffusers without a variant
+        # finds no weights there, nor does this
+        os.remove(os.path.join(un, "diffusion_pytorch_model.safetensors"))
+        os.remove(os.path.join(un, "diffusion_pytorch_model.non_ema.safetensors"))
+        rc, _, se = to_single(folder, out)
+        check(rc == 2 and "unet" in se and "fp16" in se and "--variant" in se and not os.path.exists(out),
+              "unet of variants only, no --variant: %d %s" % (rc, se))
+        rc, _, se = to_single(folder, out, "--variant", "fp16")
+        check(rc == 0, "unet of variants only, --variant fp16: %d %s" % (rc, se))
+
         # only variants, no plain weights: --variant chooses
         vo = os.path.join(tmp, "variants-only")
         os.makedirs(vo)
