@@ -326,7 +326,8 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
         return CLI_EXIT_ERROR;
     }
     if (to_gguf) {
-        if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop || o->pad || a->layout != TO_SAME) {
+        if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop || o->pad || a->layout != TO_SAME ||
+            common->variant) {
             cli_errorf("unsupported: a GGUF output takes --quant, --arch and --threads only");
             return CLI_EXIT_ERROR;
         }
