@@ -333,7 +333,7 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
         }
         return convert_to_gguf(in_path, out_path, &a->gguf, common);
     }
-    if (common->variant && !cli_is_model_path(in_path)) {
+    if (common->variant && !cli_is_model_path(in_path) && access(in_path, F_OK) == 0) {
         cli_errorf("invalid_argument: --variant chooses the weight files of a folder; IN is not one");
         return CLI_EXIT_ERROR;
     }

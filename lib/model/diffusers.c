@@ -687,9 +687,9 @@ int st_diffusers_to_single_variant(const char *folder, const char *variant, cons
     }
     if (!rc && variant && !with_variant)
         rc = st_fail(err, ST_E_NOT_FOUND, ST_NO_OFFSET,
-                     "no component of %s has weight variant %s (such as "
-                     "unet/diffusion_pytorch_model.%s.safetensors)",
-                     folder, variant, variant);
+                     "no component of %s has weight variant %s (no %s/diffusion_pytorch_model.%s"
+                     ".safetensors nor its index, nor the like in the other component folders)",
+                     folder, variant, f->comp[0].dir, variant);
     if (!rc)
         rc = check_family(f, srcs, n, folder, err);
     if (!rc && !(w = st_writer_new()))
