@@ -1541,7 +1541,8 @@ ST_API uint64_t st_ggml_row_bytes(int type, uint64_t n_per_row);
  *    ...}, "weight_map": {tensor name: shard file name}} (a path whose name
  *    ends in ".json" is taken as an index, anything else as a shard);
  *  - a folder holding exactly one `*.safetensors.index.json`, or, when it
- *    holds none, exactly one `*.safetensors` file.
+ *    holds none, exactly one `*.safetensors` file, weight variants aside
+ *    (see st_model_open_variant): with several, ST_E_ARG listing them.
  *
  * Opening validates the whole model strictly, and fails on the first
  * problem:
@@ -1589,6 +1590,12 @@ typedef struct st_model st_model;
 /* st_model_open flags */
 #define ST_MODEL_IGNORE_TOTAL_SIZE 1u /* accept an index whose total_size   */
                                       /* disagrees (older writers)          */
+#define ST_MODEL_VARIANT_FALLBACK 2u  /* st_model_open_variant: a folder  */
+                                      /* without the variant opens its      */
+                                      /* plain weights                      */
+
+/* Longest weight-variant name. */
+#define ST_MODEL_VARIANT_MAX 64
 
 /* Shard file descriptors a model keeps open at most. */
 #define ST_MODEL_MAX_OPEN 16
@@ -1596,6 +1603,42 @@ typedef struct st_model st_model;
 /** Opens and validates a model (see above). *out is NULL on failure. */
 ST_API int st_model_open(const char *path, unsigned flags, st_model **out,
                          st_error *err);
+
+/**
+ * st_model_open choosing a weight variant in a folder, as diffusers'
+ * from_pretrained(variant=...) and transformers' do. A component folder of
+ * a diffusers pipeline often holds, next to its plain weights
+ * (diffusion_pytorch_model.safetensors, model.safetensors, or
+ * STEM-00001-of-0000N.safetensors shards with STEM.safetensors.index.json),
+ * variants of them: STEM.VARIANT.safetensors, shards
+ * STEM.VARIANT-00001-of-0000N.safetensors (older:
+ * STEM-00001-of-0000N.VARIANT.safetensors) with the index
+ * STEM.safetensors.index.VARIANT.json (older: STEM.safetensors.VARIANT.index.json,
+ * STEM.VARIANT.safetensors.index.json), where STEM is one of
+ * diffusion_pytorch_model, model, pytorch_model and VARIANT ("fp16", "ema",
+ * "non_ema", "bf16", ...) is 1 to ST_MODEL_VARIANT_MAX of A-Z a-z 0-9 _ - +
+ * (else ST_E_ARG). Other names are never variants.
+ *  - variant NULL: variant files are ignored; the folder's one plain index
+ *    or, without one, its one plain .safetensors file is opened. Two or
+ *    more are ST_E_ARG, the message listing them and the variants present;
+ *    a folder holding only variants is ST_E_NOT_FOUND naming them.
+ *  - variant given: the variant's index (today's spelling first, then the
+ *    older ones), else its STEM.VARIANT.safetensors; two of a kind are
+ *    ST_E_ARG. A folder without the variant is ST_E_NOT_FOUND naming it and
+ *    the variants present, unless flags has ST_MODEL_VARIANT_FALLBACK: then
+ *    its plain weights are opened as with variant NULL (what diffusers'
+ *    pipeline loading does for a component lacking the variant).
+ * A path naming a file or an index is opened as named, whatever variant.
+ * flags: ST_MODEL_IGNORE_TOTAL_SIZE, ST_MODEL_VARIANT_FALLBACK.
+ */
+ST_API int st_model_open_variant(const char *path, const char *variant,
+                                 unsigned flags, st_model **out,
+                                 st_error *err);
+
+/** The weight variant whose files the model was opened from, NULL when
+ * the plain weights (or a file named directly) were. Lives as long as the
+ * model. */
+ST_API const char *st_model_variant(const st_model *model);
 
 /** Releases a model (NULL is allowed). */
 ST_API void st_model_close(st_model *model);
@@ -1777,6 +1820,21 @@ ST_API int st_model_join(const st_model *model, const char *out_path,
 ST_API int st_diffusers_to_single(const char *folder, const char *out_path,
                                   const st_output_hooks *hooks,
                                   st_error *err);
+
+/**
+ * st_diffusers_to_single reading weight variant `variant` ("fp16", "ema",
+ * ...; NULL: the plain weights, variants ignored) of each component, as
+ * diffusers' DiffusionPipeline.from_pretrained(variant=...) does: a
+ * component without the variant contributes its plain weights (see
+ * st_model_open_variant, ST_MODEL_VARIANT_FALLBACK); when no component has
+ * it, ST_E_NOT_FOUND naming the variant. The tensors keep the variant's
+ * dtypes.
+ */
+ST_API int st_diffusers_to_single_variant(const char *folder,
+                                          const char *variant,
+                                          const char *out_path,
+                                          const st_output_hooks *hooks,
+                                          st_error *err);
 
 /** st_single_to_diffusers flags: the scheduler's prediction_type is
  * "v_prediction" (what st_identify's ST_VARIANT_V_PREDICTION says; the

@@ -53,6 +53,10 @@ bool cli_is_model_path(const char *path);
  * returns its exit code (1 invalid, 2 I/O); 0 with *out set on success. */
 int cli_open_model(const char *path, st_model **out);
 
+/* cli_open_model choosing weight variant `variant` (NULL: none) in a
+ * folder, as st_model_open_variant does. */
+int cli_open_model_variant(const char *path, const char *variant, st_model **out);
+
 /* st_identify_tensors over a model's whole tensor table and metadata (the
  * value rules read through st_model_tensor_read). */
 int cli_identify_model(const st_model *m, st_identity *id, st_error *err);
@@ -108,6 +112,7 @@ int cli_finish_stdout(int rc);
 #define CLI_OPT_JSON 0x1u     /* --json                                    */
 #define CLI_OPT_PROGRESS 0x2u /* -q/--quiet and --progress                 */
 #define CLI_OPT_OUTPUT 0x4u   /* -o/--output OUT                           */
+#define CLI_OPT_VARIANT 0x8u  /* --variant NAME (a folder's weight variant) */
 
 /* The shared flags, as parsed. */
 typedef struct cli_common {
@@ -115,6 +120,7 @@ typedef struct cli_common {
     bool quiet;        /* no progress line                                 */
     bool progress;     /* a progress line even when stderr is no terminal  */
     const char *output;/* -o OUT, or NULL                                  */
+    const char *variant;/* --variant NAME, or NULL                         */
     int first_arg;     /* argv index of the first operand                  */
 } cli_common;
 

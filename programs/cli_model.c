@@ -17,9 +17,14 @@ bool cli_is_model_path(const char *path)
 
 int cli_open_model(const char *path, st_model **out)
 {
+    return cli_open_model_variant(path, NULL, out);
+}
+
+int cli_open_model_variant(const char *path, const char *variant, st_model **out)
+{
     st_error err;
     memset(&err, 0, sizeof err);
-    int rc = st_model_open(path, 0, out, &err);
+    int rc = st_model_open_variant(path, variant, 0, out, &err);
     if (rc == ST_OK)
         return CLI_EXIT_OK;
     if (err.code == ST_OK)

@@ -1,5 +1,5 @@
 /* One option parser for every command: the flags commands share (--help,
- * --json, --quiet, --progress, -o/--output) are handled here, the rest are
+ * --json, --quiet, --progress, -o/--output, --variant) are handled here, the rest are
  * handed to the command's callback. Saves each command the getopt_long
  * boilerplate and keeps the shared flags spelled the same everywhere. */
 #include "cli.h"
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { OPT_JSON = 0x10000, OPT_PROGRESS };
+enum { OPT_JSON = 0x10000, OPT_PROGRESS, OPT_VARIANT };
 
 static const struct option common_table[] = {
     {"help", no_argument, NULL, 'h'},
@@ -16,6 +16,7 @@ static const struct option common_table[] = {
     {"quiet", no_argument, NULL, 'q'},
     {"progress", no_argument, NULL, OPT_PROGRESS},
     {"output", required_argument, NULL, 'o'},
+    {"variant", required_argument, NULL, OPT_VARIANT},
 };
 
 static bool wanted(int val, unsigned which)
@@ -25,6 +26,7 @@ static bool wanted(int val, unsigned which)
     case OPT_JSON: return which & CLI_OPT_JSON;
     case 'q': case OPT_PROGRESS: return which & CLI_OPT_PROGRESS;
     case 'o': return which & CLI_OPT_OUTPUT;
+    case OPT_VARIANT: return which & CLI_OPT_VARIANT;
     default: return false;
     }
 }
@@ -63,6 +65,7 @@ int cli_parse_options(int argc, char **argv, const cli_command *cmd, cli_common 
         case 'q': common->quiet = true; common->progress = false; break;
         case OPT_PROGRESS: common->progress = true; common->quiet = false; break;
         case 'o': common->output = optarg; break;
+        case OPT_VARIANT: common->variant = optarg; break;
         case '?': ret = cli_usage_error(cmd->usage, NULL); break;
         default:
             if (!cmd->on_option || cmd->on_option(ctx, c, optarg) != 0)

@@ -7,7 +7,7 @@
 #include <string.h>
 
 static const char usage[] =
-    "Usage: " CLI_NAME " check [--json] [--pread] FILE...\n"
+    "Usage: " CLI_NAME " check [--json] [--pread] [--variant NAME] FILE...\n"
     "\n"
     "Validate each FILE: framing, header JSON, schema, duplicate keys, tensor\n"
     "offsets and sizes, and that the data ends exactly at the end of the file.\n"
@@ -19,13 +19,15 @@ static const char usage[] =
     "  --json    one JSON object per line and file:\n"
     "            {\"file\", \"valid\", \"error\", \"message\", \"tensors\"}\n"
     "  --pread   read with pread instead of mapping the file\n"
+    "  --variant NAME  a folder's weight variant NAME (fp16, ema, non_ema,\n"
+    "            ...) instead of its plain weights, as diffusers picks it\n"
     "  -h, --help  show this help\n"
     "\n"
     "Exit status: 0 all valid, 1 any invalid, 2 usage error or a file that\n"
     "cannot be read (code \"io\").\n";
 
 /* One file's verdict, printed as text or as a JSON line. */
-static int check_one(const char *path, unsigned flags, bool json)
+static int check_one(const char *path, unsigned flags, bool json, const char *variant)
 {
     st_file *f = NULL;
     st_error err;
@@ -36,7 +38,7 @@ static int check_one(const char *path, unsigned flags, bool json)
         rc = gguf_check(path, &ntensors, &err);
     } else if (cli_is_model_path(path)) {
         st_model *m = NULL;
-        rc = st_model_open(path, 0, &m, &err);
+        rc = st_model_open_variant(path, variant, 0, &m, &err);
         ntensors = st_model_tensor_count(m);
         st_model_close(m);
     } else {
@@ -103,7 +105,7 @@ int cmd_check(int argc, char **argv)
         {"pread", no_argument, NULL, 'p'},
         {NULL, 0, NULL, 0},
     };
-    static const cli_command cmd = {usage, CLI_OPT_JSON, opts, NULL, on_option, false};
+    static const cli_command cmd = {usage, CLI_OPT_JSON | CLI_OPT_VARIANT, opts, NULL, on_option, false};
     unsigned flags = ST_OPEN_MMAP;
     cli_common common;
     int ret = cli_parse_options(argc, argv, &cmd, &common, &flags);
@@ -114,7 +116,7 @@ int cmd_check(int argc, char **argv)
     /* Worst outcome wins: an I/O error (2) outranks an invalid file (1). */
     int worst = CLI_EXIT_OK;
     for (int i = common.first_arg; i < argc; i++) {
-        int rc = check_one(argv[i], flags, common.json);
+        int rc = check_one(argv[i], flags, common.json, common.variant);
         if (rc > worst)
             worst = rc;
     }

@@ -17,7 +17,7 @@ static const char usage[] =
     "       " CLI_NAME " convert IN OUT --dtype TYPE [--saturate]\n"
     "                   [--only GLOB]... [--exclude GLOB]...\n"
     "       " CLI_NAME " convert IN OUT [--ema drop|only] [--drop GLOB]...\n"
-    "       " CLI_NAME " convert DIFFUSERS_DIR OUT --to single-file\n"
+    "       " CLI_NAME " convert DIFFUSERS_DIR OUT --to single-file [--variant NAME]\n"
     "       " CLI_NAME " convert IN OUTDIR --to diffusers\n"
     "       " CLI_NAME " convert IN OUT.gguf [--quant TYPE] [--arch A] [--threads N]\n"
     "\n"
@@ -80,6 +80,12 @@ static const char usage[] =
     "                  write a diffusers folder (unet/ vae/ text_encoder/\n"
     "                  [text_encoder_2/] scheduler/ and their configs; copy\n"
     "                  tokenizer/ from the base model; Flux: transformer/ only)\n"
+    "  --variant NAME  IN is a folder: read its weight variant NAME (fp16, ema,\n"
+    "                  non_ema, ...: diffusion_pytorch_model.NAME.safetensors or\n"
+    "                  its index) instead of the plain weights, which are\n"
+    "                  otherwise chosen and the variants ignored; with --to\n"
+    "                  single-file a component without NAME gives its plain\n"
+    "                  weights, as diffusers' pipeline loading does\n"
     "  -q, --quiet     no progress line (shown when stderr is a terminal)\n"
     "  --progress      a progress line even when stderr is not a terminal\n"
     "  -h, --help      show this help\n"
@@ -232,7 +238,7 @@ static int convert_layout(convert_args *a, const cli_common *common, const char 
     cli_progress *line = cli_progress_new("convert", common);
     st_output_hooks hooks = cli_output_hooks(line);
     if (a->layout == TO_SINGLE) {
-        rc = st_diffusers_to_single(in_path, out_path, &hooks, &err);
+        rc = st_diffusers_to_single_variant(in_path, common->variant, out_path, &hooks, &err);
         cli_progress_done(line);
         if (rc) {
             cli_print_error(in_path, &err);
@@ -241,7 +247,7 @@ static int convert_layout(convert_args *a, const cli_common *common, const char 
         return CLI_EXIT_OK;
     }
     st_model *m = NULL;
-    rc = cli_open_model(in_path, &m);
+    rc = cli_open_model_variant(in_path, common->variant, &m);
     if (rc != CLI_EXIT_OK) {
         cli_progress_done(line);
         return rc;
@@ -285,7 +291,7 @@ static int convert_model(const convert_args *a, const cli_common *common, const 
         return CLI_EXIT_ERROR;
     }
     st_model *m = NULL;
-    int rc = cli_open_model(in_path, &m);
+    int rc = cli_open_model_variant(in_path, common->variant, &m);
     if (rc != CLI_EXIT_OK)
         return rc;
     for (size_t i = 0; i < st_model_shard_count(m); i++) {
@@ -320,11 +326,16 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
         return CLI_EXIT_ERROR;
     }
     if (to_gguf) {
-        if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop || o->pad || a->layout != TO_SAME) {
+        if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop || o->pad || a->layout != TO_SAME ||
+            common->variant) {
             cli_errorf("unsupported: a GGUF output takes --quant, --arch and --threads only");
             return CLI_EXIT_ERROR;
         }
         return convert_to_gguf(in_path, out_path, &a->gguf, common);
+    }
+    if (common->variant && !cli_is_model_path(in_path) && access(in_path, F_OK) == 0) {
+        cli_errorf("invalid_argument: --variant chooses the weight files of a folder; IN is not one");
+        return CLI_EXIT_ERROR;
     }
     if (a->layout != TO_SAME)
         return convert_layout(a, common, in_path, out_path);
@@ -386,7 +397,8 @@ int cmd_convert(int argc, char **argv)
         {"format", required_argument, NULL, OPT_FORMAT},
         {NULL, 0, NULL, 0},
     };
-    static const cli_command cmd = {usage, CLI_OPT_PROGRESS, opts, NULL, on_option, false};
+    static const cli_command cmd = {usage, CLI_OPT_PROGRESS | CLI_OPT_VARIANT, opts, NULL, on_option,
+                                    false};
     convert_args a;
     memset(&a, 0, sizeof a);
     cli_common common;

@@ -33,7 +33,8 @@
 #include <unistd.h>
 
 static const char usage[] =
-    "Usage: " CLI_NAME " hash [--algo LIST] [--civitai] [--json] FILE...\n"
+    "Usage: " CLI_NAME " hash [--algo LIST] [--civitai] [--json] [--variant NAME]\n"
+    "                      FILE...\n"
     "\n"
     "Compute the digests model sites and UIs name files by, in one read pass\n"
     "over each FILE (any file; '-' reads standard input; an index (*.json) or\n"
@@ -56,6 +57,8 @@ static const char usage[] =
     "                bytes reversed, AutoV1 null for files under 2 MiB\n"
     "  --json        one JSON object per line and file\n"
     "  --threads N   hashing threads (default: one per CPU, as useful)\n"
+    "  --variant NAME  a folder's weight variant NAME (fp16, ema, non_ema,\n"
+    "                ...) instead of its plain weights, as diffusers picks it\n"
     "  -q, --quiet    no progress line (shown when stderr is a terminal)\n"
     "  --progress     a progress line even when stderr is not a terminal\n"
     "  -h, --help    show this help\n"
@@ -482,8 +485,8 @@ int cmd_hash(int argc, char **argv)
         {"threads", required_argument, NULL, 't'},
         {NULL, 0, NULL, 0},
     };
-    static const cli_command cmd = {usage, CLI_OPT_JSON | CLI_OPT_PROGRESS, opts, NULL, on_option,
-                                    false};
+    static const cli_command cmd = {usage, CLI_OPT_JSON | CLI_OPT_PROGRESS | CLI_OPT_VARIANT, opts,
+                                    NULL, on_option, false};
     hash_args a;
     memset(&a, 0, sizeof a);
     cli_common common;
@@ -508,7 +511,7 @@ int cmd_hash(int argc, char **argv)
             /* A sharded model: validated whole, then each shard as a file
              * (the hashes model sites list per file). */
             st_model *m = NULL;
-            rc = cli_open_model(argv[i], &m);
+            rc = cli_open_model_variant(argv[i], common.variant, &m);
             for (size_t s = 0; m && s < st_model_shard_count(m); s++) {
                 int r = hash_one(st_model_shard_path(m, s), algos, civitai, json, &opt);
                 if (r > rc)

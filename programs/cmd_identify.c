@@ -8,7 +8,7 @@
 #include <string.h>
 
 static const char usage[] =
-    "Usage: " CLI_NAME " identify [--json] FILE...\n"
+    "Usage: " CLI_NAME " identify [--json] [--variant NAME] FILE...\n"
     "\n"
     "Tell what each FILE is from its header alone (tensor names, shapes,\n"
     "dtypes, metadata), with the rules the UIs use (ComfyUI, A1111, kohya):\n"
@@ -25,6 +25,8 @@ static const char usage[] =
     "\n"
     "Options:\n"
     "  --json      one JSON object per line and file\n"
+    "  --variant NAME  a folder's weight variant NAME (fp16, ema, non_ema,\n"
+    "              ...) instead of its plain weights, as diffusers picks it\n"
     "  -h, --help  show this help\n"
     "\n"
     "Exit status: 0 success, 1 invalid file, 2 usage or I/O error.\n";
@@ -155,10 +157,10 @@ static void print_open_error(const char *path, st_error *err, int rc, bool json)
 }
 
 /* A sharded model: its whole tensor table and metadata, identified as one. */
-static int identify_model(const char *path, st_identity *id, st_error *err)
+static int identify_model(const char *path, const char *variant, st_identity *id, st_error *err)
 {
     st_model *m = NULL;
-    int rc = st_model_open(path, 0, &m, err);
+    int rc = st_model_open_variant(path, variant, 0, &m, err);
     if (rc)
         return rc;
     rc = cli_identify_model(m, id, err);
@@ -166,7 +168,7 @@ static int identify_model(const char *path, st_identity *id, st_error *err)
     return rc;
 }
 
-static int identify_one(const char *path, bool json)
+static int identify_one(const char *path, bool json, const char *variant)
 {
     st_error err;
     memset(&err, 0, sizeof err);
@@ -182,7 +184,7 @@ static int identify_one(const char *path, bool json)
         /* PyTorch checkpoints: read by the inert pickle machine. */
         rc = ckpt_identify(path, id, &err);
     } else if (cli_is_model_path(path)) {
-        rc = identify_model(path, id, &err);
+        rc = identify_model(path, variant, id, &err);
     } else {
         st_file *f = NULL;
         rc = st_open(path, ST_OPEN_PREAD, &f, &err);
@@ -206,7 +208,7 @@ static int identify_one(const char *path, bool json)
 
 int cmd_identify(int argc, char **argv)
 {
-    static const cli_command cmd = {usage, CLI_OPT_JSON, NULL, NULL, NULL, false};
+    static const cli_command cmd = {usage, CLI_OPT_JSON | CLI_OPT_VARIANT, NULL, NULL, NULL, false};
     cli_common common;
     int ret = cli_parse_options(argc, argv, &cmd, &common, NULL);
     if (ret >= 0)
@@ -217,7 +219,7 @@ int cmd_identify(int argc, char **argv)
         return cli_usage_error(usage, "identify: no FILE given");
     int worst = CLI_EXIT_OK;
     for (int i = first; i < argc; i++) {
-        int rc = identify_one(argv[i], json);
+        int rc = identify_one(argv[i], json, common.variant);
         if (rc > worst)
             worst = rc;
     }

@@ -8,7 +8,7 @@
 #include <string.h>
 
 static const char usage[] =
-    "Usage: " CLI_NAME " info [--json] FILE\n"
+    "Usage: " CLI_NAME " info [--json] [--variant NAME] FILE\n"
     "\n"
     "Show a file's size, header size, tensor count, parameter count, the\n"
     "tensors and bytes per dtype, and its metadata. Only the header is read,\n"
@@ -18,6 +18,8 @@ static const char usage[] =
     "Options:\n"
     "  --json      machine-readable: file, file_size, header_size,\n"
     "              tensor_count, parameters, dtypes, metadata, tensors\n"
+    "  --variant NAME  a folder's weight variant NAME (fp16, ema, non_ema,\n"
+    "              ...) instead of its plain weights, as diffusers picks it\n"
     "  -h, --help  show this help\n"
     "\n"
     "Exit status: 0 success, 1 invalid file, 2 usage or I/O error.\n";
@@ -324,7 +326,7 @@ static void print_text(const char *path, const view *f)
 
 int cmd_info(int argc, char **argv)
 {
-    static const cli_command cmd = {usage, CLI_OPT_JSON, NULL, NULL, NULL, false};
+    static const cli_command cmd = {usage, CLI_OPT_JSON | CLI_OPT_VARIANT, NULL, NULL, NULL, false};
     cli_common common;
     int ret = cli_parse_options(argc, argv, &cmd, &common, NULL);
     if (ret >= 0)
@@ -341,7 +343,7 @@ int cmd_info(int argc, char **argv)
     st_file *f = NULL;
     st_model *m = NULL;
     /* pread: only the header is read, whatever the file's size. */
-    int rc = cli_is_model_path(path) ? cli_open_model(path, &m)
+    int rc = cli_is_model_path(path) ? cli_open_model_variant(path, common.variant, &m)
                                      : cli_open_file(path, ST_OPEN_PREAD, &f);
     if (rc != CLI_EXIT_OK)
         return rc;

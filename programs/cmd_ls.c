@@ -8,7 +8,8 @@
 #include <string.h>
 
 static const char usage[] =
-    "Usage: " CLI_NAME " ls [--json] [--sort name|offset|size] FILE [GLOB]\n"
+    "Usage: " CLI_NAME " ls [--json] [--sort name|offset|size] [--variant NAME]\n"
+    "                    FILE [GLOB]\n"
     "\n"
     "List the tensors of FILE: name, dtype, shape and size. GLOB keeps the\n"
     "names it matches ('*' any run of characters, '.' included, '?' one,\n"
@@ -21,6 +22,8 @@ static const char usage[] =
     "  --sort KEY  offset (file order, the default), name, or size (largest\n"
     "              first)\n"
     "  --json      a JSON array of {name, dtype, shape, data_offsets, bytes}\n"
+    "  --variant NAME  a folder's weight variant NAME (fp16, ema, non_ema,\n"
+    "              ...) instead of its plain weights, as diffusers picks it\n"
     "  -h, --help  show this help\n"
     "\n"
     "Exit status: 0 success, 1 invalid file, 2 usage or I/O error.\n";
@@ -175,7 +178,7 @@ int cmd_ls(int argc, char **argv)
         {"sort", required_argument, NULL, 's'},
         {NULL, 0, NULL, 0},
     };
-    static const cli_command cmd = {usage, CLI_OPT_JSON, opts, NULL, on_option, false};
+    static const cli_command cmd = {usage, CLI_OPT_JSON | CLI_OPT_VARIANT, opts, NULL, on_option, false};
     enum sort_key sort = SORT_OFFSET;
     cli_common common;
     int ret = cli_parse_options(argc, argv, &cmd, &common, &sort);
@@ -194,7 +197,7 @@ int cmd_ls(int argc, char **argv)
         return ckpt_ls(path, json, sort == SORT_NAME ? 1 : sort == SORT_SIZE ? 2 : 0, glob);
     st_file *f = NULL;
     st_model *m = NULL;
-    int rc = cli_is_model_path(path) ? cli_open_model(path, &m)
+    int rc = cli_is_model_path(path) ? cli_open_model_variant(path, common.variant, &m)
                                      : cli_open_file(path, ST_OPEN_PREAD, &f);
     if (rc != CLI_EXIT_OK)
         return rc;

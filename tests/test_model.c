@@ -443,6 +443,118 @@ static void test_hostile(void)
     CHECK(open_code("single", 7, msg, sizeof msg) == ST_E_ARG);
 }
 
+/* ---- weight variants in a folder (st_model_open_variant) ---- */
+
+static int open_variant(const char *rel, const char *variant, unsigned flags, size_t *count,
+                        char *used, char *msg, size_t cap)
+{
+    char p[512];
+    path_in(p, sizeof p, rel);
+    st_model *m = (st_model *)1;
+    st_error err;
+    memset(&err, 0, sizeof err);
+    int rc = st_model_open_variant(p, variant, flags, &m, &err);
+    *count = 0;
+    used[0] = '\0';
+    msg[0] = '\0';
+    if (rc == ST_OK) {
+        *count = st_model_tensor_count(m);
+        if (st_model_variant(m))
+            snprintf(used, 80, "%s", st_model_variant(m));
+        st_model_close(m);
+    } else {
+        CHECK(m == NULL);
+        CHECK(err.code == rc, "code %d vs err.code %d", rc, err.code);
+        snprintf(msg, cap, "%s", err.message);
+    }
+    return rc;
+}
+
+static void test_variants(void)
+{
+    char msg[ST_ERROR_MESSAGE_MAX], used[80];
+    size_t n;
+    mkdir_in("var");
+    write_shard("var/diffusion_pytorch_model.safetensors", A, NULL, NULL);
+    write_shard("var/diffusion_pytorch_model.fp16.safetensors", B, NULL, NULL);
+    write_shard("var/diffusion_pytorch_model.non_ema.safetensors", C, NULL, NULL);
+    /* today's sharded variant */
+    write_shard("var/diffusion_pytorch_model.bf16-00001-of-00002.safetensors", A, NULL, NULL);
+    write_shard("var/diffusion_pytorch_model.bf16-00002-of-00002.safetensors", B, NULL, NULL);
+    write_text("var/diffusion_pytorch_model.safetensors.index.bf16.json",
+               "{\"weight_map\": {\"embed\": \"diffusion_pytorch_model.bf16-00001-of-00002.safetensors\","
+               "\"layer.0.weight\": \"diffusion_pytorch_model.bf16-00001-of-00002.safetensors\","
+               "\"layer.0.bias\": \"diffusion_pytorch_model.bf16-00001-of-00002.safetensors\","
+               "\"layer.1.weight\": \"diffusion_pytorch_model.bf16-00002-of-00002.safetensors\","
+               "\"layer.1.bias\": \"diffusion_pytorch_model.bf16-00002-of-00002.safetensors\"}}");
+    /* the older spellings */
+    write_shard("var/diffusion_pytorch_model-00001-of-00001.old.safetensors", C, NULL, NULL);
+    write_text("var/diffusion_pytorch_model.safetensors.old.index.json",
+               "{\"weight_map\": {\"head.weight\": \"diffusion_pytorch_model-00001-of-00001.old.safetensors\"}}");
+    write_shard("var/diffusion_pytorch_model.dv-00001-of-00001.safetensors", B, NULL, NULL);
+    write_text("var/diffusion_pytorch_model.dv.safetensors.index.json",
+               "{\"weight_map\": {\"layer.1.weight\": \"diffusion_pytorch_model.dv-00001-of-00001.safetensors\","
+               "\"layer.1.bias\": \"diffusion_pytorch_model.dv-00001-of-00001.safetensors\"}}");
+
+    /* no variant asked: the plain file, whatever variants lie beside it */
+    CHECK(open_variant("var", NULL, 0, &n, used, msg, sizeof msg) == ST_OK, "%s", msg);
+    CHECK(n == 3 && used[0] == '\0', "%zu %s", n, used);
+    CHECK(open_code("var", 0, msg, sizeof msg) == ST_OK, "%s", msg);
+    CHECK(open_variant("var", "fp16", 0, &n, used, msg, sizeof msg) == ST_OK, "%s", msg);
+    CHECK(n == 2 && strcmp(used, "fp16") == 0, "%zu %s", n, used);
+    CHECK(open_variant("var", "non_ema", 0, &n, used, msg, sizeof msg) == ST_OK && n == 1);
+    CHECK(open_variant("var", "bf16", 0, &n, used, msg, sizeof msg) == ST_OK && n == 5, "%s", msg);
+    CHECK(open_variant("var", "old", 0, &n, used, msg, sizeof msg) == ST_OK && n == 1, "%s", msg);
+    CHECK(open_variant("var", "dv", 0, &n, used, msg, sizeof msg) == ST_OK && n == 2, "%s", msg);
+    /* absent: an error naming it and what is there, or the plain weights */
+    CHECK(open_variant("var", "ema", 0, &n, used, msg, sizeof msg) == ST_E_NOT_FOUND);
+    CHECK(strstr(msg, "ema") && strstr(msg, "fp16") && strstr(msg, "non_ema") && strstr(msg, "bf16"), "%s", msg);
+    CHECK(open_variant("var", "ema", ST_MODEL_VARIANT_FALLBACK, &n, used, msg, sizeof msg) == ST_OK);
+    CHECK(n == 3 && used[0] == '\0', "%zu %s", n, used);
+    /* names that cannot be variants */
+    CHECK(open_variant("var", "a.b", 0, &n, used, msg, sizeof msg) == ST_E_ARG);
+    CHECK(open_variant("var", "", 0, &n, used, msg, sizeof msg) == ST_E_ARG);
+    CHECK(open_variant("var", "../fp16", 0, &n, used, msg, sizeof msg) == ST_E_ARG);
+    char longv[ST_MODEL_VARIANT_MAX + 2];
+    memset(longv, 'v', sizeof longv - 1);
+    longv[sizeof longv - 1] = '\0';
+    CHECK(open_variant("var", longv, 0, &n, used, msg, sizeof msg) == ST_E_ARG);
+    longv[ST_MODEL_VARIANT_MAX] = '\0';
+    CHECK(open_variant("var", longv, 0, &n, used, msg, sizeof msg) == ST_E_NOT_FOUND);
+    CHECK(open_variant("var", NULL, 4, &n, used, msg, sizeof msg) == ST_E_ARG);
+    /* a file named directly is opened as named */
+    CHECK(open_variant("var/diffusion_pytorch_model.fp16.safetensors", "bf16", 0, &n, used, msg, sizeof msg) == ST_OK);
+    CHECK(n == 2 && used[0] == '\0');
+
+    /* only variants: none is chosen without asking */
+    mkdir_in("onlyvar");
+    write_shard("onlyvar/model.fp16.safetensors", A, NULL, NULL);
+    write_shard("onlyvar/pytorch_model.ema.safetensors", B, NULL, NULL);
+    CHECK(open_variant("onlyvar", NULL, 0, &n, used, msg, sizeof msg) == ST_E_NOT_FOUND);
+    CHECK(strstr(msg, "fp16") && strstr(msg, "ema"), "%s", msg);
+    CHECK(open_variant("onlyvar", "fp16", 0, &n, used, msg, sizeof msg) == ST_OK && n == 3);
+    CHECK(open_variant("onlyvar", "ema", 0, &n, used, msg, sizeof msg) == ST_OK && n == 2);
+    /* two files of one variant */
+    write_shard("onlyvar/diffusion_pytorch_model.fp16.safetensors", B, NULL, NULL);
+    CHECK(open_variant("onlyvar", "fp16", 0, &n, used, msg, sizeof msg) == ST_E_ARG);
+    CHECK(strstr(msg, "diffusion_pytorch_model.fp16.safetensors") && strstr(msg, "model.fp16.safetensors"), "%s", msg);
+    /* variant shards without their index */
+    mkdir_in("noidx");
+    write_shard("noidx/model.fp16-00001-of-00002.safetensors", A, NULL, NULL);
+    write_shard("noidx/model.safetensors", B, NULL, NULL);
+    CHECK(open_variant("noidx", "fp16", 0, &n, used, msg, sizeof msg) == ST_E_NOT_FOUND);
+    CHECK(strstr(msg, "index") != NULL, "%s", msg);
+    CHECK(open_variant("noidx", NULL, 0, &n, used, msg, sizeof msg) == ST_OK && n == 2);
+    /* dotted names of other stems are plain files: still ambiguous */
+    mkdir_in("dotted");
+    write_shard("dotted/sd_xl_base_1.0.safetensors", A, NULL, NULL);
+    write_shard("dotted/my_model.fp16.safetensors", B, NULL, NULL);
+    CHECK(open_variant("dotted", NULL, 0, &n, used, msg, sizeof msg) == ST_E_ARG);
+    CHECK(strstr(msg, "sd_xl_base_1.0.safetensors") && strstr(msg, "my_model.fp16.safetensors") &&
+          strstr(msg, "--variant"), "%s", msg);
+    CHECK(open_variant("dotted", "fp16", 0, &n, used, msg, sizeof msg) == ST_E_NOT_FOUND);
+}
+
 /* ---- many shards: the descriptor cache, threads, replaced shards ---- */
 
 #define NSH 24
@@ -580,6 +692,7 @@ int main(void)
     test_single();
     test_index();
     test_hostile();
+    test_variants();
     test_many();
     test_sizes();
     rm_rf(g_root);

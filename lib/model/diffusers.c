@@ -535,12 +535,12 @@ static bool is_dir(const char *folder, const char *sub)
 
 /* SD2's text encoder (OpenCLIP ViT-H) has HF names like SD1's CLIP-L:
  * told apart by the UNet's cross-attention width, 1024 against 768. */
-static bool unet_context_1024(const char *folder)
+static bool unet_context_1024(const char *folder, const char *variant)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/unet", folder);
     st_model *m = NULL;
-    if (st_model_open(path, 0, &m, NULL) != ST_OK)
+    if (st_model_open_variant(path, variant, ST_MODEL_VARIANT_FALLBACK, &m, NULL) != ST_OK)
         return false;
     const char *k = sd2.probe_to_k;
     const st_tensor *t = st_model_find(m, k, strlen(k));
@@ -570,6 +570,12 @@ static const st_tensor *sibling(const st_model *m, const st_tensor *t, char whic
 
 int st_diffusers_to_single(const char *folder, const char *out_path, const st_output_hooks *hooks, st_error *err)
 {
+    return st_diffusers_to_single_variant(folder, NULL, out_path, hooks, err);
+}
+
+int st_diffusers_to_single_variant(const char *folder, const char *variant, const char *out_path,
+                                   const st_output_hooks *hooks, st_error *err)
+{
     st_progress_fn progress = hooks ? hooks->progress : NULL;
     void *progress_ctx = hooks ? hooks->progress_ctx : NULL;
     st_output_hooks temp_only = {.temp = hooks ? hooks->temp : NULL, .temp_ctx = hooks ? hooks->temp_ctx : NULL};
@@ -586,13 +592,14 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
      * encoder is OpenCLIP's, told by its hidden size in config.json. */
     const family *f = flux_dir ? &flux
                       : is_dir(folder, "text_encoder_2") ? (is_dir(folder, "text_encoder") ? &sdxl : &refiner)
-                      : unet_context_1024(folder) ? &sd2
+                      : unet_context_1024(folder, variant) ? &sd2
                                                          : &sd1;
     st_model *m[4] = {NULL, NULL, NULL, NULL};
     src *srcs = NULL;
     size_t n = 0, cap = 0;
     st_writer *w = NULL;
     int rc = ST_OK;
+    size_t with_variant = 0;
     job j;
     memset(&j, 0, sizeof j);
     j.progress = progress;
@@ -600,9 +607,13 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
     for (size_t c = 0; c < f->ncomp && !rc; c++) {
         const comp_def *cd = &f->comp[c];
         snprintf(path, sizeof path, "%s/%s", folder, cd->dir);
-        rc = st_model_open(path, 0, &m[c], err);
+        /* As diffusers' pipeline loading: a component without the variant
+         * loads its plain weights. */
+        rc = st_model_open_variant(path, variant, ST_MODEL_VARIANT_FALLBACK, &m[c], err);
         if (rc)
             break;
+        if (st_model_variant(m[c]))
+            with_variant++;
         size_t cnt = st_model_tensor_count(m[c]);
         j.total += st_model_total_size(m[c]);
         if (n + cnt > cap) {
@@ -674,6 +685,11 @@ int st_diffusers_to_single(const char *folder, const char *out_path, const st_ou
                 rc = reshape(s, how, 0, err);
         }
     }
+    if (!rc && variant && !with_variant)
+        rc = st_fail(err, ST_E_NOT_FOUND, ST_NO_OFFSET,
+                     "no component of %s has weight variant %s (no %s/diffusion_pytorch_model.%s"
+                     ".safetensors nor its index, nor the like in the other component folders)",
+                     folder, variant, f->comp[0].dir, variant);
     if (!rc)
         rc = check_family(f, srcs, n, folder, err);
     if (!rc && !(w = st_writer_new()))

@@ -39,6 +39,7 @@ typedef struct meta_pair {
 
 struct st_model {
     char *index_path;
+    char variant[ST_MODEL_VARIANT_MAX + 1]; /* the weight variant chosen, "" for none */
     shard *shards;
     size_t nshards;
     st_tensor *tensors;
@@ -126,73 +127,6 @@ static int in_shard(st_error *err, int rc, const char *path)
         err->message[ST_ERROR_MESSAGE_MAX - 1] = '\0';
         err->code = rc;
     }
-    return rc;
-}
-
-/* ---- finding the index or file in a folder ---------------------------- */
-
-static int name_cmp_q(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sets *found to the one index (or, without one, the one .safetensors
- * file) in dir. */
-static int scan_folder(const char *dir, char **found, st_error *err)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot read folder %s: %s", dir, strerror(errno));
-    char **idx = NULL, **st = NULL;
-    size_t nidx = 0, nst = 0, cidx = 0, cst = 0;
-    int rc = ST_OK;
-    struct dirent *e;
-    while (!rc && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.') /* also the writer's temporary files */
-            continue;
-        bool is_idx = ends_with(e->d_name, ".safetensors.index.json");
-        bool is_st = !is_idx && ends_with(e->d_name, ".safetensors");
-        if (!is_idx && !is_st)
-            continue;
-        struct stat sb;
-        if (fstatat(dirfd(d), e->d_name, &sb, 0) != 0 || !S_ISREG(sb.st_mode))
-            continue;
-        char ***v = is_idx ? &idx : &st;
-        size_t *n = is_idx ? &nidx : &nst, *c = is_idx ? &cidx : &cst;
-        char *copy = strdup(e->d_name);
-        if (!copy || !grow((void **)v, c, *n + 1, sizeof **v)) {
-            free(copy);
-            rc = nomem(err, "folder listing");
-            break;
-        }
-        (*v)[(*n)++] = copy;
-    }
-    closedir(d);
-    if (!rc) {
-        char **v = nidx ? idx : st;
-        size_t n = nidx ? nidx : nst;
-        if (n > 1)
-            qsort(v, n, sizeof *v, name_cmp_q);
-        if (n == 1) {
-            *found = join_path(dir, v[0]);
-            if (!*found)
-                rc = nomem(err, "path");
-        } else if (n == 0) {
-            rc = st_fail(err, ST_E_NOT_FOUND, ST_NO_OFFSET,
-                         "folder %s holds no *.safetensors.index.json and no *.safetensors file", dir);
-        } else {
-            rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET,
-                         "folder %s holds %zu %s (%s, %s%s): name the one to open", dir, n,
-                         nidx ? "index files" : ".safetensors files and no index", v[0], v[1],
-                         n > 2 ? ", ..." : "");
-        }
-    }
-    for (size_t k = 0; k < nidx; k++)
-        free(idx[k]);
-    for (size_t k = 0; k < nst; k++)
-        free(st[k]);
-    free(idx);
-    free(st);
     return rc;
 }
 
@@ -623,17 +557,24 @@ static int finish(st_model *m, st_error *err)
 
 int st_model_open(const char *path, unsigned flags, st_model **out, st_error *err)
 {
+    return st_model_open_variant(path, NULL, flags, out, err);
+}
+
+int st_model_open_variant(const char *path, const char *variant, unsigned flags, st_model **out,
+                          st_error *err)
+{
     if (!out || !path)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_model_open: path and out are required");
     *out = NULL;
-    if (flags & ~ST_MODEL_IGNORE_TOTAL_SIZE)
+    if (flags & ~(ST_MODEL_IGNORE_TOTAL_SIZE | ST_MODEL_VARIANT_FALLBACK))
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_model_open: unknown flags 0x%x", flags);
     struct stat sb;
     if (stat(path, &sb) != 0)
         return st_fail(err, ST_E_IO, ST_NO_OFFSET, "cannot open %s: %s", path, strerror(errno));
     char *found = NULL;
+    char used[ST_MODEL_VARIANT_MAX + 1] = "";
     if (S_ISDIR(sb.st_mode)) {
-        int rc = scan_folder(path, &found, err);
+        int rc = st_model_find_in_folder(path, variant, flags, &found, used, err);
         if (rc)
             return rc;
         path = found;
@@ -643,6 +584,7 @@ int st_model_open(const char *path, unsigned flags, st_model **out, st_error *er
         free(found);
         return nomem(err, "model");
     }
+    memcpy(m->variant, used, sizeof used);
     int rc;
     if (ends_with(path, ".json") || (strlen(path) == 5 && strcmp(path, ".json") == 0)) {
         m->index_path = strdup(path);
@@ -690,6 +632,11 @@ void st_model_close(st_model *m)
 }
 
 /* ---- accessors --------------------------------------------------------- */
+
+const char *st_model_variant(const st_model *m)
+{
+    return m && m->variant[0] ? m->variant : NULL;
+}
 
 const char *st_model_index_path(const st_model *m)
 {

@@ -71,6 +71,15 @@ ST_INTERNAL const char *st_index_bad_shard_name(const char *name, size_t len);
 
 ST_INTERNAL void st_index_free(st_index *ix);
 
+/* ---- which file of a folder (variant.c) ---- */
+
+/* Sets *found (malloc'd) to the file or index of folder dir that
+ * st_model_open_variant opens for variant (NULL: none), and used_variant
+ * (ST_MODEL_VARIANT_MAX + 1 bytes) to the variant chosen, "" when the plain
+ * weights are. Rules and errors as st_model_open_variant documents. */
+ST_INTERNAL int st_model_find_in_folder(const char *dir, const char *variant, unsigned flags,
+                                        char **found, char *used_variant, st_error *err);
+
 /* ---- the bytes of a tensor, for kernel copies ---- */
 
 /* The open descriptor of t's shard and the absolute offset of t's bytes in
