@@ -1197,6 +1197,10 @@ typedef struct st_merge_report {
  * which takes a read of each input). report may be NULL. Errors: the
  * input's st_open code (report->failed_input says which), ST_E_ARG for bad
  * options and incompatible models (the message names the tensor), ST_E_IO.
+ * An input or opt->vae_path naming an index (a name ending in ".json") or
+ * a folder is opened with st_model_open and merged as st_merge_models
+ * does (see there for how a sharded model is recorded); other paths are
+ * opened with st_open, unchanged tensors moving by copy_file_range.
  */
 ST_API int st_merge(const char *const *inputs, size_t ninputs, const char *out_path,
                     const st_merge_options *opt, st_merge_report *report,
@@ -1847,7 +1851,8 @@ ST_API int st_model_hash(const st_model *model, unsigned algos, const st_hash_op
  * the model's}, and sd_merge_recipe's primary/secondary/tertiary_model_hash
  * is the JSON list of the shards' SHA-256 in shard order instead of one
  * string. The shards are hashed with st_model_hash. Tensor data and the
- * other metadata are those of merging the joined model.
+ * other metadata are those of merging the joined model. The recipe's
+ * bake_in_vae is the VAE's file name (its index's for a sharded VAE).
  */
 ST_API int st_merge_models(const st_model *const *inputs, size_t ninputs, const st_model *vae,
                            const char *out_path, const st_merge_options *opt,

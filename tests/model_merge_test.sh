@@ -137,7 +137,7 @@ def load(p):
     return h, b[8 + n:]
 (ho, do), (hv, dv) = load(sys.argv[1]), load(sys.argv[2])
 recipe = json.loads(ho["__metadata__"]["sd_merge_recipe"])
-assert recipe["bake_in_vae"] == "vsh", recipe
+assert recipe["bake_in_vae"] == "model.safetensors.index.json", recipe
 assert isinstance(recipe["tertiary_model_hash"], list), recipe
 for i in range(3):
     t, v = ho["first_stage_model.enc%d.weight" % i], hv["enc%d.weight" % i]

@@ -940,9 +940,11 @@ int st_merge(const char *const *inputs, size_t ninputs, const char *out_path,
     for (size_t i = 0; i < ninputs; i++)
         job.in[i].path = inputs[i];
     job.in[VAE_INPUT].path = opt->vae_path;
-    job.vae_name = opt->vae_path;
     st_model *owned[4] = {NULL, NULL, NULL, NULL};
     rc = open_inputs(&job, owned, &rep, err);
+    /* the VAE's file name, as st_merge_models gives it (a folder's file) */
+    if (opt->vae_path)
+        job.vae_name = job.model[VAE_INPUT] ? in_name_path(&job, VAE_INPUT) : opt->vae_path;
     if (rc == ST_OK)
         rc = merge_run(&job, out_path, &rep, err);
     for (size_t i = 0; i < 4; i++) {
