@@ -1826,7 +1826,9 @@ ST_API int st_model_diff_metadata(const st_model *a, const st_model *b,
  * at once, largest first; each shard's pass gets the threads the others
  * leave (a single shard is hashed as st_hash_fd would). This is what uses
  * every core when the shards are in page cache: one file's SHA-256 is
- * serial. opt->progress (called from one thread at a time, under a lock)
+ * serial. With opt->chunk_size 0, the read buffers of all shards' passes
+ * together stay within 32 MiB (chunks of 1 to 8 MiB each).
+ * opt->progress (called from one thread at a time, under a lock)
  * gets the bytes read of all shards together, of the sum of their sizes;
  * stopping it stops every shard (ST_E_CALLBACK). The first error stops the
  * others and is returned with its shard in *failed_shard (may be NULL;

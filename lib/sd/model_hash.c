@@ -27,6 +27,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Read buffers of all shards' passes together, unless a chunk size is given. */
+#define BUDGET ((size_t)32 << 20)
+
 typedef struct pool {
     const st_model *m;
     unsigned algos;
@@ -193,6 +196,15 @@ int st_model_hash(const st_model *m, unsigned algos, const st_hash_options *opt,
      * lanes): what the shards hashed side by side leave. */
     unsigned per = (unsigned)(cores / nw);
     p.inner.threads = per < 1 ? 1 : per;
+    /* Memory: a pass holds one chunk (alone) or a ring of 4 (with lanes);
+     * unless the caller chose a chunk size, the passes share BUDGET, with
+     * chunks of 1..8 MiB (page-cache reads are as fast from 1 MiB up). */
+    if (!p.inner.chunk_size) {
+        size_t slots = p.inner.threads > 1 ? 4 : 1;
+        size_t chunk = BUDGET / (nw * slots);
+        chunk = chunk < ((size_t)1 << 20) ? (size_t)1 << 20 : chunk;
+        p.inner.chunk_size = chunk > ((size_t)8 << 20) ? (size_t)8 << 20 : chunk;
+    }
     p.order = malloc(n * sizeof *p.order);
     worker *ws = calloc(nw, sizeof *ws);
     if (!p.order || !ws) {
