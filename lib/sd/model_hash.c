@@ -29,6 +29,7 @@
 
 /* Read buffers of all shards' passes together, unless a chunk size is given. */
 #define BUDGET ((size_t)32 << 20)
+#define MAX_WORKERS 64
 
 typedef struct pool {
     const st_model *m;
@@ -189,6 +190,8 @@ int st_model_hash(const st_model *m, unsigned algos, const st_hash_options *opt,
     for (size_t i = 0; i < n; i++)
         p.total += st_model_shard_size(m, i);
     unsigned cores = opt && opt->threads ? opt->threads : cpu_count();
+    if (cores > MAX_WORKERS)
+        cores = MAX_WORKERS; /* each holds at least a 1 MiB buffer */
     size_t nw = n < cores ? n : cores;
     if (nw == 0)
         return ST_OK;
