@@ -1197,6 +1197,10 @@ typedef struct st_merge_report {
  * which takes a read of each input). report may be NULL. Errors: the
  * input's st_open code (report->failed_input says which), ST_E_ARG for bad
  * options and incompatible models (the message names the tensor), ST_E_IO.
+ * An input or opt->vae_path naming an index (a name ending in ".json") or
+ * a folder is opened with st_model_open and merged as st_merge_models
+ * does (see there for how a sharded model is recorded); other paths are
+ * opened with st_open, unchanged tensors moving by copy_file_range.
  */
 ST_API int st_merge(const char *const *inputs, size_t ninputs, const char *out_path,
                     const st_merge_options *opt, st_merge_report *report,
@@ -1871,6 +1875,48 @@ ST_API int st_model_diff(const st_model *a, const st_model *b, const st_diff_opt
 ST_API int st_model_diff_metadata(const st_model *a, const st_model *b,
                                   const st_diff_options *opt, st_diff_summary *summary,
                                   st_error *err);
+
+/**
+ * st_hash_fd on every shard file of a model (lib/sd/model_hash.c): out has
+ * st_model_shard_count(model) entries, out[i] the digests of shard i's
+ * whole file. Shards are independent, so up to opt->threads of them
+ * (0: one per CPU; 1: one after another, in the calling thread) are hashed
+ * at once, largest first; each shard's pass gets the threads the others
+ * leave (a single shard is hashed as st_hash_fd would). This is what uses
+ * every core when the shards are in page cache: one file's SHA-256 is
+ * serial. With opt->chunk_size 0, the read buffers of all shards' passes
+ * together stay within 32 MiB (chunks of 1 to 8 MiB each).
+ * opt->progress (called from one thread at a time, under a lock)
+ * gets the bytes read of all shards together, of the sum of their sizes;
+ * stopping it stops every shard (ST_E_CALLBACK). The first error stops the
+ * others and is returned with its shard in *failed_shard (may be NULL;
+ * SIZE_MAX when none): ST_E_IO naming the shard when it cannot be read, or
+ * when its size is not the size it had when the model was opened.
+ */
+ST_API int st_model_hash(const st_model *model, unsigned algos, const st_hash_options *opt,
+                         st_hashes *out, size_t *failed_shard, st_error *err);
+
+/**
+ * st_merge on models (each a single file, an index or a folder, as
+ * st_model_open takes them): inputs[0..ninputs) are A, B (and C), vae the
+ * VAE to bake in (NULL: none; opt->vae_path is ignored), with the same
+ * rules, report and output. Tensors are read with st_model_tensor_read
+ * (unchanged ones too: no kernel copies), memory stays a few fixed buffers.
+ * OUT may be none of the inputs' files (shards and index included).
+ * In the metadata an input that is one file is recorded as st_merge
+ * records it. A sharded input (opened from an index) is recorded as the
+ * files A1111 would have hashed had it merged them: sd_merge_models gets
+ * one entry per shard, keyed by the shard file's SHA-256, {"name": the
+ * shard's name in the index, "legacy_hash": its autov1, "sd_merge_recipe":
+ * the model's}, and sd_merge_recipe's primary/secondary/tertiary_model_hash
+ * is the JSON list of the shards' SHA-256 in shard order instead of one
+ * string. The shards are hashed with st_model_hash. Tensor data and the
+ * other metadata are those of merging the joined model. The recipe's
+ * bake_in_vae is the VAE's file name (its index's for a sharded VAE).
+ */
+ST_API int st_merge_models(const st_model *const *inputs, size_t ninputs, const st_model *vae,
+                           const char *out_path, const st_merge_options *opt,
+                           st_merge_report *report, st_error *err);
 
 /* ======================== end of Multi-file models ======================= */
 

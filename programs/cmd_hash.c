@@ -38,7 +38,8 @@ static const char usage[] =
     "\n"
     "Compute the digests model sites and UIs name files by, in one read pass\n"
     "over each FILE (any file; '-' reads standard input; an index (*.json) or\n"
-    "a folder is validated as a sharded model, then each shard is hashed):\n"
+    "a folder is validated as a sharded model, then its shards are hashed, as\n"
+    "many at once as --threads allows):\n"
     "  sha256   SHA-256 of the whole file\n"
     "  autov1   A1111's old model hash: SHA-256 of the 64 KiB at 1 MiB, 8 digits\n"
     "  autov2   first 10 digits of the SHA-256 (A1111's short hash)\n"
@@ -56,7 +57,8 @@ static const char usage[] =
     "                CRC32, BLAKE3 (all six unless --algo), upper case, CRC-32\n"
     "                bytes reversed, AutoV1 null for files under 2 MiB\n"
     "  --json        one JSON object per line and file\n"
-    "  --threads N   hashing threads (default: one per CPU, as useful)\n"
+    "  --threads N   hashing threads (default: one per CPU, as useful); over a\n"
+    "                sharded model, up to N shards at once (1: one by one)\n"
     "  --variant NAME  a folder's weight variant NAME (fp16, ema, non_ema,\n"
     "                ...) instead of its plain weights, as diffusers picks it\n"
     "  -q, --quiet    no progress line (shown when stderr is a terminal)\n"
@@ -369,6 +371,36 @@ static int open_error(const char *path, int e)
     return CLI_EXIT_ERROR;
 }
 
+/* The digests to compute: those asked for, and those the embedded hashes
+ * are checked against (autov3 only of a safetensors file). */
+static unsigned wanted(unsigned algos, bool valid, bool has_modelspec, bool has_sshs)
+{
+    unsigned want = algos;
+    if (!valid)
+        want &= ~ST_HASH_AUTOV3;
+    if (valid && has_modelspec)
+        want |= ST_HASH_SHA256 | ST_HASH_AUTOV3; /* to tell which it is */
+    if (valid && has_sshs)
+        want |= ST_HASH_AUTOV3;
+    if (want == 0)
+        want = ST_HASH_SHA256; /* only autov3 asked, of a non-safetensors file */
+    return want;
+}
+
+/* After the digests: the embedded hashes checked and everything printed.
+ * f is NULL when the file is not a safetensors file (not_st says why). */
+static void report_file(const char *path, const st_file *f, const char *not_st,
+                        const st_hashes *h, unsigned algos, bool civitai, bool json)
+{
+    embedded emb[EMB_COUNT];
+    check_embedded(f, h, emb);
+    if (json)
+        print_json(path, h, algos, civitai, f ? NULL : not_st, emb);
+    else
+        print_text(path, h, algos, civitai, f ? NULL : not_st, emb);
+    fflush(stdout);
+}
+
 static int hash_one(const char *path, unsigned algos, bool civitai, bool json,
                     const st_hash_options *opt)
 {
@@ -406,16 +438,9 @@ static int hash_one(const char *path, unsigned algos, bool civitai, bool json,
     }
 
     st_hashes h;
-    unsigned want = algos;
-    if (!valid)
-        want &= ~ST_HASH_AUTOV3;
-    if (valid && st_metadata_get(f, "modelspec.hash_sha256", 21, NULL))
-        want |= ST_HASH_SHA256 | ST_HASH_AUTOV3; /* to tell which it is */
-    if (valid && st_metadata_get(f, "sshs_model_hash", 15, NULL))
-        want |= ST_HASH_AUTOV3;
-    if (want == 0)
-        want = ST_HASH_SHA256; /* only autov3 asked, of a non-safetensors file */
-    int rc = st_hash_fd(fd, want, opt, &h, &err);
+    bool spec = valid && st_metadata_get(f, "modelspec.hash_sha256", 21, NULL);
+    bool sshs = valid && st_metadata_get(f, "sshs_model_hash", 15, NULL);
+    int rc = st_hash_fd(fd, wanted(algos, valid, spec, sshs), opt, &h, &err);
     cli_progress_clear(opt->progress_ctx);
     if (!is_stdin)
         close(fd);
@@ -436,17 +461,61 @@ static int hash_one(const char *path, unsigned algos, bool civitai, bool json,
         st_close(f);
         return CLI_EXIT_ERROR;
     }
-    if (valid && !(h.computed & ST_HASH_AUTOV3) && (algos & ST_HASH_AUTOV3))
-        snprintf(not_st, sizeof not_st, "the file changed while being read");
-    embedded emb[EMB_COUNT];
-    check_embedded(valid ? f : NULL, &h, emb);
-    if (json)
-        print_json(path, &h, algos, civitai, valid ? NULL : not_st, emb);
-    else
-        print_text(path, &h, algos, civitai, valid ? NULL : not_st, emb);
-    fflush(stdout);
+    report_file(path, valid ? f : NULL, not_st, &h, algos, civitai, json);
     st_close(f);
     return CLI_EXIT_OK;
+}
+
+/* An index or a folder: the model validated whole, its shards hashed
+ * side by side (st_model_hash), then each reported as a file (the hashes
+ * model sites list per file). */
+static int hash_model(const char *path, const char *variant, unsigned algos, bool civitai,
+                      bool json, const st_hash_options *opt)
+{
+    st_model *m = NULL;
+    int ret = cli_open_model_variant(path, variant, &m);
+    if (ret != CLI_EXIT_OK)
+        return ret;
+    size_t n = st_model_shard_count(m);
+    st_hashes *hs = calloc(n ? n : 1, sizeof *hs);
+    st_error err;
+    memset(&err, 0, sizeof err);
+    size_t failed = SIZE_MAX;
+    int rc = hs ? st_model_hash(m, wanted(algos, true,
+                                          st_model_metadata_get(m, "modelspec.hash_sha256", 21,
+                                                                NULL) != NULL,
+                                          st_model_metadata_get(m, "sshs_model_hash", 15,
+                                                                NULL) != NULL),
+                                opt, hs, &failed, &err)
+                : ST_E_NOMEM;
+    cli_progress_clear(opt->progress_ctx);
+    if (rc != ST_OK) {
+        if (err.code == ST_OK) {
+            err.code = rc;
+            err.offset = ST_NO_OFFSET;
+            snprintf(err.message, sizeof err.message, "out of memory");
+        }
+        cli_print_error(failed < n ? st_model_shard_path(m, failed) : path, &err);
+        ret = CLI_EXIT_ERROR;
+    }
+    for (size_t i = 0; rc == ST_OK && i < n; i++) {
+        const char *sp = st_model_shard_path(m, i);
+        st_file *f = NULL;
+        char not_st[ST_ERROR_MESSAGE_MAX + 64] = "";
+        st_error oerr;
+        memset(&oerr, 0, sizeof oerr);
+        /* the model's validation passed: this only fails on a shard
+         * replaced since, which its digests already describe */
+        int orc = st_open(sp, ST_OPEN_PREAD, &f, &oerr);
+        if (orc != ST_OK)
+            snprintf(not_st, sizeof not_st, "not a safetensors file: %s",
+                     st_code_name(oerr.code ? oerr.code : orc));
+        report_file(sp, f, not_st, &hs[i], algos, civitai, json);
+        st_close(f);
+    }
+    free(hs);
+    st_model_close(m);
+    return ret;
 }
 
 typedef struct hash_args {
@@ -508,16 +577,7 @@ int cmd_hash(int argc, char **argv)
     for (int i = first; i < argc; i++) {
         int rc;
         if (strcmp(argv[i], "-") != 0 && cli_is_model_path(argv[i])) {
-            /* A sharded model: validated whole, then each shard as a file
-             * (the hashes model sites list per file). */
-            st_model *m = NULL;
-            rc = cli_open_model_variant(argv[i], common.variant, &m);
-            for (size_t s = 0; m && s < st_model_shard_count(m); s++) {
-                int r = hash_one(st_model_shard_path(m, s), algos, civitai, json, &opt);
-                if (r > rc)
-                    rc = r;
-            }
-            st_model_close(m);
+            rc = hash_model(argv[i], common.variant, algos, civitai, json, &opt);
         } else {
             rc = hash_one(argv[i], algos, civitai, json, &opt);
         }

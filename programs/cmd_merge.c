@@ -1,5 +1,6 @@
 /* `safetensors merge`: A1111's checkpoint merger; the work is st_merge
- * (lib/sd/merge.c). This file parses options and prints. */
+ * (lib/sd/merge.c), which opens an index or a folder as a sharded model
+ * itself. This file parses options and prints. */
 #include "cli.h"
 
 #include <errno.h>
@@ -22,6 +23,9 @@ static const char usage[] =
     "A's dtype unless --dtype. The metadata of A, B and C is carried over (in\n"
     "that order, later values win), with format=pt and A1111's sd_merge_recipe\n"
     "and sd_merge_models (the inputs' SHA-256, which takes a read of each).\n"
+    "A, B, C and VAE may each be one file, or a sharded model: an index\n"
+    "(*.safetensors.index.json) or a folder holding one, validated whole; OUT\n"
+    "is one file, and a sharded input is recorded by each shard's SHA-256.\n"
     "OUT is written to a temporary file, synced, then renamed.\n"
     "\n"
     "Options:\n"

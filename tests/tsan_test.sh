@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the library, tests/test_threads.c, tests/test_model.c (the
-# model's shared descriptor cache) and tests/test_lora.c (LoRA bake's
-# workers) with ThreadSanitizer (clang) in
+# model's shared descriptor cache), tests/test_model_ops.c (shards
+# hashed side by side) and tests/test_lora.c (LoRA bake's workers) with
+# ThreadSanitizer (clang) in
 # build/tsan and runs them: any data race in the read paths fails it.
 # Runs once per `make test` (in the normal suite; skipped when ST_SAN=1).
 set -u
@@ -32,7 +33,7 @@ done
 pass=0 fail=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for t in test_threads test_model test_lora; do
+for t in test_threads test_model test_model_ops test_lora; do
     if ! clang $flags "tests/$t.c" "${objs[@]}" -lcrypto -lz -llapacke -lopenblas -lm -o "$out/$t"; then
         fail=$((fail + 1))
         continue

@@ -19,7 +19,12 @@
  * Arithmetic is in float32 (inputs decoded by st_convert); the output keeps
  * A's dtype unless a dtype is given. Metadata: A's, B's, C's (later wins),
  * then format=pt and A1111's sd_merge_recipe and sd_merge_models (the
- * inputs' SHA-256, which takes a read of each). */
+ * inputs' SHA-256, which takes a read of each).
+ *
+ * An input is an st_file (st_merge's plain files: unchanged tensors move
+ * by copy_file_range) or an st_model (an index or a folder, or any input
+ * of st_merge_models: every read goes through st_model_tensor_read); the
+ * in_* helpers below read either, so the rules are written once. */
 #include "common/jsonval.h"
 #include "format/stream.h"
 
@@ -28,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define CHUNK ((size_t)1 << 18) /* elements per step */
 #define VAE_INPUT 3             /* st_merge_report.failed_input of the VAE */
@@ -57,7 +63,9 @@ typedef struct plan {
 } plan;
 
 struct merge_job {
-    st_op_input in[4];          /* A, B, C, the VAE (file NULL: absent) */
+    st_op_input in[4];          /* A, B, C, the VAE (file and model NULL: absent) */
+    const st_model *model[4];   /* the input when it is a model, else NULL */
+    const char *vae_name;       /* for the recipe; NULL: no VAE */
     size_t ninputs;
     const st_merge_options *opt;
     bool add_diff;
@@ -67,6 +75,78 @@ struct merge_job {
     float *fa, *fb, *fc, *fo;
     unsigned char *obuf;
 };
+
+/* ---- an input, a file or a model ---- */
+
+static bool present(const merge_job *job, size_t i)
+{
+    return job->in[i].file || job->model[i];
+}
+
+static size_t in_count(const merge_job *job, size_t i)
+{
+    return job->in[i].file ? st_tensor_count(job->in[i].file)
+                           : st_model_tensor_count(job->model[i]);
+}
+
+static const st_tensor *in_at(const merge_job *job, size_t i, size_t k)
+{
+    return job->in[i].file ? st_tensor_at(job->in[i].file, k)
+                           : st_model_tensor_at(job->model[i], k);
+}
+
+static const st_tensor *in_find(const merge_job *job, size_t i, const char *name, size_t len)
+{
+    return job->in[i].file ? st_find(job->in[i].file, name, len)
+                           : st_model_find(job->model[i], name, len);
+}
+
+/* Bytes of tensor t of input `in`; a failure is recorded on the input. */
+static int in_read(const merge_job *job, st_op_input *in, const st_tensor *t, uint64_t off,
+                   void *buf, size_t len)
+{
+    st_error err;
+    memset(&err, 0, sizeof err);
+    const st_model *m = job->model[in - job->in];
+    int rc = m ? st_model_tensor_read(m, t, off, buf, len, &err)
+               : st_tensor_read(in->file, t, off, buf, len, &err);
+    return st_op_input_fail(in, rc, &err);
+}
+
+static size_t in_meta_count(const merge_job *job, size_t i)
+{
+    return job->in[i].file ? st_metadata_count(job->in[i].file)
+                           : st_model_metadata_count(job->model[i]);
+}
+
+static int in_meta_at(const merge_job *job, size_t i, size_t k, const char **key, size_t *kl,
+                      const char **v, size_t *vl)
+{
+    return job->in[i].file ? st_metadata_at(job->in[i].file, k, key, kl, v, vl)
+                           : st_model_metadata_at(job->model[i], k, key, kl, v, vl);
+}
+
+static const char *in_meta_get(const merge_job *job, size_t i, const char *key, size_t *vl)
+{
+    return job->in[i].file ? st_metadata_get(job->in[i].file, key, strlen(key), vl)
+                           : st_model_metadata_get(job->model[i], key, strlen(key), vl);
+}
+
+/* A model of several files (opened from an index): recorded per shard. */
+static bool sharded(const merge_job *job, size_t i)
+{
+    return job->model[i] && st_model_index_path(job->model[i]);
+}
+
+/* The file an input's name comes from: the file, a sharded model's
+ * index, a single-file model's file. */
+static const char *in_name_path(const merge_job *job, size_t i)
+{
+    const st_model *m = job->model[i];
+    if (!m)
+        return job->in[i].path;
+    return st_model_index_path(m) ? st_model_index_path(m) : st_model_shard_path(m, 0);
+}
 
 static bool name_has_model(const st_tensor *t)
 {
@@ -108,9 +188,10 @@ static int read_f32(merge_job *job, st_op_input *in, const st_tensor *t, uint64_
     size_t eb = st_dtype_bits(t->dtype) / 8;
     st_error err;
     memset(&err, 0, sizeof err);
-    int rc = st_tensor_read(in->file, t, e * eb, job->raw, k * eb, &err);
-    if (rc == ST_OK)
-        rc = st_convert(ST_F32, dst, t->dtype, job->raw, k, 0, &err);
+    int rc = in_read(job, in, t, e * eb, job->raw, k * eb);
+    if (rc != ST_OK)
+        return rc;
+    rc = st_convert(ST_F32, dst, t->dtype, job->raw, k, 0, &err);
     return st_op_input_fail(in, rc, &err);
 }
 
@@ -198,9 +279,10 @@ static int merge_read(void *ctx, uint64_t offset, void *buf, size_t len)
         if (p->kind == PLAN_CONVERT) {
             const st_tensor *t = p->copy.t;
             size_t ib = st_dtype_bits(t->dtype) / 8;
-            rc = st_tensor_read(p->copy.in->file, t, e * ib, job->raw, k * ib, &err);
-            if (rc == ST_OK)
-                rc = st_convert(p->out, job->obuf, t->dtype, job->raw, k, 0, &err);
+            rc = in_read(job, p->copy.in, t, e * ib, job->raw, k * ib);
+            if (rc != ST_OK)
+                return rc;
+            rc = st_convert(p->out, job->obuf, t->dtype, job->raw, k, 0, &err);
             if (rc != ST_OK)
                 return st_op_input_fail(p->copy.in, rc, &err);
         } else {
@@ -232,20 +314,19 @@ static int tensor_error(st_error *err, const st_tensor *t, const char *what)
 static int plan_all(merge_job *job, plan *plans, st_merge_report *rep, st_error *err)
 {
     const st_merge_options *o = job->opt;
-    st_file *A = job->in[0].file, *B = job->in[1].file;
-    st_file *C = job->add_diff ? job->in[2].file : NULL;
-    size_t n = st_tensor_count(A);
+    bool C = job->add_diff && present(job, 2);
+    size_t n = in_count(job, 0);
     for (size_t i = 0; i < n; i++) {
         plan *p = &plans[i];
         p->job = job;
-        p->a = st_tensor_at(A, i);
+        p->a = in_at(job, 0, i);
         p->copy.in = &job->in[0];
         p->copy.t = p->a;
         p->out = o->set_dtype && mergeable(p->a->dtype) ? o->dtype : p->a->dtype;
         p->kind = p->out == p->a->dtype ? PLAN_COPY : PLAN_CONVERT;
         if (!name_has_model(p->a) || skipped(p->a))
             continue;
-        p->b = st_find(B, p->a->name, p->a->name_len);
+        p->b = in_find(job, 1, p->a->name, p->a->name_len);
         if (!p->b)
             continue;
         if (!mergeable(p->a->dtype) || !mergeable(p->b->dtype))
@@ -253,7 +334,7 @@ static int plan_all(merge_job *job, plan *plans, st_merge_report *rep, st_error 
         if (p->a->nelements == 0)
             continue; /* nothing to compute (and no rows to divide by) */
         if (C) {
-            p->c = st_find(C, p->a->name, p->a->name_len);
+            p->c = in_find(job, 2, p->a->name, p->a->name_len);
             if (p->c && !st_op_same_shape(p->b, p->c))
                 return tensor_error(err, p->a, "B and C have different shapes");
             if (p->c && !mergeable(p->c->dtype))
@@ -304,10 +385,9 @@ static int bake_vae(merge_job *job, plan *plans, size_t n, st_merge_report *rep,
 {
     static const char prefix[] = "first_stage_model.";
     const st_merge_options *o = job->opt;
-    st_file *V = job->in[VAE_INPUT].file;
-    size_t nv = st_tensor_count(V);
+    size_t nv = in_count(job, VAE_INPUT);
     for (size_t i = 0; i < nv; i++) {
-        const st_tensor *v = st_tensor_at(V, i);
+        const st_tensor *v = in_at(job, VAE_INPUT, i);
         if ((v->name_len >= 4 && memcmp(v->name, "loss", 4) == 0) ||
             strcmp(v->name, "model_ema.decay") == 0 || strcmp(v->name, "model_ema.num_updates") == 0)
             continue;
@@ -318,7 +398,7 @@ static int bake_vae(merge_job *job, plan *plans, size_t n, st_merge_report *rep,
         memcpy(key, prefix, sizeof prefix - 1);
         memcpy(key + sizeof prefix - 1, v->name, v->name_len);
         key[len] = 0;
-        const st_tensor *a = st_find(job->in[0].file, key, len);
+        const st_tensor *a = in_find(job, 0, key, len);
         free(key);
         if (!a)
             continue;
@@ -341,9 +421,11 @@ static int bake_vae(merge_job *job, plan *plans, size_t n, st_merge_report *rep,
 
 /* ---- metadata: A1111's sd_merge_recipe and sd_merge_models ---- */
 
+/* An input's digests: one file's, or each shard's of a sharded model. */
 typedef struct input_hash {
-    char sha256[ST_HASH_TEXT_MAX];
-    char legacy[ST_HASH_TEXT_MAX];
+    size_t n;
+    char (*sha256)[ST_HASH_TEXT_MAX];
+    char (*legacy)[ST_HASH_TEXT_MAX];
 } input_hash;
 
 /* sd_merge_models members, in insertion order, replaced in place on a
@@ -419,10 +501,10 @@ static void json_cstr(FILE *o, const char *s)
 
 /* A metadata value as JSON: embedded when it is a JSON object (A1111 reads
  * such values parsed), a JSON string otherwise, null when absent. */
-static void json_meta_value(FILE *o, const st_file *f, const char *key)
+static void json_meta_value(FILE *o, const merge_job *job, size_t i, const char *key)
 {
     size_t vl;
-    const char *v = st_metadata_get(f, key, strlen(key), &vl);
+    const char *v = in_meta_get(job, i, key, &vl);
     if (!v)
         fputs("null", o);
     else if (st_jv_is_container(v, vl))
@@ -431,40 +513,50 @@ static void json_meta_value(FILE *o, const st_file *f, const char *key)
         st_jv_write_string(o, v, vl);
 }
 
+/* One sd_merge_models entry: what A1111 records of a file it merged. */
+static bool put_entry(members *m, const merge_job *job, size_t i, const char *name,
+                      const char *sha256, const char *legacy)
+{
+    char *val = NULL, *key = NULL;
+    size_t vlen = 0, klen = 0;
+    FILE *o = open_memstream(&val, &vlen);
+    if (!o)
+        return false;
+    fputs("{\"name\": ", o);
+    json_cstr(o, name);
+    fputs(", \"legacy_hash\": ", o);
+    json_cstr(o, legacy);
+    fputs(", \"sd_merge_recipe\": ", o);
+    json_meta_value(o, job, i, "sd_merge_recipe");
+    fputs("}", o);
+    fclose(o);
+    FILE *ko = open_memstream(&key, &klen);
+    if (!ko) {
+        free(val);
+        return false;
+    }
+    json_cstr(ko, sha256);
+    fclose(ko);
+    bool ok = val && key && members_put(m, key, klen, val, vlen);
+    free(val);
+    free(key);
+    return ok;
+}
+
 static char *build_merge_models(merge_job *job, const input_hash *h)
 {
     members m;
     memset(&m, 0, sizeof m);
     char *out = NULL;
     for (size_t i = 0; i < job->ninputs; i++) {
-        st_file *f = job->in[i].file;
-        char *val = NULL, *key = NULL;
-        size_t vlen = 0, klen = 0;
-        FILE *o = open_memstream(&val, &vlen);
-        if (!o)
-            goto fail;
-        fputs("{\"name\": ", o);
-        json_cstr(o, st_op_base_name(job->in[i].path));
-        fputs(", \"legacy_hash\": ", o);
-        json_cstr(o, h[i].legacy);
-        fputs(", \"sd_merge_recipe\": ", o);
-        json_meta_value(o, f, "sd_merge_recipe");
-        fputs("}", o);
-        fclose(o);
-        FILE *ko = open_memstream(&key, &klen);
-        if (!ko) {
-            free(val);
-            goto fail;
+        for (size_t s = 0; s < h[i].n; s++) {
+            const char *name = sharded(job, i) ? st_model_shard_name(job->model[i], s)
+                                               : st_op_base_name(in_name_path(job, i));
+            if (!put_entry(&m, job, i, name, h[i].sha256[s], h[i].legacy[s]))
+                goto fail;
         }
-        json_cstr(ko, h[i].sha256);
-        fclose(ko);
-        bool ok = val && key && members_put(&m, key, klen, val, vlen);
-        free(val);
-        free(key);
-        if (!ok)
-            goto fail;
         size_t hl;
-        const char *hist = st_metadata_get(f, "sd_merge_models", 15, &hl);
+        const char *hist = in_meta_get(job, i, "sd_merge_models", &hl);
         if (hist && st_jv_valid(hist, hl)) {
             size_t pos = 0;
             st_span k, v;
@@ -494,6 +586,26 @@ fail:
     return NULL;
 }
 
+/* A recipe's model hash: one file's SHA-256, a sharded model's list. */
+static void json_model_hash(FILE *o, const merge_job *job, const input_hash *h, size_t i)
+{
+    if (i >= job->ninputs) {
+        fputs("null", o);
+        return;
+    }
+    if (!sharded(job, i)) {
+        json_cstr(o, h[i].sha256[0]);
+        return;
+    }
+    fputc('[', o);
+    for (size_t s = 0; s < h[i].n; s++) {
+        if (s)
+            fputs(", ", o);
+        json_cstr(o, h[i].sha256[s]);
+    }
+    fputc(']', o);
+}
+
 static char *build_recipe(const merge_job *job, const input_hash *h, const char *out_path,
                           const st_merge_report *rep)
 {
@@ -505,11 +617,11 @@ static char *build_recipe(const merge_job *job, const input_hash *h, const char 
         return NULL;
     char num[40];
     fputs("{\"type\": \"safetensors-c\", \"primary_model_hash\": ", o);
-    json_cstr(o, h[0].sha256);
+    json_model_hash(o, job, h, 0);
     fputs(", \"secondary_model_hash\": ", o);
-    json_cstr(o, h[1].sha256);
+    json_model_hash(o, job, h, 1);
     fputs(", \"tertiary_model_hash\": ", o);
-    json_cstr(o, job->ninputs > 2 ? h[2].sha256 : NULL);
+    json_model_hash(o, job, h, 2);
     fprintf(o, ", \"interp_method\": \"%s\"", job->add_diff ? "Add difference" : "Weighted sum");
     fprintf(o, ", \"multiplier\": %s", st_format_double(opt->alpha, num, sizeof num));
     fprintf(o, ", \"save_as_half\": %s", opt->set_dtype && opt->dtype == ST_F16 ? "true" : "false");
@@ -519,7 +631,7 @@ static char *build_recipe(const merge_job *job, const input_hash *h, const char 
     fputs(", \"custom_name\": ", o);
     st_jv_write_string(o, b, dot && dot != b ? (size_t)(dot - b) : strlen(b));
     fputs(", \"config_source\": 0, \"bake_in_vae\": ", o);
-    json_cstr(o, opt->vae_path ? st_op_base_name(opt->vae_path) : "None");
+    json_cstr(o, job->vae_name ? st_op_base_name(job->vae_name) : "None");
     fputs(", \"discard_weights\": ", o);
     json_cstr(o, opt->discard ? opt->discard : "");
     fprintf(o, ", \"is_inpainting\": %s, \"is_instruct_pix2pix\": %s}",
@@ -528,15 +640,41 @@ static char *build_recipe(const merge_job *job, const input_hash *h, const char 
     return s;
 }
 
+static void input_hash_free(input_hash *h)
+{
+    free(h->sha256);
+    free(h->legacy);
+}
+
+/* SHA-256 and autov1 of each input's file, or of each of its shards. */
+static int hash_input(merge_job *job, size_t i, input_hash *h, st_error *err)
+{
+    const st_model *m = sharded(job, i) ? job->model[i] : NULL;
+    size_t n = m ? st_model_shard_count(m) : 1;
+    st_hashes *hs = calloc(n, sizeof *hs);
+    h->sha256 = calloc(n, sizeof *h->sha256);
+    h->legacy = calloc(n, sizeof *h->legacy);
+    h->n = n;
+    int rc;
+    if (!hs || !h->sha256 || !h->legacy)
+        rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    else if (m)
+        rc = st_model_hash(m, ST_HASH_SHA256 | ST_HASH_AUTOV1, NULL, hs, NULL, err);
+    else
+        rc = st_hash_path(in_name_path(job, i), ST_HASH_SHA256 | ST_HASH_AUTOV1, NULL, hs, err);
+    for (size_t s = 0; rc == ST_OK && s < n; s++) {
+        rc = st_hash_text(&hs[s], ST_HASH_SHA256, ST_HASH_STYLE_PLAIN, h->sha256[s]);
+        if (rc == ST_OK)
+            rc = st_hash_text(&hs[s], ST_HASH_AUTOV1, ST_HASH_STYLE_PLAIN, h->legacy[s]);
+    }
+    free(hs);
+    return rc;
+}
+
 static int hash_inputs(merge_job *job, input_hash *h, st_merge_report *rep, st_error *err)
 {
     for (size_t i = 0; i < job->ninputs; i++) {
-        st_hashes hs;
-        int rc = st_hash_path(job->in[i].path, ST_HASH_SHA256 | ST_HASH_AUTOV1, NULL, &hs, err);
-        if (rc == ST_OK)
-            rc = st_hash_text(&hs, ST_HASH_SHA256, ST_HASH_STYLE_PLAIN, h[i].sha256);
-        if (rc == ST_OK)
-            rc = st_hash_text(&hs, ST_HASH_AUTOV1, ST_HASH_STYLE_PLAIN, h[i].legacy);
+        int rc = hash_input(job, i, &h[i], err);
         if (rc != ST_OK) {
             rep->failed_input = (int)i;
             if (err && err->code == ST_OK)
@@ -547,7 +685,7 @@ static int hash_inputs(merge_job *job, input_hash *h, st_merge_report *rep, st_e
     return ST_OK;
 }
 
-static int check_options(const char *const *inputs, size_t ninputs, const char *out_path,
+static int check_options(const void *inputs, size_t ninputs, const char *out_path,
                          const st_merge_options *o, st_error *err)
 {
     if (!inputs || !out_path || !o)
@@ -565,29 +703,75 @@ static int check_options(const char *const *inputs, size_t ninputs, const char *
         o->dtype != ST_F64)
         return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "merge writes F16, BF16, F32 or F64, not %s",
                        st_dtype_name(o->dtype) ? st_dtype_name(o->dtype) : "that dtype");
-    for (size_t i = 0; i < ninputs; i++)
-        if (!inputs[i])
-            return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_merge: NULL input path");
+    if (o->discard) {
+        /* before any input is opened, as a usage error should be */
+        regex_t re;
+        int r = regcomp(&re, o->discard, REG_EXTENDED | REG_NOSUB);
+        if (r != 0) {
+            char msg[128];
+            regerror(r, &re, msg, sizeof msg);
+            return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "discard pattern '%s': %s", o->discard,
+                           msg);
+        }
+        regfree(&re);
+    }
     return ST_OK;
 }
 
-static int open_inputs(merge_job *job, const char *out_path, st_merge_report *rep, st_error *err)
+/* What st_model_open takes as a model rather than one file: an index
+ * (a name ending in ".json") or a folder. */
+static bool model_path(const char *path)
+{
+    size_t n = strlen(path);
+    struct stat sb;
+    return (n >= 5 && strcmp(path + n - 5, ".json") == 0) ||
+           (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode));
+}
+
+/* st_merge's inputs: plain files with st_open, as they always were, an
+ * index or a folder with st_model_open. */
+static int open_inputs(merge_job *job, st_model **owned, st_merge_report *rep, st_error *err)
 {
     for (size_t i = 0; i < 4; i++) {
-        if (!job->in[i].path)
+        const char *path = job->in[i].path;
+        if (!path)
             continue;
-        int rc = st_open(job->in[i].path, ST_OPEN_PREAD, &job->in[i].file, err);
+        int rc = model_path(path) ? st_model_open(path, 0, &owned[i], err)
+                                  : st_open(path, ST_OPEN_PREAD, &job->in[i].file, err);
+        job->model[i] = owned[i];
         if (rc != ST_OK) {
             rep->failed_input = (int)i;
             return rc;
         }
     }
-    for (size_t i = 0; i < 4; i++)
-        if (job->in[i].path && st_op_same_file(job->in[i].path, out_path))
+    return ST_OK;
+}
+
+/* OUT may be no file of an input: not a file, nor a shard or an index. */
+static int check_output(const merge_job *job, const char *out_path, st_error *err)
+{
+    for (size_t i = 0; i < 4; i++) {
+        if (!present(job, i))
+            continue;
+        const st_model *m = job->model[i];
+        bool same = m ? false : st_op_same_file(job->in[i].path, out_path);
+        for (size_t s = 0; m && !same && s < st_model_shard_count(m); s++)
+            same = st_op_same_file(st_model_shard_path(m, s), out_path);
+        if (m && !same && st_model_index_path(m))
+            same = st_op_same_file(st_model_index_path(m), out_path);
+        if (same)
             return st_fail(err, ST_E_ARG, ST_NO_OFFSET,
                            "OUT '%s' is %s; inputs are never overwritten", out_path,
                            i == VAE_INPUT ? "the VAE file" : "an input file");
+    }
     return ST_OK;
+}
+
+/* st_read_fn of a tensor copied unchanged from a model input. */
+static int model_copy_read(void *ctx, uint64_t offset, void *buf, size_t len)
+{
+    plan *p = ctx;
+    return in_read(p->job, p->copy.in, p->copy.t, offset, buf, len);
 }
 
 static int add_tensors(merge_job *job, plan *plans, size_t n, st_writer *w, st_error *err)
@@ -598,8 +782,11 @@ static int add_tensors(merge_job *job, plan *plans, size_t n, st_writer *w, st_e
         if (p->discard)
             continue;
         int rc;
-        if (p->kind == PLAN_COPY)
+        if (p->kind == PLAN_COPY && p->copy.in->file)
             rc = st_op_add_copy(w, a->name, a->name_len, &p->copy, err);
+        else if (p->kind == PLAN_COPY)
+            rc = st_writer_add_stream(w, a->name, a->name_len, a->dtype, a->shape, a->rank,
+                                      st_tensor_nbytes(p->copy.t), model_copy_read, p, err);
         else
             rc = st_writer_add_stream(w, a->name, a->name_len, p->out, a->shape, a->rank,
                                       a->nelements * (st_dtype_bits(p->out) / 8), merge_read, p,
@@ -616,11 +803,11 @@ static int set_metadata(merge_job *job, st_writer *w, const char *out_path,
 {
     /* A's, B's, C's (later wins), then A1111's own keys. */
     for (size_t f = 0; f < job->ninputs; f++) {
-        size_t nm = st_metadata_count(job->in[f].file);
+        size_t nm = in_meta_count(job, f);
         for (size_t i = 0; i < nm; i++) {
             const char *k, *v;
             size_t kl, vl;
-            if (st_metadata_at(job->in[f].file, i, &k, &kl, &v, &vl) != ST_OK)
+            if (in_meta_at(job, f, i, &k, &kl, &v, &vl) != ST_OK)
                 continue;
             int rc = st_writer_set_metadata(w, k, kl, v, vl, err);
             if (rc != ST_OK)
@@ -630,12 +817,13 @@ static int set_metadata(merge_job *job, st_writer *w, const char *out_path,
     input_hash h[3];
     memset(h, 0, sizeof h);
     int rc = hash_inputs(job, h, rep, err);
-    if (rc != ST_OK)
-        return rc;
-    char *recipe = build_recipe(job, h, out_path, rep);
-    char *models = build_merge_models(job, h);
-    if (!recipe || !models)
-        rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    char *recipe = NULL, *models = NULL;
+    if (rc == ST_OK) {
+        recipe = build_recipe(job, h, out_path, rep);
+        models = build_merge_models(job, h);
+        if (!recipe || !models)
+            rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+    }
     if (rc == ST_OK)
         rc = st_writer_set_metadata(w, "format", 6, "pt", 2, err);
     if (rc == ST_OK)
@@ -644,6 +832,91 @@ static int set_metadata(merge_job *job, st_writer *w, const char *out_path,
         rc = st_writer_set_metadata(w, "sd_merge_models", 15, models, strlen(models), err);
     free(recipe);
     free(models);
+    for (size_t i = 0; i < 3; i++)
+        input_hash_free(&h[i]);
+    return rc;
+}
+
+static void job_init(merge_job *job, size_t ninputs, const st_merge_options *opt)
+{
+    memset(job, 0, sizeof *job);
+    job->opt = opt;
+    job->ninputs = ninputs;
+    job->add_diff = opt->mode == ST_MERGE_ADD_DIFF;
+    job->wa = (float)(1.0 - opt->alpha);
+    job->wb = (float)opt->alpha;
+    job->m = (float)opt->alpha;
+}
+
+/* The merge itself, once the inputs are open. */
+static int merge_run(merge_job *job, const char *out_path, st_merge_report *rep, st_error *err)
+{
+    const st_merge_options *opt = job->opt;
+    regex_t re;
+    bool have_re = false;
+    st_writer *w = NULL;
+    plan *plans = NULL;
+    int rc = check_output(job, out_path, err);
+    if (rc != ST_OK)
+        return rc;
+    if (opt->discard) {
+        int r = regcomp(&re, opt->discard, REG_EXTENDED | REG_NOSUB);
+        if (r != 0) {
+            char msg[128];
+            regerror(r, &re, msg, sizeof msg);
+            return st_fail(err, ST_E_ARG, ST_NO_OFFSET, "discard pattern '%s': %s", opt->discard,
+                           msg);
+        }
+        have_re = true;
+    }
+    size_t n = in_count(job, 0);
+    rep->tensors = n;
+    plans = calloc(n ? n : 1, sizeof *plans);
+    w = st_writer_new();
+    job->raw = malloc(CHUNK * 8);
+    job->fa = malloc(CHUNK * sizeof(float));
+    job->fb = malloc(CHUNK * sizeof(float));
+    job->fc = malloc(CHUNK * sizeof(float));
+    job->fo = malloc(CHUNK * sizeof(float));
+    job->obuf = malloc(CHUNK * 8);
+    if (!plans || !w || !job->raw || !job->fa || !job->fb || !job->fc || !job->fo ||
+        !job->obuf) {
+        rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
+        goto done;
+    }
+    rc = plan_all(job, plans, rep, err);
+    if (rc == ST_OK && present(job, VAE_INPUT))
+        rc = bake_vae(job, plans, n, rep, err);
+    if (rc != ST_OK)
+        goto done;
+    /* A1111's "discard weights": a regular expression searched in each
+     * output name (POSIX extended syntax here; Python's re there). */
+    if (have_re)
+        for (size_t i = 0; i < n; i++)
+            if (regexec(&re, plans[i].a->name, 0, NULL, 0) == 0) {
+                plans[i].discard = true;
+                rep->discarded++;
+            }
+    rep->written = n - rep->discarded;
+    rc = add_tensors(job, plans, n, w, err);
+    if (rc == ST_OK)
+        rc = set_metadata(job, w, out_path, rep, err);
+    if (rc != ST_OK)
+        goto done;
+    rep->output_size = st_writer_output_size(w);
+    st_writer_set_hooks(w, &opt->hooks);
+    rc = st_op_write(w, out_path, job->in, 4, &rep->failed_input, err);
+done:
+    if (have_re)
+        regfree(&re);
+    free(plans);
+    st_writer_free(w);
+    free(job->raw);
+    free(job->fa);
+    free(job->fb);
+    free(job->fc);
+    free(job->fo);
+    free(job->obuf);
     return rc;
 }
 
@@ -654,90 +927,58 @@ int st_merge(const char *const *inputs, size_t ninputs, const char *out_path,
     memset(&rep, 0, sizeof rep);
     rep.failed_input = -1;
     int rc = check_options(inputs, ninputs, out_path, opt, err);
+    for (size_t i = 0; rc == ST_OK && i < ninputs; i++)
+        if (!inputs[i])
+            rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_merge: NULL input path");
     if (rc != ST_OK) {
         if (report)
             *report = rep;
         return rc;
     }
     merge_job job;
-    memset(&job, 0, sizeof job);
-    job.opt = opt;
-    job.ninputs = ninputs;
-    job.add_diff = opt->mode == ST_MERGE_ADD_DIFF;
-    job.wa = (float)(1.0 - opt->alpha);
-    job.wb = (float)opt->alpha;
-    job.m = (float)opt->alpha;
+    job_init(&job, ninputs, opt);
     for (size_t i = 0; i < ninputs; i++)
         job.in[i].path = inputs[i];
     job.in[VAE_INPUT].path = opt->vae_path;
-
-    regex_t re;
-    bool have_re = false;
-    st_writer *w = NULL;
-    plan *plans = NULL;
-    if (opt->discard) {
-        int r = regcomp(&re, opt->discard, REG_EXTENDED | REG_NOSUB);
-        if (r != 0) {
-            char msg[128];
-            regerror(r, &re, msg, sizeof msg);
-            rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET, "discard pattern '%s': %s", opt->discard,
-                         msg);
-            goto done;
-        }
-        have_re = true;
-    }
-    rc = open_inputs(&job, out_path, &rep, err);
-    if (rc != ST_OK)
-        goto done;
-    size_t n = st_tensor_count(job.in[0].file);
-    rep.tensors = n;
-    plans = calloc(n ? n : 1, sizeof *plans);
-    w = st_writer_new();
-    job.raw = malloc(CHUNK * 8);
-    job.fa = malloc(CHUNK * sizeof(float));
-    job.fb = malloc(CHUNK * sizeof(float));
-    job.fc = malloc(CHUNK * sizeof(float));
-    job.fo = malloc(CHUNK * sizeof(float));
-    job.obuf = malloc(CHUNK * 8);
-    if (!plans || !w || !job.raw || !job.fa || !job.fb || !job.fc || !job.fo || !job.obuf) {
-        rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
-        goto done;
-    }
-    rc = plan_all(&job, plans, &rep, err);
-    if (rc == ST_OK && job.in[VAE_INPUT].file)
-        rc = bake_vae(&job, plans, n, &rep, err);
-    if (rc != ST_OK)
-        goto done;
-    /* A1111's "discard weights": a regular expression searched in each
-     * output name (POSIX extended syntax here; Python's re there). */
-    if (have_re)
-        for (size_t i = 0; i < n; i++)
-            if (regexec(&re, plans[i].a->name, 0, NULL, 0) == 0) {
-                plans[i].discard = true;
-                rep.discarded++;
-            }
-    rep.written = n - rep.discarded;
-    rc = add_tensors(&job, plans, n, w, err);
+    st_model *owned[4] = {NULL, NULL, NULL, NULL};
+    rc = open_inputs(&job, owned, &rep, err);
+    /* the VAE's file name, as st_merge_models gives it (a folder's file) */
+    if (opt->vae_path)
+        job.vae_name = job.model[VAE_INPUT] ? in_name_path(&job, VAE_INPUT) : opt->vae_path;
     if (rc == ST_OK)
-        rc = set_metadata(&job, w, out_path, &rep, err);
-    if (rc != ST_OK)
-        goto done;
-    rep.output_size = st_writer_output_size(w);
-    st_writer_set_hooks(w, &opt->hooks);
-    rc = st_op_write(w, out_path, job.in, 4, &rep.failed_input, err);
-done:
-    if (have_re)
-        regfree(&re);
-    free(plans);
-    st_writer_free(w);
-    free(job.raw);
-    free(job.fa);
-    free(job.fb);
-    free(job.fc);
-    free(job.fo);
-    free(job.obuf);
-    for (size_t i = 0; i < 4; i++)
+        rc = merge_run(&job, out_path, &rep, err);
+    for (size_t i = 0; i < 4; i++) {
         st_close(job.in[i].file);
+        st_model_close(owned[i]);
+    }
+    if (report)
+        *report = rep;
+    return rc;
+}
+
+int st_merge_models(const st_model *const *inputs, size_t ninputs, const st_model *vae,
+                    const char *out_path, const st_merge_options *opt, st_merge_report *report,
+                    st_error *err)
+{
+    st_merge_report rep;
+    memset(&rep, 0, sizeof rep);
+    rep.failed_input = -1;
+    int rc = check_options(inputs, ninputs, out_path, opt, err);
+    for (size_t i = 0; rc == ST_OK && i < ninputs; i++)
+        if (!inputs[i])
+            rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET, "st_merge_models: NULL input model");
+    if (rc == ST_OK) {
+        merge_job job;
+        job_init(&job, ninputs, opt);
+        for (size_t i = 0; i < ninputs; i++)
+            job.model[i] = inputs[i];
+        job.model[VAE_INPUT] = vae;
+        for (size_t i = 0; i < 4; i++)
+            if (job.model[i])
+                job.in[i].path = in_name_path(&job, i);
+        job.vae_name = vae ? job.in[VAE_INPUT].path : NULL;
+        rc = merge_run(&job, out_path, &rep, err);
+    }
     if (report)
         *report = rep;
     return rc;
