@@ -1294,6 +1294,8 @@ typedef struct st_convert_file_options {
     st_output_hooks hooks;
     uint64_t pad;               /* spaces after the header's JSON (see         */
                                 /* st_writer_set_header_padding)               */
+    const char *variant;        /* IN a folder: its weight variant (as         */
+                                /* st_model_open_variant); NULL: plain weights */
 } st_convert_file_options;
 
 typedef struct st_convert_file_report {
@@ -1314,9 +1316,12 @@ typedef struct st_convert_file_report {
  * Rewrites the safetensors file in_path as out_path in the canonical
  * layout, streaming: tensors copied or converted (dtype, only, exclude,
  * flags), selected (drop, ema), metadata kept (an empty "__metadata__"
- * too). OUT may not be IN (ST_E_ARG). report may be NULL. Errors: IN's
- * st_open code (report->failed_input = 0), ST_E_ARG (options, EMA twins of
- * another shape, no EMA to keep), ST_E_IO.
+ * too). in_path may also be a sharded model (an index, or a folder, opened
+ * with st_model_open_variant): its tensors and metadata become one file.
+ * OUT may not be IN, nor a shard or the index (ST_E_ARG). report may be
+ * NULL. Errors: IN's st_open / st_model_open code (report->failed_input =
+ * 0), ST_E_ARG (options, EMA twins of another shape, no EMA to keep),
+ * ST_E_IO.
  */
 ST_API int st_convert_file(const char *in_path, const char *out_path,
                            const st_convert_file_options *opt,

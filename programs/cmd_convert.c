@@ -27,8 +27,9 @@ static const char usage[] =
     "\"__metadata__\" keeps it. Without --dtype, tensor bytes are kept as they are.\n"
     "OUT is written to a temporary file in its folder, synced, then renamed:\n"
     "a failed run leaves no OUT. IN is never modified; OUT may not be IN.\n"
-    "IN may be a sharded model (an index *.json or a folder): its shards are\n"
-    "joined into OUT, as 'safetensors join' does.\n"
+    "IN may be a sharded model (an index *.json or a folder): its tensors and\n"
+    "metadata become OUT, with the same options (without them, as 'safetensors\n"
+    "join' does).\n"
     "\n"
     "A PyTorch checkpoint IN (.ckpt .pt .pth .bin: zip, legacy, tar or\n"
     "TorchScript; detected by content) is converted without running it: its\n"
@@ -279,17 +280,11 @@ static int convert_layout(convert_args *a, const cli_common *common, const char 
     return CLI_EXIT_OK;
 }
 
-/* A sharded model (index or folder): joined into one canonical file, which
- * is what convert writes for the same tensors and metadata. */
-static int convert_model(const convert_args *a, const cli_common *common, const char *in_path,
-                         const char *out_path)
+/* A sharded model (index or folder) with nothing to change: joined into
+ * one canonical file (the shards' bytes moved by the kernel), which is what
+ * st_convert_file writes for the same tensors and metadata. */
+static int convert_model(const cli_common *common, const char *in_path, const char *out_path)
 {
-    const st_convert_file_options *o = &a->opt;
-    if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop || o->pad) {
-        cli_errorf("unsupported: --dtype, --ema, --drop and --pad work on one file; "
-                   "join the model first ('safetensors join'), then convert that file");
-        return CLI_EXIT_ERROR;
-    }
     st_model *m = NULL;
     int rc = cli_open_model_variant(in_path, common->variant, &m);
     if (rc != CLI_EXIT_OK)
@@ -346,11 +341,12 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
         }
         return convert_from_gguf(in_path, out_path, o->dtype, o->set_dtype != 0, common);
     }
-    if (cli_is_model_path(in_path))
-        return convert_model(a, common, in_path, out_path);
+    bool model = cli_is_model_path(in_path);
+    if (model && !o->set_dtype && o->ema == ST_EMA_KEEP && !o->ndrop && !o->pad)
+        return convert_model(common, in_path, out_path);
     /* Pickle-based checkpoints go to programs/convert_ckpt.c. */
     st_format fmt = ST_FORMAT_UNKNOWN;
-    if (st_ckpt_detect(in_path, &fmt, NULL) == ST_OK && fmt != ST_FORMAT_SAFETENSORS &&
+    if (!model && st_ckpt_detect(in_path, &fmt, NULL) == ST_OK && fmt != ST_FORMAT_SAFETENSORS &&
         fmt != ST_FORMAT_UNKNOWN) {
         if (o->set_dtype || o->ema != ST_EMA_KEEP || o->ndrop) {
             cli_errorf("unsupported: --dtype, --ema and --drop work on safetensors input; "
@@ -362,6 +358,7 @@ static int run(convert_args *a, const cli_common *common, const char *in_path,
     o->only = a->only;
     o->exclude = a->exclude;
     o->drop = a->drop;
+    o->variant = common->variant;
     cli_progress *line = cli_progress_new("convert", common);
     o->hooks = cli_output_hooks(line);
     st_convert_file_report rep;

@@ -255,8 +255,15 @@ def main():
             rc2, _, _ = run("join", "-q", arg, os.path.join(tmp, "j2.safetensors"))
             check(rc == 0 and rc2 == 0 and open(conv, "rb").read() == open(os.path.join(tmp, "j2.safetensors"), "rb").read(),
                   "convert of a model = join: %s" % se)
-            rc, so, se = run("convert", arg, conv, "--dtype", "f16")
-            check(rc == 2 and "join" in se, "convert --dtype of a model: %d %s" % (rc, se))
+            # with options: what convert writes from the joined file
+            j2 = os.path.join(tmp, "j2.safetensors")
+            for opts in (["--dtype", "f16"], ["--dtype", "bf16", "--only", "model.layers.*"],
+                         ["--drop", "*.o_proj.*"], ["--dtype", "f32", "--pad", "4096"]):
+                want_f, got_f = os.path.join(tmp, "want.safetensors"), conv
+                rc1, _, se1 = run("convert", "-q", j2, want_f, *opts)
+                rc, so, se = run("convert", "-q", arg, got_f, *opts)
+                check(rc == 0 and rc1 == 0 and open(got_f, "rb").read() == open(want_f, "rb").read(),
+                      "convert %s of a model = of the joined file: %d %s %s" % (opts, rc, se, se1))
             rc, so, se = run("convert", arg, os.path.join(out, shards[0]))
             check(rc == 2, "convert onto a shard")
         shutil.rmtree(out)
@@ -273,6 +280,9 @@ def main():
         os.rename(os.path.join(out, shards[1]), os.path.join(tmp, "moved"))
         rc, _, se = run("join", "-q", out, joined)
         check(rc == 2 and shards[1] in se and not os.path.exists(joined), "missing shard: %d %s" % (rc, se))
+        rc, _, se = run("convert", "-q", out, joined, "--dtype", "f16")
+        check(rc == 2 and shards[1] in se and not os.path.exists(joined),
+              "convert --dtype, missing shard: %d %s" % (rc, se))
         # a shard failing check: exit 1, named
         with open(os.path.join(tmp, "moved"), "rb") as f:
             data = f.read()

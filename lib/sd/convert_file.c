@@ -4,7 +4,7 @@
  * the file size), with the selections users ask of SD checkpoints: glob
  * patterns for what is converted and what is dropped, and the EMA rules
  * (drop model_ema.*, or write the EMA weights under the model's names). */
-#include "format/stream.h"
+#include "sd/sd_input.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +25,8 @@ typedef struct source {
 } source;
 
 struct convert_job {
-    st_op_input in;
+    st_op_input in;         /* IN: its file, or ... */
+    const st_model *model;  /* ... the model it names (an index, a folder) */
     source *sources;        /* one per input tensor */
     unsigned flags;         /* st_convert flags */
     unsigned char *scratch; /* CONVERT_STEP_BYTES of input, for conversions */
@@ -44,9 +45,10 @@ static int convert_elements(source *s, uint64_t e, size_t ne, unsigned char *out
         size_t k = ne < step ? ne : step;
         size_t in_bytes = (size_t)(((uint64_t)k * fbits + 7) / 8);
         st_error err;
-        int rc = st_tensor_read(job->in.file, t, e * fbits / 8, job->scratch, in_bytes, &err);
-        if (rc == ST_OK)
-            rc = st_convert(s->to, out, t->dtype, job->scratch, k, job->flags, &err);
+        int rc = sd_in_read(&job->in, job->model, t, e * fbits / 8, job->scratch, in_bytes);
+        if (rc != ST_OK)
+            return rc;
+        rc = st_convert(s->to, out, t->dtype, job->scratch, k, job->flags, &err);
         if (rc != ST_OK)
             return st_op_input_fail(&job->in, rc, &err);
         out += (size_t)k * (tbits / 8);
@@ -148,7 +150,8 @@ static bool is_ema_name(const st_tensor *t)
  * buffer NAME with every '.' removed, under the LatentDiffusion's
  * `model_ema.`): model.diffusion_model.input_blocks.0.0.weight ->
  * model_ema.diffusion_modelinput_blocks00weight. NULL when there is none. */
-static const st_tensor *ema_twin(const st_file *in, const st_tensor *t, char *buf, size_t cap)
+static const st_tensor *ema_twin(const convert_job *job, const st_tensor *t, char *buf,
+                                 size_t cap)
 {
     size_t pl = sizeof MODEL_PREFIX - 1, el = sizeof EMA_PREFIX - 1;
     if (t->name_len <= pl || memcmp(t->name, MODEL_PREFIX, pl) != 0 ||
@@ -159,13 +162,13 @@ static const st_tensor *ema_twin(const st_file *in, const st_tensor *t, char *bu
     for (size_t i = pl; i < t->name_len; i++)
         if (t->name[i] != '.')
             buf[o++] = t->name[i];
-    return st_find(in, buf, o);
+    return sd_in_find(&job->in, job->model, buf, o);
 }
 
 /* Decides whether input tensor t is written: returns false to leave it
  * out; else true with *data set to the tensor whose bytes (dtype, shape)
  * are written under t's name: t itself, or its EMA twin for ST_EMA_ONLY. */
-static bool select_tensor(const st_convert_file_options *o, const st_file *in,
+static bool select_tensor(const st_convert_file_options *o, const convert_job *job,
                           const st_tensor *t, const st_tensor **data,
                           st_convert_file_report *rep)
 {
@@ -180,7 +183,7 @@ static bool select_tensor(const st_convert_file_options *o, const st_file *in,
     }
     if (o->ema == ST_EMA_ONLY) {
         char buf[1024];
-        const st_tensor *twin = ema_twin(in, t, buf, sizeof buf);
+        const st_tensor *twin = ema_twin(job, t, buf, sizeof buf);
         if (twin) {
             *data = twin;
             rep->ema_used++;
@@ -190,16 +193,16 @@ static bool select_tensor(const st_convert_file_options *o, const st_file *in,
 }
 
 /* ST_EMA_ONLY needs twins whose shape is the weight's, and at least one. */
-static int check_ema(const st_convert_file_options *o, const st_file *in, const char *in_path,
+static int check_ema(const st_convert_file_options *o, const convert_job *job, const char *in_path,
                      st_error *err)
 {
     if (o->ema != ST_EMA_ONLY)
         return ST_OK;
-    size_t n = st_tensor_count(in), twins = 0;
+    size_t n = sd_in_count(&job->in, job->model), twins = 0;
     for (size_t i = 0; i < n; i++) {
-        const st_tensor *t = st_tensor_at(in, i);
+        const st_tensor *t = sd_in_at(&job->in, job->model, i);
         char buf[1024];
-        const st_tensor *e = ema_twin(in, t, buf, sizeof buf);
+        const st_tensor *e = ema_twin(job, t, buf, sizeof buf);
         if (!e)
             continue;
         twins++;
@@ -234,6 +237,13 @@ static int check_options(const char *in_path, const char *out_path,
     return ST_OK;
 }
 
+/* st_read_fn of a tensor copied unchanged from a model's shard. */
+static int model_copy_read(void *ctx, uint64_t offset, void *buf, size_t len)
+{
+    source *s = ctx;
+    return sd_in_read(&s->job->in, s->job->model, s->copy.t, offset, buf, len);
+}
+
 /* Adds input tensor i to the writer as planned (or leaves it out). */
 static int add_tensor(convert_job *job, const st_convert_file_options *o, size_t i,
                       st_writer *w, st_convert_file_report *rep, st_error *err)
@@ -241,14 +251,15 @@ static int add_tensor(convert_job *job, const st_convert_file_options *o, size_t
     source *s = &job->sources[i];
     s->job = job;
     s->copy.in = &job->in;
-    const st_tensor *named = st_tensor_at(job->in.file, i);
-    if (!select_tensor(o, job->in.file, named, &s->copy.t, rep))
+    const st_tensor *named = sd_in_at(&job->in, job->model, i);
+    if (!select_tensor(o, job, named, &s->copy.t, rep))
         return ST_OK;
     const st_tensor *t = s->copy.t;
     s->to = t->dtype;
     uint64_t nbytes = st_tensor_nbytes(t);
-    st_read_fn read = st_op_copy_read;
-    void *ctx = &s->copy;
+    /* a file's copied tensors may move inside the kernel (st_op_add_copy) */
+    st_read_fn read = job->model ? model_copy_read : st_op_copy_read;
+    void *ctx = job->model ? (void *)s : (void *)&s->copy;
     if (wants_conversion(o, t, named)) {
         uint64_t nb;
         /* output targets are whole bytes per element */
@@ -275,14 +286,14 @@ static int add_tensor(convert_job *job, const st_convert_file_options *o, size_t
     return rc;
 }
 
-static int copy_metadata(const st_file *in, st_writer *w, st_convert_file_report *rep,
+static int copy_metadata(const convert_job *job, st_writer *w, st_convert_file_report *rep,
                          st_error *err)
 {
-    size_t nmeta = st_metadata_count(in);
+    size_t nmeta = sd_in_meta_count(&job->in, job->model);
     for (size_t i = 0; i < nmeta; i++) {
         const char *k, *v;
         size_t kl, vl;
-        int rc = st_metadata_at(in, i, &k, &kl, &v, &vl);
+        int rc = sd_in_meta_at(&job->in, job->model, i, &k, &kl, &v, &vl);
         if (rc == ST_OK)
             rc = st_writer_set_metadata(w, k, kl, v, vl, err);
         if (rc != ST_OK)
@@ -290,7 +301,7 @@ static int copy_metadata(const st_file *in, st_writer *w, st_convert_file_report
     }
     rep->metadata = nmeta;
     /* An empty "__metadata__" object stays; an absent one stays absent. */
-    if (st_metadata_present(in))
+    if (sd_in_meta_present(&job->in, job->model))
         st_writer_set_metadata_present(w, 1);
     return ST_OK;
 }
@@ -304,24 +315,33 @@ int st_convert_file(const char *in_path, const char *out_path,
     rep.failed_input = -1;
     convert_job job;
     memset(&job, 0, sizeof job);
+    st_model *owned = NULL;
     st_writer *w = NULL;
     int rc = check_options(in_path, out_path, opt, err);
     if (rc != ST_OK)
         goto done;
     job.in.path = in_path;
-    rc = st_open(in_path, ST_OPEN_PREAD, &job.in.file, err);
+    if (sd_is_model_path(in_path))
+        rc = st_model_open_variant(in_path, opt->variant, 0, &owned, err);
+    else
+        rc = st_open(in_path, ST_OPEN_PREAD, &job.in.file, err);
+    job.model = owned;
     if (rc != ST_OK) {
         rep.failed_input = 0;
         goto done;
     }
-    rep.input_size = st_file_size(job.in.file);
+    if (owned)
+        for (size_t s = 0; s < st_model_shard_count(owned); s++)
+            rep.input_size += st_model_shard_size(owned, s);
+    else
+        rep.input_size = st_file_size(job.in.file);
     /* Checked after opening IN so that a missing IN is reported as such. */
-    if (st_op_same_file(in_path, out_path)) {
-        rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET,
-                     "OUT '%s' is the input file (IN is never overwritten)", out_path);
+    if (sd_in_is_file_of(&job.in, job.model, out_path)) {
+        rc = st_fail(err, ST_E_ARG, ST_NO_OFFSET, "OUT '%s' is %s (IN is never overwritten)",
+                     out_path, owned ? "a file of the input model" : "the input file");
         goto done;
     }
-    size_t n = st_tensor_count(job.in.file);
+    size_t n = sd_in_count(&job.in, job.model);
     w = st_writer_new();
     job.sources = calloc(n ? n : 1, sizeof *job.sources);
     job.flags = opt->convert_flags;
@@ -331,11 +351,11 @@ int st_convert_file(const char *in_path, const char *out_path,
         rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory");
         goto done;
     }
-    rc = check_ema(opt, job.in.file, in_path, err);
+    rc = check_ema(opt, &job, in_path, err);
     for (size_t i = 0; i < n && rc == ST_OK; i++)
         rc = add_tensor(&job, opt, i, w, &rep, err);
     if (rc == ST_OK)
-        rc = copy_metadata(job.in.file, w, &rep, err);
+        rc = copy_metadata(&job, w, &rep, err);
     if (rc != ST_OK)
         goto done;
     rep.kept = rep.written - rep.converted;
@@ -345,7 +365,7 @@ int st_convert_file(const char *in_path, const char *out_path,
     /* Nothing converted or left out: when the input is already in the
      * canonical layout the output is the input's bytes, so a file system
      * that shares extents can clone it (as cp does there). */
-    if (rep.converted == 0 && rep.ema_used == 0 && rep.written == n) {
+    if (!owned && rep.converted == 0 && rep.ema_used == 0 && rep.written == n) {
         rc = st_op_clone_write(w, job.in.file, out_path, &opt->hooks, err);
         if (rc != ST_E_UNSUPPORTED)
             goto done;
@@ -356,6 +376,7 @@ done:
     free(job.scratch);
     free(job.sources);
     st_close(job.in.file);
+    st_model_close(owned);
     if (report)
         *report = rep;
     return rc;

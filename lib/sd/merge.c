@@ -26,14 +26,13 @@
  * of st_merge_models: every read goes through st_model_tensor_read); the
  * in_* helpers below read either, so the rules are written once. */
 #include "common/jsonval.h"
-#include "format/stream.h"
+#include "sd/sd_input.h"
 
 #include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define CHUNK ((size_t)1 << 18) /* elements per step */
 #define VAE_INPUT 3             /* st_merge_report.failed_input of the VAE */
@@ -81,55 +80,6 @@ struct merge_job {
 static bool present(const merge_job *job, size_t i)
 {
     return job->in[i].file || job->model[i];
-}
-
-static size_t in_count(const merge_job *job, size_t i)
-{
-    return job->in[i].file ? st_tensor_count(job->in[i].file)
-                           : st_model_tensor_count(job->model[i]);
-}
-
-static const st_tensor *in_at(const merge_job *job, size_t i, size_t k)
-{
-    return job->in[i].file ? st_tensor_at(job->in[i].file, k)
-                           : st_model_tensor_at(job->model[i], k);
-}
-
-static const st_tensor *in_find(const merge_job *job, size_t i, const char *name, size_t len)
-{
-    return job->in[i].file ? st_find(job->in[i].file, name, len)
-                           : st_model_find(job->model[i], name, len);
-}
-
-/* Bytes of tensor t of input `in`; a failure is recorded on the input. */
-static int in_read(const merge_job *job, st_op_input *in, const st_tensor *t, uint64_t off,
-                   void *buf, size_t len)
-{
-    st_error err;
-    memset(&err, 0, sizeof err);
-    const st_model *m = job->model[in - job->in];
-    int rc = m ? st_model_tensor_read(m, t, off, buf, len, &err)
-               : st_tensor_read(in->file, t, off, buf, len, &err);
-    return st_op_input_fail(in, rc, &err);
-}
-
-static size_t in_meta_count(const merge_job *job, size_t i)
-{
-    return job->in[i].file ? st_metadata_count(job->in[i].file)
-                           : st_model_metadata_count(job->model[i]);
-}
-
-static int in_meta_at(const merge_job *job, size_t i, size_t k, const char **key, size_t *kl,
-                      const char **v, size_t *vl)
-{
-    return job->in[i].file ? st_metadata_at(job->in[i].file, k, key, kl, v, vl)
-                           : st_model_metadata_at(job->model[i], k, key, kl, v, vl);
-}
-
-static const char *in_meta_get(const merge_job *job, size_t i, const char *key, size_t *vl)
-{
-    return job->in[i].file ? st_metadata_get(job->in[i].file, key, strlen(key), vl)
-                           : st_model_metadata_get(job->model[i], key, strlen(key), vl);
 }
 
 /* A model of several files (opened from an index): recorded per shard. */
@@ -188,7 +138,7 @@ static int read_f32(merge_job *job, st_op_input *in, const st_tensor *t, uint64_
     size_t eb = st_dtype_bits(t->dtype) / 8;
     st_error err;
     memset(&err, 0, sizeof err);
-    int rc = in_read(job, in, t, e * eb, job->raw, k * eb);
+    int rc = sd_in_read(in, job->model[in - job->in], t, e * eb, job->raw, k * eb);
     if (rc != ST_OK)
         return rc;
     rc = st_convert(ST_F32, dst, t->dtype, job->raw, k, 0, &err);
@@ -279,7 +229,8 @@ static int merge_read(void *ctx, uint64_t offset, void *buf, size_t len)
         if (p->kind == PLAN_CONVERT) {
             const st_tensor *t = p->copy.t;
             size_t ib = st_dtype_bits(t->dtype) / 8;
-            rc = in_read(job, p->copy.in, t, e * ib, job->raw, k * ib);
+            rc = sd_in_read(p->copy.in, job->model[p->copy.in - job->in], t, e * ib, job->raw,
+                            k * ib);
             if (rc != ST_OK)
                 return rc;
             rc = st_convert(p->out, job->obuf, t->dtype, job->raw, k, 0, &err);
@@ -315,18 +266,18 @@ static int plan_all(merge_job *job, plan *plans, st_merge_report *rep, st_error 
 {
     const st_merge_options *o = job->opt;
     bool C = job->add_diff && present(job, 2);
-    size_t n = in_count(job, 0);
+    size_t n = sd_in_count(&job->in[0], job->model[0]);
     for (size_t i = 0; i < n; i++) {
         plan *p = &plans[i];
         p->job = job;
-        p->a = in_at(job, 0, i);
+        p->a = sd_in_at(&job->in[0], job->model[0], i);
         p->copy.in = &job->in[0];
         p->copy.t = p->a;
         p->out = o->set_dtype && mergeable(p->a->dtype) ? o->dtype : p->a->dtype;
         p->kind = p->out == p->a->dtype ? PLAN_COPY : PLAN_CONVERT;
         if (!name_has_model(p->a) || skipped(p->a))
             continue;
-        p->b = in_find(job, 1, p->a->name, p->a->name_len);
+        p->b = sd_in_find(&job->in[1], job->model[1], p->a->name, p->a->name_len);
         if (!p->b)
             continue;
         if (!mergeable(p->a->dtype) || !mergeable(p->b->dtype))
@@ -334,7 +285,7 @@ static int plan_all(merge_job *job, plan *plans, st_merge_report *rep, st_error 
         if (p->a->nelements == 0)
             continue; /* nothing to compute (and no rows to divide by) */
         if (C) {
-            p->c = in_find(job, 2, p->a->name, p->a->name_len);
+            p->c = sd_in_find(&job->in[2], job->model[2], p->a->name, p->a->name_len);
             if (p->c && !st_op_same_shape(p->b, p->c))
                 return tensor_error(err, p->a, "B and C have different shapes");
             if (p->c && !mergeable(p->c->dtype))
@@ -385,9 +336,9 @@ static int bake_vae(merge_job *job, plan *plans, size_t n, st_merge_report *rep,
 {
     static const char prefix[] = "first_stage_model.";
     const st_merge_options *o = job->opt;
-    size_t nv = in_count(job, VAE_INPUT);
+    size_t nv = sd_in_count(&job->in[VAE_INPUT], job->model[VAE_INPUT]);
     for (size_t i = 0; i < nv; i++) {
-        const st_tensor *v = in_at(job, VAE_INPUT, i);
+        const st_tensor *v = sd_in_at(&job->in[VAE_INPUT], job->model[VAE_INPUT], i);
         if ((v->name_len >= 4 && memcmp(v->name, "loss", 4) == 0) ||
             strcmp(v->name, "model_ema.decay") == 0 || strcmp(v->name, "model_ema.num_updates") == 0)
             continue;
@@ -398,7 +349,7 @@ static int bake_vae(merge_job *job, plan *plans, size_t n, st_merge_report *rep,
         memcpy(key, prefix, sizeof prefix - 1);
         memcpy(key + sizeof prefix - 1, v->name, v->name_len);
         key[len] = 0;
-        const st_tensor *a = in_find(job, 0, key, len);
+        const st_tensor *a = sd_in_find(&job->in[0], job->model[0], key, len);
         free(key);
         if (!a)
             continue;
@@ -504,7 +455,7 @@ static void json_cstr(FILE *o, const char *s)
 static void json_meta_value(FILE *o, const merge_job *job, size_t i, const char *key)
 {
     size_t vl;
-    const char *v = in_meta_get(job, i, key, &vl);
+    const char *v = sd_in_meta_get(&job->in[i], job->model[i], key, &vl);
     if (!v)
         fputs("null", o);
     else if (st_jv_is_container(v, vl))
@@ -556,7 +507,7 @@ static char *build_merge_models(merge_job *job, const input_hash *h)
                 goto fail;
         }
         size_t hl;
-        const char *hist = in_meta_get(job, i, "sd_merge_models", &hl);
+        const char *hist = sd_in_meta_get(&job->in[i], job->model[i], "sd_merge_models", &hl);
         if (hist && st_jv_valid(hist, hl)) {
             size_t pos = 0;
             st_span k, v;
@@ -718,16 +669,6 @@ static int check_options(const void *inputs, size_t ninputs, const char *out_pat
     return ST_OK;
 }
 
-/* What st_model_open takes as a model rather than one file: an index
- * (a name ending in ".json") or a folder. */
-static bool model_path(const char *path)
-{
-    size_t n = strlen(path);
-    struct stat sb;
-    return (n >= 5 && strcmp(path + n - 5, ".json") == 0) ||
-           (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode));
-}
-
 /* st_merge's inputs: plain files with st_open, as they always were, an
  * index or a folder with st_model_open. */
 static int open_inputs(merge_job *job, st_model **owned, st_merge_report *rep, st_error *err)
@@ -736,7 +677,7 @@ static int open_inputs(merge_job *job, st_model **owned, st_merge_report *rep, s
         const char *path = job->in[i].path;
         if (!path)
             continue;
-        int rc = model_path(path) ? st_model_open(path, 0, &owned[i], err)
+        int rc = sd_is_model_path(path) ? st_model_open(path, 0, &owned[i], err)
                                   : st_open(path, ST_OPEN_PREAD, &job->in[i].file, err);
         job->model[i] = owned[i];
         if (rc != ST_OK) {
@@ -753,12 +694,7 @@ static int check_output(const merge_job *job, const char *out_path, st_error *er
     for (size_t i = 0; i < 4; i++) {
         if (!present(job, i))
             continue;
-        const st_model *m = job->model[i];
-        bool same = m ? false : st_op_same_file(job->in[i].path, out_path);
-        for (size_t s = 0; m && !same && s < st_model_shard_count(m); s++)
-            same = st_op_same_file(st_model_shard_path(m, s), out_path);
-        if (m && !same && st_model_index_path(m))
-            same = st_op_same_file(st_model_index_path(m), out_path);
+        bool same = sd_in_is_file_of(&job->in[i], job->model[i], out_path);
         if (same)
             return st_fail(err, ST_E_ARG, ST_NO_OFFSET,
                            "OUT '%s' is %s; inputs are never overwritten", out_path,
@@ -771,7 +707,8 @@ static int check_output(const merge_job *job, const char *out_path, st_error *er
 static int model_copy_read(void *ctx, uint64_t offset, void *buf, size_t len)
 {
     plan *p = ctx;
-    return in_read(p->job, p->copy.in, p->copy.t, offset, buf, len);
+    return sd_in_read(p->copy.in, p->job->model[p->copy.in - p->job->in], p->copy.t, offset, buf,
+                      len);
 }
 
 static int add_tensors(merge_job *job, plan *plans, size_t n, st_writer *w, st_error *err)
@@ -803,11 +740,11 @@ static int set_metadata(merge_job *job, st_writer *w, const char *out_path,
 {
     /* A's, B's, C's (later wins), then A1111's own keys. */
     for (size_t f = 0; f < job->ninputs; f++) {
-        size_t nm = in_meta_count(job, f);
+        size_t nm = sd_in_meta_count(&job->in[f], job->model[f]);
         for (size_t i = 0; i < nm; i++) {
             const char *k, *v;
             size_t kl, vl;
-            if (in_meta_at(job, f, i, &k, &kl, &v, &vl) != ST_OK)
+            if (sd_in_meta_at(&job->in[f], job->model[f], i, &k, &kl, &v, &vl) != ST_OK)
                 continue;
             int rc = st_writer_set_metadata(w, k, kl, v, vl, err);
             if (rc != ST_OK)
@@ -869,7 +806,7 @@ static int merge_run(merge_job *job, const char *out_path, st_merge_report *rep,
         }
         have_re = true;
     }
-    size_t n = in_count(job, 0);
+    size_t n = sd_in_count(&job->in[0], job->model[0]);
     rep->tensors = n;
     plans = calloc(n ? n : 1, sizeof *plans);
     w = st_writer_new();
