@@ -139,6 +139,36 @@ PY
         bash -c "echo \"\$1\" | grep -q '$mnt' && echo \"\$1\" | grep -qi 'no space'" _ "$err"
     check "disk full: no temporary file left" [ "$(find "$mnt" -name '.out*' | wc -l)" -eq 0 ]
     check "disk full: the old destination intact" [ "$(cat "$mnt/out.safetensors")" = old ]
+    # lora bake: its workers start before the space is reserved; they stop
+    # and the file goes when the reservation fails
+    "$py" - "$tmp/bake_model.safetensors" "$tmp/bake_lora.safetensors" <<'PY'
+import json, struct, sys
+def save(path, tensors):
+    hdr, blobs, off = {}, [], 0
+    for k, (dt, shape, data) in tensors.items():
+        hdr[k] = {"dtype": dt, "shape": shape, "data_offsets": [off, off + len(data)]}
+        off += len(data)
+        blobs.append(data)
+    h = json.dumps(hdr).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+k = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+save(sys.argv[1], {k: ("F32", [1280, 1024], struct.pack("<f", 0.5) * (1280 * 1024))})
+m = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q"
+one = struct.pack("<e", 1.0)
+save(sys.argv[2], {m + ".lora_down.weight": ("F16", [4, 1024], one * 4096),
+                   m + ".lora_up.weight": ("F16", [1280, 4], one * 5120),
+                   m + ".alpha": ("F16", [], one)})
+PY
+    err=$("$bin" lora bake "$tmp/bake_model.safetensors" "$tmp/bake_lora.safetensors" \
+        -o "$mnt/out.safetensors" -q 2>&1 >/dev/null)
+    rc=$?
+    check "lora bake, disk full: exit $rc, want 2" [ "$rc" -eq 2 ]
+    check "lora bake, disk full: the message says why ($err)" \
+        bash -c "echo \"\$1\" | grep -qi 'no space'" _ "$err"
+    check "lora bake, disk full: no temporary file left" [ "$(find "$mnt" -name '.out*' | wc -l)" -eq 0 ]
+    check "lora bake, disk full: the old destination intact" [ "$(cat "$mnt/out.safetensors")" = old ]
     umount "$mnt"
 else
     echo "disk-full check skipped: needs root and a tmpfs mount"
