@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 static const char usage[] =
-    "Usage: " CLI_NAME " join [-q] IN OUT.safetensors\n"
+    "Usage: " CLI_NAME " join [-q] [--variant NAME] IN OUT.safetensors\n"
     "\n"
     "Write every tensor of IN (an index.json, a folder holding one, or a\n"
     "single file) and the shards' metadata into one canonical file: the\n"
@@ -16,6 +16,8 @@ static const char usage[] =
     "total_size). OUT is replaced atomically; on failure it is untouched.\n"
     "\n"
     "Options:\n"
+    "  --variant NAME  IN a folder: its weight variant NAME (fp16, ema, ...)\n"
+    "               instead of its plain weights, as diffusers picks them\n"
     "  -q, --quiet  no progress line (--progress: one even into a pipe)\n"
     "  -h, --help   show this help\n"
     "\n"
@@ -24,7 +26,8 @@ static const char usage[] =
 int cmd_join(int argc, char **argv)
 {
     static const struct option opts[] = {{NULL, 0, NULL, 0}};
-    static const cli_command cmd = {usage, CLI_OPT_PROGRESS, opts, NULL, NULL, false};
+    static const cli_command cmd = {usage, CLI_OPT_PROGRESS | CLI_OPT_VARIANT, opts, NULL, NULL,
+                                    false};
     cli_common common;
     int ret = cli_parse_options(argc, argv, &cmd, &common, NULL);
     if (ret >= 0)
@@ -33,7 +36,7 @@ int cmd_join(int argc, char **argv)
         return cli_usage_error(usage, "join: give IN and OUT");
     const char *in = argv[common.first_arg], *out = argv[common.first_arg + 1];
     st_model *m = NULL;
-    int rc = cli_open_model(in, &m);
+    int rc = cli_open_model_variant(in, common.variant, &m);
     if (rc != CLI_EXIT_OK)
         return rc;
     for (size_t i = 0; i < st_model_shard_count(m); i++) {

@@ -10,6 +10,7 @@
 
 static const char usage[] =
     "Usage: " CLI_NAME " split [--max-shard-size SIZE] [--prefix NAME] [--hub]\n"
+    "                         [--variant NAME]\n"
     "                         IN OUTDIR\n"
     "\n"
     "Write the tensors of IN (a .safetensors file, an index.json or a folder)\n"
@@ -27,6 +28,8 @@ static const char usage[] =
     "  --hub                  the index as huggingface_hub writes it (shard\n"
     "                         order, no total_parameters) instead of\n"
     "                         transformers' (sorted keys)\n"
+    "  --variant NAME         IN a folder: its weight variant NAME (fp16, ema,\n"
+    "                         ...) instead of its plain weights\n"
     "  -q, --quiet            no progress line (--progress: one even into a\n"
     "                         pipe)\n"
     "  -h, --help             show this help\n"
@@ -58,7 +61,8 @@ int cmd_split(int argc, char **argv)
         {"hub", no_argument, NULL, OPT_HUB},
         {NULL, 0, NULL, 0},
     };
-    static const cli_command cmd = {usage, CLI_OPT_PROGRESS, opts, NULL, on_option, false};
+    static const cli_command cmd = {usage, CLI_OPT_PROGRESS | CLI_OPT_VARIANT, opts, NULL,
+                                    on_option, false};
     st_split_options so = {0, NULL, ST_SPLIT_TRANSFORMERS};
     cli_common common;
     int ret = cli_parse_options(argc, argv, &cmd, &common, &so);
@@ -68,7 +72,7 @@ int cmd_split(int argc, char **argv)
         return cli_usage_error(usage, "split: give IN and OUTDIR");
     const char *in = argv[common.first_arg], *outdir = argv[common.first_arg + 1];
     st_model *m = NULL;
-    int rc = cli_open_model(in, &m);
+    int rc = cli_open_model_variant(in, common.variant, &m);
     if (rc != CLI_EXIT_OK)
         return rc;
     cli_progress *line = cli_progress_new("split", &common);

@@ -141,6 +141,25 @@ def main():
         check(rc == 0 and "fp16" not in so and "diffusion_pytorch_model.safetensors" in so, "hash default: %s" % so)
         rc, so, se = run("identify", "--json", "--variant", "fp16", un)
         check(rc == 0, "identify --variant fp16 unet: %d %s" % (rc, se))
+        # join, split and convert with options take the variant too
+        f16 = os.path.join(un, "diffusion_pytorch_model.fp16.safetensors")
+        jo = os.path.join(tmp, "joined16.safetensors")
+        rc, so, se = run("join", "-q", "--variant", "fp16", un, jo)
+        check(rc == 0 and open(jo, "rb").read() == open(f16, "rb").read(),
+              "join --variant fp16: the fp16 file's bytes (%d %s)" % (rc, se))
+        sp = os.path.join(tmp, "split16")
+        rc, so, se = run("split", "-q", "--variant", "fp16", "--max-shard-size", "64KB", un, sp)
+        rc2, _, se2 = run("join", "-q", sp, jo)
+        check(rc == 0 and rc2 == 0 and open(jo, "rb").read() == open(f16, "rb").read(),
+              "split --variant fp16, joined again: the fp16 file (%s %s)" % (se, se2))
+        shutil.rmtree(sp, ignore_errors=True)
+        c1, c2 = os.path.join(tmp, "c1.safetensors"), os.path.join(tmp, "c2.safetensors")
+        rc, so, se = run("convert", "-q", "--variant", "fp16", un, c1, "--dtype", "bf16")
+        rc2, _, se2 = run("convert", "-q", f16, c2, "--dtype", "bf16")
+        check(rc == 0 and rc2 == 0 and open(c1, "rb").read() == open(c2, "rb").read(),
+              "convert --variant fp16 --dtype bf16 = convert of the fp16 file (%s %s)" % (se, se2))
+        for f in (jo, c1, c2):
+            os.remove(f)
         rc, so, se = run("check", "--variant", "bf16", un)
         check(rc == 2 and "bf16" in se and "fp16" in se and "non_ema" in se,
               "check --variant bf16: absent, naming it and the variants present (%d %s)" % (rc, se))
