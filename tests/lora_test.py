@@ -625,6 +625,7 @@ def flux_model(rng, H=32, mlp=4, double=2, single=2, prefix="model.diffusion_mod
         w(p + "linear1.weight", 3 * H + mlp * H, H); w(p + "linear2.weight", H, H + mlp * H)
         w(p + "modulation.lin.weight", 3 * H, H)
     w("final_layer.linear.weight", 16, H)
+    w("final_layer.adaLN_modulation.1.weight", 2 * H, H)
     return t
 
 
@@ -684,6 +685,7 @@ def test_bake_flux(tmp, rng):
         # kohya: whole fused weights
         pair("lora_unet_double_blocks_0_img_attn_qkv", "double_blocks.0.img_attn.qkv.weight", 0, 3 * H, alpha=2.0)
         pair("lora_unet_single_blocks_1_linear1", "single_blocks.1.linear1.weight", 0, 7 * H, alpha=8.0)
+        pair("lora_unet_final_layer_adaLN_modulation_1", "final_layer.adaLN_modulation.1.weight", 0, 2 * H)
         kp = os.path.join(tmp, "flux_kohya.safetensors")
         save(kp, lt)
         k_lt = dict(lt)
@@ -703,6 +705,13 @@ def test_bake_flux(tmp, rng):
         pair("transformer.transformer_blocks.0.ff_context.net.2", "double_blocks.0.txt_mlp.2.weight", 0, H,
              down="lora_A.weight", up="lora_B.weight")
         pair("transformer.x_embedder", "img_in.weight", 0, H, down="lora_A.weight", up="lora_B.weight")
+        # diffusers' norm_out.linear is [scale; shift], BFL's final AdaLN
+        # [shift; scale]: the delta's halves go back swapped
+        d = (rng.standard_normal((4, H)) * 0.1).astype(np.float32)
+        u = (rng.standard_normal((2 * H, 4)) * 0.1).astype(np.float32)
+        lt["transformer.norm_out.linear.lora_A.weight"], lt["transformer.norm_out.linear.lora_B.weight"] = d, u
+        delta = u @ d
+        refs[prefix + "final_layer.adaLN_modulation.1.weight"] += np.concatenate([delta[H:], delta[:H]])
         pp = os.path.join(tmp, "flux_peft.safetensors")
         save(pp, lt)
         lt.clear()
@@ -720,6 +729,23 @@ def test_bake_flux(tmp, rng):
             got, _ = load(out)
             bad = [k for k in model if not close(got[k], refs[k], 1e-5)]
             check(not bad, "flux bake (%r) matches numpy: %s" % (prefix, bad[:3]))
+        # a LoHa on the same weight: computed whole by one worker, the swapped
+        # LoRA with it
+        hm = "lora_unet_final_layer_adaLN_modulation_1"
+        ht = {hm + ".hada_w1_a": (rng.standard_normal((2 * H, 2)) * 0.3).astype(np.float32),
+              hm + ".hada_w1_b": (rng.standard_normal((2, H)) * 0.3).astype(np.float32),
+              hm + ".hada_w2_a": (rng.standard_normal((2 * H, 2)) * 0.3).astype(np.float32),
+              hm + ".hada_w2_b": (rng.standard_normal((2, H)) * 0.3).astype(np.float32),
+              hm + ".alpha": np.array(2.0, np.float32)}
+        hp = os.path.join(tmp, "flux_loha.safetensors")
+        save(hp, ht)
+        fk = prefix + "final_layer.adaLN_modulation.1.weight"
+        want = refs[fk] + loha_delta(ht, hm)
+        rc, _, se = run("lora", "bake", mp, "-o", out, kp, pp, xp, hp)
+        check(rc == 0, "bake flux with a LoHa on the swapped weight (%r) rc %d %s" % (prefix, rc, se))
+        if rc == 0:
+            got, _ = load(out)
+            check(close(got[fk], want, 1e-5), "flux: LoHa and swapped LoRA on one weight (%r)" % prefix)
         del k_lt
 
 

@@ -132,6 +132,34 @@ static uint64_t target_rows(const patch *p, const st_tensor *t)
     return p->tg->rows == UINT64_MAX ? t->shape[0] : p->tg->rows;
 }
 
+/* Patch p's factors (lora_module_factors); on a target whose halves the
+ * adapter has swapped, the up rows are swapped back, and only a low-rank
+ * module can patch it. */
+static int patch_factors(const bake *b, const patch *p, const st_tensor *t, uint64_t cols,
+                         lora_factors *f, st_error *err)
+{
+    const lora_module *m = &b->ad[p->adapter].mods[p->module];
+    uint64_t rows = target_rows(p, t);
+    int rc = lora_module_factors(&b->ad[p->adapter], m, b->in[p->adapter].strength, rows, cols,
+                                 t->shape, t->rank, f, err);
+    if (rc || !p->tg->swap_halves)
+        return rc;
+    if (!f->up) {
+        char nm[160];
+        st_quote_name(nm, sizeof nm, m->stem, m->stem_len);
+        return st_fail(err, ST_E_UNSUPPORTED, ST_NO_OFFSET,
+                       "%s: module %s: only a LoRA (up @ down) module can patch a weight whose "
+                       "halves diffusers swaps", b->ad[p->adapter].path, nm);
+    }
+    uint64_t half = rows / 2 * f->k;
+    for (uint64_t i = 0; i < half; i++) {
+        float x = f->up[i];
+        f->up[i] = f->up[half + i];
+        f->up[half + i] = x;
+    }
+    return ST_OK;
+}
+
 /* The patched tensor in f32 (in *work), then in its output dtype into *out. */
 static int compute_into(const bake *b, size_t idx, obuf *work, obuf *out, st_error *err)
 {
@@ -146,6 +174,15 @@ static int compute_into(const bake *b, size_t idx, obuf *work, obuf *out, st_err
     uint64_t cols = t->nelements / t->shape[0];
     for (size_t k = 0; k < b->count[idx] && rc == ST_OK; k++) {
         const patch *p = &b->patches[b->first[idx] + k];
+        if (p->tg->swap_halves) {
+            lora_factors f;
+            rc = patch_factors(b, p, t, cols, &f, err);
+            if (rc == ST_OK)
+                lora_gemm_acc(target_rows(p, t), cols, f.k, f.scale, f.up, f.down,
+                              w + p->tg->row0 * cols);
+            lora_factors_free(&f);
+            continue;
+        }
         rc = lora_module_apply(&b->ad[p->adapter], &b->ad[p->adapter].mods[p->module],
                                b->in[p->adapter].strength, w + p->tg->row0 * cols,
                                target_rows(p, t), cols, t->shape, t->rank, err);
@@ -214,10 +251,7 @@ static int prepare(worker_ctx *w, job *j, st_error *err)
     bool lowrank = true;
     int rc = ST_OK;
     for (size_t k = 0; k < n && rc == ST_OK && lowrank; k++) {
-        const patch *p = &b->patches[b->first[j->idx] + k];
-        rc = lora_module_factors(&b->ad[p->adapter], &b->ad[p->adapter].mods[p->module],
-                                 b->in[p->adapter].strength, target_rows(p, t), j->cols, t->shape,
-                                 t->rank, &j->f[k], err);
+        rc = patch_factors(b, &b->patches[b->first[j->idx] + k], t, j->cols, &j->f[k], err);
         lowrank = j->f[k].up != NULL;
     }
     if (rc == ST_OK && lowrank) {

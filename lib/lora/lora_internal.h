@@ -18,6 +18,9 @@ typedef struct lora_target {
     uint64_t row0, rows;     /* the patched rows of the weight's first dim   */
     bool canonical;          /* the name kohya itself writes for this layer  */
     unsigned kind;           /* LORA_LAYER_* bits: what kohya targets        */
+    bool swap_halves;        /* the adapter's rows are the weight's with its */
+                             /* two halves swapped (diffusers' AdaLN norm_out */
+                             /* is [scale; shift], BFL's [shift; scale])      */
 } lora_target;
 
 #define LORA_LAYER_ATTN 1u   /* UNet Transformer2DModel linear / conv 1x1    */

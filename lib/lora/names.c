@@ -59,7 +59,7 @@ static int add_target(lora_map *m, const char *stem, size_t tensor, uint64_t row
     for (char *p = s; *p; p++)
         if (*p == '.')
             *p = '_';
-    m->t[m->n++] = (lora_target){s, tensor, row0, rows, canonical, kind};
+    m->t[m->n++] = (lora_target){s, tensor, row0, rows, canonical, kind, false};
     return ST_OK;
 }
 
@@ -336,6 +336,13 @@ static int add_flux(lora_map *m, size_t idx, const st_tensor *t, const char *x, 
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
         if (strcmp(x, top[i][0]) == 0)
             ADD(0, UINT64_MAX, "lora_transformer_%s", top[i][1]);
+    /* diffusers' norm_out.linear is BFL's final AdaLN with its shift and
+     * scale halves swapped (convert_flux_to_diffusers' swap_scale_shift;
+     * InvokeAI swaps a LoRA's delta back the same way) */
+    if (strcmp(x, "final_layer.adaLN_modulation.1.weight") == 0 && d0 % 2 == 0) {
+        ADD(0, UINT64_MAX, "lora_transformer_norm_out.linear");
+        m->t[m->n - 1].swap_halves = true;
+    }
 #undef ADD
     return ST_OK;
 }
