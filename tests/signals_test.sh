@@ -132,13 +132,20 @@ with open(sys.argv[1], "wb") as f:
     f.write(struct.pack("<Q", len(h)) + h)
     f.truncate(8 + len(h) + 4 * n)
 PY
-    err=$("$bin" convert "$tmp/mid.safetensors" "$mnt/out.safetensors" -q 2>&1 >/dev/null)
-    rc=$?
-    check "disk full: exit $rc, want 2" [ "$rc" -eq 2 ]
-    check "disk full: the message names the folder and the cause ($err)" \
-        bash -c "echo \"\$1\" | grep -q '$mnt' && echo \"\$1\" | grep -qi 'no space'" _ "$err"
-    check "disk full: no temporary file left" [ "$(find "$mnt" -name '.out*' | wc -l)" -eq 0 ]
-    check "disk full: the old destination intact" [ "$(cat "$mnt/out.safetensors")" = old ]
+    # full_disk WHAT COMMAND...: COMMAND writes $mnt/out.safetensors, which
+    # holds "old" and must keep it
+    full_disk() {
+        local what=$1 err rc
+        shift
+        err=$("$@" 2>&1 >/dev/null)
+        rc=$?
+        check "$what, disk full: exit $rc, want 2" [ "$rc" -eq 2 ]
+        check "$what, disk full: the message names the folder and the cause ($err)" \
+            bash -c "echo \"\$1\" | grep -q '$mnt' && echo \"\$1\" | grep -qi 'no space'" _ "$err"
+        check "$what, disk full: no temporary file left" [ "$(find "$mnt" -name '.out*' | wc -l)" -eq 0 ]
+        check "$what, disk full: the old destination intact" [ "$(cat "$mnt/out.safetensors")" = old ]
+    }
+    full_disk convert "$bin" convert "$tmp/mid.safetensors" "$mnt/out.safetensors" -q
     # lora bake: its workers start before the space is reserved; they stop
     # and the file goes when the reservation fails
     "$py" - "$tmp/bake_model.safetensors" "$tmp/bake_lora.safetensors" <<'PY'
@@ -161,14 +168,8 @@ save(sys.argv[2], {m + ".lora_down.weight": ("F16", [4, 1024], one * 4096),
                    m + ".lora_up.weight": ("F16", [1280, 4], one * 5120),
                    m + ".alpha": ("F16", [], one)})
 PY
-    err=$("$bin" lora bake "$tmp/bake_model.safetensors" "$tmp/bake_lora.safetensors" \
-        -o "$mnt/out.safetensors" -q 2>&1 >/dev/null)
-    rc=$?
-    check "lora bake, disk full: exit $rc, want 2" [ "$rc" -eq 2 ]
-    check "lora bake, disk full: the message says why ($err)" \
-        bash -c "echo \"\$1\" | grep -qi 'no space'" _ "$err"
-    check "lora bake, disk full: no temporary file left" [ "$(find "$mnt" -name '.out*' | wc -l)" -eq 0 ]
-    check "lora bake, disk full: the old destination intact" [ "$(cat "$mnt/out.safetensors")" = old ]
+    full_disk "lora bake" "$bin" lora bake "$tmp/bake_model.safetensors" \
+        "$tmp/bake_lora.safetensors" -o "$mnt/out.safetensors" -q
     umount "$mnt"
 else
     echo "disk-full check skipped: needs root and a tmpfs mount"

@@ -99,7 +99,7 @@ static char *dup_n(const char *s, size_t n)
     return d;
 }
 
-static char *join_path(const char *dir, const char *name)
+char *st_model_join_path(const char *dir, const char *name)
 {
     size_t dl = strlen(dir), nl = strlen(name);
     char *p = malloc(dl + nl + 2);
@@ -462,7 +462,7 @@ static int open_index(st_model *m, const char *index_path, unsigned flags, st_er
         shard *s = &m->shards[i];
         s->fd = -1;
         s->name = dup_n(ix.arena + ix.shards[i].off, ix.shards[i].len);
-        s->path = s->name ? join_path(dir, s->name) : NULL;
+        s->path = s->name ? st_model_join_path(dir, s->name) : NULL;
         m->nshards++;
         if (!s->path) {
             rc = nomem(err, "index");

@@ -73,6 +73,9 @@ ST_INTERNAL void st_index_free(st_index *ix);
 
 /* ---- which file of a folder (variant.c) ---- */
 
+/* "dir/name", malloc'ed (NULL when out of memory). */
+ST_INTERNAL char *st_model_join_path(const char *dir, const char *name);
+
 /* Sets *found (malloc'd) to the file or index of folder dir that
  * st_model_open_variant opens for variant (NULL: none), and used_variant
  * (ST_MODEL_VARIANT_MAX + 1 bytes) to the variant chosen, "" when the plain

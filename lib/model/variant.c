@@ -176,18 +176,6 @@ static void list_variants(const entry *v, size_t n, char *buf, size_t cap)
     }
 }
 
-static char *join(const char *dir, const char *name)
-{
-    size_t dl = strlen(dir), nl = strlen(name);
-    char *p = malloc(dl + nl + 2);
-    if (p) {
-        memcpy(p, dir, dl);
-        p[dl] = '/';
-        memcpy(p + dl + 1, name, nl + 1);
-    }
-    return p;
-}
-
 /* Among v[0..n) those of kind k (and variant var, or any non-variant when
  * var is NULL, and of the best rank for indexes): exactly one is chosen;
  * several are an error listing two of them. *chosen stays NULL when none. */
@@ -320,7 +308,7 @@ int st_model_find_in_folder(const char *dir, const char *variant, unsigned flags
         }
     }
     if (!rc) {
-        *found = join(dir, c->name);
+        *found = st_model_join_path(dir, c->name);
         if (!*found)
             rc = st_fail(err, ST_E_NOMEM, ST_NO_OFFSET, "out of memory (path)");
     }
